@@ -1,0 +1,106 @@
+"""What a backend provides, and the options every backend understands."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from twisted.internet.interfaces import IReactorCore
+
+from .backoff import Backoff
+from .errors import AddressError
+from .master import Listener, MasterHooks
+from .worker import WorkerBot, WorkerConnector
+
+__all__ = ["Backend", "LinkOptions"]
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """Options shared by every backend, on both ends of a link.
+
+    :ivar keepalive_interval: seconds between pings; ``None`` disables keepalive.
+    :ivar keepalive_timeout: seconds after a ping before a silent peer is dead.
+    :ivar max_message_size: largest single call or update batch, in bytes of
+        its encoding, that a receiving end accepts; larger input is a
+        :class:`~workerwire.errors.ProtocolError`.
+    :ivar login_timeout: seconds an unauthenticated connection may stay open.
+    :ivar send_tracebacks: send tracebacks of failed calls to the peer.
+    """
+
+    keepalive_interval: float | None = 60.0
+    keepalive_timeout: float = 30.0
+    max_message_size: int = 64 * 1024 * 1024
+    login_timeout: float = 30.0
+    send_tracebacks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
+            raise ValueError("keepalive_interval must be positive or None")
+        if self.keepalive_timeout <= 0:
+            raise ValueError("keepalive_timeout must be positive")
+        if self.max_message_size < 1024:
+            raise ValueError("max_message_size must be at least 1024 bytes")
+        if self.login_timeout <= 0:
+            raise ValueError("login_timeout must be positive")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_(self, **changes: Any) -> "LinkOptions":
+        return replace(self, **changes)
+
+
+class Backend(abc.ABC):
+    """One wire protocol, as the registry hands it out.
+
+    A distribution registers an instance (or a no-argument class) under the
+    entry-point group ``workerwire.backends``; the entry-point name is the
+    name users write in config.
+    """
+
+    #: The name used in config; must equal the entry-point name.
+    name: str
+    #: One line for ``workerwire backends``.
+    description: str
+    #: True when the backend carries links over sockets (addresses are
+    #: Twisted endpoint strings); False for in-process backends.
+    network: bool = True
+
+    @abc.abstractmethod
+    def create_listener(
+        self,
+        master: MasterHooks,
+        options: LinkOptions | None = None,
+        reactor: IReactorCore | None = None,
+    ) -> Listener:
+        """A master-side :class:`~workerwire.master.Listener` for *master*."""
+
+    @abc.abstractmethod
+    def create_connector(
+        self,
+        bot: WorkerBot,
+        address: str,
+        name: str,
+        password: str,
+        options: LinkOptions | None = None,
+        reactor: IReactorCore | None = None,
+        backoff: Backoff | None = None,
+    ) -> WorkerConnector:
+        """A worker-side connector that dials *address* and serves *bot*.
+
+        :raises AddressError: *address* is not a client address of this backend.
+        """
+
+    @abc.abstractmethod
+    def loopback_port(self) -> str:
+        """A port string that listens on loopback with an ephemeral port
+        (``tcp:port=0:interface=127.0.0.1`` for TCP backends)."""
+
+    def check_port(self, portStr: str) -> None:
+        """Raise :class:`AddressError` unless *portStr* is a listening address
+        this backend accepts.  Opens nothing."""
+        if not isinstance(portStr, str) or not portStr:
+            raise AddressError(f"port must be a non-empty string such as {self.loopback_port()!r}")

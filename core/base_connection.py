@@ -1,0 +1,376 @@
+"""Protocol-neutral master-side connection behaviour, written once for every backend.
+
+:class:`BaseConnection` implements the whole public
+:class:`~workerwire.master.Connection` contract: argument checks, one command per
+builder, routing of updates to the right command, exactly-once completion,
+failing pending calls on disconnect, keepalive.  A backend subclasses it and
+fills in the ``_remote_*`` primitives and :meth:`_lose_connection`, and
+reports what arrives from the worker through the ``_on_*`` methods.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .backend import LinkOptions
+from .errors import (
+    BuilderBusy,
+    ConnectionLost,
+    DuplicateCommandId,
+    ProtocolError,
+    RemoteCallFailed,
+    WorkerwireError,
+)
+from .keepalive import KeepaliveMonitor
+from .master import CommandTarget, Connection, MasterHooks, Subscription, Update
+from .subscriptions import SubscriptionList
+from .values import check_value
+
+__all__ = ["BaseConnection"]
+
+_log = Logger()
+
+
+@dataclass
+class _Command:
+    builderName: str
+    commandId: str
+    target: CommandTarget
+    accepted: bool = False
+    pending_complete: list[WorkerwireError | None] = field(default_factory=list)
+
+
+class BaseConnection(Connection):
+    """Base of every backend's master-side connection."""
+
+    def __init__(
+        self,
+        master: MasterHooks,
+        workerName: str,
+        backendName: str,
+        options: LinkOptions,
+        clock: IReactorTime,
+    ):
+        self.master = master
+        self.workerName = workerName
+        self.backendName = backendName
+        self.options = options
+        self.keepalive_interval = options.keepalive_interval
+        self.keepalive_timeout = options.keepalive_timeout
+        self._clock = clock
+        self._lost: WorkerwireError | None = None
+        self._disconnect_subs = SubscriptionList()
+        self._pending: dict[int, Deferred[Any]] = {}
+        self._next_call = 0
+        self._commands: dict[str, _Command] = {}
+        self._busy_builders: dict[str, str] = {}
+        self._keepalive: KeepaliveMonitor | None = None
+        self.mind: object = None
+
+    # -- backend primitives -------------------------------------------------
+
+    @abc.abstractmethod
+    def _remote_print(self, message: str) -> Deferred[Any]: ...
+
+    @abc.abstractmethod
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]: ...
+
+    @abc.abstractmethod
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]: ...
+
+    @abc.abstractmethod
+    def _remote_start_command(
+        self, builderName: str, commandId: str, commandName: str, args: dict[str, Any]
+    ) -> Deferred[Any]:
+        """Send the start; the worker's updates come back through
+        :meth:`_on_update` / :meth:`_on_complete` with this *commandId*."""
+
+    @abc.abstractmethod
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]: ...
+
+    @abc.abstractmethod
+    def _remote_shutdown(self) -> Deferred[Any]: ...
+
+    @abc.abstractmethod
+    def _remote_keepalive(self) -> Deferred[Any]:
+        """A ping the worker answers at once."""
+
+    @abc.abstractmethod
+    def _lose_connection(self, abort: bool) -> None:
+        """Close the transport (abort: drop it without waiting for the peer).
+
+        The backend reports the loss through :meth:`_on_connection_lost`.
+        """
+
+    def _translate_failure(self, failure: Failure) -> Failure:
+        """Turn a backend-native failure into a core error; the one place a
+        backend does so.  The default passes core errors through and wraps
+        anything else as :class:`RemoteCallFailed`."""
+        if isinstance(failure.value, WorkerwireError):
+            return failure
+        return Failure(RemoteCallFailed(type(failure.value).__name__, str(failure.value)))
+
+    # -- events a backend reports ------------------------------------------
+
+    def _on_traffic(self) -> None:
+        """Something arrived from the worker (keeps the keepalive deadline away)."""
+        if self._keepalive is not None:
+            self._keepalive.touch()
+
+    def _on_update(self, commandId: str, updates: list[Update]) -> None:
+        """Updates of a running command arrived.
+
+        :raises ProtocolError: no such command is running (the backend reports
+            this to the worker; nothing reaches any command).
+        """
+        cmd = self._commands.get(commandId)
+        if cmd is None or cmd.pending_complete:
+            raise ProtocolError(f"update for command {commandId!r}, which is not running")
+        try:
+            cmd.target.remote_update(updates)
+        except Exception:
+            _log.failure(
+                "remote_update of command {cid} on {worker} raised", cid=commandId, worker=self.workerName
+            )
+
+    def _on_complete(self, commandId: str, error: WorkerwireError | None) -> None:
+        """A running command ended (``error`` is ``None`` on success).
+
+        :raises ProtocolError: no such command is running.
+        """
+        cmd = self._commands.get(commandId)
+        if cmd is None or cmd.pending_complete:
+            raise ProtocolError(f"completion of command {commandId!r}, which is not running")
+        cmd.pending_complete.append(error)
+        if cmd.accepted:
+            self._finish(cmd)
+
+    def _on_worker_keepalive(self) -> None:
+        self._on_traffic()
+
+    def _on_shutdown_request(self) -> None:
+        self._on_traffic()
+        try:
+            self.master.workerShutdownRequested(self)
+        except Exception:
+            _log.failure("workerShutdownRequested for {worker} raised", worker=self.workerName)
+
+    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+        """The link is gone; runs the disconnect duties exactly once."""
+        if self._lost is not None:
+            return
+        self._lost = ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}")
+        self.stopKeepaliveTimer()
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(Failure(self._lost))
+        commands, self._commands = self._commands, {}
+        self._busy_builders.clear()
+        for cmd in commands.values():
+            if cmd.accepted:
+                done = cmd.pending_complete[0] if cmd.pending_complete else self._lost
+                self._deliver_complete(cmd, done)
+        self.detached(self.mind)
+
+    # -- the contract ---------------------------------------------------------
+
+    @property
+    def isConnected(self) -> bool:
+        return self._lost is None
+
+    def notifyOnDisconnect(self, callback: Callable[[], object]) -> Subscription:
+        if self._lost is not None:
+            self._clock.callLater(0, callback)
+            return SubscriptionList().subscribe(callback)
+        return self._disconnect_subs.subscribe(callback)
+
+    def loseConnection(self) -> None:
+        self.stopKeepaliveTimer()
+        if self._lost is None:
+            self._lose_connection(abort=False)
+
+    def attached(self, mind: object) -> Connection:
+        self.mind = mind
+        self.startKeepaliveTimer()
+        return self
+
+    def detached(self, mind: object) -> None:
+        self.stopKeepaliveTimer()
+        subs, self._disconnect_subs = self._disconnect_subs, SubscriptionList()
+        subs.deliver()
+
+    def startKeepaliveTimer(self) -> None:
+        if self.keepalive_interval is None or self._lost is not None:
+            return
+        if self._keepalive is None:
+            self._keepalive = KeepaliveMonitor(
+                self._clock, self.keepalive_interval, self.keepalive_timeout, self.doKeepalive, self._dead
+            )
+        self._keepalive.start()
+
+    def stopKeepaliveTimer(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stop()
+
+    def _dead(self, why: str) -> None:
+        _log.warn(
+            "worker {worker} at {peer} over {backend} declared dead: {why}",
+            worker=self.workerName, peer=self.get_peer(), backend=self.backendName, why=why,
+        )
+        self._lose_connection(abort=True)
+        self._on_connection_lost(f"declared dead: {why}")
+
+    def doKeepalive(self) -> Deferred[None]:
+        return self._call(self._remote_keepalive)
+
+    def remotePrint(self, message: str) -> Deferred[None]:
+        return self._checked_call(self._remote_print, ("message", message))
+
+    def remoteGetWorkerInfo(self) -> Deferred[dict[str, Any]]:
+        return self._call(self._remote_get_worker_info)
+
+    def remoteSetBuilderList(self, builders: list[tuple[str, str]]) -> Deferred[list[str]]:
+        try:
+            pairs = [[str(name), str(builddir)] for name, builddir in builders]
+        except (TypeError, ValueError):
+            return fail(TypeError("builders must be a list of (name, builddir) pairs"))
+        return self._call(self._remote_set_builder_list, pairs)
+
+    def remoteStartBuild(self, builderName: str) -> Deferred[None]:
+        return self._checked_call(self._remote_start_build, ("builderName", builderName))
+
+    def remoteStartCommand(
+        self,
+        remoteCommand: CommandTarget,
+        builderName: str,
+        commandId: str,
+        commandName: str,
+        args: dict[str, Any],
+    ) -> Deferred[None]:
+        if self._lost is not None:
+            return fail(self._lost)
+        try:
+            for where, value in (("builderName", builderName), ("commandId", commandId),
+                                 ("commandName", commandName)):
+                if not isinstance(value, str):
+                    raise TypeError(f"{where} must be a str, not {type(value).__name__}")
+            if not isinstance(args, dict):
+                raise TypeError(f"args must be a dict, not {type(args).__name__}")
+            check_value(args, "args")
+        except Exception as e:
+            return fail(e)
+        if builderName in self._busy_builders:
+            return fail(BuilderBusy(
+                f"builder {builderName!r} on worker {self.workerName!r} is running command "
+                f"{self._busy_builders[builderName]!r}; one command runs per builder at a time"
+            ))
+        if commandId in self._commands:
+            return fail(DuplicateCommandId(f"command id {commandId!r} is already running on {self.workerName!r}"))
+        cmd = _Command(builderName, commandId, remoteCommand)
+        self._commands[commandId] = cmd
+        self._busy_builders[builderName] = commandId
+
+        def accepted(result: object) -> None:
+            cmd.accepted = True
+            if cmd.pending_complete and self._commands.get(commandId) is cmd:
+                self._clock.callLater(0, self._finish, cmd)
+            return None
+
+        def refused(failure: Failure) -> Failure:
+            if self._commands.get(commandId) is cmd:
+                del self._commands[commandId]
+                self._busy_builders.pop(builderName, None)
+            return failure
+
+        d = self._call(self._remote_start_command, builderName, commandId, commandName, args)
+        d.addCallbacks(accepted, refused)
+        return d
+
+    def remoteInterruptCommand(self, builderName: str, commandId: str, why: str) -> Deferred[None]:
+        if self._lost is not None:
+            return fail(self._lost)
+        cmd = self._commands.get(commandId)
+        if cmd is None or cmd.pending_complete:
+            return succeed(None)  # finished or never existed: races are normal
+        return self._checked_call(
+            self._remote_interrupt_command, ("builderName", builderName),
+            ("commandId", commandId), ("why", str(why)),
+        )
+
+    def remoteShutdown(self) -> Deferred[None]:
+        if self._lost is not None:
+            return fail(self._lost)
+        d = self._call(self._remote_shutdown)
+
+        def closed(failure: Failure) -> None | Failure:
+            if failure.check(ConnectionLost):
+                return None  # the link closed because of the shutdown
+            return failure
+
+        d.addErrback(closed)
+        return d
+
+    # -- helpers ------------------------------------------------------------
+
+    def _checked_call(self, fn: Callable[..., Deferred[Any]], *named: tuple[str, Any]) -> Deferred[Any]:
+        try:
+            for where, value in named:
+                check_value(value, where)
+        except Exception as e:
+            return fail(e)
+        return self._call(fn, *[value for _, value in named])
+
+    def _call(self, fn: Callable[..., Deferred[Any]], *args: Any) -> Deferred[Any]:
+        """Run a backend primitive so that it fails with ConnectionLost rather
+        than hang when the link goes, and fails only with core errors."""
+        if self._lost is not None:
+            return fail(self._lost)
+        key = self._next_call
+        self._next_call += 1
+        out: Deferred[Any] = Deferred()
+        self._pending[key] = out
+
+        def done(result: object) -> None:
+            if self._pending.pop(key, None) is None:
+                return None  # already failed by the disconnect
+            if isinstance(result, Failure):
+                result = self._translate_failure(result)
+                if result.check(ConnectionLost) and self._lost is not None:
+                    result = Failure(self._lost)
+                out.errback(result)
+            else:
+                out.callback(result)
+            return None
+
+        maybeDeferred(fn, *args).addBoth(done)
+        return out
+
+    def _finish(self, cmd: _Command) -> None:
+        if self._commands.get(cmd.commandId) is not cmd:
+            return
+        del self._commands[cmd.commandId]
+        if self._busy_builders.get(cmd.builderName) == cmd.commandId:
+            del self._busy_builders[cmd.builderName]
+        self._deliver_complete(cmd, cmd.pending_complete[0])
+
+    def _deliver_complete(self, cmd: _Command, error: WorkerwireError | None) -> None:
+        try:
+            cmd.target.remote_complete(None if error is None else Failure(error))
+        except Exception:
+            _log.failure(
+                "remote_complete of command {cid} on {worker} raised", cid=cmd.commandId, worker=self.workerName
+            )
+
+    def __repr__(self) -> str:
+        state = "connected" if self._lost is None else "lost"
+        return f"<{type(self).__name__} {self.workerName!r} via {self.backendName} at {self.get_peer()} {state}>"

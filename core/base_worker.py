@@ -1,0 +1,350 @@
+"""Protocol-neutral worker-side behaviour: reconnecting, keepalive, command channels.
+
+A backend's connector subclasses :class:`BaseWorkerConnector` and supplies
+:meth:`~BaseWorkerConnector._connect_once`, which dials and logs in and returns
+a :class:`WorkerSession`; a backend's command channel subclasses
+:class:`BaseCommandChannel`.  Calls from the master reach the bot through
+:func:`call_bot`, which also checks what the bot returns.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorCore
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .backend import LinkOptions
+from .backoff import Backoff
+from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand, WorkerwireError
+from .keepalive import KeepaliveMonitor
+from .master import Subscription, Update
+from .subscriptions import SubscriptionList
+from .values import check_value
+from .worker import CommandChannel, WorkerBot, WorkerConnector
+
+__all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "BOT_METHODS"]
+
+_log = Logger()
+
+#: The calls a master may make on a worker, by wire name.
+BOT_METHODS = (
+    "print",
+    "getWorkerInfo",
+    "setBuilderList",
+    "startBuild",
+    "startCommand",
+    "interruptCommand",
+    "shutdown",
+)
+
+
+def call_bot(bot: WorkerBot, method: str, *args: Any) -> Deferred[Any]:
+    """Call ``bot.remote_<method>(*args)``; the result must be a contract value.
+
+    :raises UnknownCommand: *method* is not a worker call.
+    """
+    if method not in BOT_METHODS:
+        return fail(UnknownCommand(f"no worker call named {method!r}; valid: {', '.join(BOT_METHODS)}"))
+    d = maybeDeferred(getattr(bot, "remote_" + method), *args)
+
+    def checked(result: Any) -> Any:
+        if method == "startCommand":
+            return None
+        check_value(result, f"result of {method}")
+        return result
+
+    return d.addCallback(checked)
+
+
+class BaseCommandChannel(CommandChannel):
+    """Enforces the channel rules once: nothing after ``complete``, values checked,
+    everything fails with ConnectionLost once the link is gone."""
+
+    def __init__(self, builderName: str, commandId: str):
+        self.builderName = builderName
+        self.commandId = commandId
+        self.completed = False
+        self._lost: ConnectionLost | None = None
+
+    @abc.abstractmethod
+    def _send_update(self, updates: list[Update]) -> Deferred[None]: ...
+
+    @abc.abstractmethod
+    def _send_complete(self, failure: BaseException | None) -> Deferred[None]: ...
+
+    def link_lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = ConnectionLost(f"link to the master lost: {reason}")
+
+    def update(self, updates: list[Update]) -> Deferred[None]:
+        if self._lost is not None:
+            return fail(self._lost)
+        if self.completed:
+            return fail(ProtocolError(f"command {self.commandId!r} already completed"))
+        try:
+            if not isinstance(updates, (list, tuple)):
+                raise TypeError("updates must be a list of (key, value) pairs")
+            batch = []
+            for i, pair in enumerate(updates):
+                key, value = pair
+                if not isinstance(key, str):
+                    raise TypeError(f"update {i}: key must be a str, not {type(key).__name__}")
+                check_value(value, f"update {key!r}")
+                batch.append((key, value))
+        except Exception as e:
+            return fail(e)
+        if not batch:
+            return succeed(None)
+        return self._send_update(batch)
+
+    def complete(self, failure: BaseException | None = None) -> Deferred[None]:
+        if self._lost is not None:
+            return fail(self._lost)
+        if self.completed:
+            return fail(ProtocolError(f"command {self.commandId!r} already completed"))
+        self.completed = True
+        if isinstance(failure, Failure):
+            failure = failure.value
+        return self._send_complete(failure)
+
+
+class WorkerSession(abc.ABC):
+    """One logged-in link, as a backend's connector made it."""
+
+    #: Where the master is, e.g. ``"127.0.0.1:9989"``.
+    peer: str = "?"
+
+    @abc.abstractmethod
+    def keepalive(self) -> Deferred[None]: ...
+
+    @abc.abstractmethod
+    def request_shutdown(self) -> Deferred[None]: ...
+
+    @abc.abstractmethod
+    def close(self, abort: bool = False) -> None:
+        """Close the link; the backend then reports it through ``_session_lost``."""
+
+
+class BaseWorkerConnector(WorkerConnector):
+    """Reconnect loop, login waiters, keepalive and channel bookkeeping."""
+
+    backendName: str = "?"
+
+    def __init__(
+        self,
+        bot: WorkerBot,
+        address: str,
+        name: str,
+        password: str,
+        options: LinkOptions | None = None,
+        reactor: IReactorCore | None = None,
+        backoff: Backoff | None = None,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.bot = bot
+        self.address = address
+        self.name = name
+        self._password = password
+        self.options = options or LinkOptions()
+        self.reactor: Any = reactor
+        self.backoff = backoff or Backoff()
+        self._running = False
+        self._session: WorkerSession | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._retry: IDelayedCall | None = None
+        self._failures = 0
+        self._waiters: list[Deferred[None]] = []
+        self._stop_waiters: list[Deferred[None]] = []
+        self._disconnect_subs = SubscriptionList()
+        self._channels: dict[str, BaseCommandChannel] = {}
+        self._keepalive: KeepaliveMonitor | None = None
+        self.connections_made = 0
+        self.last_error: BaseException | None = None
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    # -- backend hook -------------------------------------------------------
+
+    @abc.abstractmethod
+    def _connect_once(self) -> Deferred[WorkerSession]:
+        """Dial and log in once; fire with the session.
+
+        Calls from the master that arrive before the login answer must already
+        be served (a PB master attaches before it answers).  Fails with
+        :class:`LoginRefused` for a refused login, anything else for a failed
+        connection attempt.
+        """
+
+    # -- events a backend reports ----------------------------------------
+
+    def _on_traffic(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.touch()
+
+    def _session_lost(self, session: WorkerSession | None, reason: str) -> None:
+        """A logged-in session (or the one still logging in) is gone."""
+        if session is None or session is not self._session:
+            return
+        self._session = None
+        if self._keepalive is not None:
+            self._keepalive.stop()
+            self._keepalive = None
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.link_lost(reason)
+        _log.info("worker {name}: link to master at {peer} lost: {reason}", name=self.name, peer=session.peer,
+                  reason=reason)
+        try:
+            self.bot.linkLost()
+        except Exception:
+            _log.failure("bot.linkLost raised")
+        self._disconnect_subs.deliver()
+        if self._running:
+            self._schedule(self._next_delay())
+        else:
+            self._fire_stop_waiters()
+
+    def _register_channel(self, channel: BaseCommandChannel) -> None:
+        self._channels[channel.commandId] = channel
+
+    def _forget_channel(self, channel: BaseCommandChannel) -> None:
+        if self._channels.get(channel.commandId) is channel:
+            del self._channels[channel.commandId]
+
+    # -- the contract ---------------------------------------------------------
+
+    @property
+    def isConnected(self) -> bool:
+        return self._session is not None
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._attempt()
+
+    def stop(self) -> Deferred[None]:
+        self._running = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._session is None:
+            self._fail_waiters(ConnectionLost("connector stopped"))
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._stop_waiters.append(d)
+        self._session.close()
+        return d
+
+    def whenConnected(self) -> Deferred[None]:
+        if self._session is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def notifyOnDisconnect(self, callback: Callable[[], object]) -> Subscription:
+        return self._disconnect_subs.subscribe(callback)
+
+    def requestShutdown(self) -> Deferred[None]:
+        if self._session is None:
+            return fail(ConnectionLost("not connected to the master"))
+        return self._session.request_shutdown()
+
+    def sendKeepalive(self) -> Deferred[None]:
+        if self._session is None:
+            return fail(ConnectionLost("not connected to the master"))
+        return self._session.keepalive()
+
+    # -- internals ----------------------------------------------------------
+
+    def _next_delay(self) -> float:
+        delay = self.backoff.delay(self._failures)
+        self._failures += 1
+        return delay
+
+    def _schedule(self, delay: float) -> None:
+        if self._running and (self._retry is None or not self._retry.active()):
+            self._retry = self.reactor.callLater(delay, self._attempt)
+
+    def _attempt(self) -> None:
+        self._retry = None
+        if not self._running or self._session is not None or self._connecting is not None:
+            return
+        d = self._connecting = self._connect_once()
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, session: WorkerSession) -> None:
+        self._connecting = None
+        if not self._running:
+            session.close()
+            return
+        self._session = session
+        self._failures = 0
+        self.connections_made += 1
+        self.last_error = None
+        if self.options.keepalive_interval is not None:
+            self._keepalive = KeepaliveMonitor(
+                self.reactor, self.options.keepalive_interval, self.options.keepalive_timeout,
+                session.keepalive, lambda why: self._dead(session, why),
+            )
+            self._keepalive.start()
+        _log.info("worker {name}: connected to master at {peer} over {backend}", name=self.name,
+                  peer=session.peer, backend=self.backendName)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        self._connecting = None
+        self.last_error = failure.value
+        if not self._running:
+            self._fail_waiters(ConnectionLost("connector stopped"))
+            self._fire_stop_waiters()
+            return
+        delay = self._next_delay()
+        if failure.check(LoginRefused):
+            _log.warn("worker {name}: login refused by {address}: {why}; retrying in {delay:.1f} s",
+                      name=self.name, address=self.address, why=failure.value, delay=delay)
+            self._fail_waiters(failure.value)
+        else:
+            _log.info("worker {name}: cannot reach master at {address} ({why}); retrying in {delay:.1f} s",
+                      name=self.name, address=self.address, why=failure.getErrorMessage(), delay=delay)
+        self._schedule(delay)
+
+    def _dead(self, session: WorkerSession, why: str) -> None:
+        _log.warn("worker {name}: master at {peer} declared dead: {why}", name=self.name, peer=session.peer, why=why)
+        session.close(abort=True)
+        self._session_lost(session, f"declared dead: {why}")
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.errback(Failure(error))
+
+    def _fire_stop_waiters(self) -> None:
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for w in waiters:
+            w.callback(None)
+
+
+def wire_error(exc: BaseException | Failure | None) -> WorkerwireError | None:
+    """Normalize what a worker reports as a command failure into a core error."""
+    from .errors import error_from_wire, error_to_wire
+
+    if exc is None:
+        return None
+    if isinstance(exc, Failure):
+        exc = exc.value
+    return error_from_wire(*error_to_wire(exc))

@@ -1,0 +1,155 @@
+"""The errors every backend raises.
+
+Masters catch these and nothing else: a backend translates its native failures
+(``pb.PBConnectionLost``, ``amp.RemoteAmpError``, ...) into one of them at one
+place.  Errors that cross the wire travel as ``(type name, message)``; the
+receiving side rebuilds a core error with :func:`error_from_wire`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WorkerwireError",
+    "ConnectionLost",
+    "RemoteCallFailed",
+    "UnknownBuilder",
+    "UnknownCommand",
+    "CommandConflict",
+    "BuilderBusy",
+    "DuplicateCommandId",
+    "LoginRefused",
+    "DuplicateWorker",
+    "ProtocolError",
+    "UnsupportedValue",
+    "RegistrationError",
+    "AddressError",
+    "BackendNotFound",
+    "BackendLoadFailed",
+    "error_to_wire",
+    "error_from_wire",
+]
+
+
+class WorkerwireError(Exception):
+    """Base class of every error a workerwire contract method raises."""
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConnectionLost(WorkerwireError):
+    """The link to the peer is gone.
+
+    Raised by calls pending when the link dropped and by every call made after
+    it; given to ``remote_complete`` of commands that were running.
+    """
+
+
+class RemoteCallFailed(WorkerwireError):
+    """The peer raised an error while serving a call.
+
+    :ivar type_name: the peer's exception type name (e.g. ``"OSError"``).
+    :ivar remote_message: the peer's exception message.
+    :ivar remote_traceback: the peer's traceback text, only when the peer was
+        configured to send it; ``None`` otherwise.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str | None = None):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+
+
+class UnknownBuilder(WorkerwireError):
+    """The worker has no builder of that name (set it with ``remoteSetBuilderList``)."""
+
+
+class UnknownCommand(WorkerwireError):
+    """The worker does not offer a command of that name."""
+
+
+class CommandConflict(WorkerwireError):
+    """A command cannot start because of another one."""
+
+
+class BuilderBusy(CommandConflict):
+    """A command is already running on that builder; one runs per builder at a time."""
+
+
+class DuplicateCommandId(CommandConflict):
+    """A command with that id is already running on this connection."""
+
+
+class LoginRefused(WorkerwireError):
+    """The worker's login was refused: unknown worker name or wrong password."""
+
+
+class DuplicateWorker(LoginRefused):
+    """The master already has a live connection for this worker name."""
+
+
+class ProtocolError(WorkerwireError):
+    """The peer sent malformed, oversized or out-of-place input."""
+
+
+class UnsupportedValue(WorkerwireError, TypeError):
+    """A value that no backend can carry (see :mod:`workerwire.values`)."""
+
+
+class RegistrationError(WorkerwireError):
+    """A registration cannot be made (e.g. the same worker twice on one port)."""
+
+
+class AddressError(WorkerwireError, ValueError):
+    """A port or address string the backend cannot use; the message says what is valid."""
+
+
+class BackendNotFound(WorkerwireError, LookupError):
+    """No installed backend has that name; the message lists the installed ones."""
+
+
+class BackendLoadFailed(WorkerwireError):
+    """A backend is installed but failed to import or does not satisfy the contract."""
+
+
+# Errors whose type survives the trip across the wire.  Anything else arrives
+# as RemoteCallFailed carrying the original type name.
+_WIRE_TYPES: dict[str, type[WorkerwireError]] = {
+    cls.__name__: cls
+    for cls in (
+        ConnectionLost,
+        UnknownBuilder,
+        UnknownCommand,
+        BuilderBusy,
+        DuplicateCommandId,
+        LoginRefused,
+        DuplicateWorker,
+        ProtocolError,
+        UnsupportedValue,
+    )
+}
+
+
+def error_to_wire(exc: BaseException) -> tuple[str, str]:
+    """Return ``(type name, message)`` for sending *exc* to the peer."""
+    if isinstance(exc, RemoteCallFailed):
+        return exc.type_name, exc.remote_message
+    if isinstance(exc, WorkerwireError):
+        return type(exc).__name__, exc.message
+    return type(exc).__name__, str(exc)
+
+
+def error_from_wire(
+    type_name: str, message: str, remote_traceback: str | None = None
+) -> WorkerwireError:
+    """Rebuild the core error the peer described.
+
+    Core error names map back to their class; any other name becomes
+    :class:`RemoteCallFailed` with that name.
+    """
+    cls = _WIRE_TYPES.get(type_name)
+    if cls is not None:
+        return cls(message)
+    return RemoteCallFailed(type_name, message, remote_traceback)

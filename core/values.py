@@ -1,0 +1,117 @@
+"""The values a contract call may carry, and the one codec that checks them.
+
+Arguments, results and command updates are JSON-like:
+
+* ``None``, ``bool``, ``float``;
+* ``int`` in the signed/unsigned 64-bit range ``-2**63 .. 2**64 - 1``;
+* ``str`` (any Unicode, including non-BMP characters; lone surrogates are not
+  text and are refused) and ``bytes``;
+* ``list`` (a ``tuple`` is accepted and arrives as a ``list``);
+* ``dict`` whose keys are ``str``.
+
+Every backend carries exactly these values and refuses anything else with
+:class:`~workerwire.errors.UnsupportedValue`, so a master developed against one
+backend never meets a surprise on another.  Sizes are not limited by the
+contract: a backend that has a frame limit chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgpack
+
+from .errors import ProtocolError, UnsupportedValue
+
+__all__ = ["Value", "check_value", "encode", "decode", "INT_MIN", "INT_MAX"]
+
+Value = Union[None, bool, int, float, str, bytes, list[Any], dict[str, Any]]
+
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+
+_MAX_DEPTH = 256
+
+
+def check_value(value: object, where: str = "value") -> None:
+    """Raise :class:`UnsupportedValue` unless *value* is a contract value.
+
+    :param where: names the value in the error message (e.g. ``"args"``).
+    :raises UnsupportedValue: naming the path to the offending part and what
+        would be valid.
+    """
+    _check(value, where, 0)
+
+
+def _check(value: object, where: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise UnsupportedValue(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind is bool or kind is float or kind is bytes:
+        return
+    if kind is str:
+        if not value.isascii():  # type: ignore[union-attr]
+            try:
+                value.encode("utf-8")  # type: ignore[union-attr]
+            except UnicodeEncodeError as e:
+                raise UnsupportedValue(
+                    f"{where}: str with a lone surrogate at index {e.start} is not valid Unicode text"
+                ) from None
+        return
+    if kind is int:
+        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+            raise UnsupportedValue(
+                f"{where}: int {value} is outside the 64-bit range {INT_MIN}..{INT_MAX}"
+            )
+        return
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):  # type: ignore[arg-type]
+            _check(item, f"{where}[{i}]", depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[union-attr]
+            if type(key) is not str:
+                raise UnsupportedValue(
+                    f"{where}: dict key {key!r} is a {type(key).__name__}; keys must be str"
+                )
+            _check(item, f"{where}[{key!r}]", depth + 1)
+        return
+    raise UnsupportedValue(
+        f"{where}: {kind.__name__} cannot be carried; valid values are None, bool, "
+        "int (64-bit), float, str, bytes, list/tuple and dict with str keys"
+    )
+
+
+def encode(value: object, where: str = "value") -> bytes:
+    """Check *value* and return its canonical encoding (MessagePack).
+
+    :raises UnsupportedValue: if *value* is not a contract value.
+    """
+    check_value(value, where)
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def decode(data: bytes, max_size: int | None = None) -> Any:
+    """Decode bytes made by :func:`encode` (or by a peer following the same rules).
+
+    :param max_size: refuse encodings longer than this many bytes.
+    :raises ProtocolError: for malformed, trailing or oversized input, or for a
+        decoded value that is not a contract value.
+    """
+    if max_size is not None and len(data) > max_size:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the limit of {max_size} bytes")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_buffer_size=max(len(data), 1),
+        )
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed message: {type(e).__name__}: {e}") from None
+    try:
+        check_value(value)
+    except UnsupportedValue as e:
+        raise ProtocolError(f"peer sent an unsupported value: {e}") from None
+    return value

@@ -1,0 +1,42 @@
+"""The null backend: master and worker in one process, as strict as a network.
+
+Every message goes through the core codec (:mod:`workerwire.values`), is
+checked against the message size limit, and is delivered a reactor turn
+later, in order.  Logins go through ``twisted.cred``; disconnects behave as on
+a network backend.  Addresses are ``null:NAME``; ``null:0`` picks a fresh name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerwire.backend import Backend, LinkOptions
+from workerwire.backoff import Backoff
+
+from .master import NullConnection, NullListener, parse_port
+from .worker import NullConnector
+
+__all__ = ["NullBackend", "backend", "NullListener", "NullConnection", "NullConnector"]
+
+
+class NullBackend(Backend):
+    name = "null"
+    description = "in-process link (master and workers in one process), strict as a network backend"
+    network = False
+
+    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> NullListener:
+        return NullListener(master, options, reactor)
+
+    def create_connector(self, bot: Any, address: str, name: str, password: str,
+                         options: LinkOptions | None = None, reactor: Any = None,
+                         backoff: Backoff | None = None) -> NullConnector:
+        return NullConnector(bot, address, name, password, options, reactor, backoff)
+
+    def loopback_port(self) -> str:
+        return "null:0"
+
+    def check_port(self, portStr: str) -> None:
+        parse_port(portStr)
+
+
+backend = NullBackend()

@@ -1,0 +1,169 @@
+"""Master side of the null backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred import credentials, error as cred_error
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from workerwire.backend import LinkOptions
+from workerwire.base_connection import BaseConnection
+from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+
+from .network import PipeEnd, network_for
+from .rpc import MessagePeer
+
+__all__ = ["NullListener", "NullConnection", "parse_port"]
+
+_log = Logger()
+
+PREFIX = "null:"
+
+
+def parse_port(portStr: str) -> str:
+    """``null:NAME`` -> ``NAME`` (``null:`` or ``null:0`` pick a fresh name)."""
+    if not isinstance(portStr, str) or not portStr.startswith(PREFIX):
+        raise AddressError(f"null addresses look like 'null:NAME' (or 'null:0' for a fresh one), not {portStr!r}")
+    name = portStr[len(PREFIX):]
+    if ":" in name or "/" in name:
+        raise AddressError(f"null port name {name!r} may not contain ':' or '/'")
+    return name
+
+
+class NullConnection(BaseConnection):
+    """One worker attached in-process."""
+
+    def __init__(self, listener: "NullListener", workerName: str, peer: MessagePeer):
+        super().__init__(listener.master, workerName, "null", listener.options, listener.reactor)
+        self._peer = peer
+
+    def get_peer(self) -> str:
+        return self._peer.pipe.description
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self._peer.call("print", message)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        return self._peer.call("getWorkerInfo")
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        return self._peer.call("setBuilderList", builders)
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        return self._peer.call("startBuild", builderName)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        return self._peer.call("startCommand", builderName, commandId, commandName, args)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        return self._peer.call("interruptCommand", builderName, commandId, why)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self._peer.call("shutdown")
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self._peer.call("ping")
+
+    def _lose_connection(self, abort: bool) -> None:
+        self._peer.close("connection closed by the master")
+
+    def serve(self, method: str, args: list[Any]) -> Any:
+        """Calls from the worker."""
+        if method == "update":
+            commandId, updates = args
+            self._on_update(str(commandId), [(str(k), v) for k, v in updates])
+        elif method == "complete":
+            commandId, err = args
+            self._on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))
+        elif method == "keepalive":
+            self._on_worker_keepalive()
+        elif method == "shutdown":
+            self._on_shutdown_request()
+        else:
+            raise ProtocolError(f"unknown call {method!r} from the worker")
+        return None
+
+
+@implementer(IRealm)
+class _Realm:
+    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> Any:
+        return (interfaces[0], avatarId.decode("utf-8"), lambda: None)
+
+
+class NullListener(BaseListener):
+    backendName = "null"
+
+    def __init__(self, master: Any, options: LinkOptions | None = None, reactor: Any = None):
+        super().__init__(master, options, reactor)
+        self._network = network_for(self.reactor)
+
+    def _check_port_str(self, portStr: str) -> None:
+        parse_port(portStr)
+
+    def _open_port(self, entry: OpenPort) -> Deferred[None]:
+        name = self._network.listen(parse_port(entry.port_str), lambda pipe: self._accept(pipe, entry))
+        entry.listening = name
+        entry.port = name
+        entry.address = PREFIX + name
+        return succeed(None)
+
+    def _close_port(self, entry: OpenPort) -> Deferred[None]:
+        self._network.stop(entry.listening)
+        return succeed(None)
+
+    def _accept(self, pipe: PipeEnd, entry: OpenPort) -> None:
+        state: dict[str, Any] = {"conn": None}
+        portal = Portal(_Realm(), [entry.checker])
+        timeout = self.reactor.callLater(
+            self.options.login_timeout, lambda: pipe.close("no login within the login timeout"))
+
+        def serve(method: str, args: list[Any]) -> Any:
+            conn = state["conn"]
+            if conn is not None:
+                return conn.serve(method, args)
+            if method != "login" or state.get("logging_in"):
+                raise ProtocolError(f"{method!r} before login; log in first")
+            state["logging_in"] = True
+            name, password = str(args[0]), str(args[1])
+            return self._login(portal, peer, name, password, state, timeout)
+
+        def lost(reason: str) -> None:
+            if timeout.active():
+                timeout.cancel()
+            if state["conn"] is not None:
+                state["conn"]._on_connection_lost(reason)
+
+        def traffic() -> None:
+            if state["conn"] is not None:
+                state["conn"]._on_traffic()
+
+        peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic)
+
+    async def _login_async(self, portal: Portal, peer: MessagePeer, name: str, password: str,
+                           state: dict[str, Any], timeout: Any) -> None:
+        try:
+            _, avatar_name, _ = await portal.login(
+                credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8")), None, object)
+        except cred_error.UnauthorizedLogin as e:
+            _log.warn("null login refused for {name!r} from {peer}", name=name, peer=peer.pipe.description)
+            raise LoginRefused(str(e)) from None
+        conn = NullConnection(self, avatar_name, peer)
+        state["conn"] = conn
+        try:
+            await self.attach(conn, peer)
+        except LoginRefused:
+            state["conn"] = None
+            self.reactor.callLater(0, peer.close, "login refused")
+            raise
+        if timeout.active():
+            timeout.cancel()
+
+    def _login(self, portal: Portal, peer: MessagePeer, name: str, password: str, state: dict[str, Any],
+               timeout: Any) -> Deferred[None]:
+        return ensureDeferred(self._login_async(portal, peer, name, password, state, timeout))

@@ -1,0 +1,125 @@
+"""Calls and answers over a null pipe, every message through the core codec.
+
+Message shapes (each a MessagePack array, see :mod:`workerwire.values`):
+``["call", id, method, [args...]]``, ``["answer", id, result]``,
+``["error", id, type_name, message]``.  Ids are per direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.errors import ConnectionLost, ProtocolError, error_from_wire, error_to_wire
+from workerwire.values import decode, encode
+
+from .network import PipeEnd
+
+__all__ = ["MessagePeer"]
+
+_log = Logger()
+
+
+class MessagePeer:
+    """Request/response over one :class:`PipeEnd`.
+
+    *serve(method, args)* answers the peer's calls; *on_lost(reason)* runs once
+    when the pipe closes; *on_traffic()* runs for every message received.
+    """
+
+    def __init__(
+        self,
+        pipe: PipeEnd,
+        serve: Callable[[str, list[Any]], Any],
+        on_lost: Callable[[str], None],
+        max_message_size: int,
+        on_traffic: Callable[[], None] = lambda: None,
+    ):
+        self.pipe = pipe
+        self._serve = serve
+        self._on_lost = on_lost
+        self._on_traffic = on_traffic
+        self._max = max_message_size
+        self._pending: dict[int, Deferred[Any]] = {}
+        self._next_id = 0
+        self.lost = False
+        pipe.on_message = self._received
+        pipe.on_close = self._closed
+
+    def call(self, method: str, *args: Any) -> Deferred[Any]:
+        if self.lost or self.pipe.closed:
+            return fail(ConnectionLost("link is closed"))
+        try:
+            data = encode(["call", self._next_id, method, list(args)], where=f"arguments of {method}")
+        except Exception as e:
+            return fail(e)
+        if len(data) > self._max:
+            return fail(ProtocolError(
+                f"{method} call of {len(data)} bytes exceeds the message limit of {self._max} bytes"))
+        d: Deferred[Any] = Deferred()
+        self._pending[self._next_id] = d
+        self._next_id += 1
+        self.pipe.send(data)
+        return d
+
+    def close(self, reason: str = "closed") -> None:
+        self.pipe.close(reason)
+
+    def _received(self, data: bytes) -> None:
+        self._on_traffic()
+        try:
+            msg = decode(data, self._max)
+            kind = msg[0]
+            if kind == "call":
+                _, call_id, method, args = msg
+                self._dispatch(int(call_id), str(method), list(args))
+            elif kind == "answer":
+                _, call_id, result = msg
+                self._resolve(call_id).callback(result)
+            elif kind == "error":
+                _, call_id, type_name, message = msg
+                self._resolve(call_id).errback(Failure(error_from_wire(str(type_name), str(message))))
+            else:
+                raise ProtocolError(f"unknown message kind {kind!r}")
+        except (ValueError, TypeError, IndexError, KeyError, ProtocolError) as e:
+            why = e if isinstance(e, ProtocolError) else ProtocolError(f"malformed message: {e}")
+            _log.warn("protocol error from {peer}: {why}; closing the link", peer=self.pipe.description, why=why)
+            self.pipe.close(f"protocol error: {why}")
+
+    def _resolve(self, call_id: Any) -> Deferred[Any]:
+        d = self._pending.pop(call_id, None)
+        if d is None:
+            raise ProtocolError(f"answer to call {call_id!r}, which was never made or already answered")
+        return d
+
+    def _dispatch(self, call_id: int, method: str, args: list[Any]) -> None:
+        d = maybeDeferred(self._serve, method, args)
+
+        def answer(result: Any) -> None:
+            if not self.pipe.closed:
+                try:
+                    data = encode(["answer", call_id, result], where=f"result of {method}")
+                except Exception as e:
+                    return error(Failure(e))
+                self.pipe.send(data)
+            return None
+
+        def error(failure: Failure) -> None:
+            if not self.pipe.closed:
+                type_name, message = error_to_wire(failure.value)
+                self.pipe.send(encode(["error", call_id, type_name, message]))
+            return None
+
+        d.addCallbacks(answer, error)
+
+    def _closed(self, reason: str) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(Failure(ConnectionLost(reason)))
+        self._on_lost(reason)
