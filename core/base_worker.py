@@ -257,6 +257,19 @@ class BaseWorkerConnector(WorkerConnector):
     def notifyOnDisconnect(self, callback: Callable[[], object]) -> Subscription:
         return self._disconnect_subs.subscribe(callback)
 
+    def probe(self) -> Deferred[None]:
+        d = maybeDeferred(self._connect_once)
+
+        def logged_in(session: WorkerSession) -> None:
+            session.close()
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(WorkerwireError):
+                return failure
+            return Failure(ConnectionLost(f"cannot reach the master at {self.address}: {failure.getErrorMessage()}"))
+
+        return d.addCallbacks(logged_in, failed)
+
     def requestShutdown(self) -> Deferred[None]:
         if self._session is None:
             return fail(ConnectionLost("not connected to the master"))

@@ -106,7 +106,6 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_buffer_size=max(len(data), 1),
         )
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed message: {type(e).__name__}: {e}") from None

@@ -126,6 +126,16 @@ class WorkerConnector(abc.ABC):
         """
 
     @abc.abstractmethod
+    def probe(self) -> Deferred[None]:
+        """Dial and log in once, then close that link; never reconnects.
+
+        For health checks ("can this worker log in?").
+
+        :raises LoginRefused: the master refused the login.
+        :raises ConnectionLost: the master could not be reached.
+        """
+
+    @abc.abstractmethod
     def notifyOnDisconnect(self, callback: Callable[[], object]) -> Subscription:
         """Call *callback* each time a logged-in link is lost."""
 

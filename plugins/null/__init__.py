@@ -38,5 +38,13 @@ class NullBackend(Backend):
     def check_port(self, portStr: str) -> None:
         parse_port(portStr)
 
+    def make_interposer(self, address: str, reactor: Any) -> Any:
+        """A blackholable relay to *address*, for the conformance suite's dead-peer tests."""
+        from .relay import NullRelay
+
+        if reactor is None:
+            from twisted.internet import reactor
+        return NullRelay(reactor, address)
+
 
 backend = NullBackend()

@@ -92,7 +92,6 @@ class NullConnector(BaseWorkerConnector):
 
         session.peer_rpc = MessagePeer(pipe, session.serve, lost, self.options.max_message_size, self._on_traffic)
         # Calls from the master are served from here on, before the login answer.
-        self._pending_session = session
         d = session.peer_rpc.call("login", self.name, self.password)
 
         def ok(_: Any) -> None:

@@ -1,0 +1,186 @@
+"""A deterministic worker implementation the conformance suite drives.
+
+Its commands do exactly what their arguments say, so a test knows the precise
+update sequence a backend must deliver:
+
+``emit``     ``{"updates": [[key, value], ...], "fail": [type, message] | None}``
+             sends the updates one by one (waiting on backpressure), then completes.
+``stream``   ``{"count": N, "key": "stdout", "batch": B}`` sends N numbered lines
+             (``"line 000001 ✓\\n"`` ...), B per update call, then ``rc`` 0.
+``blob``     ``{"size": N}`` sends one ``stdout`` update of N characters.
+``echo``     sends ``("echo", args)`` back, then completes.
+``wait``     runs until interrupted; then sends a header naming why and ``rc`` -2.
+``hang``     accepts and never reports (for disconnect tests).
+``fail``     completes with ``ValueError(args["message"])``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+
+from ..errors import UnknownBuilder, UnknownCommand
+from ..worker import CommandChannel, WorkerBot
+
+__all__ = ["ScriptedWorker", "stream_line", "blob_text", "COMMANDS"]
+
+COMMANDS = ("emit", "stream", "blob", "echo", "wait", "hang", "fail")
+
+
+def stream_line(i: int) -> str:
+    """The i-th line the ``stream`` command sends (non-ASCII on purpose)."""
+    return f"line {i:06d} ✓\n"
+
+
+def blob_text(size: int) -> str:
+    """The text the ``blob`` command sends: deterministic, mixed-width Unicode."""
+    unit = "0123456789abcdef" * 3 + "é€😀\n"  # 48 ASCII + 3 wide chars + newline
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+class ScriptedWorker(WorkerBot):
+    """Records every call; runs the scripted commands above.
+
+    :ivar basedir: builder directories are created below it.
+    :ivar on_shutdown: called after ``remote_shutdown`` was answered (the
+        harness stops the connector there, as a real worker process exits).
+    """
+
+    def __init__(self, basedir: str, reactor: Any):
+        self.basedir = basedir
+        self.reactor = reactor
+        self.prints: list[str] = []
+        self.builders: dict[str, str] = {}
+        self.builds_started: list[str] = []
+        self.interrupts: list[tuple[str, str, str]] = []
+        self.shutdowns = 0
+        self.links_lost = 0
+        self.channels: dict[str, CommandChannel] = {}
+        self.hanging: list[Deferred[None]] = []
+        self._waiting: dict[str, Deferred[str]] = {}
+        self.on_shutdown: Callable[[], object] = lambda: None
+        self.on_link_lost: Callable[[], object] = lambda: None
+        self.errors: list[Failure] = []
+
+    # -- calls from the master ------------------------------------------------
+
+    def remote_print(self, message: str) -> Any:
+        if message == "hang":  # a call the worker never answers
+            d: Deferred[None] = Deferred()
+            self.hanging.append(d)
+            return d
+        if message.startswith("raise:"):
+            _, type_name, text = message.split(":", 2)
+            raise {"ValueError": ValueError, "KeyError": KeyError, "RuntimeError": RuntimeError}.get(
+                type_name, RuntimeError)(text)
+        self.prints.append(message)
+        return None
+
+    def remote_getWorkerInfo(self) -> dict[str, Any]:
+        return {
+            "version": "conformance-1",
+            "worker_commands": {name: "1.0" for name in COMMANDS},
+            "basedir": self.basedir,
+            "system": os.name,
+            "host": "conformance host",
+            "admin": "conformance admin <nobody@example.invalid>",
+            "access_uri": None,
+            "environ": {"PATH": "/usr/bin:/bin", "WORKERWIRE": "1"},
+            "numcpus": os.cpu_count() or 1,
+        }
+
+    def remote_setBuilderList(self, builders: list[tuple[str, str]]) -> list[str]:
+        wanted = {}
+        for name, builddir in builders:
+            path = os.path.join(self.basedir, builddir)
+            os.makedirs(path, exist_ok=True)
+            wanted[name] = path
+        self.builders = wanted
+        return sorted(wanted)
+
+    def remote_startBuild(self, builderName: str) -> None:
+        self._builder(builderName)
+        self.builds_started.append(builderName)
+
+    def remote_startCommand(
+        self, channel: CommandChannel, builderName: str, commandId: str, commandName: str, args: dict[str, Any]
+    ) -> None:
+        self._builder(builderName)
+        if commandName not in COMMANDS:
+            raise UnknownCommand(f"no command {commandName!r}; this worker offers {', '.join(COMMANDS)}")
+        self.channels[commandId] = channel
+        run = getattr(self, "_cmd_" + commandName)
+        # Run after the start was answered, as a real worker runs in the background.
+        self.reactor.callLater(0, self._run, run, channel, commandId, args)
+
+    def remote_interruptCommand(self, builderName: str, commandId: str, why: str) -> None:
+        self.interrupts.append((builderName, commandId, why))
+        waiter = self._waiting.pop(commandId, None)
+        if waiter is not None:
+            waiter.callback(why)
+
+    def remote_shutdown(self) -> None:
+        self.shutdowns += 1
+        self.reactor.callLater(0.05, self.on_shutdown)
+
+    def linkLost(self) -> None:
+        self.links_lost += 1
+        self.on_link_lost()
+
+    # -- commands -------------------------------------------------------------
+
+    def _builder(self, builderName: str) -> None:
+        if builderName not in self.builders:
+            raise UnknownBuilder(
+                f"no builder {builderName!r} on this worker; builders: {', '.join(sorted(self.builders)) or 'none'}"
+            )
+
+    def _run(self, run: Callable[..., Any], channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        d = ensureDeferred(run(channel, commandId, args))
+        d.addErrback(self.errors.append)
+
+    async def _cmd_emit(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        for key, value in args.get("updates", []):
+            await channel.update([(key, value)])
+        fail = args.get("fail")
+        await channel.complete(None if not fail else _make_error(fail[0], fail[1]))
+
+    async def _cmd_stream(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        count, key, batch = int(args["count"]), str(args.get("key", "stdout")), int(args.get("batch", 1))
+        for start in range(0, count, batch):
+            await channel.update([(key, stream_line(i)) for i in range(start, min(count, start + batch))])
+        await channel.update([("rc", 0)])
+        await channel.complete(None)
+
+    async def _cmd_blob(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        await channel.update([("stdout", blob_text(int(args["size"])))])
+        await channel.update([("rc", 0)])
+        await channel.complete(None)
+
+    async def _cmd_echo(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        await channel.update([("echo", args)])
+        await channel.complete(None)
+
+    async def _cmd_wait(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        waiter: Deferred[str] = Deferred()
+        self._waiting[commandId] = waiter
+        await channel.update([("header", "waiting for an interrupt\n")])
+        why = await waiter
+        await channel.update([("header", f"interrupted: {why}\n"), ("rc", -2)])
+        await channel.complete(None)
+
+    async def _cmd_hang(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        d: Deferred[None] = Deferred()
+        self.hanging.append(d)
+        await d
+
+    async def _cmd_fail(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        await channel.complete(ValueError(str(args.get("message", "command failed"))))
+
+
+def _make_error(type_name: str, message: str) -> BaseException:
+    cls = {"ValueError": ValueError, "RuntimeError": RuntimeError, "OSError": OSError}.get(type_name, RuntimeError)
+    return cls(message)
