@@ -39,7 +39,7 @@ class NullConnection(BaseConnection):
     """One worker attached in-process."""
 
     def __init__(self, listener: "NullListener", workerName: str, peer: MessagePeer):
-        super().__init__(listener.master, workerName, "null", listener.options, listener.reactor)
+        super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._peer = peer
 
     def get_peer(self) -> str:

@@ -1,0 +1,78 @@
+"""The value rules and the canonical codec every backend follows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from workerwire.errors import ProtocolError, UnsupportedValue
+from workerwire.values import INT_MAX, INT_MIN, check_value, decode, encode
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
+scalars = st.none() | st.booleans() | st.integers(INT_MIN, INT_MAX) | st.floats(allow_nan=False) | text | st.binary()
+values = st.recursive(scalars, lambda children: st.lists(children) | st.dictionaries(text, children), max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_every_contract_value_round_trips(value: object) -> None:
+    assert decode(encode(value)) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_decoder_never_crashes_on_garbage(data: bytes) -> None:
+    try:
+        value = decode(data)
+    except ProtocolError:
+        return
+    check_value(value)  # whatever decodes is a contract value
+
+
+def test_tuples_arrive_as_lists() -> None:
+    assert decode(encode({"log": ("stdio", "text")})) == {"log": ["stdio", "text"]}
+
+
+def test_nan_survives() -> None:
+    assert math.isnan(decode(encode(float("nan"))))
+
+
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ({1, 2}, "set"),
+        (2**64, "outside the 64-bit range"),
+        (INT_MIN - 1, "outside the 64-bit range"),
+        ({1: "x"}, "keys must be str"),
+        ({"ok": [object()]}, "value['ok'][0]: object"),
+        ("\udc80", "lone surrogate"),
+        (bytearray(b"x"), "bytearray"),
+    ],
+)
+def test_unsupported_values_are_named(bad: object, where: str) -> None:
+    with pytest.raises(UnsupportedValue) as err:
+        encode(bad)
+    assert where in str(err.value)
+    assert "valid" in str(err.value) or "range" in str(err.value) or "keys" in str(err.value) \
+        or "Unicode" in str(err.value)
+
+
+def test_too_deep_nesting_is_refused() -> None:
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(UnsupportedValue, match="deeper"):
+        check_value(deep)
+
+
+def test_oversized_input_is_a_protocol_error() -> None:
+    data = encode("x" * 5000)
+    with pytest.raises(ProtocolError, match="exceeds the limit of 1024 bytes"):
+        decode(data, max_size=1024)
+
+
+def test_trailing_bytes_are_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        decode(encode(1) + b"\x01")
