@@ -1,0 +1,60 @@
+"""The amp backend: workerwire's own documented dialect of Twisted AMP.
+
+The wire format is specified in ``docs/protocols/amp.md`` (commands, login
+and handshake, chunking of large values, flow control, keepalive, versions);
+:mod:`workerwire_amp.commands` is the same contract in code.
+
+Masters listen on Twisted server endpoint strings (``tcp:9990``); workers dial
+client endpoint strings (``tcp:host=master:port=9990``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerwire.backend import Backend, LinkOptions
+from workerwire.backoff import Backoff
+
+from .address import check_server_port
+from .commands import CAPABILITIES, PROTOCOL_VERSION
+from .flow import DEFAULT_WINDOW
+from .master import AMPConnection, AMPListener
+from .worker import AMPConnector
+
+__all__ = [
+    "AMPBackend",
+    "backend",
+    "AMPListener",
+    "AMPConnection",
+    "AMPConnector",
+    "PROTOCOL_VERSION",
+    "CAPABILITIES",
+    "DEFAULT_WINDOW",
+]
+
+
+class AMPBackend(Backend):
+    """Twisted AMP with chunked values, flow-controlled output and a versioned handshake."""
+
+    name = "amp"
+    description = f"Twisted AMP, workerwire dialect v{PROTOCOL_VERSION} (documented; chunked values, flow control)"
+    network = True
+
+    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> AMPListener:
+        return AMPListener(master, options, reactor)
+
+    def create_connector(self, bot: Any, address: str, name: str, password: str,
+                         options: LinkOptions | None = None, reactor: Any = None,
+                         backoff: Backoff | None = None) -> AMPConnector:
+        return AMPConnector(bot, address, name, password, options, reactor, backoff)
+
+    def loopback_port(self) -> str:
+        return "tcp:port=0:interface=127.0.0.1"
+
+    def check_port(self, portStr: str) -> None:
+        from twisted.internet import reactor
+
+        check_server_port(reactor, portStr)
+
+
+backend = AMPBackend()

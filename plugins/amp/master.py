@@ -1,0 +1,454 @@
+"""Master side of the amp backend: one listening port per port string, many workers each.
+
+A connection goes through these states; a command that arrives out of turn
+is a protocol error that closes the connection:
+
+``hello``
+    only ``Hello`` is accepted (the login timer runs from the TCP accept);
+``login``
+    only ``Login``;
+``authenticating``
+    nothing (the credentials are being checked through ``twisted.cred``);
+``attaching``
+    the credentials were good: a :class:`AMPConnection` exists and is offered to
+    the master (``listener.attach``) *before* the ``Login`` answer, like PB, so
+    the master may already call the worker; the worker's commands are accepted;
+``ready``
+    logged in; the login timer is cancelled;
+``refused``
+    the refusal was answered and the connection is closing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from workerwire.backend import LinkOptions
+from workerwire.base_connection import BaseConnection
+from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+from workerwire.master import CommandTarget, MasterHooks, Update as UpdatePair
+
+from .address import check_server_port, client_address_for
+from .auth import ChallengeResponse, IAMPWorker, new_challenge
+from .commands import (
+    CAPABILITIES,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    REQUIRED_BY_MASTER,
+    Chunk,
+    Complete,
+    GetWorkerInfo,
+    Hello,
+    InterruptCommand,
+    Keepalive,
+    Login,
+    MissingCapability,
+    Ping,
+    Print,
+    SetBuilderList,
+    Shutdown,
+    ShutdownRequest,
+    StartBuild,
+    StartCommand,
+    Update,
+    VersionMismatch,
+    WireCommand,
+)
+from .errors import describe_loss, translate_failure
+from .flow import DEFAULT_WINDOW
+from .wire import WireProtocol
+
+__all__ = ["AMPListener", "AMPConnection", "MasterProtocol"]
+
+_log = Logger()
+
+_AFTER_LOGIN = frozenset({Chunk, Update, Complete, Keepalive, ShutdownRequest})
+_ALLOWED: dict[str, frozenset[type[WireCommand]]] = {
+    "hello": frozenset({Hello}),
+    "login": frozenset({Login}),
+    "authenticating": frozenset(),
+    "attaching": _AFTER_LOGIN,
+    "ready": _AFTER_LOGIN,
+    "refused": frozenset(),
+}
+
+
+class _AckingTarget:
+    """Wraps a command's target to remember what ``remote_update`` returned.
+
+    When it returns a Deferred, the ``Update`` answer (the flow-control
+    acknowledgement) waits for it: a master that digests output slowly slows
+    the worker down.
+    """
+
+    def __init__(self, target: CommandTarget, forget: "Any"):
+        self.target = target
+        self._forget = forget
+        self.result: object = None
+
+    def remote_update(self, updates: list[UpdatePair]) -> object:
+        self.result = None
+        self.result = self.target.remote_update(updates)
+        return self.result
+
+    def remote_complete(self, failure: Any = None) -> object:
+        self._forget(self)
+        return self.target.remote_complete(failure)
+
+    def take_result(self) -> object:
+        result, self.result = self.result, None
+        return result
+
+
+class AMPConnection(BaseConnection):
+    """One worker logged in over amp."""
+
+    def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
+        super().__init__(listener.master, workerName, "amp", listener.options, listener.reactor)
+        self._proto = proto
+        self._targets: dict[str, _AckingTarget] = {}
+
+    def get_peer(self) -> str:
+        return self._proto.peer
+
+    # -- primitives ---------------------------------------------------------
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self._proto.call(Print, message=message).addCallback(lambda _: None)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        return self._proto.call(GetWorkerInfo).addCallback(lambda answer: answer["info"])
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        return self._proto.call(SetBuilderList, builders=builders).addCallback(lambda answer: answer["names"])
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        return self._proto.call(StartBuild, builder=builderName).addCallback(lambda _: None)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        return self._proto.call(
+            StartCommand, builder=builderName, command_id=commandId, command_name=commandName, args=args,
+        ).addCallback(lambda _: None)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        return self._proto.call(
+            InterruptCommand, builder=builderName, command_id=commandId, why=why).addCallback(lambda _: None)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self._proto.call(Shutdown).addCallback(lambda _: None)
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self._proto.call(Ping).addCallback(lambda _: None)
+
+    def _lose_connection(self, abort: bool) -> None:
+        self._proto.close(abort=abort)
+
+    def _translate_failure(self, failure: Failure) -> Failure:
+        return translate_failure(failure)
+
+    # -- acknowledgement of updates ------------------------------------------
+
+    def remoteStartCommand(self, remoteCommand: CommandTarget, builderName: str, commandId: str,
+                           commandName: str, args: dict[str, Any]) -> Deferred[None]:
+        """As the contract says; in addition, a ``remote_update`` of *remoteCommand*
+        that returns a Deferred holds back the worker's flow-control
+        acknowledgement until it fires."""
+        target = _AckingTarget(remoteCommand, lambda t: self._forget_target(commandId, t))
+        if isinstance(commandId, str) and commandId not in self._targets:
+            self._targets[commandId] = target
+
+        def refused(failure: Failure) -> Failure:
+            self._forget_target(commandId, target)
+            return failure
+
+        return super().remoteStartCommand(target, builderName, commandId, commandName, args).addErrback(refused)
+
+    def _forget_target(self, commandId: Any, target: _AckingTarget) -> None:
+        if isinstance(commandId, str) and self._targets.get(commandId) is target:
+            del self._targets[commandId]
+
+    def deliver_update(self, commandId: str, updates: list[UpdatePair]) -> Deferred[Any] | None:
+        """Hand updates to the command; return what the ack must wait for, if anything.
+
+        :raises ProtocolError: no such command is running.
+        """
+        target = self._targets.get(commandId)
+        self._on_update(commandId, updates)
+        pending = target.take_result() if target is not None else None
+        return pending if isinstance(pending, Deferred) else None
+
+
+@implementer(IRealm)
+class _Realm:
+    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> Any:
+        return (IAMPWorker, avatarId.decode("utf-8"), lambda: None)
+
+
+class MasterProtocol(WireProtocol):
+    """The master's end of one worker connection."""
+
+    side = "master"
+    responders = {
+        command.commandName: (command, "amp_" + command.__name__)
+        for command in (Hello, Login, Chunk, Update, Complete, Keepalive, ShutdownRequest)
+    }
+
+    def __init__(self, listener: "AMPListener", entry: OpenPort):
+        super().__init__(listener.options, listener.reactor)
+        self.listener = listener
+        self.entry = entry
+        self.phase = "hello"
+        self.conn: AMPConnection | None = None
+        self.window = listener.window
+        self._challenge = b""
+        self._login_timer: IDelayedCall | None = None
+        self._unacked = 0
+        self.on_traffic = self._traffic
+
+    def who(self) -> str:
+        if self.conn is not None:
+            return f"worker {self.conn.workerName!r} at {self.peer}"
+        return self.peer
+
+    def _traffic(self) -> None:
+        if self.conn is not None:
+            self.conn._on_traffic()
+
+    def refuses(self, command: type[WireCommand]) -> str | None:
+        allowed = _ALLOWED[self.phase]
+        if command in allowed:
+            return None
+        if self.phase in ("hello", "login", "authenticating"):
+            expected = " or ".join(sorted(c.__name__ for c in allowed)) or "nothing until the login is answered"
+            return f"{command.__name__} before login (expected {expected})"
+        return f"{command.__name__} is not accepted {'after login' if self.phase != 'refused' else 'now'}"
+
+    # -- connection lifetime ------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.listener._protocols.add(self)
+        self._login_timer = self.clock.callLater(self.options.login_timeout, self._login_timed_out)
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        if self.phase == "ready" or self.lost:
+            return
+        _log.warn("amp master: no login from {peer} within {timeout:g} s; dropping the connection",
+                  peer=self.peer, timeout=self.options.login_timeout, login_timeout=True)
+        self.close(abort=True)
+
+    def _cancel_login_timer(self) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+
+    def link_lost(self, reason: Failure) -> None:
+        self._cancel_login_timer()
+        self.listener._protocols.discard(self)
+        if self.conn is not None:
+            self.conn._on_connection_lost(describe_loss(reason))
+
+    def _refuse(self, why: object) -> None:
+        """The refusal is being answered; close once the answer is written."""
+        _log.warn("amp master: refused {peer}: {why}", peer=self.who(), why=str(why))
+        self.phase = "refused"
+        self.clock.callLater(0, self.close)
+
+    # -- handshake ----------------------------------------------------------
+
+    def amp_Hello(self, min_version: int, max_version: int, capabilities: list[str],
+                  max_message_size: int) -> dict[str, Any]:
+        if min_version > max_version or max_message_size < 1024:
+            raise self._malformed("Hello needs min_version <= max_version and max_message_size >= 1024")
+        version = min(PROTOCOL_VERSION, max_version)
+        if version < max(MIN_PROTOCOL_VERSION, min_version):
+            error: Exception = VersionMismatch(
+                f"the master speaks amp dialect versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; "
+                f"the worker offered {min_version} to {max_version}")
+            self._refuse(error)
+            raise error
+        missing = REQUIRED_BY_MASTER - set(capabilities)
+        if missing:
+            error = MissingCapability(
+                f"the master requires the capabilities {', '.join(sorted(REQUIRED_BY_MASTER))}; "
+                f"the worker lacks {', '.join(sorted(missing))}")
+            self._refuse(error)
+            raise error
+        self.peer_max_message_size = max_message_size
+        self._challenge = new_challenge()
+        self.phase = "login"
+        return {
+            "version": version,
+            "capabilities": list(CAPABILITIES),
+            "challenge": self._challenge,
+            "max_message_size": self.options.max_message_size,
+            "window": self.window,
+        }
+
+    def amp_Login(self, username: str, response: bytes) -> Deferred[dict[str, Any]]:
+        self.phase = "authenticating"
+        return ensureDeferred(self._login(username, response))
+
+    async def _login(self, username: str, response: bytes) -> dict[str, Any]:
+        portal = Portal(_Realm(), [self.entry.checker])
+        try:
+            _, name, _ = await portal.login(ChallengeResponse(username, self._challenge, response), self, IAMPWorker)
+        except Exception as e:
+            if not isinstance(e, UnauthorizedLogin):
+                _log.failure("amp master: checking the login of {name!r} failed", name=username)
+            refusal = LoginRefused("login refused: unknown worker name or wrong password")
+            self._refuse(refusal)
+            raise refusal from None
+        if self.lost:
+            raise LoginRefused("the connection closed during the login")
+        self.conn = AMPConnection(self.listener, name, self)
+        self.phase = "attaching"
+        try:
+            await self.listener.attach(self.conn, self)
+        except LoginRefused as e:
+            self._refuse(e)
+            raise
+        self._cancel_login_timer()
+        self.phase = "ready"
+        return {}
+
+    # -- calls from the worker ----------------------------------------------
+
+    def amp_Update(self, command_id: str, updates: list[Any]) -> Any:
+        size = self.box_value_bytes
+        if self._unacked > 0 and self._unacked + size > self.window:
+            self.protocol_error(ProtocolError(
+                f"the worker exceeded the flow-control window: {self._unacked + size} bytes "
+                f"unacknowledged, window {self.window}"))
+            raise ProtocolError("flow-control window exceeded")
+        try:
+            pairs = _update_pairs(updates)
+        except ProtocolError as e:
+            raise self._malformed(str(e)) from None
+        assert self.conn is not None
+        self._unacked += size
+        try:
+            pending = self.conn.deliver_update(command_id, pairs)
+        except Exception:
+            self._unacked -= size
+            raise
+
+        def acked(result: object) -> dict[str, Any]:
+            self._unacked -= size
+            if isinstance(result, Failure):
+                _log.failure("remote_update of command {cid} failed", result, cid=command_id)
+            return {}
+
+        if pending is None:
+            return acked(None)
+        return pending.addBoth(acked)
+
+    def amp_Complete(self, command_id: str, error: list[Any] | None) -> dict[str, Any]:
+        if error is not None:
+            if len(error) not in (2, 3) or not all(isinstance(part, str) for part in error):
+                raise self._malformed("Complete.error must be nil or [type_name, message(, traceback)] of str")
+            failure = error_from_wire(*error)
+        else:
+            failure = None
+        assert self.conn is not None
+        self.conn._on_complete(command_id, failure)
+        return {}
+
+    def amp_Keepalive(self) -> dict[str, Any]:
+        assert self.conn is not None
+        self.conn._on_worker_keepalive()
+        return {}
+
+    def amp_ShutdownRequest(self) -> dict[str, Any]:
+        assert self.conn is not None
+        self.conn._on_shutdown_request()
+        return {}
+
+    def _malformed(self, why: str) -> ProtocolError:
+        error = ProtocolError(why)
+        self.protocol_error(error)
+        return error
+
+
+def _update_pairs(updates: list[Any]) -> list[UpdatePair]:
+    pairs = []
+    for item in updates:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise ProtocolError("Update.updates must be a list of [key: str, value] pairs")
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+class _Factory(ServerFactory):
+    noisy = False
+
+    def __init__(self, listener: "AMPListener", entry: OpenPort):
+        self.listener = listener
+        self.entry = entry
+
+    def buildProtocol(self, addr: Any) -> MasterProtocol:
+        return MasterProtocol(self.listener, self.entry)
+
+
+class AMPListener(BaseListener):
+    """Listens on Twisted server endpoint strings; many workers share each port.
+
+    :param window: the flow-control window offered to workers, in bytes.
+    """
+
+    backendName = "amp"
+
+    def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None,
+                 window: int = DEFAULT_WINDOW):
+        super().__init__(master, options, reactor)
+        if window < 1:
+            raise ValueError("window must be positive")
+        self.window = window
+        self._protocols: set[MasterProtocol] = set()
+
+    def _check_port_str(self, portStr: str) -> None:
+        check_server_port(self.reactor, portStr)
+
+    def _open_port(self, entry: OpenPort) -> Deferred[None]:
+        return ensureDeferred(self._open(entry))
+
+    async def _open(self, entry: OpenPort) -> None:
+        endpoint = check_server_port(self.reactor, entry.port_str)
+        try:
+            port = await endpoint.listen(_Factory(self, entry))
+        except CannotListenError as e:
+            raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
+        entry.listening = port
+        host = port.getHost()
+        entry.port = getattr(host, "port", None) or str(host)
+        entry.address = client_address_for(host)
+        _log.info("amp master: listening on {address} ({port_str})", address=entry.address,
+                  port_str=entry.port_str)
+
+    def _close_port(self, entry: OpenPort) -> Deferred[None]:
+        return maybeDeferred(entry.listening.stopListening)
+
+    def stopListening(self) -> Deferred[None]:
+        """As the contract says; also drops connections that have not logged in."""
+        d = super().stopListening()
+
+        def drop_unauthenticated(result: object) -> object:
+            for proto in list(self._protocols):
+                if proto.conn is None:
+                    proto.close(abort=True)
+            return result
+
+        return d.addBoth(drop_unauthenticated)

@@ -1,0 +1,364 @@
+"""The dialect's box layer, shared by both ends: limits, chunks, dispatch, errors.
+
+:class:`WireProtocol` is an :class:`twisted.protocols.amp.AMP` that
+
+* caps every box at :data:`MAX_KEYS` keys while parsing it (AMP itself caps
+  keys at 255 bytes and values at 65,535), so a box never costs more than
+  about 2 MiB whatever the peer sends;
+* lets a subclass refuse commands by connection state (nothing but the login
+  before the login), and refuses unknown commands;
+* carries ``Value`` arguments inline or through ``Chunk`` transfers
+  (:mod:`workerwire_amp.chunks`), bounded by ``max_message_size``;
+* answers every failing command with an error box whose code is the error's
+  type name (:mod:`workerwire_amp.errors`);
+* turns any malformed or out-of-place input into one logged protocol error
+  that closes the connection: no traceback, no exception escapes into Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from workerwire.backend import LinkOptions
+from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
+from workerwire.values import decode, encode
+
+from .chunks import MAX_CHUNK, Assembler, Outgoing, TransferIds
+from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
+from .errors import MAX_DESCRIPTION, error_answer
+
+__all__ = ["WireProtocol", "MAX_KEYS", "ABORT_AFTER"]
+
+_log = Logger()
+
+#: Most keys one box may have (the dialect's largest box has 7).
+MAX_KEYS = 32
+#: Seconds a closing connection may take to flush before it is aborted.
+ABORT_AFTER = 10.0
+
+_KIND_OK: dict[type, tuple[type, ...]] = {list: (list, tuple), dict: (dict,), str: (str,), type(None): (type(None),)}
+_parse_int = Integer().fromString
+
+
+class WireProtocol(amp.AMP):
+    """One end of an amp connection (subclassed per side)."""
+
+    #: ``"master"`` or ``"worker"``, for log lines.
+    side: ClassVar[str] = "?"
+    #: Commands this side answers: wire name -> (command, responder method name).
+    responders: ClassVar[dict[bytes, tuple[type[WireCommand], str]]] = {}
+
+    def __init__(self, options: LinkOptions, clock: Any):
+        super().__init__()
+        self.options = options
+        self.clock = clock
+        self.assembler = Assembler(options.max_message_size)
+        self._transfer_ids = TransferIds()
+        self._outgoing: Outgoing | None = None
+        #: The peer's declared limit (from the handshake); we never send more.
+        self.peer_max_message_size = options.max_message_size
+        self.closing = False
+        self.lost = False
+        self.peer = "?"
+        self._box_keys = 0
+        self._abort_call: IDelayedCall | None = None
+        #: Bytes of the Values parsed so far in the current box.
+        self.box_value_bytes = 0
+        #: Called for every box that arrives.
+        self.on_traffic: Callable[[], None] = lambda: None
+
+    # -- subclass hooks -----------------------------------------------------
+
+    def refuses(self, command: type[WireCommand]) -> str | None:
+        """Why *command* may not arrive now, or ``None`` when it may."""
+        return None
+
+    def link_lost(self, reason: Failure) -> None:
+        """The connection is gone (called once, after pending calls failed)."""
+
+    def who(self) -> str:
+        """The peer, for log lines."""
+        return self.peer
+
+    # -- connection ---------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self.peer = f"{host}:{port}" if host is not None else str(peer)
+        set_keepalive = getattr(self.transport, "setTcpKeepAlive", None)
+        if set_keepalive is not None:
+            try:
+                set_keepalive(True)
+            except OSError:  # not a TCP socket after all (e.g. a UNIX socket)
+                pass
+
+    def close(self, abort: bool = False) -> None:
+        """Close the connection; a graceful close is aborted after :data:`ABORT_AFTER` s."""
+        self.closing = True
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        if abort:
+            transport.abortConnection()
+            return
+        transport.loseConnection()
+        if self._abort_call is None:
+            self._abort_call = self.clock.callLater(ABORT_AFTER, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        if self.transport is not None and not self.lost:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self.lost:
+            return
+        self.lost = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
+        if not self.closing and (getattr(self, "_unprocessed", b"") or self._currentBox is not None):
+            self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
+        self.closing = True
+        self.assembler.clear()
+        super().connectionLost(reason)
+        self.link_lost(reason)
+
+    def protocol_error(self, error: ProtocolError, box: amp.AmpBox | None = None) -> None:
+        """Log *error*, answer the offending command with it if it asked, close."""
+        if self.closing:
+            return
+        self._log_protocol_error(error)
+        self.closing = True
+        if box is not None and amp.ASK in box and amp.COMMAND in box and not self.lost:
+            description = str(error).encode("utf-8", "replace")[:MAX_DESCRIPTION]
+            try:
+                self.sendBox(amp.AmpBox({
+                    amp.ERROR: box[amp.ASK], amp.ERROR_CODE: b"ProtocolError",
+                    amp.ERROR_DESCRIPTION: description,
+                }))
+            except Exception:
+                pass
+        self.close()
+
+    def _log_protocol_error(self, error: ProtocolError) -> None:
+        _log.warn(
+            "amp {side}: protocol error from {peer}: {why}; closing the connection",
+            side=self.side, peer=self.who(), why=str(error), protocol_error=True, peer_address=self.peer,
+        )
+
+    # -- parsing limits -----------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return  # a refused or closing peer's further input is dropped unread
+        super().dataReceived(data)
+
+    def proto_init(self, string: bytes) -> str:
+        self._box_keys = 0
+        return super().proto_init(string)  # type: ignore[no-any-return]
+
+    def proto_value(self, string: bytes) -> str:
+        self._box_keys += 1
+        if self._box_keys > MAX_KEYS:
+            self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
+            return "discard"
+        return super().proto_value(string)  # type: ignore[no-any-return]
+
+    def proto_discard(self, string: bytes) -> str:
+        return "discard"
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.protocol_error(ProtocolError(f"key of {length} bytes; AMP keys are 1 to 255 bytes"))
+
+    # -- receiving ----------------------------------------------------------
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        if self.closing:
+            return
+        self.on_traffic()
+        try:
+            self._box_received(box)
+        except ProtocolError as e:
+            self.protocol_error(e, box)
+        except (KeyError, ValueError, TypeError, UnicodeError, amp.AmpError) as e:
+            self.protocol_error(ProtocolError(f"malformed box: {type(e).__name__}: {e}"), box)
+
+    def _box_received(self, box: amp.AmpBox) -> None:
+        name = box.get(amp.COMMAND)
+        if name is not None:
+            if amp.ANSWER in box or amp.ERROR in box:
+                raise ProtocolError("a box may not be both a command and an answer")
+            entry = self.responders.get(name)
+            if entry is None:
+                raise ProtocolError(f"unknown command {name[:60]!r}")
+            command = entry[0]
+            why = self.refuses(command)
+            if why is not None:
+                raise ProtocolError(why)
+            if command is Chunk:
+                if amp.ASK in box:
+                    raise ProtocolError("Chunk boxes are never answered and may not carry _ask")
+                self.assembler.chunk(**self._parse(Chunk, box, Chunk.arguments))
+                return
+            if amp.ASK not in box:
+                raise ProtocolError(f"{command.__name__} without _ask; every command but Chunk is answered")
+        elif amp.ANSWER not in box and amp.ERROR not in box:
+            raise ProtocolError("box is neither a command nor an answer")
+        self.assembler.begin_box()
+        self.box_value_bytes = 0
+        super().ampBoxReceived(box)  # answers, errors, and dispatchCommand below
+        if not self.closing:
+            self.assembler.end_box()
+
+    def _answerReceived(self, box: amp.AmpBox) -> None:
+        if box[amp.ANSWER] not in (self._outstandingRequests or {}):
+            raise ProtocolError(f"answer to request {box[amp.ANSWER][:20]!r}, which is not outstanding")
+        super()._answerReceived(box)
+
+    def _errorReceived(self, box: amp.AmpBox) -> None:
+        if box[amp.ERROR] not in (self._outstandingRequests or {}):
+            raise ProtocolError(f"error answer to request {box[amp.ERROR][:20]!r}, which is not outstanding")
+        if amp.ERROR_CODE not in box or amp.ERROR_DESCRIPTION not in box:
+            raise ProtocolError("error box without _error_code or _error_description")
+        super()._errorReceived(box)
+
+    def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
+        command, method = self.responders[box[amp.COMMAND]]
+        kw = self._parse(command, box, command.arguments)
+        d = maybeDeferred(getattr(self, method), **kw)
+        d.addCallback(self._make_response, command)
+        d.addErrback(self._make_error)
+        return d
+
+    def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
+        try:
+            return amp._stringsToObjects(box, schema, self)  # type: ignore[attr-defined,no-any-return]
+        except ProtocolError:
+            raise
+        except KeyError as e:
+            raise ProtocolError(f"{command.__name__}: missing argument {e}") from None
+        except (ValueError, TypeError, UnicodeError, amp.AmpError) as e:
+            raise ProtocolError(f"{command.__name__}: malformed argument: {type(e).__name__}: {e}") from None
+
+    def take_value(self, key: bytes, strings: dict[bytes, bytes], kinds: tuple[type, ...]) -> Any:
+        """Decode a ``Value`` argument (the ``ValueCarrier`` protocol)."""
+        ref_key = key + TRANSFER_SUFFIX
+        inline = strings.pop(key, None)
+        ref = strings.pop(ref_key, None)
+        if (inline is None) == (ref is None):
+            raise ProtocolError(f"exactly one of {key.decode()!r} and {ref_key.decode()!r} must be present")
+        data = inline if ref is None else self.assembler.take(_parse_int(ref))
+        self.box_value_bytes += len(data)
+        if self.box_value_bytes > self.options.max_message_size:
+            raise ProtocolError(
+                f"message of {self.box_value_bytes} bytes exceeds the limit of {self.options.max_message_size} bytes")
+        value = decode(data, self.options.max_message_size)
+        if object not in kinds and type(value) not in kinds:
+            raise ProtocolError(f"argument {key.decode()!r} must be {_kinds(kinds)}, not {type(value).__name__}")
+        return value
+
+    # -- sending ------------------------------------------------------------
+
+    @property
+    def outgoing_limit(self) -> int:
+        """Largest message this end sends: its own and the peer's limit."""
+        return min(self.options.max_message_size, self.peer_max_message_size)
+
+    def put_value(self, key: bytes, strings: dict[bytes, bytes], value: Any) -> None:
+        """Encode a ``Value`` argument (the ``ValueCarrier`` protocol)."""
+        assert self._outgoing is not None, "Values are only sent through call() and answers"
+        if isinstance(value, Encoded):
+            data = value.data
+        else:
+            data = encode(value, where=key.decode())
+        tid = self._outgoing.add(data)
+        if tid is None:
+            strings[key] = data
+        else:
+            strings[key + TRANSFER_SUFFIX] = b"%d" % tid
+
+    @staticmethod
+    def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:
+        """Refuse to send a Value the peer would reject for its top-level type."""
+        for key, arg in schema:
+            kinds = getattr(arg, "kinds", None)
+            value = objects.get(key.decode())
+            if kinds is None or object in kinds or isinstance(value, Encoded):
+                continue
+            if not any(isinstance(value, ok) for k in kinds for ok in _KIND_OK[k]):
+                raise UnsupportedValue(f"{key.decode()} must be {_kinds(kinds)}, not {type(value).__name__}")
+
+    def _build(self, make: Callable[[], amp.AmpBox]) -> amp.AmpBox:
+        """Build a box with *make*, then send the transfers its Values need."""
+        self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids)
+        try:
+            box = make()
+        finally:
+            out, self._outgoing = self._outgoing, None
+        for tid, data in out.transfers:
+            total = b"%d" % len(data)
+            for offset, piece in Outgoing.pieces(data):
+                self._sendBoxCommand(Chunk.commandName, amp.AmpBox({
+                    b"transfer": b"%d" % tid, b"offset": b"%d" % offset, b"total": total, b"data": piece,
+                }), requiresAnswer=False)
+        return box
+
+    def call(self, command: type[WireCommand], **kw: Any) -> Deferred[dict[str, Any]]:
+        """Send *command*; fires with its parsed answer.
+
+        Fails with the peer's error answer as an ``amp.RemoteAmpError``, a
+        Twisted connection error, or a core error raised here (too large,
+        unsupported value); callers translate with
+        :func:`~workerwire_amp.errors.translate_failure`.
+        """
+        if self.lost or self.closing or self.transport is None:
+            return fail(ConnectionLost("the connection is closed"))
+        try:
+            self._check_kinds(command.arguments, kw)
+            box = self._build(lambda: command.makeArguments(kw, self))
+        except Exception:
+            return fail()
+        sent = self._sendBoxCommand(command.commandName, box, command.requiresAnswer)
+        if sent is None:
+            return succeed({})
+        result: Deferred[dict[str, Any]] = Deferred()
+
+        def answered(answer: amp.AmpBox) -> None:
+            try:
+                parsed = self._parse(command, answer, command.response)
+            except ProtocolError as e:
+                self.protocol_error(ProtocolError(f"answer to {command.__name__}: {e}"))
+                result.errback(Failure(e))
+            else:
+                result.callback(parsed)
+
+        # The AMP request Deferred always ends in None, so AMP never sees an
+        # unhandled error (it would drop the connection).
+        sent.addCallbacks(answered, result.errback)
+        return result
+
+    def _make_response(self, objects: dict[str, Any] | None, command: type[WireCommand]) -> amp.AmpBox:
+        objects = dict(objects or {})
+        self._check_kinds(command.response, objects)
+        return self._build(lambda: command.makeResponse(objects, self))
+
+    def _make_error(self, failure: Failure) -> Failure:
+        if isinstance(failure.value, amp.RemoteAmpError):
+            return failure
+        return Failure(error_answer(failure.value, self.options.send_tracebacks))
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    names = {type(None): "nil", str: "a str", list: "a list", dict: "a dict"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+assert MAX_CHUNK == amp.MAX_VALUE_LENGTH, "chunks are as large as one AMP value"

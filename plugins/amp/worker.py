@@ -1,0 +1,356 @@
+"""Worker side of the amp backend: dial, handshake, log in, serve the bot.
+
+One connection attempt (:class:`_Attempt`): connect to the client endpoint,
+send ``Hello``, check the master's version and capabilities, send ``Login``
+with the HMAC of the challenge, and from then on serve the master's calls
+(the master may call before it answers the login).  The whole attempt is
+bounded by ``LinkOptions.login_timeout`` and can be cancelled.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.backend import LinkOptions
+from workerwire.backoff import Backoff
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
+from workerwire.master import Update as UpdatePair
+from workerwire.values import encode
+from workerwire.worker import WorkerBot
+
+from .address import check_client_address
+from .auth import login_response
+from .commands import (
+    CAPABILITIES,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    REQUIRED_BY_WORKER,
+    Chunk,
+    Complete,
+    Encoded,
+    GetWorkerInfo,
+    Hello,
+    InterruptCommand,
+    Keepalive,
+    Login,
+    Ping,
+    Print,
+    SetBuilderList,
+    Shutdown,
+    ShutdownRequest,
+    StartBuild,
+    StartCommand,
+    Update,
+    WireCommand,
+)
+from .errors import describe_loss, translate_failure
+from .flow import DEFAULT_WINDOW, SendWindow
+from .wire import WireProtocol
+
+__all__ = ["AMPConnector", "WorkerProtocol"]
+
+_log = Logger()
+
+
+class _Channel(BaseCommandChannel):
+    """One running command's way back to the master, through the session's window."""
+
+    def __init__(self, session: "_Session", builderName: str, commandId: str):
+        super().__init__(builderName, commandId)
+        self._session = session
+
+    def _send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
+        proto = self._session.proto
+        try:
+            command_id = encode(self.commandId, "commandId")
+            data = encode([[key, value] for key, value in updates], "updates")
+        except Exception as e:
+            return _failed(e)
+        size = len(command_id) + len(data)
+        if size > proto.outgoing_limit:
+            return _failed(ProtocolError(
+                f"update of {size} bytes exceeds the message limit of {proto.outgoing_limit} bytes"))
+        return self._session.window.send_update(
+            size, lambda: proto.call(Update, command_id=Encoded(command_id), updates=Encoded(data)),
+            label=f"an update of command {self.commandId!r}")
+
+    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+        self._session.forget_channel(self)
+        error: list[str] | None = None
+        if failure is not None:
+            error = list(error_to_wire(failure))
+            if self._session.proto.options.send_tracebacks and failure.__traceback__ is not None:
+                error.append("".join(traceback.format_exception(type(failure), failure, failure.__traceback__)))
+        proto = self._session.proto
+        return self._session.window.send_ordered(
+            lambda: proto.call(Complete, command_id=self.commandId, error=error),
+            label=f"the completion of command {self.commandId!r}")
+
+
+def _failed(error: BaseException) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+class _Session(WorkerSession):
+    """One connection to the master, from ``Hello`` on."""
+
+    def __init__(self, connector: "AMPConnector", proto: "WorkerProtocol"):
+        self.connector = connector
+        self.proto = proto
+        self.peer = proto.peer
+        self.window = SendWindow(connector.window)
+        self.logged_in = False
+        self.channels: dict[str, _Channel] = {}
+        #: Told about a loss that happens before the login completed.
+        self.lost_before_login: Callable[[str], None] = lambda reason: None
+
+    def keepalive(self) -> Deferred[None]:
+        return self._call(Keepalive)
+
+    def request_shutdown(self) -> Deferred[None]:
+        return self._call(ShutdownRequest)
+
+    def close(self, abort: bool = False) -> None:
+        self.proto.close(abort=abort)
+
+    def _call(self, command: type[WireCommand]) -> Deferred[None]:
+        return self.proto.call(command).addCallbacks(lambda _: None, translate_failure)
+
+    def add_channel(self, channel: _Channel) -> None:
+        self.channels[channel.commandId] = channel
+        self.connector._register_channel(channel)
+
+    def forget_channel(self, channel: _Channel) -> None:
+        if self.channels.get(channel.commandId) is channel:
+            del self.channels[channel.commandId]
+        self.connector._forget_channel(channel)
+
+    def lost(self, reason: str) -> None:
+        self.window.lost(reason)
+        channels, self.channels = self.channels, {}
+        for channel in channels.values():
+            channel.link_lost(reason)
+        if self.logged_in:
+            self.connector._session_lost(self, reason)
+        else:
+            self.lost_before_login(reason)
+
+
+class WorkerProtocol(WireProtocol):
+    """The worker's end of the connection: serves the master's calls."""
+
+    side = "worker"
+    responders = {
+        command.commandName: (command, "amp_" + command.__name__)
+        for command in (Chunk, Print, GetWorkerInfo, SetBuilderList, StartBuild, StartCommand,
+                        InterruptCommand, Shutdown, Ping)
+    }
+
+    def __init__(self, connector: "AMPConnector"):
+        super().__init__(connector.options, connector.reactor)
+        self.connector = connector
+        self.bot: WorkerBot = connector.bot
+        #: ``hello`` (only answers accepted), then ``serving`` once Login is sent.
+        self.phase = "hello"
+        self.session: _Session | None = None
+        self.on_traffic = connector._on_traffic
+
+    def who(self) -> str:
+        return f"master at {self.peer}"
+
+    def refuses(self, command: type[WireCommand]) -> str | None:
+        if self.phase == "hello":
+            return f"{command.__name__} from the master before the worker sent its Login"
+        return None
+
+    def link_lost(self, reason: Failure) -> None:
+        if self.session is not None:
+            self.session.lost(describe_loss(reason))
+
+    # -- calls from the master ----------------------------------------------
+
+    def amp_Print(self, message: str) -> Deferred[dict[str, Any]]:
+        return call_bot(self.bot, "print", message).addCallback(lambda _: {})
+
+    def amp_GetWorkerInfo(self) -> Deferred[dict[str, Any]]:
+        return call_bot(self.bot, "getWorkerInfo").addCallback(lambda info: {"info": info})
+
+    def amp_SetBuilderList(self, builders: list[Any]) -> Deferred[dict[str, Any]]:
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in builders):
+            error = ProtocolError("SetBuilderList.builders must be a list of [name, builddir] str pairs")
+            self.protocol_error(error)
+            raise error
+        pairs = [(name, builddir) for name, builddir in builders]
+        return call_bot(self.bot, "setBuilderList", pairs).addCallback(lambda names: {"names": names})
+
+    def amp_StartBuild(self, builder: str) -> Deferred[dict[str, Any]]:
+        return call_bot(self.bot, "startBuild", builder).addCallback(lambda _: {})
+
+    def amp_StartCommand(self, builder: str, command_id: str, command_name: str,
+                         args: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        assert self.session is not None
+        session = self.session
+        channel = _Channel(session, builder, command_id)
+        session.add_channel(channel)
+        d = call_bot(self.bot, "startCommand", channel, builder, command_id, command_name, args)
+
+        def refused(failure: Failure) -> Failure:
+            session.forget_channel(channel)
+            return failure
+
+        return d.addCallbacks(lambda _: {}, refused)
+
+    def amp_InterruptCommand(self, builder: str, command_id: str, why: str) -> Deferred[dict[str, Any]]:
+        return call_bot(self.bot, "interruptCommand", builder, command_id, why).addCallback(lambda _: {})
+
+    def amp_Shutdown(self) -> Deferred[dict[str, Any]]:
+        return call_bot(self.bot, "shutdown").addCallback(lambda _: {})
+
+    def amp_Ping(self) -> dict[str, Any]:
+        return {}
+
+
+class _Attempt:
+    """One connect-and-login attempt; :attr:`result` fires with the session."""
+
+    def __init__(self, connector: "AMPConnector"):
+        self.connector = connector
+        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
+        self.proto: WorkerProtocol | None = None
+        self.session: _Session | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._timer: IDelayedCall | None = None
+
+    def start(self) -> Deferred[WorkerSession]:
+        c = self.connector
+        self._timer = c.reactor.callLater(c.options.login_timeout, self._timed_out)
+        factory = Factory.forProtocol(lambda: WorkerProtocol(c))
+        factory.noisy = False
+        self._connecting = c.endpoint.connect(factory)
+        self._connecting.addCallbacks(self._connected, self._connect_failed)
+        return self.result
+
+    def _finish(self, outcome: WorkerSession | Failure) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.result.called:
+            return
+        if isinstance(outcome, Failure):
+            if self.proto is not None:
+                self.proto.close()
+            self.result.errback(outcome)
+        else:
+            self.result.callback(outcome)
+
+    def _cancel(self, d: Deferred[WorkerSession]) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        if self.proto is not None:
+            self.proto.close(abort=True)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        if self.proto is not None:
+            self.proto.close(abort=True)
+        self._finish(Failure(ConnectionLost(
+            f"no login answer from {self.connector.address} within {self.connector.options.login_timeout:g} s")))
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        self._finish(failure)
+
+    def _connected(self, proto: WorkerProtocol) -> None:
+        self._connecting = None
+        if self.result.called:
+            proto.close(abort=True)
+            return
+        self.proto = proto
+        self.session = session = _Session(self.connector, proto)
+        proto.session = session
+        session.lost_before_login = lambda reason: self._finish(
+            Failure(ConnectionLost(f"link closed during login: {reason}")))
+        proto.call(
+            Hello, min_version=MIN_PROTOCOL_VERSION, max_version=PROTOCOL_VERSION,
+            capabilities=list(CAPABILITIES), max_message_size=self.connector.options.max_message_size,
+        ).addCallbacks(self._hello_answered, self._refused)
+
+    def _hello_answered(self, answer: dict[str, Any]) -> None:
+        if self.result.called:
+            return
+        assert self.proto is not None and self.session is not None
+        version = answer["version"]
+        if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
+            return self._finish(Failure(LoginRefused(
+                f"the master chose amp dialect version {version}; this worker speaks "
+                f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}")))
+        missing = REQUIRED_BY_WORKER - set(answer["capabilities"])
+        if missing:
+            return self._finish(Failure(LoginRefused(
+                f"the master lacks the capabilities {', '.join(sorted(missing))} this worker requires")))
+        if answer["max_message_size"] < 1024 or answer["window"] < 1:
+            self.proto.protocol_error(ProtocolError("Hello answer with max_message_size < 1024 or window < 1"))
+            return self._finish(Failure(ProtocolError("malformed Hello answer from the master")))
+        self.proto.peer_max_message_size = answer["max_message_size"]
+        self.session.window.limit = min(self.connector.window, answer["window"])
+        self.proto.phase = "serving"
+        self.proto.call(
+            Login, username=self.connector.name,
+            response=login_response(self.connector.password, answer["challenge"]),
+        ).addCallbacks(self._logged_in, self._refused)
+        return None
+
+    def _logged_in(self, answer: dict[str, Any]) -> None:
+        if self.result.called:
+            return
+        assert self.session is not None
+        self.session.logged_in = True
+        self._finish(self.session)
+
+    def _refused(self, failure: Failure) -> None:
+        failure = translate_failure(failure)
+        if not failure.check(LoginRefused, ConnectionLost):
+            failure = Failure(LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
+        self._finish(failure)
+
+
+class AMPConnector(BaseWorkerConnector):
+    """Dials an amp master at a client endpoint string and serves a bot.
+
+    :param window: the most update bytes in flight unanswered (the master may
+        ask for less).
+    :raises AddressError: *address* is not a client endpoint string.
+    """
+
+    backendName = "amp"
+
+    def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
+                 options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None,
+                 window: int = DEFAULT_WINDOW):
+        super().__init__(bot, address, name, password, options, reactor, backoff)
+        if window < 1:
+            raise ValueError("window must be positive")
+        self.window = window
+        self.endpoint = check_client_address(self.reactor, address)
+
+    @property
+    def session(self) -> _Session | None:
+        """The logged-in session, if any (for tests and diagnostics)."""
+        return self._session  # type: ignore[return-value]
+
+    def _connect_once(self) -> Deferred[WorkerSession]:
+        return _Attempt(self).start()
