@@ -1,0 +1,55 @@
+"""The pb backend: Twisted Perspective Broker, in Buildbot's PB worker dialect.
+
+An unmodified ``buildbot-worker`` 4.x connects to a workerwire master over
+``pb``, and workerwire's own :class:`PBConnector` speaks the same dialect.
+Between two workerwire ends, values larger than banana's 640 KiB frame limit
+travel through a chunking extension a stock peer never sees
+(``docs/protocols/pb.md``).
+
+Masters listen on Twisted server endpoint strings (``tcp:9989``,
+``tcp:port=0:interface=127.0.0.1``); workers dial client endpoint strings
+(``tcp:host=master:port=9989``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerwire.backend import Backend, LinkOptions
+from workerwire.backoff import Backoff
+
+from .address import server_endpoint
+from .connection import PBConnection
+from .master import PBListener
+from .worker import PBConnector
+
+__all__ = ["PBBackend", "backend", "PBListener", "PBConnection", "PBConnector"]
+
+
+class PBBackend(Backend):
+    """Twisted Perspective Broker, interoperable with buildbot-worker."""
+
+    name = "pb"
+    description = "Twisted Perspective Broker in Buildbot's PB worker dialect (serves stock buildbot-worker 4.x)"
+    network = True
+
+    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> PBListener:
+        return PBListener(master, options, reactor)
+
+    def create_connector(self, bot: Any, address: str, name: str, password: str,
+                         options: LinkOptions | None = None, reactor: Any = None,
+                         backoff: Backoff | None = None) -> PBConnector:
+        return PBConnector(bot, address, name, password, options, reactor, backoff)
+
+    def loopback_port(self) -> str:
+        return "tcp:port=0:interface=127.0.0.1"
+
+    def check_port(self, portStr: str) -> None:
+        """Raise :class:`~workerwire.errors.AddressError` unless *portStr* is a
+        Twisted server endpoint string (or a bare port number); listens on nothing."""
+        from twisted.internet import reactor
+
+        server_endpoint(reactor, portStr)
+
+
+backend = PBBackend()

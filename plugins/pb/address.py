@@ -1,0 +1,95 @@
+"""Port strings, client addresses and peer descriptions for the pb backend.
+
+A port string is a Twisted server endpoint string (``tcp:9989``,
+``tcp:port=0:interface=127.0.0.1``, ``unix:/path``, ...); a bare number
+``9989`` means ``tcp:9989``, as in Buildbot's ``c['protocols']``.  A worker
+dials a Twisted client endpoint string (``tcp:host=H:port=N``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.endpoints import clientFromString, serverFromString
+
+from workerwire.errors import AddressError
+
+__all__ = ["normalize_port", "server_endpoint", "client_endpoint", "client_address", "describe_peer"]
+
+_EXAMPLES = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
+
+
+def normalize_port(portStr: Any) -> str:
+    """The endpoint string for *portStr* (``"9989"`` -> ``"tcp:9989"``)."""
+    if isinstance(portStr, int) and not isinstance(portStr, bool):
+        portStr = str(portStr)
+    if not isinstance(portStr, str) or not portStr.strip():
+        raise AddressError(f"a pb port must be a non-empty endpoint string such as {_EXAMPLES}, not {portStr!r}")
+    portStr = portStr.strip()
+    return f"tcp:{portStr}" if portStr.isdigit() else portStr
+
+
+def server_endpoint(reactor: Any, portStr: str) -> Any:
+    """A server endpoint for *portStr*; nothing listens yet.
+
+    :raises AddressError: the string is not a valid server endpoint.
+    """
+    description = normalize_port(portStr)
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        raise AddressError(
+            f"pb port {portStr!r} is not a valid Twisted server endpoint ({type(e).__name__}: {e}); "
+            f"use e.g. {_EXAMPLES}"
+        ) from None
+
+
+def client_endpoint(reactor: Any, address: str) -> Any:
+    """A client endpoint for *address*; nothing connects yet.
+
+    :raises AddressError: the string is not a valid client endpoint.
+    """
+    if not isinstance(address, str) or not address:
+        raise AddressError(f"a pb master address is an endpoint string such as 'tcp:host=H:port=N', not {address!r}")
+    try:
+        return clientFromString(reactor, address)
+    except Exception as e:
+        raise AddressError(
+            f"pb master address {address!r} is not a valid Twisted client endpoint ({type(e).__name__}: {e}); "
+            "use e.g. 'tcp:host=127.0.0.1:port=9989'"
+        ) from None
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def client_address(host_address: Any) -> str:
+    """The client endpoint string that reaches a port listening at *host_address*.
+
+    A wildcard interface is reached through loopback:
+    ``tcp:host=127.0.0.1:port=N`` (``tcp6:host=\\:\\:1:port=N`` for IPv6).
+    """
+    if isinstance(host_address, IPv4Address):
+        host = host_address.host if host_address.host not in ("", "0.0.0.0") else "127.0.0.1"
+        return f"tcp:host={host}:port={host_address.port}"
+    if isinstance(host_address, IPv6Address):
+        host = host_address.host if host_address.host not in ("", "::") else "::1"
+        return f"tcp6:host={_escape(host)}:port={host_address.port}"
+    if isinstance(host_address, UNIXAddress):
+        name = host_address.name.decode() if isinstance(host_address.name, bytes) else str(host_address.name)
+        return f"unix:path={_escape(name)}"
+    return str(host_address)
+
+
+def describe_peer(address: Any) -> str:
+    """``"host:port"`` for TCP peers; a stable description otherwise."""
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name.decode() if isinstance(address.name, bytes) else address.name
+        return f"unix:{name or '?'}"
+    return str(address)

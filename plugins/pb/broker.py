@@ -1,0 +1,378 @@
+"""The PB broker both ends of a workerwire pb link use.
+
+It is a :class:`twisted.spread.pb.Broker` that
+
+* reports every complete inbound message (``on_traffic``) and the loss of the
+  link (``on_lost``), and sets TCP keepalive;
+* treats malformed, truncated or oversized input, jelly it does not accept
+  (:mod:`.security`) and unknown PB messages as a protocol error: it logs one
+  line and drops the connection, leaving everything else running;
+* sends failures as type name and message, with a traceback only when
+  ``LinkOptions.send_tracebacks`` asks for it, and never logs a traceback for
+  an error it merely passes to the peer;
+* carries values larger than banana allows through the chunking extension
+  (:mod:`.transfers`) when the peer is a workerwire broker too.
+
+Objects this side serves subclass :class:`Servant`; calls to the peer go
+through :meth:`WireBroker.call`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import jelly, pb
+
+from workerwire.backend import LinkOptions
+from workerwire.errors import ProtocolError, UnsupportedValue
+from workerwire.values import encode
+
+from .address import describe_peer
+from .errors import WireFailure, remote_type_name, wire_failure
+from .security import IncomingSecurity, OutgoingSecurity, fits
+from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTransfer, pieces
+
+__all__ = ["WireBroker", "Servant"]
+
+_log = Logger()
+
+# The PB messages a workerwire peer may send (no cache protocol).
+_PROTO = frozenset({"version", "message", "answer", "error", "decref", "didNotUnderstand"})
+
+
+class Servant(pb.Referenceable):
+    """An object the peer may call: ``callRemote("x", ...)`` runs ``<prefix>x``.
+
+    Arguments are unjellied under the broker's rules; a method may return a
+    value or a Deferred, and raise to fail the call.
+    """
+
+    prefix = "remote_"
+
+    def remoteMessageReceived(self, broker: Any, message: Any, args: Any, kw: Any) -> Any:
+        return broker.dispatch(self, self.prefix, message, args, kw)
+
+
+class _Extension(Servant):
+    """The object every workerwire broker publishes as ``workerwire``."""
+
+    def __init__(self, broker: "WireBroker"):
+        self.broker = broker
+
+    def remote_features(self) -> dict[str, Any]:
+        return dict(FEATURES)
+
+    def remote_piece(self, transfer_id: Any, data: Any, last: Any) -> None:
+        # Pieces are sent without answers: a bad one is a protocol error.
+        try:
+            self.broker.transfers.piece(transfer_id, data, last)
+        except ProtocolError as e:
+            self.broker.protocol_error(str(e))
+
+
+class WireBroker(pb.Broker):
+    """A PB broker with workerwire's rules (see the module docstring).
+
+    :ivar peer: ``"host:port"`` of the other end.
+    :ivar peer_features: the peer's extension features; ``None`` for a stock
+        PB peer or while not yet known.
+    """
+
+    knownDialects = [b"pb"]
+
+    def __init__(self, isClient: bool, options: LinkOptions, reactor: Any):
+        super().__init__(isClient, security=IncomingSecurity())
+        self.options = options
+        self.reactor = reactor
+        self._outgoing = OutgoingSecurity()
+        self.peer = "?"
+        self.peer_features: dict[str, Any] | None = None
+        self._features_known = False
+        self._features_waiters: list[Deferred[None]] = []
+        self.transfers = TransferSink(options.max_message_size)
+        self.transfers.accepting = bool(isClient)
+        self._next_transfer = 0
+        self._partial = 0
+        self.closing = False
+        self.lost_reason: str | None = None
+        self.on_traffic: Callable[[], None] = lambda: None
+        self.on_lost: Callable[[str], None] = lambda reason: None
+        self.on_connected: Callable[["WireBroker"], None] = lambda broker: None
+        self.setNameForLocal(EXT_NAME, _Extension(self))
+
+    # -- connection events ------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.peer = describe_peer(self.transport.getPeer())
+        try:
+            self.transport.setTcpKeepAlive(1)
+        except Exception:
+            pass  # not a TCP transport
+        self.on_connected(self)
+
+    def connectionReady(self) -> None:
+        super().connectionReady()
+        d = self.remoteForName(EXT_NAME).callRemote("features")
+        d.addCallbacks(self._got_features, lambda f: None)
+        d.addBoth(self._features_settled)
+
+    def _got_features(self, result: Any) -> None:
+        if isinstance(result, dict) and result.get("protocol") == FEATURES["protocol"]:
+            self.peer_features = dict(result)
+
+    def _features_settled(self, _: Any) -> None:
+        self._features_known = True
+        waiters, self._features_waiters = self._features_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def features_known(self) -> Deferred[None]:
+        """Fires once the peer answered (or refused) the features question."""
+        d: Deferred[None] = Deferred()
+        if self._features_known:
+            d.callback(None)
+        else:
+            self._features_waiters.append(d)
+        return d
+
+    def connectionLost(self, reason: Any) -> None:
+        if not self.closing and (self.buffer or self.listStack):
+            pending = len(self.buffer) + self._partial
+            self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)")
+        why = self.lost_reason or _reason_text(reason)
+        self.closing = True
+        super().connectionLost(reason)
+        self._features_settled(None)
+        self.on_lost(why)
+
+    # -- inbound bytes and messages ---------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            self.protocol_error(_describe(e))
+
+    def gotItem(self, item: Any) -> None:
+        # Count what an unfinished message holds, so that no message, however
+        # it is split into lists, grows past the size limit.
+        if self.listStack:
+            self._partial += len(item) if type(item) is bytes else 8
+            if self._partial > self.options.max_message_size:
+                raise ProtocolError(f"a message larger than the limit of {self.options.max_message_size} bytes")
+        else:
+            self._partial = 0
+        super().gotItem(item)
+
+    def callExpressionReceived(self, obj: Any) -> None:
+        if self.closing:
+            return
+        if not self.currentDialect:
+            offered = obj if self.isClient else [obj]
+            if not isinstance(offered, list) or b"pb" not in offered:
+                raise ProtocolError(f"the peer does not speak banana's pb dialect (it sent {repr(obj)[:80]})")
+        super().callExpressionReceived(obj)
+
+    def expressionReceived(self, sexp: Any) -> None:
+        if self.closing:
+            return
+        self.on_traffic()
+        if not isinstance(sexp, list) or not sexp:
+            raise ProtocolError("a PB message must be a non-empty list")
+        command = sexp[0]
+        if isinstance(command, bytes):
+            command = command.decode("utf-8")
+        if command not in _PROTO:
+            raise ProtocolError(f"unknown PB message {command!r}")
+        getattr(self, "proto_" + command)(*sexp[1:])
+
+    def localObjectForID(self, luid: Any) -> Any:
+        try:
+            return super().localObjectForID(luid)
+        except (TypeError, UnicodeError):
+            return None  # PB answers "Invalid Object ID"
+
+    def protocol_error(self, reason: str) -> None:
+        """Log a protocol error from the peer and drop the connection."""
+        if self.closing:
+            return
+        self.closing = True
+        self.lost_reason = f"protocol error: {reason}"
+        self._protocol_error_logged(reason)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def _protocol_error_logged(self, reason: str) -> None:
+        _log.warn("pb protocol error from {peer}: {reason}; closing that connection", peer=self.peer, reason=reason)
+
+    def close(self, abort: bool = False) -> None:
+        """Close the link (abort: without waiting for pending writes)."""
+        if self.transport is None:
+            return
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    # -- jelly -----------------------------------------------------------------
+
+    def serialize(self, object: Any, perspective: Any = None, method: Any = None, args: Any = None,
+                  kw: Any = None) -> Any:
+        if isinstance(object, Deferred):
+            return object.addCallback(self.serialize, perspective, method, args, kw)
+        self.serializingPerspective = perspective
+        self.jellyMethod = method
+        self.jellyArgs = args
+        self.jellyKw = kw
+        try:
+            return jelly.jelly(object, self._outgoing, None, self)
+        finally:
+            self.serializingPerspective = None
+            self.jellyMethod = None
+            self.jellyArgs = None
+            self.jellyKw = None
+
+    # -- serving calls ---------------------------------------------------------
+
+    def dispatch(self, target: Any, prefix: str, message: Any, netArgs: Any, netKw: Any) -> Deferred[Any]:
+        """Run ``target.<prefix><message>`` for a call from the peer.
+
+        Returns a Deferred of the serialized result; PB sends it as the answer
+        (or its failure as the error).
+        """
+        try:
+            if isinstance(message, bytes):
+                message = message.decode("utf-8")
+            args = self.unserialize(netArgs)
+            kw = self.unserialize(netKw)
+            if type(args) not in (list, tuple) or type(kw) is not dict:
+                raise ProtocolError("call arguments must be a list and a dict")
+            kw = {(k.decode("utf-8") if isinstance(k, bytes) else k): v for k, v in kw.items()}
+            if not all(isinstance(k, str) for k in kw):
+                raise ProtocolError("keyword names must be str")
+            if message == EXT_CALL:
+                message, args, kw = self._unwrap(args, kw)
+        except Exception as e:
+            self.protocol_error(f"unacceptable call {message!r}: {_describe(e)}")
+            return fail(ProtocolError("unacceptable call"))
+        method = getattr(target, prefix + message, None) if isinstance(message, str) else None
+        if method is None:
+            return fail(pb.NoSuchMethod(f"no such method: {prefix}{message}"))
+        d = maybeDeferred(method, *args, **kw)
+        d.addCallback(self._pack_result, message)
+        return d
+
+    def _unwrap(self, args: Any, kw: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
+        if len(args) != 3 or kw:
+            raise ProtocolError(f"{EXT_CALL} takes (method, transfer id, refs)")
+        method, transfer_id, refs = args
+        if not isinstance(method, str) or method == EXT_CALL or not isinstance(refs, dict):
+            raise ProtocolError(f"malformed {EXT_CALL}")
+        value = self.transfers.claim(transfer_id)
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
+                and isinstance(value[1], dict)):
+            raise ProtocolError(f"transfer {transfer_id} does not hold call arguments")
+        call_args, call_kw = value
+        for index, ref in refs.items():
+            if type(index) is not int or not 0 <= index < len(call_args) or call_args[index] is not None:
+                raise ProtocolError(f"bad reference position {index!r} in {EXT_CALL}")
+            if not isinstance(ref, (pb.RemoteReference, pb.CopiedFailure)):
+                raise ProtocolError(f"{EXT_CALL} position {index} holds no reference")
+            call_args[index] = ref
+        return method, call_args, call_kw
+
+    def _pack_result(self, result: Any, method: str) -> Any:
+        if fits(result):
+            return self.serialize(result)
+        if not self.peer_features:
+            raise UnsupportedValue(
+                f"the result of {method} is too large for one PB frame and the peer has no "
+                "workerwire chunking (a stock PB peer accepts strings up to 640 KiB)")
+        transfer_id = self.send_transfer(encode(result, where=f"result of {method}"), f"result of {method}")
+        raise WorkerwireTransfer(str(transfer_id))
+
+    def _sendFailureOrError(self, fail: Failure, requestID: Any) -> None:
+        # Every failure goes back as type name and message; none is logged as
+        # a traceback here (PB's default logs each one it sends).
+        if not fail.check(WorkerwireTransfer):
+            _log.debug("answering call {request} from {peer} with {error}", request=requestID, peer=self.peer,
+                       error=fail.getErrorMessage())
+        self.sendCall(b"error", requestID, self.serialize(wire_failure(fail, self.options.send_tracebacks)))
+
+    # -- calling the peer --------------------------------------------------------
+
+    def call(self, ref: Any, method: str, *args: Any, **kw: Any) -> Deferred[Any]:
+        """``ref.callRemote(method, ...)``, chunking what does not fit.
+
+        Fails with PB's native errors; callers translate them with
+        :func:`.errors.core_error`.
+        """
+        try:
+            if fits(args) and fits(kw):
+                d = ref.callRemote(method, *args, **kw)
+            else:
+                d = self._call_chunked(ref, method, args, kw)
+        except Exception as e:
+            return fail(e)
+        return d.addErrback(self._claim_result)
+
+    def _call_chunked(self, ref: Any, method: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Deferred[Any]:
+        if not self.peer_features:
+            raise UnsupportedValue(
+                f"the arguments of {method} are too large for one PB frame and the peer has no workerwire "
+                "chunking (a stock PB peer such as buildbot-worker accepts strings up to 640 KiB)")
+        refs: dict[int, Any] = {}
+        data: list[Any] = []
+        for index, arg in enumerate(args):
+            if isinstance(arg, (pb.Referenceable, pb.RemoteReference, WireFailure)):
+                refs[index] = arg
+                data.append(None)
+            else:
+                data.append(arg)
+        transfer_id = self.send_transfer(encode([data, kw], where=f"arguments of {method}"), method)
+        return ref.callRemote(EXT_CALL, method, transfer_id, refs)
+
+    def send_transfer(self, payload: bytes, what: str) -> int:
+        """Send *payload* as pieces; returns the transfer id.
+
+        :raises ProtocolError: larger than the message size limit.
+        """
+        limit = self.options.max_message_size
+        if len(payload) > limit:
+            raise ProtocolError(f"{what} is {len(payload)} bytes, over the message limit of {limit} bytes")
+        if self.disconnected:
+            raise pb.DeadReferenceError("Calling Stale Broker")
+        transfer_id = self._next_transfer
+        self._next_transfer += 1
+        ext = self.remoteForName(EXT_NAME)
+        for piece, last in pieces(payload):
+            ext.callRemote("piece", transfer_id, piece, last, pbanswer=False)
+        return transfer_id
+
+    def _claim_result(self, failure: Failure) -> Any:
+        if isinstance(failure, pb.CopiedFailure) and remote_type_name(failure) == "WorkerwireTransfer":
+            try:
+                return self.transfers.claim(int(str(failure.value)))
+            except (ValueError, ProtocolError) as e:
+                self.protocol_error(f"bad transferred result: {e}")
+                return Failure(ProtocolError(f"bad transferred result: {e}"))
+        return failure
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _reason_text(reason: Any) -> str:
+    if isinstance(reason, Failure):
+        return reason.getErrorMessage() or reason.type.__name__
+    return str(reason) or "connection closed"

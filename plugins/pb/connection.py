@@ -1,0 +1,194 @@
+"""Master side of one pb link: the :class:`~workerwire.master.Connection`.
+
+The calls go out in Buildbot's PB worker dialect: ``print(message=...)``,
+``getWorkerInfo()``, ``setBuilderList([(name, builddir), ...])`` on the bot
+(the login's *mind*), and ``startBuild()``, ``startCommand(cmdRef, id, name,
+args)``, ``interruptCommand(id, why)`` on the builder references that
+``setBuilderList`` answered.  The worker calls ``update`` / ``complete`` on
+the per-command reference and ``keepalive`` / ``shutdown`` on its
+perspective.  What comes back is normalized to the contract's shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+from twisted.spread import pb
+
+from workerwire.base_connection import BaseConnection
+from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError
+from workerwire.master import Update
+
+from .broker import Servant, WireBroker
+from .errors import core_error
+from .security import plain
+
+__all__ = ["PBConnection", "normalize_updates"]
+
+#: The call a master pings a worker with: every PB worker answers it at once,
+#: and a stock buildbot-worker logs nothing for it.
+KEEPALIVE_CALL = "getVersion"
+
+
+def normalize_updates(updates: Any) -> tuple[list[Update], int]:
+    """``[[{key: value}, num], ...]`` -> ``([(key, value), ...], max num)``.
+
+    A bare ``{key: value}`` entry is accepted too.  Values become contract
+    values (tuples become lists).
+
+    :raises ProtocolError: any other shape.
+    """
+    if type(updates) not in (list, tuple):
+        raise ProtocolError(f"update expects a list of [{{key: value}}, n], not a {type(updates).__name__}")
+    out: list[Update] = []
+    top = 0
+    for entry in updates:
+        num: Any = 0
+        if type(entry) in (list, tuple) and len(entry) == 2 and isinstance(entry[0], dict):
+            batch, num = entry
+        elif isinstance(entry, dict):
+            batch = entry
+        else:
+            raise ProtocolError(f"an update entry is [{{key: value}}, n], not {repr(entry)[:80]}")
+        if type(num) is int:
+            top = max(top, num)
+        for key, value in batch.items():
+            if not isinstance(key, str):
+                raise ProtocolError(f"update key {key!r} is not a str")
+            out.append((key, plain(value, f"update {key!r}")))
+    return out, top
+
+
+class _Perspective(Servant):
+    """What the worker holds as its perspective (Buildbot's ``Connection`` avatar)."""
+
+    prefix = "perspective_"
+
+    def __init__(self, conn: "PBConnection"):
+        self.conn = conn
+
+    def perspective_keepalive(self) -> None:
+        self.conn._on_worker_keepalive()
+
+    def perspective_shutdown(self) -> None:
+        self.conn._on_shutdown_request()
+
+
+class _CommandRef(Servant):
+    """The reference ``startCommand`` passes: Buildbot's ``RemoteCommand`` as
+    the worker sees it."""
+
+    def __init__(self, conn: "PBConnection", commandId: str):
+        self.conn = conn
+        self.commandId = commandId
+
+    def remote_update(self, updates: Any) -> int:
+        batch, top = normalize_updates(updates)
+        if batch:
+            self.conn._on_update(self.commandId, batch)
+        return top
+
+    def remote_complete(self, failure: Any = None) -> None:
+        if failure is None:
+            error: WorkerwireError | None = None
+        elif isinstance(failure, pb.CopiedFailure):
+            error = core_error(failure)
+        else:
+            raise ProtocolError(f"complete expects None or a failure, not a {type(failure).__name__}")
+        self.conn._on_complete(self.commandId, error)
+
+
+class PBConnection(BaseConnection):
+    """One worker logged in over PB.
+
+    :ivar builders: the builder references the last ``setBuilderList`` answered.
+    """
+
+    def __init__(self, listener: Any, workerName: str, broker: WireBroker, bot: pb.RemoteReference):
+        super().__init__(listener.master, workerName, "pb", listener.options, listener.reactor)
+        self._broker = broker
+        self._bot = bot
+        self.builders: dict[str, pb.RemoteReference] = {}
+        self.perspective = _Perspective(self)
+        broker.on_traffic = self._on_traffic
+        broker.on_lost = self._on_connection_lost
+        if broker.disconnected:
+            self._on_connection_lost(broker.lost_reason or "connection closed during login")
+
+    def get_peer(self) -> str:
+        return self._broker.peer
+
+    # -- the one place native failures become core errors ------------------------
+
+    def _translate_failure(self, failure: Failure) -> Failure:
+        return Failure(core_error(failure))
+
+    # -- primitives ---------------------------------------------------------------
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self._broker.call(self._bot, "print", message=message).addCallback(lambda _: None)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        return self._broker.call(self._bot, "getWorkerInfo").addCallback(_info)
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        wanted = [(name, builddir) for name, builddir in builders]
+        return self._broker.call(self._bot, "setBuilderList", wanted).addCallback(self._got_builders)
+
+    def _got_builders(self, answer: Any) -> list[str]:
+        if not isinstance(answer, dict) or not all(
+            isinstance(k, str) and isinstance(v, pb.RemoteReference) for k, v in answer.items()
+        ):
+            raise ProtocolError("setBuilderList must answer {builder name: builder reference}")
+        self.builders = dict(answer)
+        return list(answer)
+
+    def _builder(self, builderName: str) -> pb.RemoteReference:
+        ref = self.builders.get(builderName)
+        if ref is None:
+            raise UnknownBuilder(
+                f"no builder {builderName!r} on worker {self.workerName!r}; "
+                f"builders: {', '.join(sorted(self.builders)) or 'none (call remoteSetBuilderList)'}"
+            )
+        return ref
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        try:
+            ref = self._builder(builderName)
+        except UnknownBuilder as e:
+            return fail(e)
+        return self._broker.call(ref, "startBuild").addCallback(lambda _: None)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        try:
+            ref = self._builder(builderName)
+        except UnknownBuilder as e:
+            return fail(e)
+        command_ref = _CommandRef(self, commandId)
+        return self._broker.call(ref, "startCommand", command_ref, commandId, commandName, args).addCallback(
+            lambda _: None)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        ref = self.builders.get(builderName)
+        if ref is None:
+            return succeed(None)  # its builder is gone, so is the command
+        return self._broker.call(ref, "interruptCommand", commandId, why).addCallback(lambda _: None)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self._broker.call(self._bot, "shutdown").addCallback(lambda _: None)
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self._broker.call(self._bot, KEEPALIVE_CALL).addCallback(lambda _: None)
+
+    def _lose_connection(self, abort: bool) -> None:
+        self._broker.close(abort)
+
+
+def _info(answer: Any) -> dict[str, Any]:
+    info = plain(answer, "worker info")
+    if not isinstance(info, dict):
+        raise ProtocolError(f"getWorkerInfo must answer a dict, not a {type(info).__name__}")
+    return info

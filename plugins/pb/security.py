@@ -1,0 +1,132 @@
+"""What jelly may carry on a workerwire PB link, in each direction.
+
+Jelly can rebuild arbitrary object graphs (classes, instances, modules,
+functions).  A workerwire broker accepts only the contract's plain data
+(:mod:`workerwire.values`) plus the two PB things Buildbot's dialect needs:
+references to remote objects (the bot, the builders, the command reference)
+and copied failures (``complete(failure)`` and call errors).  Everything else
+is refused while unjellying, before any object is built.
+
+Also here: :func:`plain`, which turns what jelly delivered into a contract
+value (tuples become lists) or refuses it, and :func:`fits`, which says whether
+a value can travel as ordinary jelly, given banana's per-string and per-list
+limit of 640 KiB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.spread import banana, jelly
+
+from workerwire.errors import ProtocolError
+from workerwire.values import INT_MAX, INT_MIN
+
+__all__ = ["IncomingSecurity", "OutgoingSecurity", "plain", "fits", "ATOM_LIMIT", "PLAIN_DEPTH"]
+
+#: Largest str (in UTF-8 bytes) or bytes value, and longest list, one banana
+#: frame element may hold.
+ATOM_LIMIT = banana.SIZE_LIMIT - 16
+
+#: Deepest nesting sent as ordinary jelly (jelly recurses per level); deeper
+#: values travel through the chunking extension.
+PLAIN_DEPTH = 64
+
+#: Nesting beyond which an incoming value is refused outright (the contract's limit).
+MAX_DEPTH = 256
+
+_COPIED_FAILURE = b"twisted.spread.pb.CopyableFailure"
+
+
+class IncomingSecurity(jelly.SecurityOptions):
+    """Unjelly only plain data, remote references and copied failures."""
+
+    ALLOWED = frozenset({
+        b"None", b"unicode", b"boolean", b"list", b"tuple", b"dictionary",
+        b"reference", b"dereference", b"remote", _COPIED_FAILURE,
+    })
+
+    def isTypeAllowed(self, typeName: Any) -> bool:
+        if isinstance(typeName, str):
+            typeName = typeName.encode("utf-8")
+        return typeName in self.ALLOWED
+
+    def isModuleAllowed(self, moduleName: Any) -> bool:
+        return False
+
+    def isClassAllowed(self, klass: Any) -> bool:
+        return False
+
+
+class OutgoingSecurity(jelly.SecurityOptions):
+    """Jelly only the builtin plain types (plus PB's own jellyables:
+    references and failures, which jelly handles before asking)."""
+
+    ALLOWED = frozenset(
+        f"builtins.{name}".encode() for name in
+        ("str", "bytes", "int", "float", "bool", "NoneType", "list", "tuple", "dict")
+    )
+
+    def isTypeAllowed(self, typeName: Any) -> bool:
+        if isinstance(typeName, str):
+            typeName = typeName.encode("utf-8")
+        return typeName in self.ALLOWED
+
+    def isModuleAllowed(self, moduleName: Any) -> bool:
+        return False
+
+    def isClassAllowed(self, klass: Any) -> bool:
+        return False
+
+
+def plain(value: Any, where: str = "value", depth: int = 0) -> Any:
+    """Return *value* as a contract value (tuples become lists).
+
+    :raises ProtocolError: the peer sent something that is not a contract
+        value (a reference or failure where data belongs, a non-str dict key,
+        an int outside 64 bits, nesting deeper than the contract allows).
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is float or kind is bytes or kind is str:
+        return value
+    if kind is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise ProtocolError(f"{where}: int {value} is outside the 64-bit range")
+        return value
+    if depth >= MAX_DEPTH:
+        raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if kind is list or kind is tuple:
+        return [plain(item, where, depth + 1) for item in value]
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ProtocolError(f"{where}: dict key {key!r} is a {type(key).__name__}; keys must be str")
+            out[key] = plain(item, where, depth + 1)
+        return out
+    raise ProtocolError(f"{where}: the peer sent a {kind.__name__}, which is not a contract value")
+
+
+def fits(value: Any, depth: int = 0) -> bool:
+    """True if *value* can be sent as ordinary jelly within banana's limits.
+
+    Leaves that are not containers and not str/bytes (numbers, references,
+    failures) always fit.
+    """
+    kind = type(value)
+    if kind is str:
+        n = len(value)
+        if n * 4 <= ATOM_LIMIT:
+            return True
+        return n <= ATOM_LIMIT and len(value.encode("utf-8", "surrogatepass")) <= ATOM_LIMIT
+    if kind is bytes:
+        return len(value) <= ATOM_LIMIT
+    if kind is list or kind is tuple:
+        if len(value) >= ATOM_LIMIT or depth >= PLAIN_DEPTH:
+            return False
+        return all(fits(item, depth + 1) for item in value)
+    if kind is dict:
+        if len(value) >= ATOM_LIMIT or depth >= PLAIN_DEPTH:
+            return False
+        return all(fits(k, depth + 1) and fits(v, depth + 1) for k, v in value.items())
+    return True

@@ -1,0 +1,277 @@
+"""Worker side of the pb backend: dial a master, log in, serve the bot.
+
+Speaks the same dialect as ``buildbot-worker`` 4.x, so it can stand in for it
+in front of a Buildbot master: it logs in with PB's challenge-response and
+passes its bot as the *mind*; the bot answers ``print``, ``getWorkerInfo``,
+``setBuilderList`` (with ``{name: builder reference}``) and ``shutdown``; each
+builder answers ``startBuild``, ``startCommand(cmdRef, id, name, args)`` and
+``interruptCommand(id, why)``; commands report with ``update([[{key: value},
+0], ...])`` and ``complete(failure)`` on ``cmdRef``; ``keepalive`` and
+``shutdown`` go to the perspective.  Calls from the master are served while
+the login answer is still pending (a PB master attaches before answering).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+from twisted.spread import pb
+
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.master import Update
+
+from .address import client_endpoint
+from .broker import Servant, WireBroker
+from .errors import core_error, wire_failure
+from .security import plain
+
+__all__ = ["PBConnector"]
+
+_VERSION = "workerwire-pb/1"
+
+
+def _core(d: Deferred[Any]) -> Deferred[None]:
+    """Result dropped, native failures translated."""
+    return d.addCallbacks(lambda _: None, lambda f: Failure(core_error(f)))
+
+
+class _Channel(BaseCommandChannel):
+    """One running command's reference back to the master."""
+
+    def __init__(self, link: "_Link", builderName: str, commandId: str, command_ref: pb.RemoteReference):
+        super().__init__(builderName, commandId)
+        self._link = link
+        self._ref = command_ref
+
+    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+        wire = [[{key: value}, 0] for key, value in updates]
+        return _core(self._link.broker.call(self._ref, "update", wire))
+
+    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+        self._link.connector._forget_channel(self)
+        sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
+        return _core(self._link.broker.call(self._ref, "complete", sent))
+
+
+class _Builder(Servant):
+    """Buildbot's ``WorkerForBuilder``: one builder, as the master calls it."""
+
+    def __init__(self, link: "_Link", name: str):
+        self.link = link
+        self.name = name
+
+    def remote_startBuild(self) -> Deferred[Any]:
+        return call_bot(self.link.connector.bot, "startBuild", self.name)
+
+    def remote_startCommand(self, command_ref: Any, commandId: Any, commandName: Any, args: Any) -> Deferred[Any]:
+        if not isinstance(command_ref, pb.RemoteReference):
+            raise ProtocolError("startCommand expects a command reference first")
+        commandId, commandName, args = plain(commandId), plain(commandName), plain(args, "args")
+        if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
+            raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
+        connector = self.link.connector
+        channel = _Channel(self.link, self.name, commandId, command_ref)
+        connector._register_channel(channel)
+        d = call_bot(connector.bot, "startCommand", channel, self.name, commandId, commandName, args)
+
+        def refused(failure: Failure) -> Failure:
+            connector._forget_channel(channel)
+            return failure
+
+        return d.addErrback(refused)
+
+    def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
+        return call_bot(self.link.connector.bot, "interruptCommand", self.name, str(plain(commandId)),
+                        str(plain(why)))
+
+
+class _Bot(Servant):
+    """Buildbot's ``Bot``: the login's mind."""
+
+    def __init__(self, link: "_Link"):
+        self.link = link
+        self.builders: dict[str, _Builder] = {}
+
+    def remote_print(self, message: Any) -> Deferred[Any]:
+        return call_bot(self.link.connector.bot, "print", plain(message, "message"))
+
+    def remote_getWorkerInfo(self) -> Deferred[Any]:
+        return call_bot(self.link.connector.bot, "getWorkerInfo")
+
+    def remote_getVersion(self) -> str:
+        return _VERSION
+
+    def remote_setBuilderList(self, wanted: Any) -> Deferred[Any]:
+        pairs = plain(wanted, "builders")
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+        ):
+            raise ProtocolError("setBuilderList expects [(name, builddir), ...]")
+        d = call_bot(self.link.connector.bot, "setBuilderList", [(name, builddir) for name, builddir in pairs])
+        return d.addCallback(self._present)
+
+    def _present(self, names: Any) -> dict[str, _Builder]:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ProtocolError(f"the bot's setBuilderList must return a list of names, not {names!r}")
+        self.builders = {n: self.builders.get(n) or _Builder(self.link, n) for n in names}
+        return dict(self.builders)
+
+    def remote_shutdown(self) -> Deferred[Any]:
+        return call_bot(self.link.connector.bot, "shutdown")
+
+
+class _Link(WorkerSession):
+    """One connection attempt, and once logged in, the session."""
+
+    def __init__(self, connector: "PBConnector"):
+        self.connector = connector
+        self.reactor = connector.reactor
+        self.broker: WireBroker = None  # type: ignore[assignment]
+        self.perspective: pb.RemoteReference | None = None
+        self.logged_in = False
+        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
+        self._connecting: Deferred[Any] | None = None
+        self._timer = self.reactor.callLater(connector.options.login_timeout, self._timed_out)
+        self.peer = connector.address
+
+    # -- dialling and login -----------------------------------------------------
+
+    def start(self) -> Deferred[WorkerSession]:
+        try:
+            endpoint = client_endpoint(self.reactor, self.connector.address)
+        except Exception as e:
+            self._fail(e)
+            return self.result
+        self._connecting = endpoint.connect(_ClientFactory(self))
+        self._connecting.addCallbacks(self._connected, self._fail)
+        return self.result
+
+    def build_broker(self) -> WireBroker:
+        broker = WireBroker(True, self.connector.options, self.reactor)
+        broker.on_traffic = self.connector._on_traffic
+        broker.on_lost = self._lost
+        self.broker = broker
+        return broker
+
+    def _connected(self, broker: WireBroker) -> None:
+        self._connecting = None
+        self.peer = broker.peer
+
+    def ready(self, broker: WireBroker) -> None:
+        """The PB dialect is agreed: log in."""
+        name = self.connector.name.encode("utf-8")
+        password = self.connector.password.encode("utf-8")
+        bot = _Bot(self)
+        d = broker.remoteForName("root").callRemote("login", name)
+
+        def respond(answer: Any) -> Deferred[Any]:
+            if not (isinstance(answer, (list, tuple)) and len(answer) == 2 and isinstance(answer[0], bytes)
+                    and isinstance(answer[1], pb.RemoteReference)):
+                raise ProtocolError("the master's login answer is not (challenge, challenger)")
+            challenge, challenger = answer
+            return challenger.callRemote("respond", pb.respond(challenge, password), bot)
+
+        def perspective(ref: Any) -> Deferred[None]:
+            if not isinstance(ref, pb.RemoteReference):
+                raise ProtocolError("the master's login did not answer a perspective")
+            self.perspective = ref
+            return broker.features_known()
+
+        d.addCallback(respond)
+        d.addCallback(perspective)
+        d.addCallbacks(self._logged_in, self._refused)
+
+    def _logged_in(self, _: Any) -> None:
+        if self.result.called:
+            return
+        self.logged_in = True
+        self._stop_timer()
+        self.result.callback(self)
+
+    def _refused(self, failure: Failure) -> None:
+        error = core_error(failure)
+        if isinstance(error, RemoteCallFailed):
+            # e.g. Buildbot's RuntimeError("rejecting duplicate worker")
+            error = LoginRefused(f"the master refused the login: {error}")
+        self.close()
+        self._fail(error)
+
+    def _fail(self, error: Any) -> None:
+        self._stop_timer()
+        if not self.result.called:
+            self.result.errback(error if isinstance(error, Failure) else Failure(error))
+
+    def _lost(self, reason: str) -> None:
+        if self.logged_in:
+            self.connector._session_lost(self, reason)
+        else:
+            self._fail(ConnectionLost(f"link to the master at {self.peer} closed during login: {reason}"))
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self.result.called:
+            self.close(abort=True)
+            self._fail(ConnectionLost(
+                f"no login answer from the master at {self.peer} within "
+                f"{self.connector.options.login_timeout:g} s"))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        self._stop_timer()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self.close(abort=True)
+
+    # -- the session ------------------------------------------------------------
+
+    def keepalive(self) -> Deferred[None]:
+        if self.perspective is None:
+            return fail(ConnectionLost("not logged in"))
+        return _core(self.broker.call(self.perspective, "keepalive"))
+
+    def request_shutdown(self) -> Deferred[None]:
+        if self.perspective is None:
+            return fail(ConnectionLost("not logged in"))
+        return _core(self.broker.call(self.perspective, "shutdown"))
+
+    def close(self, abort: bool = False) -> None:
+        if self.broker is not None:
+            self.broker.close(abort)
+
+
+class _ClientFactory(protocol.ClientFactory):
+    """Builds the broker of one attempt; PB calls ``clientConnectionMade``
+    once the dialect is agreed."""
+
+    def __init__(self, link: _Link):
+        self.link = link
+        self.unsafeTracebacks = link.connector.options.send_tracebacks
+
+    def buildProtocol(self, addr: Any) -> WireBroker:
+        broker = self.link.build_broker()
+        broker.factory = self
+        return broker
+
+    def clientConnectionMade(self, broker: WireBroker) -> None:
+        self.link.ready(broker)
+
+
+class PBConnector(BaseWorkerConnector):
+    """Dials a pb master (workerwire's, or Buildbot's) and serves a bot."""
+
+    backendName = "pb"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        client_endpoint(self.reactor, self.address)  # AddressError now, not at the first attempt
+
+    def _connect_once(self) -> Deferred[WorkerSession]:
+        return _Link(self).start()
