@@ -1,0 +1,289 @@
+"""The ``workerwire`` command.
+
+``workerwire master -c FILE``
+    run a master from a config file (see :mod:`workerwire_app.config`).
+``workerwire worker --backend NAME --master ADDRESS --name N --password-file F --basedir DIR``
+    run a worker that dials a master.
+``workerwire exec [--backend NAME] [--json] -- CMD ...``
+    run CMD through a master and a worker on loopback; exit with its status.
+``workerwire backends``
+    list the installed backends, each with a load check.
+``workerwire conformance NAME [-- PYTEST ARGS]``
+    run the conformance suite against an installed backend.
+
+Exit status 2 means a usage or config mistake; the message says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+
+from workerwire import LinkOptions, backend_names, list_backends, load_backend
+from workerwire.errors import AddressError, BackendLoadFailed, BackendNotFound
+
+from . import __version__
+from .config import ConfigErrors, load_config
+from .daemon import LOG_LEVELS, on_signal, run, setup_logging
+from .events import EventLog
+from .exec import DEFAULT_BACKEND, ExecOptions, run_exec
+from .master import Master
+from .worker_daemon import PasswordSource, WorkerDaemon
+from .worker_runtime import DEFAULT_LOST_LINK_GRACE, WorkerRuntime
+
+__all__ = ["main", "build_parser"]
+
+_log = Logger()
+
+USAGE_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workerwire",
+        description="A pluggable link between a CI master and its workers.",
+    )
+    parser.add_argument("--version", action="version", version=f"workerwire {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    def logging_option(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument("--log-level", choices=list(LOG_LEVELS), default=default,
+                       help=f"log to stderr at this level and above (default: {default})")
+
+    m = sub.add_parser("master", help="run a master from a config file",
+                       description="Run a master: listen on the configured protocols and accept the configured "
+                                   "workers.  SIGHUP reloads the config; SIGTERM or SIGINT stops it.")
+    m.add_argument("-c", "--config", required=True, metavar="FILE", help="the TOML config file")
+    m.add_argument("--events", metavar="FILE",
+                   help="append machine-readable events (JSON lines: connected, disconnected, job_finished, ...)")
+    m.add_argument("--check", action="store_true", help="only check the config file, then exit (0 if it is valid)")
+    logging_option(m, "info")
+
+    w = sub.add_parser("worker", help="run a worker that dials a master",
+                       description="Run a worker: dial the master, log in, run the commands it sends.  "
+                                   "Reconnects after any loss.  SIGTERM or SIGINT stops it.")
+    w.add_argument("--backend", required=True, metavar="NAME", help="the backend the master listens with")
+    w.add_argument("--master", required=True, metavar="ADDRESS",
+                   help="the master's address for that backend, e.g. tcp:host=ci.example.org:port=9989")
+    w.add_argument("--name", required=True, help="this worker's name, as in the master's config")
+    pw = w.add_mutually_exclusive_group(required=True)
+    pw.add_argument("--password", help="the password (visible to other local users; prefer --password-file)")
+    pw.add_argument("--password-file", metavar="FILE",
+                    help="a file holding the password; read again when a login is refused or the link drops")
+    pw.add_argument("--password-env", metavar="VARIABLE", help="an environment variable holding the password")
+    w.add_argument("--basedir", required=True, metavar="DIR", help="the worker's base directory (created if missing)")
+    w.add_argument("--keepalive-interval", type=_seconds, metavar="S",
+                   help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}; 0 disables)")
+    w.add_argument("--keepalive-timeout", type=_seconds, metavar="S",
+                   help=f"seconds a silent master has before it is dead (default {LinkOptions().keepalive_timeout:g})")
+    w.add_argument("--allow-absolute-paths", action="store_true",
+                   help="let commands use paths outside the base directory")
+    w.add_argument("--lost-link-grace", type=_seconds, default=DEFAULT_LOST_LINK_GRACE, metavar="S",
+                   help="seconds commands keep running after the link is lost before they are interrupted "
+                        f"(default {DEFAULT_LOST_LINK_GRACE:g})")
+    logging_option(w, "info")
+
+    e = sub.add_parser("exec", help="run one command through a loopback master and worker",
+                       description="Start a master and a worker in this process, connected over the backend on "
+                                   "loopback, run CMD on the worker in the current directory, stream its output, "
+                                   "and exit with its exit status.")
+    e.add_argument("--backend", default=DEFAULT_BACKEND, metavar="NAME",
+                   help=f"the backend to carry the link (default: {DEFAULT_BACKEND})")
+    e.add_argument("--json", action="store_true", help="print every update as a JSON line instead of the output")
+    e.add_argument("--timeout", type=_seconds, metavar="S", help="kill the command after S seconds without output")
+    logging_option(e, "warn")
+    e.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
+
+    b = sub.add_parser("backends", help="list the installed backends",
+                       description="List every installed backend with its distribution and version, and check "
+                                   "that it loads.")
+    b.add_argument("--json", action="store_true", help="print a JSON array")
+
+    c = sub.add_parser("conformance", help="run the conformance suite against a backend",
+                       description="Run workerwire's conformance suite against an installed backend.")
+    c.add_argument("backend", metavar="NAME")
+    c.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS",
+                   help="after --: arguments for pytest (e.g. -x -k keepalive)")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be >= 0")
+    return value
+
+
+def _strip_dashdash(args: list[str]) -> list[str]:
+    return args[1:] if args and args[0] == "--" else args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``workerwire`` command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    handler = {"master": cmd_master, "worker": cmd_worker, "exec": cmd_exec, "backends": cmd_backends,
+               "conformance": cmd_conformance}[args.cmd]
+    return handler(args)
+
+
+# -- master ----------------------------------------------------------------------
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as e:
+        print(str(e), file=sys.stderr)
+        return USAGE_ERROR
+    if args.check:
+        print(f"{args.config}: ok: {len(config.protocols)} protocol(s), {len(config.workers)} worker(s), "
+              f"{len(config.jobs)} job(s)")
+        return 0
+    setup_logging(args.log_level)
+
+    async def main(reactor: Any) -> int:
+        events = EventLog(args.events)
+        master = Master(config, reactor, events)
+        stop: Deferred[str] = Deferred()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            on_signal(reactor, signum, lambda s=signum: None if stop.called else stop.callback(signal.Signals(s).name))
+        on_signal(reactor, signal.SIGHUP, lambda: ensureDeferred(master.reload()))
+        try:
+            await master.start()
+        except ConfigErrors as e:
+            print(str(e), file=sys.stderr)
+            events.emit("start_failed", errors=[str(err) for err in e.errors])
+            events.close()
+            return USAGE_ERROR
+        _log.info("master running (pid {pid}); SIGHUP reloads {path}", pid=os.getpid(), path=config.path)
+        why = await stop
+        _log.info("{why}: stopping", why=why)
+        await master.stop()
+        events.close()
+        return 0
+
+    return run(main)
+
+
+# -- worker ------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    try:
+        backend = load_backend(args.backend)
+    except (BackendNotFound, BackendLoadFailed) as e:
+        print(f"workerwire worker: --backend: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    if not backend.network:
+        others = [n for n in backend_names() if n != backend.name]
+        print(f"workerwire worker: --backend: {backend.name!r} is an in-process backend and cannot reach a master "
+              f"in another process; valid: a network backend ({', '.join(others) or 'none installed'})",
+              file=sys.stderr)
+        return USAGE_ERROR
+    source = PasswordSource(args.password, args.password_file, args.password_env)
+    try:
+        source.read()
+    except ValueError as e:
+        print(f"workerwire worker: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    changes: dict[str, Any] = {}
+    if args.keepalive_interval is not None:
+        changes["keepalive_interval"] = args.keepalive_interval or None
+    if args.keepalive_timeout is not None:
+        if not args.keepalive_timeout:
+            print("workerwire worker: --keepalive-timeout: must be > 0", file=sys.stderr)
+            return USAGE_ERROR
+        changes["keepalive_timeout"] = args.keepalive_timeout
+    options = LinkOptions().with_(**changes)
+    setup_logging(args.log_level)
+
+    async def main(reactor: Any) -> int:
+        stop: Deferred[str] = Deferred()
+
+        def request_stop(why: str) -> None:
+            if not stop.called:
+                stop.callback(why)
+
+        runtime = WorkerRuntime(args.basedir, reactor, args.allow_absolute_paths, args.lost_link_grace,
+                                on_shutdown=lambda: request_stop("the master asked this worker to shut down"))
+        try:
+            daemon = WorkerDaemon(backend, args.master, args.name, source, runtime, options, reactor)
+        except AddressError as e:
+            print(f"workerwire worker: --master: {e}", file=sys.stderr)
+            return USAGE_ERROR
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            on_signal(reactor, signum, lambda s=signum: request_stop(signal.Signals(s).name))
+        daemon.start()
+        why = await stop
+        _log.info("{why}: stopping", why=why)
+        await daemon.stop(f"the worker is stopping ({why})")
+        return 0
+
+    return run(main)
+
+
+# -- exec ----------------------------------------------------------------------------
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = _strip_dashdash(args.command)
+    if not command:
+        print("workerwire exec: no command given; usage: workerwire exec [--backend NAME] [--json] -- CMD ...",
+              file=sys.stderr)
+        return USAGE_ERROR
+    setup_logging(args.log_level)
+    opts = ExecOptions(command=command, backend=args.backend, json=args.json, timeout=args.timeout)
+    return run(lambda reactor: run_exec(reactor, opts))
+
+
+# -- backends -------------------------------------------------------------------------
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    infos = list_backends()
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
+    if not infos:
+        print("no workerwire backends are installed")
+        return 0
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "LOADS", "DESCRIPTION")]
+    for info in infos:
+        rows.append((info.name, info.distribution, info.version, "yes" if info.loads else "no",
+                     info.description if info.loads else f"error: {info.error}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    return 0
+
+
+# -- conformance --------------------------------------------------------------------------
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    if args.backend not in backend_names():
+        print(f"workerwire conformance: no workerwire backend named {args.backend!r}; installed: "
+              f"{', '.join(backend_names()) or 'none'}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        from workerwire.conformance import run as run_suite
+    except ImportError as e:
+        print(f"workerwire conformance: the conformance suite is not available in this installation: {e}",
+              file=sys.stderr)
+        return USAGE_ERROR
+    return int(run_suite(args.backend, _strip_dashdash(list(args.pytest_args))))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

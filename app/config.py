@@ -1,0 +1,525 @@
+"""The master's config file: which backends listen where, which workers may log in.
+
+The file is TOML (read with :mod:`tomllib`)::
+
+    [master]                      # optional
+    duplicate_ping_timeout = 10   # s an existing connection has to answer a ping
+
+    [protocols.pb]                # one table per backend, by its registry name
+    port = "tcp:9989"             # a port string the backend accepts
+    keepalive_interval = 60       # s between pings (false: no keepalive)
+    keepalive_timeout = 30        # s a silent peer has before it is dead
+    max_message_size = 67108864   # bytes
+    login_timeout = 30            # s
+
+    [[workers]]
+    name = "w1"
+    password = "..."              # or password_file = "w1.pw" / password_env = "W1_PW"
+    protocols = ["pb"]            # optional: the protocols it may use (default: all)
+    builders = ["smoke"]          # optional: builders set up when it attaches
+
+    [[jobs]]                      # optional: run on workers each time they attach
+    name = "smoke"
+    command = ["make", "check"]   # argv list, or a string run by /bin/sh -c
+    workers = ["w1"]              # default: every worker
+    builder = "smoke"             # default: the job's name
+    workdir = "build"             # relative to the builder's directory
+    env = { CI = "1" }
+    timeout = 1200                # s without output before the command is killed
+    max_time = 3600               # s in total
+
+:func:`load_config` checks everything it can without opening a port and
+reports every mistake at once as :class:`ConfigErrors`, each naming the file,
+the key, what is wrong and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from workerwire import Backend, LinkOptions, backend_names, load_backend
+from workerwire.errors import AddressError, BackendLoadFailed, BackendNotFound
+
+__all__ = [
+    "ConfigError",
+    "ConfigErrors",
+    "ProtocolConfig",
+    "WorkerConfig",
+    "JobConfig",
+    "MasterConfig",
+    "load_config",
+    "parse_config",
+    "DEFAULT_DUPLICATE_PING_TIMEOUT",
+]
+
+DEFAULT_DUPLICATE_PING_TIMEOUT = 10.0
+
+_TOP_KEYS = ("master", "protocols", "workers", "jobs")
+_MASTER_KEYS = ("duplicate_ping_timeout",)
+_WORKER_KEYS = ("name", "password", "password_file", "password_env", "protocols", "builders")
+_PASSWORD_KEYS = ("password", "password_file", "password_env")
+_JOB_KEYS = ("name", "command", "workers", "builder", "workdir", "env", "timeout", "max_time")
+
+
+class ConfigError(Exception):
+    """One mistake in a config file.
+
+    ``str()`` reads ``FILE: KEY: what is wrong; valid: what would be valid``.
+    """
+
+    def __init__(self, file: str, key: str, problem: str, valid: str):
+        super().__init__(file, key, problem, valid)
+        self.file = file
+        self.key = key
+        self.problem = problem
+        self.valid = valid
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.problem}; valid: {self.valid}"
+
+
+class ConfigErrors(Exception):
+    """Every mistake found in one config file (at least one)."""
+
+    def __init__(self, errors: Iterable[ConfigError]):
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """One ``[protocols.NAME]`` table: a backend and where it listens."""
+
+    name: str
+    backend: Backend = field(compare=False, repr=False)
+    port: str
+    options: LinkOptions
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One ``[[workers]]`` entry; the password is never shown by ``repr``."""
+
+    name: str
+    password: str = field(repr=False)
+    #: Protocol names this worker is registered on.
+    protocols: tuple[str, ...]
+    #: ``(builder name, builddir)`` pairs set up when the worker attaches.
+    builders: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One ``[[jobs]]`` entry: a ``shell`` command run each time a worker attaches."""
+
+    name: str
+    command: tuple[str, ...] | str
+    #: Worker names; empty means every worker.
+    workers: tuple[str, ...]
+    builder: str
+    workdir: str = "build"
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float | None = None
+    max_time: float | None = None
+
+    def shell_args(self) -> dict[str, Any]:
+        """The ``shell`` command's args (Buildbot names)."""
+        return {
+            "command": list(self.command) if isinstance(self.command, tuple) else self.command,
+            "workdir": self.workdir,
+            "env": dict(self.env),
+            "timeout": self.timeout,
+            "maxTime": self.max_time,
+            "want_stdout": True,
+            "want_stderr": True,
+            "logEnviron": False,
+        }
+
+    def applies_to(self, worker: str) -> bool:
+        return not self.workers or worker in self.workers
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """A whole, checked master config."""
+
+    path: str
+    protocols: Mapping[str, ProtocolConfig]
+    workers: Mapping[str, WorkerConfig]
+    jobs: tuple[JobConfig, ...] = ()
+    duplicate_ping_timeout: float = DEFAULT_DUPLICATE_PING_TIMEOUT
+
+    def jobs_for(self, worker: str) -> list[JobConfig]:
+        return [job for job in self.jobs if job.applies_to(worker)]
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> MasterConfig:
+    """Read and check the config file at *path*.
+
+    Backends are loaded through the registry and their port strings checked
+    with ``Backend.check_port``; no port is opened.  Relative
+    ``password_file`` paths are relative to the config file's directory.
+
+    :raises ConfigErrors: listing every mistake found.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigErrors([ConfigError(path, "-", f"cannot read the file: {e.strerror or e}",
+                                        "a readable TOML file")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigErrors([ConfigError(path, "-", f"not UTF-8 text ({e.reason} at byte {e.start})",
+                                        "a UTF-8 TOML file")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigErrors([ConfigError(path, "-", f"not valid TOML: {e}", "TOML syntax (https://toml.io)")]) from None
+    return parse_config(data, path, environ)
+
+
+def parse_config(data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None = None) -> MasterConfig:
+    """Check an already parsed config (see :func:`load_config`).
+
+    :raises ConfigErrors: listing every mistake found.
+    """
+    return _Parser(path, os.environ if environ is None else environ).parse(data)
+
+
+class _Parser:
+    def __init__(self, path: str, environ: Mapping[str, str]):
+        self.path = path
+        self.environ = environ
+        self.errors: list[ConfigError] = []
+
+    def error(self, key: str, problem: str, valid: str) -> None:
+        self.errors.append(ConfigError(self.path, key, problem, valid))
+
+    def unknown_keys(self, table: Mapping[str, Any], where: str, valid: Iterable[str]) -> None:
+        valid = list(valid)
+        for key in table:
+            if key not in valid:
+                self.error(f"{where}{key}", "unknown key", ", ".join(valid))
+
+    # -- top level ----------------------------------------------------------
+
+    def parse(self, data: Mapping[str, Any]) -> MasterConfig:
+        self.unknown_keys(data, "", _TOP_KEYS)
+        ping_timeout = self.master_table(data.get("master", {}))
+        protocols = self.protocols(data.get("protocols"))
+        workers = self.workers(data.get("workers", []), protocols)
+        jobs = self.jobs(data.get("jobs", []), workers)
+        if self.errors:
+            raise ConfigErrors(self.errors)
+        # Builders the jobs need exist on every worker they run on.
+        for job in jobs:
+            for name, worker in list(workers.items()):
+                if job.applies_to(name) and job.builder not in {b for b, _ in worker.builders}:
+                    workers[name] = dataclasses.replace(worker, builders=worker.builders + ((job.builder, job.builder),))
+        return MasterConfig(self.path, protocols, workers, tuple(jobs), ping_timeout)
+
+    def master_table(self, table: Any) -> float:
+        if not isinstance(table, dict):
+            self.error("master", f"is a {_kind(table)}", "a table such as [master]")
+            return DEFAULT_DUPLICATE_PING_TIMEOUT
+        self.unknown_keys(table, "master.", _MASTER_KEYS)
+        value = table.get("duplicate_ping_timeout", DEFAULT_DUPLICATE_PING_TIMEOUT)
+        if not _positive_number(value):
+            self.error("master.duplicate_ping_timeout", f"{value!r} is not a positive number of seconds",
+                       "a number > 0, e.g. 10")
+            return DEFAULT_DUPLICATE_PING_TIMEOUT
+        return float(value)
+
+    # -- protocols ------------------------------------------------------------
+
+    def protocols(self, table: Any) -> dict[str, ProtocolConfig]:
+        installed = ", ".join(backend_names()) or "none"
+        if table is None:
+            self.error("protocols", "missing: no backend is enabled",
+                       f"at least one [protocols.NAME] table; installed backends: {installed}")
+            return {}
+        if not isinstance(table, dict) or not table:
+            self.error("protocols", f"is {_kind(table)}, enabling no backend",
+                       f"at least one [protocols.NAME] table; installed backends: {installed}")
+            return {}
+        out: dict[str, ProtocolConfig] = {}
+        ports: dict[str, str] = {}
+        for name, options in table.items():
+            where = f"protocols.{name}"
+            if not isinstance(options, dict):
+                self.error(where, f"is a {_kind(options)}", f"a table such as [{where}] with port = \"tcp:9989\"")
+                continue
+            try:
+                backend = load_backend(name)
+            except BackendNotFound:
+                self.error(where, f"unknown backend {name!r}", f"an installed backend: {installed}")
+                continue
+            except BackendLoadFailed as e:
+                self.error(where, f"backend {name!r} is installed but does not load: {e}",
+                           f"a backend that loads (see `workerwire backends`); installed: {installed}")
+                continue
+            self.unknown_keys(options, where + ".", ["port", *LinkOptions.names()])
+            port = self.port(where, backend, options.get("port"))
+            link = self.link_options(where, options)
+            if port is None or link is None:
+                continue
+            if port in ports:
+                self.error(f"{where}.port", f"{port!r} is also the port of protocols.{ports[port]}",
+                           "a different port for each protocol")
+                continue
+            ports[port] = name
+            out[name] = ProtocolConfig(name, backend, port, link)
+        return out
+
+    def port(self, where: str, backend: Backend, value: Any) -> str | None:
+        example = backend.loopback_port()
+        if value is None:
+            self.error(f"{where}.port", "missing", f"a port string such as {example!r}")
+            return None
+        if not isinstance(value, str):
+            self.error(f"{where}.port", f"{value!r} is a {_kind(value)}, not a port string",
+                       f"a port string such as {example!r}")
+            return None
+        try:
+            backend.check_port(value)
+        except AddressError as e:
+            self.error(f"{where}.port", f"{value!r} is not a port of backend {backend.name!r}: {e}",
+                       f"a port string such as {example!r}")
+            return None
+        return value
+
+    def link_options(self, where: str, table: Mapping[str, Any]) -> LinkOptions | None:
+        defaults = LinkOptions()
+        changes: dict[str, Any] = {}
+        ok = True
+        for f in dataclasses.fields(LinkOptions):
+            if f.name not in table:
+                continue
+            value = table[f.name]
+            key = f"{where}.{f.name}"
+            default = getattr(defaults, f.name)
+            if f.name == "keepalive_interval":
+                if value is False:
+                    changes[f.name] = None
+                elif _positive_number(value):
+                    changes[f.name] = float(value)
+                else:
+                    self.error(key, f"{value!r} is not a positive number of seconds",
+                               "a number > 0 (e.g. 60), or false to disable keepalive")
+                    ok = False
+            elif isinstance(default, bool):
+                if isinstance(value, bool):
+                    changes[f.name] = value
+                else:
+                    self.error(key, f"{value!r} is not a boolean", "true or false")
+                    ok = False
+            elif isinstance(default, int):
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 1024:
+                    changes[f.name] = value
+                else:
+                    self.error(key, f"{value!r} is not a whole number of bytes >= 1024",
+                               f"an integer >= 1024 (default {default})")
+                    ok = False
+            elif _positive_number(value):
+                changes[f.name] = float(value)
+            else:
+                self.error(key, f"{value!r} is not a positive number of seconds",
+                           f"a number > 0 (default {default:g})")
+                ok = False
+        if not ok:
+            return None
+        try:
+            return defaults.with_(**changes)
+        except ValueError as e:  # a rule LinkOptions knows and we did not check
+            self.error(where, str(e), "see the LinkOptions documentation")
+            return None
+
+    # -- workers --------------------------------------------------------------
+
+    def workers(self, entries: Any, protocols: Mapping[str, ProtocolConfig]) -> dict[str, WorkerConfig]:
+        if not isinstance(entries, list):
+            self.error("workers", f"is a {_kind(entries)}", "an array of tables: [[workers]] entries")
+            return {}
+        out: dict[str, WorkerConfig] = {}
+        first_seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            where = f"workers[{i}]"
+            if not isinstance(entry, dict):
+                self.error(where, f"is a {_kind(entry)}", "a [[workers]] table with name and password")
+                continue
+            self.unknown_keys(entry, where + ".", _WORKER_KEYS)
+            name = entry.get("name")
+            if not isinstance(name, str) or not name.strip() or name != name.strip():
+                self.error(f"{where}.name", "missing" if name is None else f"{name!r} is not a worker name",
+                           "a non-empty string without surrounding spaces")
+                name = None
+            elif name in first_seen:
+                self.error(f"{where}.name", f"duplicate worker name {name!r} (also workers[{first_seen[name]}])",
+                           "a name used by one [[workers]] entry only")
+                name = None
+            else:
+                first_seen[name] = i
+            password = self.password(where, entry)
+            worker_protocols = self.worker_protocols(where, entry.get("protocols"), protocols)
+            builders = self.builders(where, entry.get("builders", []))
+            if name is None or password is None or worker_protocols is None or builders is None:
+                continue
+            out[name] = WorkerConfig(name, password, worker_protocols, builders)
+        return out
+
+    def password(self, where: str, entry: Mapping[str, Any]) -> str | None:
+        given = [k for k in _PASSWORD_KEYS if k in entry]
+        valid = "exactly one of password = \"...\", password_file = \"PATH\", password_env = \"VARIABLE\""
+        if not given:
+            self.error(f"{where}.password", "missing", valid)
+            return None
+        if len(given) > 1:
+            self.error(f"{where}.{given[1]}", f"given together with {given[0]}", valid)
+            return None
+        key = given[0]
+        value = entry[key]
+        if not isinstance(value, str) or not value:
+            self.error(f"{where}.{key}", f"is {'empty' if value == '' else 'a ' + _kind(value)}", valid)
+            return None
+        if key == "password":
+            return value
+        if key == "password_env":
+            secret = self.environ.get(value)
+            if not secret:
+                self.error(f"{where}.password_env", f"environment variable {value!r} is "
+                           f"{'empty' if secret == '' else 'not set'}",
+                           "the name of a set, non-empty environment variable holding the password")
+                return None
+            return secret
+        file = value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(self.path)), value)
+        try:
+            with open(file, encoding="utf-8") as f:
+                secret = f.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            self.error(f"{where}.password_file", f"cannot read {file!r}: {getattr(e, 'strerror', None) or e}",
+                       "a readable file holding the password (relative paths are relative to the config file)")
+            return None
+        if not secret:
+            self.error(f"{where}.password_file", f"{file!r} is empty", "a file holding a non-empty password")
+            return None
+        return secret
+
+    def worker_protocols(self, where: str, value: Any, protocols: Mapping[str, ProtocolConfig]
+                         ) -> tuple[str, ...] | None:
+        enabled = ", ".join(protocols) or "none"
+        if value is None:
+            return tuple(protocols)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            self.error(f"{where}.protocols", f"{value!r} is not a non-empty list of protocol names",
+                       f"a list of enabled protocols: {enabled}")
+            return None
+        unknown = [v for v in value if v not in protocols]
+        if unknown:
+            self.error(f"{where}.protocols", f"{', '.join(map(repr, unknown))} not enabled in [protocols]",
+                       f"enabled protocols: {enabled}")
+            return None
+        return tuple(dict.fromkeys(value))
+
+    def builders(self, where: str, value: Any) -> tuple[tuple[str, str], ...] | None:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.error(f"{where}.builders", f"{value!r} is not a list of builder names", "a list of strings")
+            return None
+        for name in value:
+            if not _safe_name(name):
+                self.error(f"{where}.builders", f"{name!r} is not a usable builder name",
+                           "non-empty names without '/', '\\', and not starting with '.'")
+                return None
+        return tuple((name, name) for name in dict.fromkeys(value))
+
+    # -- jobs -------------------------------------------------------------------
+
+    def jobs(self, entries: Any, workers: Mapping[str, WorkerConfig]) -> list[JobConfig]:
+        if not isinstance(entries, list):
+            self.error("jobs", f"is a {_kind(entries)}", "an array of tables: [[jobs]] entries")
+            return []
+        out: list[JobConfig] = []
+        seen: set[str] = set()
+        known = ", ".join(workers) or "none"
+        for i, entry in enumerate(entries):
+            where = f"jobs[{i}]"
+            if not isinstance(entry, dict):
+                self.error(where, f"is a {_kind(entry)}", "a [[jobs]] table with name and command")
+                continue
+            self.unknown_keys(entry, where + ".", _JOB_KEYS)
+            errors_before = len(self.errors)
+            name = entry.get("name")
+            if not isinstance(name, str) or not _safe_name(name):
+                self.error(f"{where}.name", "missing" if name is None else f"{name!r} is not a job name",
+                           "a non-empty name without '/', '\\', and not starting with '.'")
+            elif name in seen:
+                self.error(f"{where}.name", f"duplicate job name {name!r}", "a name used by one [[jobs]] entry only")
+            else:
+                seen.add(name)
+            command = entry.get("command")
+            if isinstance(command, str) and command.strip():
+                pass
+            elif isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+                command = tuple(command)
+            else:
+                self.error(f"{where}.command", "missing" if command is None else f"{command!r} is not a command",
+                           "a non-empty argv list such as [\"make\", \"check\"], or a shell string")
+            job_workers = entry.get("workers", [])
+            if not isinstance(job_workers, list) or not all(isinstance(w, str) for w in job_workers):
+                self.error(f"{where}.workers", f"{job_workers!r} is not a list of worker names",
+                           f"a list of configured workers: {known}")
+            else:
+                for w in job_workers:
+                    if w not in workers:
+                        self.error(f"{where}.workers", f"unknown worker {w!r}", f"configured workers: {known}")
+            builder = entry.get("builder", name)
+            if not isinstance(builder, str) or not _safe_name(builder):
+                self.error(f"{where}.builder", f"{builder!r} is not a usable builder name",
+                           "non-empty names without '/', '\\', and not starting with '.'")
+            workdir = entry.get("workdir", "build")
+            if not isinstance(workdir, str) or not workdir:
+                self.error(f"{where}.workdir", f"{workdir!r} is not a directory", "a path relative to the builder")
+            env = entry.get("env", {})
+            if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+                self.error(f"{where}.env", f"{env!r} is not a table of strings", "a table such as { CI = \"1\" }")
+            limits = {}
+            for key in ("timeout", "max_time"):
+                value = entry.get(key)
+                if value is not None and not _positive_number(value):
+                    self.error(f"{where}.{key}", f"{value!r} is not a positive number of seconds", "a number > 0")
+                limits[key] = None if value is None else float(value)
+            if len(self.errors) != errors_before:
+                continue
+            out.append(JobConfig(name, command, tuple(dict.fromkeys(job_workers)), builder, workdir,
+                                 tuple(sorted(env.items())), limits["timeout"], limits["max_time"]))
+        return out
+
+
+def _positive_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__

@@ -1,0 +1,11 @@
+"""The worker runtime: a :class:`~workerwire.WorkerBot` that runs real commands.
+
+:class:`WorkerRuntime` manages builder directories under a base directory and
+runs Buildbot-compatible commands (``shell``, ``mkdir``, ``rmdir``, ``stat``,
+``listdir``, ``glob``, ``rmfile``) sent by a master through any backend.
+"""
+
+from .bot import COMMANDS, DEFAULT_LOST_LINK_GRACE, WorkerRuntime
+from .paths import PathNotAllowed, PathPolicy
+
+__all__ = ["WorkerRuntime", "COMMANDS", "DEFAULT_LOST_LINK_GRACE", "PathPolicy", "PathNotAllowed"]
