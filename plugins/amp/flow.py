@@ -57,11 +57,17 @@ class SendWindow:
         self.in_flight = 0
         #: Updates sent and not yet answered.
         self.in_flight_count = 0
-        #: Highest ``in_flight`` and ``in_flight_count`` seen (for tests and benchmarks).
+        #: Bytes of updates queued and not yet sent.
+        self.queued = 0
+        #: Highest ``in_flight``, ``in_flight_count`` and ``buffered`` seen, and
+        #: how many updates did not find room at once (for tests and benchmarks).
         self.peak_in_flight = 0
         self.peak_in_flight_count = 0
+        self.peak_buffered = 0
+        self.stalls = 0
         self._queue: deque[_Item] = deque()
         self._room_waiters: list[_Item] = []
+        self._sent: dict[int, _Item] = {}
         self._lost: ConnectionLost | None = None
         self._pumping = False
         self._again = False
@@ -69,7 +75,7 @@ class SendWindow:
     @property
     def buffered(self) -> int:
         """Bytes held for this link: in flight plus queued."""
-        return self.in_flight + sum(item.size for item in self._queue)
+        return self.in_flight + self.queued
 
     def send_update(self, size: int, send: Callable[[], Deferred[Any]], label: str = "update") -> Deferred[None]:
         """Queue an update of *size* bytes; fires when the window has room again."""
@@ -84,9 +90,11 @@ class SendWindow:
         if self._lost is not None:
             return
         self._lost = ConnectionLost(f"link to the master lost: {reason}")
-        waiting = list(self._queue) + self._room_waiters
+        waiting = list(self._queue) + self._room_waiters + list(self._sent.values())
         self._queue.clear()
+        self.queued = 0
         self._room_waiters = []
+        self._sent = {}
         for item in waiting:
             if not item.done.called:
                 item.done.errback(Failure(self._lost))
@@ -96,7 +104,11 @@ class SendWindow:
             item.done.errback(Failure(self._lost))
             return item.done
         self._queue.append(item)
+        self.queued += item.size
+        self.peak_buffered = max(self.peak_buffered, self.buffered)
         self._pump()
+        if item.size and not item.done.called:
+            self.stalls += 1
         return item.done
 
     def _fits(self, item: _Item) -> bool:
@@ -112,7 +124,9 @@ class SendWindow:
             while self._again:
                 self._again = False
                 while self._queue and self._lost is None and self._fits(self._queue[0]):
-                    self._send(self._queue.popleft())
+                    item = self._queue.popleft()
+                    self.queued -= item.size
+                    self._send(item)
                 self._release_room_waiters()
         finally:
             self._pumping = False
@@ -125,9 +139,13 @@ class SendWindow:
         self.peak_in_flight_count = max(self.peak_in_flight_count, self.in_flight_count)
         if not item.fires_on_answer:
             self._room_waiters.append(item)
+        self._sent[id(item)] = item
         item.send().addBoth(self._answered, item)
 
     def _answered(self, result: object, item: _Item) -> None:
+        if self._lost is not None:
+            return
+        del self._sent[id(item)]
         self.in_flight -= item.size
         if item.size:
             self.in_flight_count -= 1
