@@ -22,14 +22,14 @@ WAIT = 10.0
 
 
 def box(**fields: Any) -> bytes:
-    """Serialize an AMP box; str values are UTF-8 encoded, ints written in decimal."""
+    """Serialize an AMP box: keys are latin-1 (any byte), str values UTF-8, ints decimal."""
     out = amp.AmpBox()
     for key, value in fields.items():
         if isinstance(value, int):
             value = b"%d" % value
         elif isinstance(value, str):
             value = value.encode("utf-8")
-        out[key.encode("ascii")] = value
+        out[key.encode("latin-1")] = value
     return out.serialize()
 
 
@@ -51,6 +51,7 @@ class RawPeer(Protocol):
         self._waiters: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
         host = self.transport.getHost()
         self.local = f"{host.host}:{host.port}"
 

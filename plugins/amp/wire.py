@@ -92,12 +92,15 @@ class WireProtocol(amp.AMP):
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         self.peer = f"{host}:{port}" if host is not None else str(peer)
-        set_keepalive = getattr(self.transport, "setTcpKeepAlive", None)
-        if set_keepalive is not None:
-            try:
-                set_keepalive(True)
-            except OSError:  # not a TCP socket after all (e.g. a UNIX socket)
-                pass
+        # TCP keepalive (the OS notices a vanished peer eventually, even with
+        # our keepalive off) and no Nagle delay (calls are small and answered).
+        for option in ("setTcpKeepAlive", "setTcpNoDelay"):
+            setter = getattr(self.transport, option, None)
+            if setter is not None:
+                try:
+                    setter(True)
+                except OSError:  # not a TCP socket after all
+                    pass
 
     def close(self, abort: bool = False) -> None:
         """Close the connection; a graceful close is aborted after :data:`ABORT_AFTER` s."""
