@@ -142,7 +142,8 @@ class WireBroker(pb.Broker):
     def connectionLost(self, reason: Any) -> None:
         if not self.closing and (self.buffer or self.listStack):
             pending = len(self.buffer) + self._partial
-            self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)")
+            self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)",
+                                        "")
         why = self.lost_reason or _reason_text(reason)
         self.closing = True
         super().connectionLost(reason)
@@ -208,8 +209,8 @@ class WireBroker(pb.Broker):
         if self.transport is not None:
             self.transport.abortConnection()
 
-    def _protocol_error_logged(self, reason: str) -> None:
-        _log.warn("pb protocol error from {peer}: {reason}; closing that connection", peer=self.peer, reason=reason)
+    def _protocol_error_logged(self, reason: str, action: str = "; closing that connection") -> None:
+        _log.warn("pb protocol error from {peer}: {reason}{action}", peer=self.peer, reason=reason, action=action)
 
     def close(self, abort: bool = False) -> None:
         """Close the link (abort: without waiting for pending writes)."""
