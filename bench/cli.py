@@ -1,0 +1,147 @@
+"""``python -m bench [--quick | --smoke]``: run every scenario for every installed backend
+beside its raw baselines, then write the JSON results and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from .aggregate import METRICS, aggregate
+from .plan import PROFILES, Profile, Subject, plan_subjects, trial_spec
+from .procfs import machine_info
+from .report import markdown
+from .runner import REPO, run_trial
+from .targets import judge
+
+__all__ = ["main", "run"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions (under a minute)")
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition (a few seconds; for CI)")
+    p.add_argument("--reps", type=int, help="repetitions (default: 5 full, 3 quick, 1 smoke)")
+    p.add_argument("--backends", help="comma-separated backend names (default: every installed backend)")
+    p.add_argument("--only", help="comma-separated subject ids to run (e.g. raw-pb,pb)")
+    p.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="results file")
+    p.add_argument("--markdown", default=os.path.join(REPO, "docs", "benchmarks.md"), help="Markdown page")
+    return p
+
+
+def _log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any]], command: str) -> dict[str, Any]:
+    t_start = time.monotonic()
+    machine = machine_info()
+    runs: dict[str, list[dict[str, Any]]] = {s.id: [] for s in subjects}
+    errors: dict[str, list[str]] = {s.id: [] for s in subjects}
+
+    def one(subject: Subject, scenarios: list[str], rep: int) -> None:
+        t0 = time.monotonic()
+        result = run_trial(trial_spec(subject, profile, scenarios), profile.trial_timeout + 60)
+        runs[subject.id].append(result)
+        problems = [result["error"]] if "error" in result else []
+        problems += [f"{k}: {v['error']}" for k, v in result.items() if isinstance(v, dict) and "error" in v]
+        for prob in problems:
+            errors[subject.id].append(f"rep {rep + 1} {'/'.join(scenarios)}: {prob}")
+            _log(f"  ! {subject.id}: {prob}\n{result.get('log_tail', '')}")
+        _log(f"  rep {rep + 1}/{profile.reps} {subject.id:<16} {'/'.join(scenarios):<22} "
+             f"{time.monotonic() - t0:5.1f} s  {_brief(result)}")
+
+    for rep in range(profile.reps):
+        for subject in subjects:
+            link = [s for s in subject.scenarios if s in ("rtt", "pipelined", "stream")]
+            if link:
+                one(subject, link, rep)
+        for subject in subjects:
+            if subject.storm:
+                one(subject, ["storm"], rep)
+    summaries = {s.id: aggregate(runs[s.id]) for s in subjects}
+    verdicts = judge(subjects, summaries, profile)
+    return {
+        "command": command,
+        "machine": machine,
+        "profile": {**profile.__dict__},
+        "backends": installed,
+        "elapsed_s": time.monotonic() - t_start,
+        "subjects": {
+            s.id: {"label": s.label, "kind": s.kind, "baseline": s.baseline, "scenarios": list(s.scenarios),
+                   "storm": s.storm, "summary": summaries[s.id], "errors": errors[s.id],
+                   "runs": [{k: v for k, v in r.items() if k != "log_tail"} for r in runs[s.id]]}
+            for s in subjects
+        },
+        "targets": [v.as_dict() for v in verdicts],
+    }
+
+
+def _brief(result: dict[str, Any]) -> str:
+    parts = []
+    if "rtt" in result and "calls_per_s" in result["rtt"]:
+        parts.append(f"rtt {result['rtt']['calls_per_s']:,.0f}/s")
+    if "pipelined" in result and "calls_per_s" in result["pipelined"]:
+        parts.append(f"pipe {result['pipelined']['calls_per_s']:,.0f}/s")
+    if "stream" in result and "mb_per_s" in result["stream"]:
+        parts.append(f"stream {result['stream']['mb_per_s']:,.1f} MB/s")
+    if "storm" in result and "connected" in result["storm"]:
+        st = result["storm"]
+        secs = "—" if st["seconds"] is None else f"{st['seconds']:.2f} s"
+        per = "—" if st["master_rss_per_conn_kib"] is None else f"{st['master_rss_per_conn_kib']:.1f} KiB/conn"
+        parts.append(f"storm {st['connected']}/{st['workers']} {secs} {per}")
+    return ", ".join(parts)
+
+
+def missing_figures(results: dict[str, Any]) -> list[str]:
+    """Figures a complete run must have but this one lacks (used by the smoke test).
+
+    In-process subjects have no separate worker process, so no worker RSS;
+    a storm in which some worker never connected has no "seconds until all
+    connected" (its ``failed`` count says why).
+    """
+    missing = []
+    for sid, sub in results["subjects"].items():
+        in_process = sid == "floor" or sub["baseline"] == "floor"
+        wanted = list(sub["scenarios"]) + (["storm"] if sub["storm"] else [])
+        for scen in wanted:
+            summary = sub["summary"].get(scen, {})
+            for metric in METRICS[scen]:
+                if in_process and metric.startswith("worker_"):
+                    continue
+                if scen == "storm" and metric == "seconds" and (summary.get("failed") or {}).get("max"):
+                    continue
+                if summary.get(metric) is None:
+                    missing.append(f"{sid} {scen} {metric}")
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = PROFILES[name]
+    if args.reps:
+        profile = Profile(**{**profile.__dict__, "reps": args.reps})
+    only_backends = args.backends.split(",") if args.backends else None
+    subjects, installed = plan_subjects(only_backends)
+    if args.only:
+        keep = set(args.only.split(","))
+        subjects = [s for s in subjects if s.id in keep]
+    command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
+    _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
+    results = run(profile, subjects, installed, command)
+    for path, text in ((args.json, json.dumps(results, indent=1) + "\n"), (args.markdown, markdown(results))):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    _log(f"bench: wrote {args.json} and {args.markdown} in {results['elapsed_s']:.0f} s")
+    missing = missing_figures(results)
+    if missing:
+        _log("bench: missing figures: " + ", ".join(missing))
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""The subjects a trial measures: one module per link kind, master side and worker side."""

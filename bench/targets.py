@@ -1,0 +1,104 @@
+"""The issue's targets, judged as ratios against baselines measured in the same run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .aggregate import median
+from .plan import Profile, Subject
+
+__all__ = ["Verdict", "judge"]
+
+Summaries = dict[str, dict[str, dict[str, Any]]]
+
+KiB = 1024
+
+
+@dataclass
+class Verdict:
+    target: str
+    subject: str
+    measured: float | None
+    baseline: float | None
+    ratio: float | None
+    needed: str
+    met: bool | None  # None: could not be judged (a figure is missing)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _at_least(target: str, subject: str, a: float | None, base: float | None, need: float,
+              base_name: str, unit: str) -> Verdict:
+    r = _ratio(a, base)
+    return Verdict(target, subject, a, base, r, f">= {need:g}x {base_name} ({unit})",
+                   None if r is None else r >= need)
+
+
+def judge(subjects: list[Subject], s: Summaries, profile: Profile) -> list[Verdict]:
+    out: list[Verdict] = []
+    backends = [x for x in subjects if x.kind == "backend"]
+    network = [x for x in backends if x.baseline != "floor"]
+    for b in network:
+        if b.baseline in ("raw-pb", "raw-amp"):
+            out.append(_at_least("call round trip overhead", b.id, median(s.get(b.id, {}), "rtt", "calls_per_s"),
+                                 median(s.get(b.baseline, {}), "rtt", "calls_per_s"), 0.9, b.baseline, "calls/s"))
+    for b in network:
+        out.append(_at_least("output streaming vs own transport", b.id,
+                             median(s.get(b.id, {}), "stream", "mb_per_s"),
+                             median(s.get(b.baseline or "raw-tcp", {}), "stream", "mb_per_s"), 1.0,
+                             b.baseline or "raw-tcp", "MB/s"))
+    if network:
+        rates = {b.id: median(s.get(b.id, {}), "stream", "mb_per_s") for b in network}
+        known = {k: v for k, v in rates.items() if v is not None}
+        best = max(known, key=lambda k: known[k]) if known else network[0].id
+        v = _at_least("fastest backend streaming vs raw TCP", best, known.get(best),
+                      median(s.get("raw-tcp", {}), "stream", "mb_per_s"), 0.5, "raw-tcp", "MB/s")
+        out.append(v)
+    n = profile.storm_workers
+    for b in network:
+        st = s.get(b.id, {}).get("storm")
+        connected = median(s.get(b.id, {}), "storm", "connected")
+        failed_max = st["failed"]["max"] if st and st.get("failed") else None
+        out.append(Verdict("storm: all logged in", b.id, connected, n, _ratio(connected, n),
+                           f"{n} of {n} in every repetition", None if failed_max is None else failed_max == 0))
+        secs = st["seconds"] if st else None
+        worst = secs["max"] if secs else None
+        out.append(Verdict("storm: time until all connected", b.id, median(s.get(b.id, {}), "storm", "seconds"),
+                           None, None, "< 3 s (slowest repetition)",
+                           None if worst is None else worst < 3.0,
+                           "" if worst is not None else "not every worker connected"))
+        per = median(s.get(b.id, {}), "storm", "master_rss_per_conn_kib")
+        out.append(Verdict("storm: master RSS per connection", b.id, per, None, None, "<= 12 KiB",
+                           None if per is None else per <= 12.0))
+    for b in backends:
+        if b.baseline == "floor":
+            for scen in ("rtt", "pipelined"):
+                out.append(_at_least(f"in-process delivery ({scen})", b.id,
+                                     median(s.get(b.id, {}), scen, "calls_per_s"),
+                                     median(s.get("floor", {}), scen, "calls_per_s"), 0.8, "floor", "calls/s"))
+    if any(x.id == "pb/shell" for x in subjects) and any(x.id == "buildbot-worker" for x in subjects):
+        out.append(_at_least("pb worker vs buildbot-worker streaming", "pb/shell",
+                             median(s.get("pb/shell", {}), "stream", "mb_per_s"),
+                             median(s.get("buildbot-worker", {}), "stream", "mb_per_s"), 5.0,
+                             "buildbot-worker", "MB/s"))
+    bound = max(16 * 1024, profile.stream_bytes // KiB // 8)  # KiB
+    for x in subjects:
+        if x.kind == "baseline" or "stream" not in x.scenarios:
+            continue
+        for role in ("master", "worker"):
+            st = s.get(x.id, {}).get("stream", {}).get(f"{role}_growth_kib")
+            if st is None and role == "worker" and x.baseline == "floor":
+                continue  # in-process: one process, judged as the master
+            worst = st["max"] if st else None
+            out.append(Verdict(f"flat memory while streaming ({role})", x.id,
+                               None if worst is None else worst / 1024, None, None,
+                               f"RSS growth <= {bound // 1024} MiB (MiB, max over reps)",
+                               None if worst is None else worst <= bound))
+    return out
