@@ -59,7 +59,10 @@ _LOGIN_NAMES = {"UnauthorizedLogin", "LoginFailed", "UnhandledCredentials"}
 
 def remote_type_name(failure: Any) -> str:
     """The peer's exception type name (last dotted component) of a copied failure."""
-    raw = failure.type
+    return _last_component(failure.type)
+
+
+def _last_component(raw: Any) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     elif not isinstance(raw, str):
@@ -81,8 +84,8 @@ def core_error(failure: Failure | BaseException) -> WorkerwireError:
     if isinstance(exc, WorkerwireError):
         return exc
     if isinstance(exc, pb.RemoteError):
-        name = str(exc.remoteType).rsplit(".", 1)[-1]
-        return error_from_wire(name, str(exc), exc.remoteTraceback or None)
+        tb = exc.remoteTraceback if isinstance(exc.remoteTraceback, str) else None
+        return error_from_wire(_last_component(exc.remoteType), str(exc), tb if tb != NO_TRACEBACK else None)
     if isinstance(exc, _LINK_GONE):
         return ConnectionLost(f"connection lost: {exc}" if str(exc) else "connection lost")
     if isinstance(exc, cred_error.UnauthorizedLogin):

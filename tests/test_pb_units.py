@@ -1,0 +1,349 @@
+"""The pb backend's pieces one by one: jelly rules, value normalization,
+error translation, addresses, transfers, and the link's timeouts."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+from pytest_twisted import ensureDeferred as async_test
+from twisted.cred import error as cred_error
+from twisted.internet import error as net_error
+from twisted.internet import protocol
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.python.failure import Failure
+from twisted.spread import banana, jelly, pb
+
+from workerwire import LinkOptions, load_backend
+from workerwire.conformance import Harness, ScriptedWorker, within
+from workerwire.errors import (
+    AddressError,
+    ConnectionLost,
+    DuplicateWorker,
+    LoginRefused,
+    ProtocolError,
+    RemoteCallFailed,
+    UnknownBuilder,
+    UnknownCommand,
+    UnsupportedValue,
+)
+from workerwire.values import encode
+from workerwire_pb.address import client_address, describe_peer, normalize_port
+from workerwire_pb.broker import WireBroker
+from workerwire_pb.connection import normalize_updates
+from workerwire_pb.errors import NO_TRACEBACK, core_error, wire_failure
+from workerwire_pb.security import ATOM_LIMIT, IncomingSecurity, OutgoingSecurity, fits, plain
+from workerwire_pb.transfers import TransferSink, pieces
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _broker(reactor: Any) -> WireBroker:
+    return WireBroker(True, LinkOptions(), reactor)
+
+
+def _copied(error: BaseException, reactor: Any, tracebacks: bool = False) -> pb.CopiedFailure:
+    """What the peer receives when this side sends *error*."""
+    b = _broker(reactor)
+    if tracebacks:
+        try:
+            raise error
+        except BaseException:
+            error = Failure()  # type: ignore[assignment]
+    return b.unserialize(b.serialize(wire_failure(error, tracebacks)))
+
+
+# -- jelly rules ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sexp", [
+    [b"class", b"os.system"],
+    [b"function", b"os.system"],
+    [b"module", b"os"],
+    [b"instance", [b"class", b"os.system"], [b"dictionary"]],
+    [b"twisted.python.failure.Failure", [b"dictionary"]],
+    [b"set", 1, 2],
+    [b"frozenset", 1],
+    [b"datetime", b"2020 1 1 0 0 0 0"],
+    [b"decimal", 1, 0],
+    [b"unpersistable", b"x"],
+    [b"persistent", b"x"],
+    [b"local", 1],
+    [b"cached", 1],
+    [b"list", [b"class", b"os.system"]],
+])
+def test_incoming_jelly_refuses_everything_but_plain_data(sexp: Any) -> None:
+    with pytest.raises(jelly.InsecureJelly):
+        jelly.unjelly(sexp, IncomingSecurity())
+
+
+def test_incoming_jelly_accepts_contract_values() -> None:
+    value = {"s": "ü😀", "b": b"\x00\xff", "i": 2**64 - 1, "n": -(2**63), "f": 1.5, "t": True, "none": None,
+             "l": [1, [2]], "tuple": (1, 2), "shared": None}
+    inner = [1]
+    value["shared"] = [inner, inner]
+    sexp = jelly.jelly(value, OutgoingSecurity())
+    assert jelly.unjelly(sexp, IncomingSecurity()) == value
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, object(), datetime.date(2020, 1, 1), type, len])
+def test_outgoing_jelly_refuses_non_contract_values(bad: Any) -> None:
+    with pytest.raises(jelly.InsecureJelly):
+        jelly.jelly({"x": bad}, OutgoingSecurity())
+
+
+# -- values ---------------------------------------------------------------------
+
+def test_plain_turns_tuples_into_lists_and_refuses_the_rest() -> None:
+    assert plain((1, ("a", (b"b",)), {"k": (None,)})) == [1, ["a", [b"b"]], {"k": [None]}]
+    assert type(plain(True)) is bool
+    for bad in ({1: "x"}, 2**64, -(2**63) - 1, pb.RemoteReference(None, None, 1, 0), {1.5}):
+        with pytest.raises(ProtocolError):
+            plain(bad)
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ProtocolError):
+        plain(loop)
+
+
+def test_fits_follows_banana_limits() -> None:
+    assert fits("x" * ATOM_LIMIT) and not fits("x" * (ATOM_LIMIT + 1))
+    assert fits("é" * (ATOM_LIMIT // 2)) and not fits("é" * (ATOM_LIMIT // 2 + 1))
+    assert fits(b"x" * ATOM_LIMIT) and not fits(b"x" * (ATOM_LIMIT + 1))
+    assert not fits(list(range(ATOM_LIMIT)))
+    assert not fits({"k": ["x" * (ATOM_LIMIT + 1)]})
+    deep: Any = 1
+    for _ in range(100):
+        deep = [deep]
+    assert not fits(deep)
+    assert fits((pb.Referenceable(), 1, "a"))
+
+
+def test_updates_normalize_to_ordered_pairs() -> None:
+    wire = [[{"header": "h"}, 0], [{"stdout": "o"}, 3], [{"log": ("build.log", "l")}, 1], {"rc": 0},
+            ([{"stat": (1, 2.5)}, 0])]
+    assert normalize_updates(wire) == (
+        [("header", "h"), ("stdout", "o"), ("log", ["build.log", "l"]), ("rc", 0), ("stat", [1, 2.5])], 3)
+    for bad in ("x", [1], [[{"k": 1}]], [[{1: "v"}, 0]], [[{"k": {1, 2}}, 0]]):
+        with pytest.raises(ProtocolError):
+            normalize_updates(bad)
+
+
+# -- errors ------------------------------------------------------------------------
+
+class UnknownCommandLike(pb.Error):
+    pass
+
+
+UnknownCommandLike.__qualname__ = UnknownCommandLike.__name__ = "UnknownCommand"
+
+
+@pytest.mark.parametrize("error, expected, type_name", [
+    (ValueError("v"), RemoteCallFailed, "ValueError"),
+    (UnknownBuilder("u"), UnknownBuilder, None),
+    (UnknownCommand("c"), UnknownCommand, None),
+    (UnknownCommandLike("buildbot-worker's kind"), UnknownCommand, None),
+    (RemoteCallFailed("OSError", "relayed"), RemoteCallFailed, "OSError"),
+    (cred_error.UnauthorizedLogin("no"), LoginRefused, None),
+    (DuplicateWorker("dup"), DuplicateWorker, None),
+    (pb.NoSuchMethod("no such method"), RemoteCallFailed, "NoSuchMethod"),
+])
+def test_remote_failures_map_by_last_name_component(error: BaseException, expected: type, type_name: Any,
+                                                     reactor: Any) -> None:
+    copied = _copied(error, reactor)
+    assert isinstance(copied, pb.CopiedFailure)
+    core = core_error(copied)
+    assert type(core) is expected
+    if type_name is not None:
+        assert core.type_name == type_name  # type: ignore[attr-defined]
+        assert core.remote_traceback is None  # type: ignore[attr-defined]
+    assert str(error) in str(core)
+
+
+def test_refusals_look_like_unauthorized_login_to_a_stock_worker(reactor: Any) -> None:
+    for error in (LoginRefused("no"), DuplicateWorker("dup")):
+        assert _copied(error, reactor).check(cred_error.UnauthorizedLogin)
+
+
+def test_tracebacks_only_when_asked(reactor: Any) -> None:
+    assert _copied(ValueError("x"), reactor).traceback == NO_TRACEBACK
+    core = core_error(_copied(ValueError("with tb"), reactor, tracebacks=True))
+    assert isinstance(core, RemoteCallFailed) and "ValueError: with tb" in (core.remote_traceback or "")
+
+
+@pytest.mark.parametrize("native", [
+    pb.PBConnectionLost("gone"), pb.DeadReferenceError("stale"), net_error.ConnectionDone(),
+    net_error.ConnectionLost(), net_error.ConnectionRefusedError(),
+])
+def test_link_failures_become_connection_lost(native: BaseException) -> None:
+    assert isinstance(core_error(Failure(native)), ConnectionLost)
+
+
+def test_local_failures(reactor: Any) -> None:
+    assert isinstance(core_error(Failure(banana.BananaError("too long"))), UnsupportedValue)
+    assert isinstance(core_error(Failure(pb.ProtocolError("x"))), ProtocolError)
+    remote = core_error(Failure(pb.RemoteError(b"buildbot_worker.base.UnknownCommand", "nope", None)))
+    assert isinstance(remote, UnknownCommand)
+    assert isinstance(core_error(Failure(KeyError("k"))), RemoteCallFailed)
+    long = _copied(ValueError("x" * 200_000), reactor)
+    assert len(long.value) < 70_000
+
+
+# -- addresses ------------------------------------------------------------------
+
+def test_port_strings(reactor: Any) -> None:
+    backend = load_backend("pb")
+    assert normalize_port("9989") == "tcp:9989" and normalize_port(9989) == "tcp:9989"
+    for good in ("tcp:9989", "tcp:port=0:interface=127.0.0.1", "9989", "unix:/tmp/x.sock", backend.loopback_port()):
+        backend.check_port(good)
+    for bad in ("", "bogus:1", "tcp:abc", None, "127.0.0.1:9989"):
+        with pytest.raises(AddressError):
+            backend.check_port(bad)  # type: ignore[arg-type]
+    with pytest.raises(AddressError):
+        backend.create_connector(ScriptedWorker("/tmp", reactor), "127.0.0.1:9989", "w", "p")
+
+
+def test_client_addresses_and_peers() -> None:
+    assert client_address(IPv4Address("TCP", "0.0.0.0", 5)) == "tcp:host=127.0.0.1:port=5"
+    assert client_address(IPv4Address("TCP", "10.0.0.2", 5)) == "tcp:host=10.0.0.2:port=5"
+    assert client_address(IPv6Address("TCP", "::", 5)) == r"tcp6:host=\:\:1:port=5"
+    assert client_address(UNIXAddress(b"/tmp/m.sock")) == "unix:path=/tmp/m.sock"
+    assert describe_peer(IPv4Address("TCP", "127.0.0.1", 7)) == "127.0.0.1:7"
+    assert describe_peer(IPv6Address("TCP", "::1", 7)) == "[::1]:7"
+
+
+@async_test
+async def test_wildcard_listener_gives_a_loopback_address(reactor: Any) -> None:
+    listener = load_backend("pb").create_listener(object(), None, reactor)
+    try:
+        reg = await listener.updateRegistration("w1", "pw", "tcp:port=0")
+        assert reg.getAddress() == f"tcp:host=127.0.0.1:port={reg.getPort()}"
+    finally:
+        await listener.stopListening()
+
+
+# -- transfers ------------------------------------------------------------------
+
+def test_pieces_and_sink() -> None:
+    payload = encode({"x": "é" * 100_000})
+    parts = pieces(payload, 1000)
+    assert b"".join(p for p, _ in parts) == payload and [last for _, last in parts][-2:] == [False, True]
+    assert pieces(b"") == [(b"", True)]
+    sink = TransferSink(limit=10_000_000)
+    with pytest.raises(ProtocolError):
+        sink.piece(0, b"x", True)  # not accepting yet (before login)
+    sink.accepting = True
+    for piece, last in parts:
+        sink.piece(7, piece, last)
+    assert sink.claim(7) == {"x": "é" * 100_000} and sink.held == 0
+    for bad in ((1, "str", True), ("1", b"x", True), (1, b"x", 1)):
+        with pytest.raises(ProtocolError):
+            sink.piece(*bad)
+    sink.piece(2, b"x", False)
+    with pytest.raises(ProtocolError):
+        sink.claim(2)  # incomplete
+    with pytest.raises(ProtocolError):
+        sink.claim(99)
+    sink.piece(3, b"\xc1", True)
+    with pytest.raises(ProtocolError):
+        sink.claim(3)  # not a valid encoding
+    small = TransferSink(limit=10)
+    small.accepting = True
+    with pytest.raises(ProtocolError):
+        small.piece(0, b"x" * 11, True)
+
+
+# -- the link's timeouts and cancellation ------------------------------------------
+
+class _Silent(protocol.Protocol):
+    """A server that accepts and never says a word."""
+
+    def __init__(self, lost: Deferred[None], made: Deferred[None] | None = None):
+        self.lost = lost
+        self.made = made
+
+    def connectionMade(self) -> None:
+        if self.made is not None and not self.made.called:
+            self.made.callback(None)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+@pytest_twisted.async_yield_fixture
+async def silent_server(reactor: Any) -> AsyncIterator[tuple[int, Deferred[None], Deferred[None]]]:
+    lost: Deferred[None] = Deferred()
+    made: Deferred[None] = Deferred()
+    factory = protocol.Factory.forProtocol(lambda: _Silent(lost, made))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    try:
+        yield port.getHost().port, lost, made
+    finally:
+        await port.stopListening()
+
+
+@async_test
+async def test_worker_gives_up_on_a_master_that_never_answers(silent_server: Any, reactor: Any,
+                                                              tmp_path: Any) -> None:
+    port, lost, _ = silent_server
+    c = load_backend("pb").create_connector(
+        ScriptedWorker(str(tmp_path), reactor), f"tcp:host=127.0.0.1:port={port}", "w1", "pw",
+        LinkOptions(keepalive_interval=None, login_timeout=0.2), reactor)
+    with pytest.raises(ConnectionLost) as err:
+        await within(c.probe(), reactor, what="the login timeout")
+    assert "no login answer" in str(err.value)
+    await within(lost, reactor, what="the connection to be closed")
+
+
+@async_test
+async def test_stopping_a_connector_mid_login_closes_the_connection(silent_server: Any, reactor: Any,
+                                                                    tmp_path: Any) -> None:
+    port, lost, made = silent_server
+    c = load_backend("pb").create_connector(
+        ScriptedWorker(str(tmp_path), reactor), f"tcp:host=127.0.0.1:port={port}", "w1", "pw",
+        LinkOptions(keepalive_interval=None), reactor)
+    connected = c.whenConnected()
+    c.start()
+    await within(made, reactor, what="the TCP connection")
+    await within(c.stop(), reactor, what="the connector to stop")
+    await within(lost, reactor, what="the half-made connection to be closed")
+    with pytest.raises(ConnectionLost):
+        await connected
+
+
+@async_test
+async def test_master_closes_connections_that_never_log_in(reactor: Any, tmp_path: Any) -> None:
+    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None, login_timeout=0.2), reactor, str(tmp_path))
+    try:
+        reg = await h.register("w1", "pw")
+        lost: Deferred[None] = Deferred()
+        factory = protocol.Factory.forProtocol(lambda: _Silent(lost))
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", reg.getPort()).connect(factory)
+        await within(lost, reactor, what="the master to close an idle unauthenticated connection")
+        w = await h.start_worker("w1", "pw")  # logins still work
+        assert w.conn.isConnected
+    finally:
+        await h.close()
+
+
+@async_test
+async def test_tracebacks_cross_only_when_the_worker_is_configured_to_send_them(reactor: Any,
+                                                                               tmp_path: Any) -> None:
+    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    try:
+        w = await h.start_worker(worker_options=LinkOptions(keepalive_interval=None, send_tracebacks=True))
+        with pytest.raises(RemoteCallFailed) as err:
+            await w.conn.remotePrint("raise:KeyError:with a traceback")
+        assert err.value.type_name == "KeyError"
+        assert "Traceback" in (err.value.remote_traceback or "")
+    finally:
+        await h.close()
