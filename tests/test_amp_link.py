@@ -17,7 +17,7 @@ from twisted.protocols import amp
 
 from workerwire import LinkOptions, load_backend
 from workerwire.conformance import Harness, RecordingCommand, within
-from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.errors import AddressError, ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
 from workerwire_amp.commands import TextList
 
 from test_amp_support import LogRecorder, box, connect_raw, hello_box, port_of, raw_login, unexpected_failures
@@ -134,6 +134,47 @@ async def test_worker_refuses_a_master_lacking_a_required_capability(harness: Ha
         with pytest.raises(LoginRefused) as err:
             await within(c.probe(), reactor, what="the worker's refusal")
         assert "chunks" in str(err.value)
+    finally:
+        await port.stopListening()
+
+
+class MuteMaster(Protocol):
+    """Accepts the TCP connection and never says a word."""
+
+    instances: list["MuteMaster"] = []
+
+    def connectionMade(self) -> None:
+        self.lost: Deferred[None] = Deferred()
+        MuteMaster.instances.append(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@async_test
+async def test_a_master_that_never_answers_times_the_login_out(harness: Harness, reactor: Any) -> None:
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(MuteMaster))
+    try:
+        c, _ = harness.connector(f"tcp:host=127.0.0.1:port={port.getHost().port}", "w1", "pw",
+                                 options=LinkOptions(keepalive_interval=None, login_timeout=0.2))
+        with pytest.raises(ConnectionLost) as err:
+            await within(c.probe(), reactor, what="the worker to give up")
+        assert "no login answer" in str(err.value)
+    finally:
+        await port.stopListening()
+
+
+@async_test
+async def test_stop_cancels_a_login_in_progress(harness: Harness, reactor: Any) -> None:
+    MuteMaster.instances.clear()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(MuteMaster))
+    try:
+        c, _ = harness.connector(f"tcp:host=127.0.0.1:port={port.getHost().port}", "w1", "pw")
+        c.start()
+        await within(_poll(lambda: bool(MuteMaster.instances), reactor), reactor, what="the worker to dial")
+        await within(c.stop(), reactor, 2, "stop() while the login is pending")
+        await within(MuteMaster.instances[0].lost, reactor, 2, "the attempt's connection to close")
+        assert not c.isConnected
     finally:
         await port.stopListening()
 

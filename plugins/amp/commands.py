@@ -175,11 +175,11 @@ class Value(amp.Argument):
         return "Value<" + "|".join(self._NAMES[k] for k in self.kinds) + ">"
 
     def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        value = objects.pop(amp._wireNameToPythonIdentifier(name))  # type: ignore[attr-defined]
+        value = objects.pop(amp._wireNameToPythonIdentifier(name))
         proto.put_value(name, strings, value)
 
     def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        objects[amp._wireNameToPythonIdentifier(name)] = proto.take_value(  # type: ignore[attr-defined]
+        objects[amp._wireNameToPythonIdentifier(name)] = proto.take_value(
             name, strings, self.kinds)
 
 

@@ -314,7 +314,7 @@ class MasterProtocol(WireProtocol):
             raise refusal from None
         if self.lost:
             raise LoginRefused("the connection closed during the login")
-        self.conn = AMPConnection(self.listener, name, self)
+        self.conn = AMPConnection(self.listener, str(name), self)
         self.phase = "attaching"
         try:
             await self.listener.attach(self.conn, self)

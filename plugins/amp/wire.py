@@ -88,7 +88,13 @@ class WireProtocol(amp.AMP):
 
     # -- connection ---------------------------------------------------------
 
+    def makeConnection(self, transport: Any) -> None:
+        # Skip AMP's own "connection established/lost" log lines: the listener
+        # and the connector log connections with the worker's name.
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self) -> None:
+        assert self.transport is not None
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         self.peer = f"{host}:{port}" if host is not None else str(peer)
@@ -127,11 +133,13 @@ class WireProtocol(amp.AMP):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
-        if not self.closing and (getattr(self, "_unprocessed", b"") or self._currentBox is not None):
+        partial: bytes = getattr(self, "_unprocessed", b"")
+        if not self.closing and (partial or self._currentBox is not None):
             self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
         self.closing = True
         self.assembler.clear()
-        super().connectionLost(reason)
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         self.link_lost(reason)
 
     def protocol_error(self, error: ProtocolError, box: amp.AmpBox | None = None) -> None:
@@ -166,14 +174,14 @@ class WireProtocol(amp.AMP):
 
     def proto_init(self, string: bytes) -> str:
         self._box_keys = 0
-        return super().proto_init(string)  # type: ignore[no-any-return]
+        return str(super().proto_init(string))
 
     def proto_value(self, string: bytes) -> str:
         self._box_keys += 1
         if self._box_keys > MAX_KEYS:
             self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
             return "discard"
-        return super().proto_value(string)  # type: ignore[no-any-return]
+        return str(super().proto_value(string))
 
     def proto_discard(self, string: bytes) -> str:
         return "discard"
@@ -243,7 +251,8 @@ class WireProtocol(amp.AMP):
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
-            return amp._stringsToObjects(box, schema, self)  # type: ignore[attr-defined,no-any-return]
+            parsed: dict[str, Any] = amp._stringsToObjects(box, schema, self)
+            return parsed
         except ProtocolError:
             raise
         except KeyError as e:
@@ -258,7 +267,8 @@ class WireProtocol(amp.AMP):
         ref = strings.pop(ref_key, None)
         if (inline is None) == (ref is None):
             raise ProtocolError(f"exactly one of {key.decode()!r} and {ref_key.decode()!r} must be present")
-        data = inline if ref is None else self.assembler.take(_parse_int(ref))
+        data = self.assembler.take(_parse_int(ref)) if ref is not None else inline
+        assert data is not None
         self.box_value_bytes += len(data)
         if self.box_value_bytes > self.options.max_message_size:
             raise ProtocolError(
@@ -354,9 +364,10 @@ class WireProtocol(amp.AMP):
         return self._build(lambda: command.makeResponse(objects, self))
 
     def _make_error(self, failure: Failure) -> Failure:
-        if isinstance(failure.value, amp.RemoteAmpError):
+        error = failure.value
+        if isinstance(error, amp.RemoteAmpError) or error is None:
             return failure
-        return Failure(error_answer(failure.value, self.options.send_tracebacks))
+        return Failure(error_answer(error, self.options.send_tracebacks))
 
 
 def _kinds(kinds: tuple[type, ...]) -> str:
