@@ -215,7 +215,8 @@ class _Parser:
         self.unknown_keys(data, "", _TOP_KEYS)
         ping_timeout = self.master_table(data.get("master", {}))
         protocols = self.protocols(data.get("protocols"))
-        workers = self.workers(data.get("workers", []), protocols)
+        declared = data.get("protocols") if isinstance(data.get("protocols"), dict) else {}
+        workers = self.workers(data.get("workers", []), declared)
         jobs = self.jobs(data.get("jobs", []), workers)
         if self.errors:
             raise ConfigErrors(self.errors)
@@ -247,7 +248,7 @@ class _Parser:
                        f"at least one [protocols.NAME] table; installed backends: {installed}")
             return {}
         if not isinstance(table, dict) or not table:
-            self.error("protocols", f"is {_kind(table)}, enabling no backend",
+            self.error("protocols", "enables no backend" if table == {} else f"is a {_kind(table)}",
                        f"at least one [protocols.NAME] table; installed backends: {installed}")
             return {}
         out: dict[str, ProtocolConfig] = {}
@@ -271,7 +272,7 @@ class _Parser:
             link = self.link_options(where, options)
             if port is None or link is None:
                 continue
-            if port in ports:
+            if port in ports and not _ephemeral(port):
                 self.error(f"{where}.port", f"{port!r} is also the port of protocols.{ports[port]}",
                            "a different port for each protocol")
                 continue
@@ -291,8 +292,7 @@ class _Parser:
         try:
             backend.check_port(value)
         except AddressError as e:
-            self.error(f"{where}.port", f"{value!r} is not a port of backend {backend.name!r}: {e}",
-                       f"a port string such as {example!r}")
+            self.error(f"{where}.port", str(e), f"a port string of backend {backend.name!r} such as {example!r}")
             return None
         return value
 
@@ -344,7 +344,9 @@ class _Parser:
 
     # -- workers --------------------------------------------------------------
 
-    def workers(self, entries: Any, protocols: Mapping[str, ProtocolConfig]) -> dict[str, WorkerConfig]:
+    def workers(self, entries: Any, protocols: Mapping[str, Any]) -> dict[str, WorkerConfig]:
+        """*protocols*: the declared [protocols] tables (valid or not, so one
+        mistake there is not reported again for every worker)."""
         if not isinstance(entries, list):
             self.error("workers", f"is a {_kind(entries)}", "an array of tables: [[workers]] entries")
             return {}
@@ -357,9 +359,9 @@ class _Parser:
                 continue
             self.unknown_keys(entry, where + ".", _WORKER_KEYS)
             name = entry.get("name")
-            if not isinstance(name, str) or not name.strip() or name != name.strip():
+            if not isinstance(name, str) or not name.strip() or name != name.strip() or name.startswith("@"):
                 self.error(f"{where}.name", "missing" if name is None else f"{name!r} is not a worker name",
-                           "a non-empty string without surrounding spaces")
+                           "a non-empty string without surrounding spaces, not starting with '@' (reserved)")
                 name = None
             elif name in first_seen:
                 self.error(f"{where}.name", f"duplicate worker name {name!r} (also workers[{first_seen[name]}])",
@@ -412,8 +414,7 @@ class _Parser:
             return None
         return secret
 
-    def worker_protocols(self, where: str, value: Any, protocols: Mapping[str, ProtocolConfig]
-                         ) -> tuple[str, ...] | None:
+    def worker_protocols(self, where: str, value: Any, protocols: Mapping[str, Any]) -> tuple[str, ...] | None:
         enabled = ", ".join(protocols) or "none"
         if value is None:
             return tuple(protocols)
@@ -500,6 +501,11 @@ class _Parser:
             out.append(JobConfig(name, command, tuple(dict.fromkeys(job_workers)), builder, workdir,
                                  tuple(sorted(env.items())), limits["timeout"], limits["max_time"]))
         return out
+
+
+def _ephemeral(port: str) -> bool:
+    """True for port strings asking for any free port (``tcp:0``, ``tcp:port=0:...``, ``null:0``)."""
+    return any(part in ("0", "port=0") for part in port.split(":")[1:])
 
 
 def _positive_number(value: Any) -> bool:

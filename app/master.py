@@ -21,6 +21,7 @@ answers the listeners as their :class:`~workerwire.master.MasterHooks`:
 from __future__ import annotations
 
 import itertools
+import secrets
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults
@@ -40,6 +41,10 @@ _log = Logger()
 
 #: Seconds to wait for a closed connection's disconnect notice.
 DISCONNECT_WAIT = 10.0
+
+#: The name of the master's own registration on each port (see ``Master._anchor``).
+#: Config files may not use worker names starting with ``@``.
+ANCHOR_NAME = "@workerwire-master"
 
 
 class Master:
@@ -67,6 +72,12 @@ class Master:
         self._accepting = False
         self._ids = itertools.count(1)
         self._reload_lock = DeferredLock()
+        # Each protocol's port carries one registration of the master's own,
+        # with a password nobody knows: the port is open as long as the
+        # protocol is configured, even with no worker on it, and re-registering
+        # a worker (a new password) never closes and reopens it -- which, for
+        # a port string asking for any free port, would move it.
+        self._anchor_password = secrets.token_urlsafe(32)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -79,14 +90,14 @@ class Master:
         for proto in self.config.protocols.values():
             self._listeners[proto.name] = proto.backend.create_listener(self, proto.options, self.reactor)
         try:
+            for pname in self.config.protocols:
+                await self._anchor(pname, self.config)
             for worker in self.config.workers.values():
                 await self._register(worker, self.config)
         except ConfigErrors:
             await self._stop_listeners()
             raise
         self._accepting = True
-        if not self.config.workers:
-            _log.warn("no [[workers]] in {path}: no port is open until a reload adds some", path=self.config.path)
         addresses = self.addresses()
         for name, where in addresses.items():
             _log.info("protocol {proto} listening on {port} (workers dial {address})",
@@ -123,11 +134,9 @@ class Master:
         (``address`` is what a worker of that backend dials)."""
         out: dict[str, dict[str, Any]] = {}
         for name, listener in self._listeners.items():
-            for worker in self.config.workers:
-                reg = listener.getRegistration(worker)
-                if reg is not None:
-                    out[name] = {"port": reg.getPort(), "address": reg.getAddress()}
-                    break
+            reg = listener.getRegistration(ANCHOR_NAME)
+            if reg is not None:
+                out[name] = {"port": reg.getPort(), "address": reg.getAddress()}
         return out
 
     def connection(self, workerName: str) -> Connection | None:
@@ -148,16 +157,22 @@ class Master:
 
     # -- registrations ----------------------------------------------------------
 
+    async def _anchor(self, pname: str, config: MasterConfig) -> None:
+        await self._update_registration(pname, ANCHOR_NAME, self._anchor_password, config)
+
     async def _register(self, worker: WorkerConfig, config: MasterConfig) -> None:
         for pname in worker.protocols:
-            proto = config.protocols[pname]
-            try:
-                await self._listeners[pname].updateRegistration(worker.name, worker.password, proto.port)
-            except WorkerwireError as e:
-                raise ConfigErrors([ConfigError(
-                    config.path, f"protocols.{pname}.port", f"cannot listen on {proto.port!r}: {e}",
-                    "a port that is free and that this user may open (or port 0 for any free port)",
-                )]) from None
+            await self._update_registration(pname, worker.name, worker.password, config)
+
+    async def _update_registration(self, pname: str, name: str, password: str, config: MasterConfig) -> None:
+        proto = config.protocols[pname]
+        try:
+            await self._listeners[pname].updateRegistration(name, password, proto.port)
+        except WorkerwireError as e:
+            raise ConfigErrors([ConfigError(
+                config.path, f"protocols.{pname}.port", f"cannot open the port: {e}",
+                "a port that is free and that this user may open (or port 0 for any free port)",
+            )]) from None
 
     async def _unregister(self, name: str, pname: str) -> None:
         listener = self._listeners.get(pname)
@@ -204,6 +219,10 @@ class Master:
         for pname, proto in new.protocols.items():
             if pname not in self._listeners:
                 self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
+            try:
+                await self._anchor(pname, new)  # the new port opens first; the old one closes when its last worker moves
+            except ConfigErrors as e:
+                errors.extend(str(err) for err in e.errors)
 
         for name in old.workers.keys() - new.workers.keys():
             for pname in old.workers[name].protocols:
@@ -277,6 +296,8 @@ class Master:
     async def _new_connection(self, conn: Connection, name: str) -> None:
         if not self._accepting:
             raise LoginRefused("the master is not accepting workers (it is starting or stopping)")
+        if name not in self.config.workers:
+            raise LoginRefused(f"worker {name!r} is not in the master's config")
         lock = self._locks.setdefault(name, DeferredLock())
         await lock.acquire()
         try:

@@ -182,9 +182,6 @@ def processes() -> Iterable[Processes]:
 class EventLog:
     """A master's ``--events`` file, read as it grows."""
 
-    def __init__(self, path: Path):
-        self.path = path
-
     def events(self) -> list[dict[str, Any]]:
         try:
             text = self.path.read_text(encoding="utf-8")
@@ -195,6 +192,11 @@ class EventLog:
     def matching(self, event: str, **fields: Any) -> list[dict[str, Any]]:
         return [e for e in self.events() if e["event"] == event and all(e.get(k) == v for k, v in fields.items())]
 
+    def __init__(self, path: Path, writer: "CliProcess | None" = None):
+        self.path = path
+        #: The process writing the file: if it exits, waiting stops at once.
+        self.writer = writer
+
     async def wait(self, event: str, timeout: float = DEADLINE, count: int = 1, **fields: Any) -> dict[str, Any]:
         """Wait until *count* events named *event* with *fields* are in the file; the last one."""
         clock = REACTOR.seconds
@@ -203,10 +205,13 @@ class EventLog:
             found = self.matching(event, **fields)
             if len(found) >= count:
                 return found[count - 1]
-            if clock() > deadline:
+            exited = self.writer is not None and self.writer.status is not None
+            if clock() > deadline or exited:
                 seen = "\n".join(json.dumps(e) for e in self.events()[-30:])
-                raise AssertionError(f"no {count}x {event} {fields} in {self.path} within {timeout:g} s; "
-                                     f"last events:\n{seen}")
+                why = f"{self.writer.name} exited with {self.writer.status}" if exited else f"within {timeout:g} s"
+                detail = f"\n--- its stderr:\n{self.writer.text_err[-3000:]}" if self.writer is not None else ""
+                raise AssertionError(f"no {count}x {event} {fields} in {self.path}: {why}; last events:\n{seen}"
+                                     + detail)
             await sleep(0.05)
 
 

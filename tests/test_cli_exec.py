@@ -1,0 +1,92 @@
+"""``workerwire exec``: one command through a loopback master and worker, for every installed backend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from test_app_support import Processes, processes, workerwire_argv  # noqa: F401  (fixture)
+from workerwire import backend_names
+
+PY = sys.executable
+BACKENDS = backend_names()
+
+
+def run_exec(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*workerwire_argv(), "exec", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exit_codes_and_streams_are_the_commands(backend: str, tmp_path: Path) -> None:
+    script = "import sys; print('to stdout'); print('to stderr', file=sys.stderr); sys.exit(3)"
+    out = run_exec("--backend", backend, "--", PY, "-c", script, cwd=tmp_path)
+    assert (out.returncode, out.stdout, out.stderr) == (3, "to stdout\n", "to stderr\n")
+    out = run_exec("--backend", backend, "--", "sh", "-c", "pwd", cwd=tmp_path)
+    assert (out.returncode, out.stdout) == (0, f"{tmp_path}\n")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_command_killed_by_a_signal_exits_like_in_a_shell(backend: str) -> None:
+    out = run_exec("--backend", backend, "--", "sh", "-c", "kill -TERM $$")
+    assert out.returncode == 128 + 15
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_json_prints_the_update_stream(backend: str) -> None:
+    out = run_exec("--backend", backend, "--json", "--", "sh", "-c", "echo hi; exit 4")
+    assert out.returncode == 4, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    updates = [(line["update"], line["value"]) for line in lines if "update" in line]
+    assert ("stdout", "hi\n") in updates and ("rc", 4) in updates
+    assert [k for k, _ in updates][-3:] == ["rc", "header", "elapsed"]
+    assert lines[-1] == {"complete": True, "rc": 4, "exit_status": 4, "failure": None}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest_twisted.ensureDeferred
+async def test_output_appears_while_the_command_runs(backend: str, tmp_path: Path, processes: Processes) -> None:
+    """The command prints 'first', then waits for a file the test creates only after it saw 'first'."""
+    go = tmp_path / "go"
+    script = ("import os, time\nprint('first', flush=True)\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\nprint('second')\n")
+    proc = processes.start(["exec", "--backend", backend, "--", PY, "-c", script])
+    await proc.wait_output("first\n")
+    assert proc.status is None
+    go.touch()
+    assert await proc.wait_exit() == 0
+    assert proc.text_out == "first\nsecond\n"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_interrupts_the_command(backend: str, processes: Processes) -> None:
+    script = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    proc = processes.start(["exec", "--backend", backend, "--", PY, "-c", script])
+    await proc.wait_output("ready\n")
+    proc.signal("INT")
+    assert await proc.wait_exit(timeout=15) == 128 + 2
+
+
+def test_unknown_backend_is_a_usage_error() -> None:
+    out = run_exec("--backend", "nosuch", "--", "true")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"workerwire exec: no workerwire backend named 'nosuch'; installed: "
+                                  f"{', '.join(BACKENDS)}")
+
+
+def test_default_backend_is_pb() -> None:
+    out = run_exec("--", "true")
+    if "pb" in BACKENDS:
+        assert out.returncode == 0, out.stderr
+    else:
+        assert out.returncode == 2 and "no workerwire backend named 'pb'" in out.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    out = run_exec("--backend", "null")
+    assert out.returncode == 2 and "no command given" in out.stderr
