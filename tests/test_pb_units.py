@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 
 from workerwire import LinkOptions, load_backend
-from workerwire.conformance import Harness, ScriptedWorker, within
+from workerwire.conformance import Harness, RecordingCommand, ScriptedWorker, within
 from workerwire.errors import (
     AddressError,
     ConnectionLost,
@@ -345,5 +345,23 @@ async def test_tracebacks_cross_only_when_the_worker_is_configured_to_send_them(
             await w.conn.remotePrint("raise:KeyError:with a traceback")
         assert err.value.type_name == "KeyError"
         assert "Traceback" in (err.value.remote_traceback or "")
+    finally:
+        await h.close()
+
+
+@async_test
+async def test_more_commands_than_pb_has_references(reactor: Any, tmp_path: Any) -> None:
+    """PB refuses a 1025th live reference per link; finished commands' references
+    are released even though this worker's bot keeps every channel."""
+    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    try:
+        w = await h.start_worker()
+        for i in range(pb.MAX_BROKER_REFS + 50):
+            if i % 2:
+                rc = await h.run(w, "emit", {"updates": [["rc", i]]})
+                assert rc.completions == [None] and rc.values("rc") == [i]
+            else:  # a refused start releases its reference too
+                with pytest.raises(UnknownCommand):
+                    await w.conn.remoteStartCommand(RecordingCommand(), "b1", f"r{i}", "no-such", {})
     finally:
         await h.close()

@@ -199,6 +199,30 @@ class WireBroker(pb.Broker):
         except (TypeError, UnicodeError):
             return None  # PB answers "Invalid Object ID"
 
+    def proto_decref(self, objectID: Any) -> None:
+        # A reference this side already released (see release()) may still be
+        # decref'd by the peer later: that is normal, not an error.
+        try:
+            known = self.localObjects.get(objectID.encode("utf-8") if isinstance(objectID, str) else objectID)
+        except TypeError:
+            known = None
+        if known is not None:
+            super().proto_decref(objectID)
+
+    def release(self, servant: pb.Referenceable) -> None:
+        """Stop serving *servant* even if the peer still holds references to it.
+
+        PB frees an object only when the peer's references are garbage
+        collected, and refuses new ones past ``MAX_BROKER_REFS`` (1024); a
+        worker that keeps finished commands' references must not exhaust that.
+        Later calls on it answer "Invalid Object ID".
+        """
+        if self.luids is None:
+            return  # disconnected
+        luid = self.luids.pop(servant.processUniqueID(), None)
+        if luid is not None:
+            self.localObjects.pop(luid, None)
+
     def protocol_error(self, reason: str) -> None:
         """Log a protocol error from the peer and drop the connection."""
         if self.closing:

@@ -98,6 +98,7 @@ class _CommandRef(Servant):
         else:
             raise ProtocolError(f"complete expects None or a failure, not a {type(failure).__name__}")
         self.conn._on_complete(self.commandId, error)
+        self.conn._broker.release(self)  # the command is over: nothing more may arrive here
 
 
 class PBConnection(BaseConnection):
@@ -168,8 +169,13 @@ class PBConnection(BaseConnection):
         except UnknownBuilder as e:
             return fail(e)
         command_ref = _CommandRef(self, commandId)
-        return self._broker.call(ref, "startCommand", command_ref, commandId, commandName, args).addCallback(
-            lambda _: None)
+
+        def refused(failure: Failure) -> Failure:
+            self._broker.release(command_ref)
+            return failure
+
+        d = self._broker.call(ref, "startCommand", command_ref, commandId, commandName, args)
+        return d.addCallbacks(lambda _: None, refused)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         ref = self.builders.get(builderName)
