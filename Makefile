@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test conformance bench clean
+DEMO_CMD ?= echo "hello from a workerwire worker on $$(hostname)"; uname -sr; echo "a line on stderr" >&2; exit 0
+
+.PHONY: demo demo-contract test conformance bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,11 +14,23 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The main job: a master and a worker on loopback over the default backend (pb),
+# one command run on the worker, its output streamed live, its exit code returned.
 demo: $(STAMP)
+	$(VENV)/bin/workerwire exec -- sh -c '$(DEMO_CMD)'
+
+# What crosses the contract, call by call, over the in-process backend.
+demo-contract: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick
 
 conformance: $(STAMP)
 	$(PY) -m workerwire.conformance $(BACKEND)
