@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -82,6 +83,10 @@ class WireBroker(pb.Broker):
     """
 
     knownDialects = [b"pb"]
+    transport: Any
+    factory: Any = None
+    #: Set once this connection's login was attempted (the master allows one).
+    logged_in = False
 
     def __init__(self, isClient: bool, options: LinkOptions, reactor: Any):
         super().__init__(isClient, security=IncomingSecurity())
@@ -139,7 +144,7 @@ class WireBroker(pb.Broker):
             self._features_waiters.append(d)
         return d
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.closing and (self.buffer or self.listStack):
             pending = len(self.buffer) + self._partial
             self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)",
@@ -399,5 +404,5 @@ def _describe(e: BaseException) -> str:
 
 def _reason_text(reason: Any) -> str:
     if isinstance(reason, Failure):
-        return reason.getErrorMessage() or reason.type.__name__
+        return reason.getErrorMessage() or getattr(reason.type, "__name__", "connection closed")
     return str(reason) or "connection closed"

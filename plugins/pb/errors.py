@@ -136,8 +136,10 @@ def wire_failure(error: Failure | BaseException, tracebacks: bool = False) -> Wi
     parents, so a stock buildbot-worker treats it as a refusal and retries
     rather than stopping.
     """
+    if isinstance(error, pb.CopiedFailure):  # relaying what a peer sent
+        error = core_error(error)
     failure = error if isinstance(error, Failure) else Failure(error)
-    exc = failure.value
+    exc = failure.value if isinstance(failure.value, BaseException) else Exception(str(failure.value))
     type_name, message = error_to_wire(exc)
     if isinstance(exc, RemoteCallFailed):
         wire_type = type_name

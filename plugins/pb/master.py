@@ -59,7 +59,7 @@ class _Challenger(Servant):
             raise ProtocolError("respond expects the hashed password as bytes")
         self.response = response
         self.broker.logged_in = True
-        d = self.factory.portal.login(self, mind, pb.IPerspective)
+        d = self.factory.portal.login(self, mind, pb.IPerspective)  # type: ignore[arg-type]
         d.addCallbacks(lambda result: result[1], self._refused)
         return d
 
@@ -118,14 +118,13 @@ class _PortFactory(protocol.ServerFactory):
         self.listener = listener
         self.options: LinkOptions = listener.options
         self.reactor = listener.reactor
-        self.portal = Portal(_Realm(listener), [entry.checker])
+        self.portal = Portal(_Realm(listener), [entry.checker])  # type: ignore[arg-type, list-item]
         self.unsafeTracebacks = self.options.send_tracebacks
         self.unauthenticated: dict[WireBroker, Any] = {}
 
-    def buildProtocol(self, addr: Any) -> WireBroker:
+    def buildProtocol(self, addr: Any) -> Any:
         broker = WireBroker(False, self.options, self.reactor)
         broker.factory = self
-        broker.logged_in = False
         broker.setNameForLocal("root", _LoginRoot(self, broker))
         broker.on_connected = self._connected
         broker.on_lost = lambda reason: self._forget(broker)

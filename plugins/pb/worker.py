@@ -255,7 +255,7 @@ class _ClientFactory(protocol.ClientFactory):
         self.link = link
         self.unsafeTracebacks = link.connector.options.send_tracebacks
 
-    def buildProtocol(self, addr: Any) -> WireBroker:
+    def buildProtocol(self, addr: Any) -> Any:
         broker = self.link.build_broker()
         broker.factory = self
         return broker
