@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 __all__ = ["wait_for", "TimedOut", "sleep"]
@@ -17,7 +16,7 @@ class TimedOut(Exception):
     """:func:`wait_for` gave up waiting."""
 
 
-def wait_for(d: Deferred[T], timeout: float, clock: IReactorTime) -> Deferred[T]:
+def wait_for(d: Deferred[T], timeout: float, clock: Any) -> Deferred[T]:
     """A Deferred that fires like *d*, or fails with :class:`TimedOut` after
     *timeout* seconds.
 
@@ -46,7 +45,7 @@ def wait_for(d: Deferred[T], timeout: float, clock: IReactorTime) -> Deferred[T]
     return out
 
 
-def sleep(seconds: float, clock: IReactorTime) -> Deferred[None]:
+def sleep(seconds: float, clock: Any) -> Deferred[None]:
     """Fire after *seconds* on *clock* (without blocking it)."""
     d: Deferred[None] = Deferred()
     clock.callLater(seconds, d.callback, None)

@@ -215,7 +215,7 @@ class _Parser:
         self.unknown_keys(data, "", _TOP_KEYS)
         ping_timeout = self.master_table(data.get("master", {}))
         protocols = self.protocols(data.get("protocols"))
-        declared = data.get("protocols") if isinstance(data.get("protocols"), dict) else {}
+        declared: dict[str, Any] = data["protocols"] if isinstance(data.get("protocols"), dict) else {}
         workers = self.workers(data.get("workers", []), declared)
         jobs = self.jobs(data.get("jobs", []), workers)
         if self.errors:
@@ -490,14 +490,16 @@ class _Parser:
             env = entry.get("env", {})
             if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
                 self.error(f"{where}.env", f"{env!r} is not a table of strings", "a table such as { CI = \"1\" }")
-            limits = {}
+            limits: dict[str, float | None] = {}
             for key in ("timeout", "max_time"):
                 value = entry.get(key)
                 if value is not None and not _positive_number(value):
                     self.error(f"{where}.{key}", f"{value!r} is not a positive number of seconds", "a number > 0")
+                    continue
                 limits[key] = None if value is None else float(value)
             if len(self.errors) != errors_before:
                 continue
+            assert isinstance(name, str) and isinstance(builder, str)
             out.append(JobConfig(name, command, tuple(dict.fromkeys(job_workers)), builder, workdir,
                                  tuple(sorted(env.items())), limits["timeout"], limits["max_time"]))
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import IO, Any, Awaitable, Callable
+from typing import IO, Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import (
@@ -42,7 +42,7 @@ def on_signal(reactor: Any, signum: int, callback: Callable[[], object]) -> None
     signal.signal(signum, lambda *_: reactor.callFromThread(callback))
 
 
-def run(main: Callable[[Any], Awaitable[int]], reactor: Any = None) -> int:
+def run(main: Callable[[Any], Coroutine[Any, Any, int]], reactor: Any = None) -> int:
     """Run ``main(reactor)`` once the reactor runs; stop it when main returns.
 
     :returns: main's result (an exit status); 1 if it raised (the error is logged).

@@ -220,7 +220,8 @@ class Master:
             if pname not in self._listeners:
                 self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
             try:
-                await self._anchor(pname, new)  # the new port opens first; the old one closes when its last worker moves
+                # The new port opens first; the old one closes when its last worker moves.
+                await self._anchor(pname, new)
             except ConfigErrors as e:
                 errors.extend(str(err) for err in e.errors)
 

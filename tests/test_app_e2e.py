@@ -188,3 +188,29 @@ async def test_sighup_with_a_new_password_reconnects_only_that_worker(cluster: C
     assert cluster.workers["w2"].status is None  # the same worker process, with its new password
     assert "rotated-secret" not in cluster.master.text_err + events.path.read_text()
     await cluster.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stock_buildbot_worker_runs_the_same_job(tmp_path: Path, processes: Processes) -> None:
+    """The master's job is a Buildbot ``shell`` step: an unmodified buildbot-worker runs it over pb
+    in the same directory a workerwire worker would use (basedir/builder/workdir)."""
+    if "pb" not in require_network_backend():
+        pytest.skip("needs the pb backend")
+    bbw = Path(sys.executable).with_name("buildbot-worker")
+    if not bbw.exists():
+        pytest.skip("buildbot-worker is not installed (pip install buildbot-worker)")
+    cluster = Cluster(tmp_path, processes, ["pb"], n_workers=1)
+    cluster.jobs = [{"name": "hello", "command": "echo hello from $(pwd); exit 3"}]
+    events = await cluster.start_master()
+    create = processes.start(["create-worker", str(tmp_path / "bb"), cluster.addresses["pb"].split("host=")[1]
+                              .replace(":port=", ":"), "w1", cluster.passwords["w1"]], program=[str(bbw)])
+    assert await create.wait_exit() == 0, create.text_err
+    worker = processes.start(["start", "--nodaemon", str(tmp_path / "bb")], program=[str(bbw)], name="buildbot-worker")
+    done = await events.wait("job_finished", worker="w1", job="hello")
+    assert done["rc"] == 3 and done["output_tail"] == f"hello from {tmp_path / 'bb' / 'hello' / 'build'}\n"
+    attached = events.matching("attached", worker="w1")[0]
+    assert attached["backend"] == "pb" and "shell" in attached["commands"]
+    worker.signal("TERM")
+    await worker.wait_exit()
+    cluster.workers = {}
+    await cluster.stop()

@@ -269,3 +269,41 @@ async def test_stop_disconnects_every_worker(tmp_path: Path) -> None:
     finally:
         env.master = None
         await env.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_with_new_link_options_reconnects_that_protocols_workers(tmp_path: Path) -> None:
+    from test_app_support import to_toml
+
+    env = InProcess(tmp_path, {"w1": "pw1"}, port="null:fixed")
+    await env.start()
+    try:
+        env.worker("w1", "pw1", address="null:fixed")
+        old = await env.master.whenAttached("w1")
+        data = env.config_data({"w1": "pw1"})
+        data["protocols"]["null"]["keepalive_interval"] = 30
+        env.config_path.write_text(to_toml(data))
+        summary = await env.master.reload()
+        assert summary is not None and summary["changed"] == ["w1"]
+        event = await env.events.wait("disconnected", worker="w1")
+        assert event["reason"] == "protocol null was reconfigured" and not old.isConnected
+        await env.events.wait("attached", worker="w1", count=2)
+        new = env.master.connection("w1")
+        assert new is not None and new.keepalive_interval == 30
+    finally:
+        await env.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_master_without_workers_still_listens(tmp_path: Path) -> None:
+    env = InProcess(tmp_path, {})
+    await env.start()
+    try:
+        ready = await env.events.wait("ready")
+        assert ready["workers"] == [] and ready["protocols"]["null"]["address"].startswith("null:")
+        env.write({"late": "pw"})
+        await env.master.reload()
+        env.worker("late", "pw")
+        await env.master.whenAttached("late")
+    finally:
+        await env.stop()

@@ -67,8 +67,9 @@ class CliProcess(ProcessProtocol):
     """One ``workerwire`` child process; output is collected as it arrives."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 name: str = "workerwire"):
+                 name: str = "workerwire", program: list[str] | None = None):
         self.args = args
+        self.program = workerwire_argv() if program is None else program
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
         self.name = name
@@ -79,7 +80,7 @@ class CliProcess(ProcessProtocol):
         self.transport: Any = None
 
     def start(self) -> "CliProcess":
-        argv = workerwire_argv() + self.args
+        argv = self.program + self.args
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         REACTOR.spawnProcess(self, argv[0], argv, env=self.env, path=self.cwd)
         return self

@@ -103,7 +103,8 @@ class WorkerRuntime(WorkerBot):
         builder_dir = self._builder_dir(builderName)
         cls = self.commands.get(commandName)
         if cls is None:
-            raise UnknownCommand(f"this worker has no command {commandName!r}; valid: {', '.join(sorted(self.commands))}")
+            raise UnknownCommand(f"this worker has no command {commandName!r}; "
+                                 f"valid: {', '.join(sorted(self.commands))}")
         ctx = CommandContext(self.reactor, self.paths, builder_dir, builderName)
         command = cls(ctx, channel, dict(args))  # ValueError / PermissionError refuse the start
         self._running[commandId] = command
@@ -185,5 +186,10 @@ class WorkerRuntime(WorkerBot):
 
 def _ended(command: Command) -> Deferred[None]:
     d: Deferred[None] = Deferred()
-    command.finished.addBoth(lambda r: (d.callback(None), r)[1])
+
+    def ended(result: object) -> object:
+        d.callback(None)
+        return result
+
+    command.finished.addBoth(ended)
     return d
