@@ -365,3 +365,18 @@ async def test_more_commands_than_pb_has_references(reactor: Any, tmp_path: Any)
                     await w.conn.remoteStartCommand(RecordingCommand(), "b1", f"r{i}", "no-such", {})
     finally:
         await h.close()
+
+
+@async_test
+async def test_tcp_keepalive_is_set_on_both_ends(reactor: Any, tmp_path: Any) -> None:
+    import socket
+
+    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    try:
+        w = await h.start_worker()
+        master_end = w.conn._broker.transport.getHandle()  # type: ignore[attr-defined]
+        worker_end = w.connector._session.broker.transport.getHandle()  # type: ignore[attr-defined]
+        for sock in (master_end, worker_end):
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    finally:
+        await h.close()

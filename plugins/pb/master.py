@@ -64,6 +64,9 @@ class _Challenger(Servant):
         return d
 
     def _refused(self, failure: Any) -> Any:
+        name = self.username.decode("utf-8", "replace")
+        _log.info("pb login of {name!r} from {peer} refused: {why}", name=name, peer=self.broker.peer,
+                  why=failure.getErrorMessage())
         # The refusal is answered first; then this connection closes.
         self.broker.reactor.callLater(0, self.broker.close)
         return failure
