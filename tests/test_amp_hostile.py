@@ -135,7 +135,8 @@ def bad_values(draw: Any) -> Attack:
     if kind == "not msgpack":
         payload = box(_command="Update", _ask="9", command_id=cid, updates=b"\xc1" + draw(small))
     elif kind == "wrong kind":
-        payload = box(_command="Update", _ask="9", command_id=encode(draw(st.integers())), updates=encode([]))
+        number = draw(st.integers(-(2**63), 2**64 - 1))
+        payload = box(_command="Update", _ask="9", command_id=encode(number), updates=encode([]))
     elif kind == "both inline and transfer":
         payload = box(_command="Update", _ask="9", command_id=cid, updates=encode([]), **{"updates.transfer": 1})
     elif kind == "missing":
