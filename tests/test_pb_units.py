@@ -380,3 +380,18 @@ async def test_tcp_keepalive_is_set_on_both_ends(reactor: Any, tmp_path: Any) ->
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
     finally:
         await h.close()
+
+
+def test_shared_references_cannot_expand_without_bound() -> None:
+    """jelly shares containers by reference; a peer could make a small
+    message unpack to a huge tree.  Unpacking stops at the node limit."""
+    leaf = list(range(1000))
+    bomb = [leaf] * 1000  # a million values from about a thousand on the wire
+    sexp = jelly.jelly(bomb, OutgoingSecurity())
+    assert len(repr(sexp)) < 100_000
+    value = jelly.unjelly(sexp, IncomingSecurity())
+    with pytest.raises(ProtocolError):
+        plain(value, limit=100_000)
+    assert plain(value, limit=2_000_000) == [leaf] * 1000  # small sharing is fine
+    with pytest.raises(ProtocolError):
+        normalize_updates([[{"a": value}, 0], [{"b": value}, 0]], limit=1_500_000)

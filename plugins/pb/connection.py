@@ -23,7 +23,7 @@ from workerwire.master import Update
 
 from .broker import Servant, WireBroker
 from .errors import core_error
-from .security import plain
+from .security import DEFAULT_NODES, node_limit, plain
 
 __all__ = ["PBConnection", "normalize_updates"]
 
@@ -32,7 +32,7 @@ __all__ = ["PBConnection", "normalize_updates"]
 KEEPALIVE_CALL = "getVersion"
 
 
-def normalize_updates(updates: Any) -> tuple[list[Update], int]:
+def normalize_updates(updates: Any, limit: int = DEFAULT_NODES) -> tuple[list[Update], int]:
     """``[[{key: value}, num], ...]`` -> ``([(key, value), ...], max num)``.
 
     A bare ``{key: value}`` entry is accepted too.  Values become contract
@@ -44,6 +44,7 @@ def normalize_updates(updates: Any) -> tuple[list[Update], int]:
         raise ProtocolError(f"update expects a list of [{{key: value}}, n], not a {type(updates).__name__}")
     out: list[Update] = []
     top = 0
+    budget = [limit]
     for entry in updates:
         num: Any = 0
         if type(entry) in (list, tuple) and len(entry) == 2 and isinstance(entry[0], dict):
@@ -57,7 +58,7 @@ def normalize_updates(updates: Any) -> tuple[list[Update], int]:
         for key, value in batch.items():
             if not isinstance(key, str):
                 raise ProtocolError(f"update key {key!r} is not a str")
-            out.append((key, plain(value, f"update {key!r}")))
+            out.append((key, plain(value, f"update {key!r}", budget=budget)))
     return out, top
 
 
@@ -85,7 +86,7 @@ class _CommandRef(Servant):
         self.commandId = commandId
 
     def remote_update(self, updates: Any) -> int:
-        batch, top = normalize_updates(updates)
+        batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
         if batch:
             self.conn._on_update(self.commandId, batch)
         return top
@@ -132,7 +133,8 @@ class PBConnection(BaseConnection):
         return self._broker.call(self._bot, "print", message=message).addCallback(lambda _: None)
 
     def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
-        return self._broker.call(self._bot, "getWorkerInfo").addCallback(_info)
+        limit = node_limit(self.options.max_message_size)
+        return self._broker.call(self._bot, "getWorkerInfo").addCallback(_info, limit)
 
     def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         wanted = [(name, builddir) for name, builddir in builders]
@@ -193,8 +195,8 @@ class PBConnection(BaseConnection):
         self._broker.close(abort)
 
 
-def _info(answer: Any) -> dict[str, Any]:
-    info = plain(answer, "worker info")
+def _info(answer: Any, limit: int) -> dict[str, Any]:
+    info = plain(answer, "worker info", limit)
     if not isinstance(info, dict):
         raise ProtocolError(f"getWorkerInfo must answer a dict, not a {type(info).__name__}")
     return info

@@ -22,7 +22,7 @@ from twisted.spread import banana, jelly
 from workerwire.errors import ProtocolError
 from workerwire.values import INT_MAX, INT_MIN
 
-__all__ = ["IncomingSecurity", "OutgoingSecurity", "plain", "fits", "ATOM_LIMIT", "PLAIN_DEPTH"]
+__all__ = ["IncomingSecurity", "OutgoingSecurity", "plain", "fits", "node_limit", "ATOM_LIMIT", "PLAIN_DEPTH"]
 
 #: Largest str (in UTF-8 bytes) or bytes value, and longest list, one banana
 #: frame element may hold.
@@ -79,13 +79,35 @@ class OutgoingSecurity(jelly.SecurityOptions):
         return False
 
 
-def plain(value: Any, where: str = "value", depth: int = 0) -> Any:
+def node_limit(max_message_size: int) -> int:
+    """Most values one message may unpack to: a jelly value costs at least two
+    bytes on the wire, so no tree within the message size limit reaches it;
+    only shared references (jelly's ``dereference``) expanded could."""
+    return max(max_message_size // 2, 1024)
+
+
+#: :func:`node_limit` of the default message size limit.
+DEFAULT_NODES = node_limit(64 * 1024 * 1024)
+
+
+def plain(value: Any, where: str = "value", limit: int = DEFAULT_NODES, budget: list[int] | None = None) -> Any:
     """Return *value* as a contract value (tuples become lists).
 
+    :param limit: most values to unpack (see :func:`node_limit`).
+    :param budget: a one-item list shared by several calls, counting down
+        from *limit* (for values of one message).
     :raises ProtocolError: the peer sent something that is not a contract
         value (a reference or failure where data belongs, a non-str dict key,
-        an int outside 64 bits, nesting deeper than the contract allows).
+        an int outside 64 bits, nesting deeper than the contract allows, more
+        values than the limit).
     """
+    return _plain(value, where, 0, [limit] if budget is None else budget)
+
+
+def _plain(value: Any, where: str, depth: int, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ProtocolError(f"{where}: the message unpacks to too many values (shared references?)")
     kind = type(value)
     if value is None or kind is bool or kind is float or kind is bytes or kind is str:
         return value
@@ -96,13 +118,13 @@ def plain(value: Any, where: str = "value", depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     if kind is list or kind is tuple:
-        return [plain(item, where, depth + 1) for item in value]
+        return [_plain(item, where, depth + 1, budget) for item in value]
     if kind is dict:
         out = {}
         for key, item in value.items():
             if type(key) is not str:
                 raise ProtocolError(f"{where}: dict key {key!r} is a {type(key).__name__}; keys must be str")
-            out[key] = plain(item, where, depth + 1)
+            out[key] = _plain(item, where, depth + 1, budget)
         return out
     raise ProtocolError(f"{where}: the peer sent a {kind.__name__}, which is not a contract value")
 

@@ -27,7 +27,7 @@ from workerwire.master import Update
 from .address import client_endpoint
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
-from .security import plain
+from .security import node_limit, plain
 
 __all__ = ["PBConnector"]
 
@@ -70,7 +70,9 @@ class _Builder(Servant):
     def remote_startCommand(self, command_ref: Any, commandId: Any, commandName: Any, args: Any) -> Deferred[Any]:
         if not isinstance(command_ref, pb.RemoteReference):
             raise ProtocolError("startCommand expects a command reference first")
-        commandId, commandName, args = plain(commandId), plain(commandName), plain(args, "args")
+        limit = self.link.limit
+        commandId, commandName = plain(commandId, "commandId", limit), plain(commandName, "commandName", limit)
+        args = plain(args, "args", limit)
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
         connector = self.link.connector
@@ -85,8 +87,9 @@ class _Builder(Servant):
         return d.addErrback(refused)
 
     def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
-        return call_bot(self.link.connector.bot, "interruptCommand", self.name, str(plain(commandId)),
-                        str(plain(why)))
+        limit = self.link.limit
+        return call_bot(self.link.connector.bot, "interruptCommand", self.name,
+                        str(plain(commandId, "commandId", limit)), str(plain(why, "why", limit)))
 
 
 class _Bot(Servant):
@@ -97,7 +100,7 @@ class _Bot(Servant):
         self.builders: dict[str, _Builder] = {}
 
     def remote_print(self, message: Any) -> Deferred[Any]:
-        return call_bot(self.link.connector.bot, "print", plain(message, "message"))
+        return call_bot(self.link.connector.bot, "print", plain(message, "message", self.link.limit))
 
     def remote_getWorkerInfo(self) -> Deferred[Any]:
         return call_bot(self.link.connector.bot, "getWorkerInfo")
@@ -106,7 +109,7 @@ class _Bot(Servant):
         return _VERSION
 
     def remote_setBuilderList(self, wanted: Any) -> Deferred[Any]:
-        pairs = plain(wanted, "builders")
+        pairs = plain(wanted, "builders", self.link.limit)
         if not isinstance(pairs, list) or not all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
         ):
@@ -137,6 +140,8 @@ class _Link(WorkerSession):
         self._connecting: Deferred[Any] | None = None
         self._timer = self.reactor.callLater(connector.options.login_timeout, self._timed_out)
         self.peer = connector.address
+        #: Most values one message from the master may unpack to.
+        self.limit = node_limit(connector.options.max_message_size)
 
     # -- dialling and login -----------------------------------------------------
 
