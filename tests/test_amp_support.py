@@ -16,7 +16,10 @@ from workerwire.conformance import within
 from workerwire_amp.auth import login_response
 from workerwire_amp.commands import CAPABILITIES, TextList
 
-__all__ = ["RawPeer", "LogRecorder", "box", "hello_box", "connect_raw", "port_of", "raw_login"]
+__all__ = [
+    "RawPeer", "LogRecorder", "box", "hello_box", "connect_raw", "port_of", "raw_login", "key_too_long",
+    "unexpected_failures",
+]
 
 WAIT = 10.0
 

@@ -94,11 +94,11 @@ def test_error_answers_carry_tracebacks_only_when_asked() -> None:
     assert plain.errorCode == b"KeyError" and TRACEBACK_SEPARATOR not in plain.description
     assert TRACEBACK_SEPARATOR in verbose.description and "raise KeyError" in verbose.description
     huge = error_answer(RuntimeError("é" * 100_000))
-    assert len(huge.description.encode("utf-8")) <= 60_003
+    assert len(huge.description.encode("utf-8")) <= 60_000 and huge.description.endswith("...")
 
 
 def test_client_addresses_for_listening_ports() -> None:
     assert client_address_for(IPv4Address("TCP", "0.0.0.0", 9990)) == "tcp:host=127.0.0.1:port=9990"
     assert client_address_for(IPv4Address("TCP", "10.1.2.3", 9990)) == "tcp:host=10.1.2.3:port=9990"
-    assert client_address_for(IPv6Address("TCP", "::", 9990)) == r"tcp6:host=\:\:1:port=9990"
+    assert client_address_for(IPv6Address("TCP", "::", 9990)) == r"tcp:host=\:\:1:port=9990"
     assert client_address_for(UNIXAddress(b"/run/ww.sock")) == "unix:path=/run/ww.sock"

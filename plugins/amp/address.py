@@ -62,14 +62,14 @@ def client_address_for(host: Any) -> str:
     """The client endpoint string that reaches a listening port whose address is *host*.
 
     A wildcard interface is reached through loopback:
-    ``tcp:host=127.0.0.1:port=N`` (or ``tcp6:host=\\:\\:1:port=N``).
+    ``tcp:host=127.0.0.1:port=N`` (or ``tcp:host=\\:\\:1:port=N`` for IPv6).
     """
     if isinstance(host, IPv4Address):
         ip = host.host if host.host not in ("0.0.0.0", "") else "127.0.0.1"
         return f"tcp:host={ip}:port={host.port}"
     if isinstance(host, IPv6Address):
         ip = host.host if host.host not in ("::", "") else "::1"
-        return f"tcp6:host={_escape(ip)}:port={host.port}"
+        return f"tcp:host={_escape(ip)}:port={host.port}"  # connectTCP takes IPv6 literals
     if isinstance(host, UNIXAddress):
         name = host.name.decode() if isinstance(host.name, bytes) else str(host.name)
         return f"unix:path={_escape(name)}"

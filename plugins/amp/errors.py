@@ -38,7 +38,7 @@ def _clip(text: str, limit: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text
-    return data[:limit].decode("utf-8", "ignore") + "..."
+    return data[:max(0, limit - 3)].decode("utf-8", "ignore") + "..."
 
 
 def error_answer(exc: BaseException, send_traceback: bool = False) -> amp.RemoteAmpError:

@@ -433,7 +433,8 @@ class AMPListener(BaseListener):
             raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
         entry.listening = port
         host = port.getHost()
-        entry.port = getattr(host, "port", None) or str(host)
+        name = getattr(host, "name", host)  # a UNIX socket has a path, not a port
+        entry.port = getattr(host, "port", None) or (name.decode() if isinstance(name, bytes) else str(name))
         entry.address = client_address_for(host)
         _log.info("amp master: listening on {address} ({port_str})", address=entry.address,
                   port_str=entry.port_str)

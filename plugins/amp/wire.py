@@ -97,7 +97,11 @@ class WireProtocol(amp.AMP):
         assert self.transport is not None
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        self.peer = f"{host}:{port}" if host is not None else str(peer)
+        if host is not None:
+            self.peer = f"{host}:{port}"
+        else:  # a UNIX socket: the peer is anonymous, name the socket
+            name = getattr(peer, "name", None) or getattr(self.transport.getHost(), "name", None)
+            self.peer = f"unix:{name.decode() if isinstance(name, bytes) else name}"
         # TCP keepalive (the OS notices a vanished peer eventually, even with
         # our keepalive off) and no Nagle delay (calls are small and answered).
         for option in ("setTcpKeepAlive", "setTcpNoDelay"):
