@@ -229,6 +229,36 @@ async def test_silent_connections_are_dropped_after_the_login_timeout(harness: H
 
 
 @async_test
+async def test_the_master_may_call_the_worker_before_answering_its_login(reactor: Any, tmp_path: Any) -> None:
+    from workerwire.conformance import RecordingMaster, ScriptedWorker
+    from workerwire_amp import AMPConnector, AMPListener
+
+    class CuriousMaster(RecordingMaster):
+        """Asks for the worker's info while deciding whether to accept it."""
+
+        def newConnection(self, conn: Any, workerName: str) -> Deferred[None]:  # type: ignore[override]
+            async def decide() -> None:
+                self.info = await conn.remoteGetWorkerInfo()
+                self.logged_in_while_asking = connector.isConnected
+                RecordingMaster.newConnection(self, conn, workerName)
+
+            return ensureDeferred(decide())
+
+    master = CuriousMaster(reactor)
+    listener = AMPListener(master, LinkOptions(keepalive_interval=None), reactor)
+    reg = await listener.updateRegistration("w1", "pw", "tcp:port=0:interface=127.0.0.1")
+    connector = AMPConnector(ScriptedWorker(str(tmp_path), reactor), reg.getAddress(), "w1", "pw",
+                             LinkOptions(keepalive_interval=None), reactor)
+    try:
+        connector.start()
+        await within(connector.whenConnected(), reactor, what="the login")
+        assert master.info["worker_commands"] and master.logged_in_while_asking is False
+    finally:
+        await connector.stop()
+        await listener.stopListening()
+
+
+@async_test
 async def test_wrong_password_gets_login_refused_and_a_closed_connection(harness: Harness, reactor: Any) -> None:
     reg = await harness.register("w1", "right")
     with pytest.raises(AssertionError):
