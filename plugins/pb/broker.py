@@ -3,7 +3,7 @@
 It is a :class:`twisted.spread.pb.Broker` that
 
 * reports every complete inbound message (``on_traffic``) and the loss of the
-  link (``on_lost``), and sets TCP keepalive;
+  link (``on_lost``), and sets TCP keepalive (and ``TCP_NODELAY``);
 * treats malformed, truncated or oversized input, jelly it does not accept
   (:mod:`.security`) and unknown PB messages as a protocol error: it logs one
   line and drops the connection, leaving everything else running;
@@ -115,6 +115,7 @@ class WireBroker(pb.Broker):
         self.peer = describe_peer(self.transport.getPeer())
         try:
             self.transport.setTcpKeepAlive(1)
+            self.transport.setTcpNoDelay(1)  # calls are small and wait for answers
         except Exception:
             pass  # not a TCP transport
         self.on_connected(self)
