@@ -27,6 +27,8 @@ class LinkOptions:
         :class:`~workerwire.errors.ProtocolError`.
     :ivar login_timeout: seconds an unauthenticated connection may stay open.
     :ivar send_tracebacks: send tracebacks of failed calls to the peer.
+    :ivar output_window: bytes of command output a worker may have sent and
+        not yet had acknowledged; backends with flow control honour it.
     """
 
     keepalive_interval: float | None = 60.0
@@ -34,6 +36,7 @@ class LinkOptions:
     max_message_size: int = 64 * 1024 * 1024
     login_timeout: float = 30.0
     send_tracebacks: bool = False
+    output_window: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.keepalive_interval is not None and self.keepalive_interval <= 0:
@@ -44,6 +47,8 @@ class LinkOptions:
             raise ValueError("max_message_size must be at least 1024 bytes")
         if self.login_timeout <= 0:
             raise ValueError("login_timeout must be positive")
+        if self.output_window < 1024:
+            raise ValueError("output_window must be at least 1024 bytes")
 
     @classmethod
     def names(cls) -> list[str]:

@@ -127,8 +127,13 @@ class BaseConnection(Connection):
         if self._keepalive is not None:
             self._keepalive.touch()
 
-    def _on_update(self, commandId: str, updates: list[Update]) -> None:
+    def _on_update(self, commandId: str, updates: list[Update]) -> object:
         """Updates of a running command arrived.
+
+        Returns what the target's ``remote_update`` returned: a backend with
+        flow control may hold its acknowledgement until a returned Deferred
+        fires, so a slow master slows the worker.  A failing target is logged,
+        never reported to the worker.
 
         :raises ProtocolError: no such command is running (the backend reports
             this to the worker; nothing reaches any command).
@@ -137,11 +142,16 @@ class BaseConnection(Connection):
         if cmd is None or cmd.pending_complete:
             raise ProtocolError(f"update for command {commandId!r}, which is not running")
         try:
-            cmd.target.remote_update(updates)
+            result = cmd.target.remote_update(updates)
         except Exception:
             _log.failure(
                 "remote_update of command {cid} on {worker} raised", cid=commandId, worker=self.workerName
             )
+            return None
+        if isinstance(result, Deferred):
+            result.addErrback(lambda f: _log.failure(
+                "remote_update of command {cid} on {worker} failed", f, cid=commandId, worker=self.workerName))
+        return result
 
     def _on_complete(self, commandId: str, error: WorkerwireError | None) -> None:
         """A running command ended (``error`` is ``None`` on success).

@@ -322,6 +322,10 @@ class BaseWorkerConnector(WorkerConnector):
     def _failed(self, failure: Failure) -> None:
         self._connecting = None
         self.last_error = failure.value
+        # Commands the master started while this login was pending die with it.
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.link_lost(f"login failed: {failure.getErrorMessage()}")
         if not self._running:
             self._fail_waiters(ConnectionLost("connector stopped"))
             self._fire_stop_waiters()
