@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password", help="the password (visible to other local users; prefer --password-file)")
     pw.add_argument("--password-file", metavar="FILE",
                     help="a file holding the password; read again when a login is refused or the link drops")
-    pw.add_argument("--password-env", metavar="VARIABLE", help="an environment variable holding the password")
+    pw.add_argument("--password-env", metavar="VARIABLE",
+                    help="an environment variable holding the password (removed from the environment once read)")
     w.add_argument("--basedir", required=True, metavar="DIR", help="the worker's base directory (created if missing)")
     w.add_argument("--keepalive-interval", type=_seconds, metavar="S",
                    help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}; 0 disables)")
@@ -193,10 +194,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     source = PasswordSource(args.password, args.password_file, args.password_env)
     try:
-        source.read()
+        secret = source.read()
     except ValueError as e:
         print(f"workerwire worker: {e}", file=sys.stderr)
         return USAGE_ERROR
+    if args.password_env:
+        # Commands and the worker info sent to the master see this environment: keep the password out of it.
+        os.environ.pop(args.password_env, None)
+        source = PasswordSource(value=secret)
     changes: dict[str, Any] = {}
     if args.keepalive_interval is not None:
         changes["keepalive_interval"] = args.keepalive_interval or None

@@ -5,6 +5,8 @@
 registry), registers every configured worker on the protocols it may use, and
 answers the listeners as their :class:`~workerwire.master.MasterHooks`:
 
+* **Ports** open at start for every configured protocol (even with no worker
+  on it) and stay open, at the same port, while the protocol is configured.
 * **One authoritative connection per worker.**  A second login for a worker
   that is connected pings the old connection; if it answers within
   ``duplicate_ping_timeout`` the new login is refused with

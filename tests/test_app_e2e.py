@@ -214,3 +214,22 @@ async def test_a_stock_buildbot_worker_runs_the_same_job(tmp_path: Path, process
     await worker.wait_exit()
     cluster.workers = {}
     await cluster.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_password_from_the_environment_reaches_neither_commands_nor_the_master(
+        tmp_path: Path, processes: Processes) -> None:
+    import os
+
+    backend = require_network_backend()[0]
+    cluster = Cluster(tmp_path, processes, [backend], n_workers=1)
+    cluster.jobs = [{"name": "env", "command": "printenv WW_TEST_SECRET; echo unset=$?"}]
+    events = await cluster.start_master()
+    worker = processes.start(["worker", "--backend", backend, "--master", cluster.addresses[backend], "--name", "w1",
+                              "--password-env", "WW_TEST_SECRET", "--basedir", str(tmp_path / "b")],
+                             env=dict(os.environ, WW_TEST_SECRET=cluster.passwords["w1"]), name="w1")
+    cluster.workers["w1"] = worker
+    done = await events.wait("job_finished", worker="w1", job="env")
+    assert done["rc"] == 0 and done["output_tail"] == "unset=1\n"
+    await cluster.stop()
+    assert cluster.passwords["w1"] not in worker.text_err

@@ -15,19 +15,11 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 
-from test_app_support import REACTOR, InProcess, sleep
+from test_app_support import REACTOR, InProcess
 from workerwire.conformance.relay import make_interposer
 from workerwire.errors import DuplicateWorker, LoginRefused
 from workerwire_app.config import ConfigErrors, load_config
 from workerwire_app.master import Master
-
-
-async def wait_until(cond: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = REACTOR.seconds() + timeout
-    while not cond():
-        if REACTOR.seconds() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:g} s")
-        await sleep(0.02)
 
 
 @pytest_twisted.ensureDeferred

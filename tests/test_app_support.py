@@ -63,6 +63,15 @@ async def sleep(seconds: float) -> None:
     await task.deferLater(REACTOR, seconds, lambda: None)
 
 
+async def until(cond: Callable[[], object], what: str, timeout: float = DEADLINE, step: float = 0.02) -> None:
+    """Poll *cond* through the reactor until it is true; fail after *timeout* seconds."""
+    deadline = REACTOR.seconds() + timeout
+    while not cond():
+        if REACTOR.seconds() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        await sleep(step)
+
+
 class CliProcess(ProcessProtocol):
     """One ``workerwire`` child process; output is collected as it arrives."""
 

@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from test_app_support import REACTOR, InProcess, sleep
+from test_app_support import REACTOR, InProcess, sleep, until
 from workerwire.errors import ConnectionLost, RemoteCallFailed, UnknownBuilder, UnknownCommand
 from workerwire_app.remote_command import RemoteCommand
 from workerwire_app.worker_runtime import COMMANDS
@@ -191,17 +191,13 @@ async def test_interrupt_terminates_the_whole_process_group(tmp_path: Path) -> N
         started, target = s.start("shell", {"command": f"sleep 30 & echo $! > {pidfile}; echo ready; wait"},
                                   updates)
         await started
-        while "ready" not in text(updates, "stdout"):
-            await sleep(0.02)
+        await until(lambda: "ready" in text(updates, "stdout"), "'ready' on stdout")
         child = int(pidfile.read_text())
         await s.conn.remoteInterruptCommand("b1", "c1", "stop now")
         result = await target.done
     assert result.rc == -1 and "stop now, attempting to kill" in headers(updates)
-    for _ in range(100):  # the background child got SIGTERM too; give the kernel a moment to reap it
-        if not _alive(child):
-            break
-        await sleep(0.02)
-    assert not _alive(child)
+    # The background child got SIGTERM too (give the kernel a moment to reap it).
+    await until(lambda: not _alive(child), "the background child's end")
 
 
 @pytest_twisted.ensureDeferred
@@ -212,8 +208,7 @@ async def test_interrupt_escalates_to_sigkill_after_the_grace_period(tmp_path: P
         updates: list[Any] = []
         started, target = s.start("shell", {"command": [PY, "-c", script], "sigtermTime": 0.3}, updates)
         await started
-        while "ready" not in text(updates, "stdout"):
-            await sleep(0.02)
+        await until(lambda: "ready" in text(updates, "stdout"), "'ready' on stdout")
         await s.conn.remoteInterruptCommand("b1", "c1", "enough")
         result = await target.done
     assert result.rc == -1
@@ -355,24 +350,20 @@ async def test_commands_of_a_lost_master_are_interrupted_after_the_grace_period(
 
     class Grace(Setup):
         def runtime_kw(self) -> dict[str, Any]:
-            return {"lost_link_grace": 0.3}
+            return {"lost_link_grace": 1.0}
 
     async with Grace(tmp_path) as s:
         updates: list[Any] = []
         started, target = s.start("shell", {"command": f"echo $$ > {pidfile}; echo ready; exec sleep 30"}, updates)
         await started
-        while "ready" not in text(updates, "stdout"):
-            await sleep(0.02)
+        await until(lambda: "ready" in text(updates, "stdout"), "'ready' on stdout")
         pid = int(pidfile.read_text())
         await s.env.master.stop()  # the master is gone for good
         result = await target.done
         assert isinstance(result.failure, ConnectionLost)
         assert _alive(pid)  # still inside the grace period
-        for _ in range(200):
-            if not s.runtime.running():
-                break
-            await sleep(0.02)
-        assert not s.runtime.running() and not _alive(pid)
+        await until(lambda: not s.runtime.running(), "the orphaned command's end")
+        await until(lambda: not _alive(pid), "the orphaned process's end")
         s.env.master = None
 
 
@@ -388,17 +379,12 @@ async def test_commands_keep_running_when_the_link_comes_back_within_the_grace_p
         updates: list[Any] = []
         started, target = s.start("shell", {"command": f"echo ready; sleep 0.5; touch {done_file}"}, updates)
         await started
-        while "ready" not in text(updates, "stdout"):
-            await sleep(0.02)
+        await until(lambda: "ready" in text(updates, "stdout"), "'ready' on stdout")
         s.conn.loseConnection()
         result = await target.done
         assert isinstance(result.failure, ConnectionLost)
         await s.env.master.whenAttached("w1")  # the worker logged in again
-        for _ in range(250):
-            if done_file.exists():
-                break
-            await sleep(0.02)
-        assert done_file.exists()
+        await until(done_file.exists, "the command's natural end")
 
 
 class _SlowChannel:
@@ -440,13 +426,14 @@ async def test_a_slow_link_pauses_reading_the_process_output(tmp_path: Path) -> 
     script = f"import sys\nsys.stdout.write('x' * {total})\n"
     cmd = ShellCommand(ctx, channel, {"command": [PY, "-c", script]})  # type: ignore[arg-type]
     cmd.start()
-    while not cmd.paused:
-        await sleep(0.01)
+    await until(lambda: cmd.paused, "pausing the process output")
     # Held back: one batch in flight, about one waiting; the rest is still in the pipe.
     await sleep(0.2)
     assert len(text(channel.received, "stdout")) <= BATCH_SIZE * 2
     assert cmd._pending_size <= BATCH_SIZE * 2 and not cmd.finished.called
+    deadline = REACTOR.seconds() + 30
     while not cmd.finished.called:
+        assert REACTOR.seconds() < deadline, "the command did not finish"
         channel.accept_all()
         await sleep(0.005)
     assert text(channel.received, "stdout") == "x" * total
