@@ -326,6 +326,11 @@ class BaseWorkerConnector(WorkerConnector):
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             channel.link_lost(f"login failed: {failure.getErrorMessage()}")
+        if channels:
+            try:
+                self.bot.linkLost()
+            except Exception:
+                _log.failure("bot.linkLost raised")
         if not self._running:
             self._fail_waiters(ConnectionLost("connector stopped"))
             self._fire_stop_waiters()
