@@ -12,7 +12,8 @@ __all__ = ["METRICS", "aggregate", "median"]
 METRICS: dict[str, tuple[str, ...]] = {
     "rtt": ("calls_per_s", "mean_us", "p99_us"),
     "pipelined": ("calls_per_s",),
-    "stream": ("mb_per_s", "master_peak_rss_kib", "master_growth_kib", "worker_peak_rss_kib", "worker_growth_kib"),
+    "stream": ("mb_per_s", "master_peak_rss_kib", "master_growth_kib", "worker_peak_rss_kib", "worker_growth_kib",
+               "master_cpu_s_per_gb", "worker_cpu_s_per_gb"),
     "storm": ("connected", "failed", "seconds", "master_rss_per_conn_kib"),
 }
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from .aggregate import METRICS, aggregate
@@ -28,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, help="repetitions (default: 5 full, 3 quick, 1 smoke)")
     p.add_argument("--backends", help="comma-separated backend names (default: every installed backend)")
     p.add_argument("--only", help="comma-separated subject ids to run (e.g. raw-pb,pb)")
-    p.add_argument("--json", default=os.path.join(REPO, "bench", "results.json"), help="results file")
-    p.add_argument("--markdown", default=os.path.join(REPO, "docs", "benchmarks.md"), help="Markdown page")
+    p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm; default all)")
+    p.add_argument("--profile", metavar="DIR", help="run every bench process under cProfile, stats into DIR "
+                   "(slows everything: for finding hot paths, not for figures)")
+    p.add_argument("--json", help="results file (default: bench/results.json; with --profile: in DIR)")
+    p.add_argument("--markdown", help="Markdown page (default: docs/benchmarks.md; with --profile: in DIR)")
     return p
 
 
@@ -132,14 +136,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         subjects = [s for s in subjects if s.id in keep]
+    if args.scenarios:
+        wanted = set(args.scenarios.split(","))
+        subjects = [replace(s, scenarios=tuple(x for x in s.scenarios if x in wanted), storm=s.storm and "storm" in wanted)
+                    for s in subjects]
+        subjects = [s for s in subjects if s.scenarios or s.storm]
+    out_dir = os.path.abspath(args.profile) if args.profile else None
+    json_path = args.json or os.path.join(out_dir or os.path.join(REPO, "bench"), "results.json")
+    page_path = args.markdown or os.path.join(out_dir or os.path.join(REPO, "docs"), "benchmarks.md")
+    if out_dir:
+        from .profiling import ENV
+
+        os.environ[ENV] = out_dir
     command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
     _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
     results = run(profile, subjects, installed, command)
-    for path, text in ((args.json, json.dumps(results, indent=1) + "\n"), (args.markdown, markdown(results))):
+    for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (page_path, markdown(results))):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-    _log(f"bench: wrote {args.json} and {args.markdown} in {results['elapsed_s']:.0f} s")
+    _log(f"bench: wrote {json_path} and {page_path} in {results['elapsed_s']:.0f} s")
     missing = missing_figures(results)
     if missing:
         _log("bench: missing figures: " + ", ".join(missing))

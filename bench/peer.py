@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
             reactor.stop()  # type: ignore[attr-defined]
 
     watch_stdin(reactor, stop, max_seconds=1800)
-    reactor.run()  # type: ignore[attr-defined]
+    from .profiling import profiled
+
+    profiled(f"worker-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)  # type: ignore[attr-defined]
     for step in cleanup:
         step()
     return 0

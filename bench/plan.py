@@ -97,11 +97,18 @@ def plan_subjects(only: list[str] | None = None) -> tuple[list[Subject], list[di
                                 "window": 0}, LINK_SCENARIOS, storm=True, baseline=base, kind="backend"))
     names = {b["name"] for b in installed if b["loads"]}
     if "pb" in names:
-        subjects.append(Subject("pb/shell", "workerwire pb worker, shell command (printer child)",
-                                {"subject": "ww", "backend": "pb", "variant": "shell", "chunk": 64 * KiB,
-                                 "window": 0}, ("stream",), baseline="buildbot-worker", kind="peer"))
+        from .sides.app_worker import available as app_available
         from .sides.bbw import available
 
+        if app_available():
+            subjects.append(Subject("pb/app-worker", "`workerwire worker` daemon (the app) over pb, shell command "
+                                    "(printer child)", {"subject": "app", "backend": "pb", "chunk": 64 * KiB,
+                                                        "window": 0}, ("stream",), baseline="buildbot-worker",
+                                    kind="peer"))
+        subjects.append(Subject("pb/shell", "bench worker over pb, shell command (printer child, forwarded "
+                                "by bench/bot.py)", {"subject": "ww", "backend": "pb", "variant": "shell",
+                                                     "chunk": 64 * KiB, "window": 0}, ("stream",),
+                                baseline="buildbot-worker", kind="peer"))
         if available():
             subjects.append(Subject("buildbot-worker", "buildbot-worker 4.x (PyPI), shell command, into workerwire pb",
                                     {"subject": "bbw", "chunk": 64 * KiB, "window": 0}, ("stream",), kind="peer"))

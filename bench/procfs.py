@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["status_kib", "rss_kib", "hwm_kib", "machine_info", "raise_fd_limit"]
+__all__ = ["status_kib", "rss_kib", "hwm_kib", "cpu_seconds", "machine_info", "raise_fd_limit"]
 
 
 def status_kib(pid: int | None, field: str) -> int | None:
@@ -31,6 +31,16 @@ def rss_kib(pid: int | None = None) -> int | None:
 
 def hwm_kib(pid: int | None = None) -> int | None:
     return status_kib(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds used so far by *pid* (None: this process), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid if pid is not None else 'self'}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def raise_fd_limit() -> None:

@@ -97,10 +97,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"## Output streaming ({p['stream_bytes'] / 2**20:g} MiB of stdout, until `remote_complete`)",
         "",
         "MB/s is 10^6 bytes per second. RSS in MiB: peak sampled every 50 ms during the stream; growth = peak − "
-        "RSS when the stream started (max over repetitions in the targets). In-process subjects have one process.",
+        "RSS when the stream started (max over repetitions in the targets). In-process subjects have one process. "
+        "CPU s/GB: CPU seconds (user + system) each process spent per 10^9 bytes delivered — less sensitive "
+        "to other load on the machine than MB/s.",
         "",
-        "| subject | MB/s | vs baseline | master peak RSS | master growth | worker peak RSS | worker growth |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| subject | MB/s | vs baseline | master CPU s/GB | worker CPU s/GB | master peak RSS | master growth "
+        "| worker peak RSS | worker growth |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     mib = 1 / 1024
     for sid in order:
@@ -108,6 +111,7 @@ def markdown(results: dict[str, Any]) -> str:
             g = lambda metric: _get(results, sid, "stream", metric)  # noqa: E731
             lines.append(f"| `{sid}` | {_cell(g('mb_per_s'), 1)} | "
                          f"{_ratio(results, sid, subjects[sid]['baseline'], 'stream', 'mb_per_s')} | "
+                         f"{_cell(g('master_cpu_s_per_gb'), 2)} | {_cell(g('worker_cpu_s_per_gb'), 2)} | "
                          f"{_cell(g('master_peak_rss_kib'), 1, mib)} | {_cell(g('master_growth_kib'), 1, mib)} | "
                          f"{_cell(g('worker_peak_rss_kib'), 1, mib)} | {_cell(g('worker_growth_kib'), 1, mib)} |")
     lines += [
@@ -145,8 +149,9 @@ NOTES = [
     "* Streaming: backends run the bench worker's `produce` command (64 KiB `stdout` updates, each awaiting "
     "`CommandChannel.update`), delivered to a counting `CommandTarget` until `remote_complete`. Raw PB/AMP send "
     "bytes with `callRemote` and 16 calls outstanding (AMP: 60 KiB, its value limit is 65,535 bytes); raw TCP "
-    "writes 64 KiB frames with a streaming producer. `pb/shell` and `buildbot-worker` both run "
-    "`bench/printer.py` as a child process through a `shell` command into the same workerwire `pb` master.",
+    "writes 64 KiB frames with a streaming producer. `pb/app-worker` (the `workerwire worker` daemon), "
+    "`pb/shell` (the bench worker) and `buildbot-worker` all run `bench/printer.py` as a child process through "
+    "a Buildbot-style `shell` command into the same workerwire `pb` master.",
     "* Storm: the master registers all workers on one port; the client starts every login in one reactor turn "
     "(workerwire connectors with their default backoff; raw PB does a `twisted.cred` login, raw AMP a login "
     "call, raw TCP one frame round trip); time is from the first start to the last login seen by both ends; "

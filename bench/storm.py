@@ -148,7 +148,9 @@ def main(argv: list[str]) -> int:
 
     reactor.callWhenRunning(lambda: storm(reactor, connect_one, count, deadline, errors).addCallback(report))  # type: ignore[attr-defined]
     watch_stdin(reactor, stop, max_seconds=deadline + 120)
-    reactor.run()  # type: ignore[attr-defined]
+    from .profiling import profiled
+
+    profiled(f"storm-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)  # type: ignore[attr-defined]
     return 0
 
 

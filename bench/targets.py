@@ -83,11 +83,14 @@ def judge(subjects: list[Subject], s: Summaries, profile: Profile) -> list[Verdi
                 out.append(_at_least(f"in-process delivery ({scen})", b.id,
                                      median(s.get(b.id, {}), scen, "calls_per_s"),
                                      median(s.get("floor", {}), scen, "calls_per_s"), 0.8, "floor", "calls/s"))
-    if any(x.id == "pb/shell" for x in subjects) and any(x.id == "buildbot-worker" for x in subjects):
-        out.append(_at_least("pb worker vs buildbot-worker streaming", "pb/shell",
-                             median(s.get("pb/shell", {}), "stream", "mb_per_s"),
-                             median(s.get("buildbot-worker", {}), "stream", "mb_per_s"), 5.0,
-                             "buildbot-worker", "MB/s"))
+    ids = {x.id for x in subjects}
+    if "buildbot-worker" in ids:
+        for peer in ("pb/app-worker", "pb/shell"):
+            if peer in ids:
+                out.append(_at_least("pb worker vs buildbot-worker streaming", peer,
+                                     median(s.get(peer, {}), "stream", "mb_per_s"),
+                                     median(s.get("buildbot-worker", {}), "stream", "mb_per_s"), 5.0,
+                                     "buildbot-worker", "MB/s"))
     bound = max(16 * 1024, profile.stream_bytes // KiB // 8)  # KiB
     for x in subjects:
         if x.kind == "baseline" or "stream" not in x.scenarios:

@@ -17,7 +17,8 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 
 from .loops import RssSampler, pipelined, rtt_figures, sequential
-from .procfs import hwm_kib, raise_fd_limit, rss_kib
+from .procfs import cpu_seconds, hwm_kib, raise_fd_limit, rss_kib
+from .profiling import profiled
 from .sides.base import Link, python_argv, spawn, within
 
 WARMUP_CALLS = 50
@@ -35,6 +36,10 @@ async def open_subject(reactor: Any, spec: dict[str, Any]) -> Link:
         from .sides.bbw import open_bbw_link
 
         return await open_bbw_link(reactor, timeout)
+    if subject == "app":
+        from .sides.app_worker import open_app_link
+
+        return await open_app_link(reactor, spec["backend"], timeout)
     from .sides import ww
     from .sides.bbw import printer_argv
 
@@ -128,13 +133,16 @@ async def _stream(reactor: Any, link: Link, spec: dict[str, Any]) -> dict[str, A
     gc.collect()
     sampler = RssSampler({"master": None, "worker": link.worker_pid})
     sampler.start()
+    in_process = link.worker_pid is None
+    cpu0 = (time.process_time(), None if in_process else cpu_seconds(link.worker_pid))
     t0 = time.perf_counter()
     try:
         received = await link.stream(nbytes)
     finally:
         sampler.stop()
     seconds = time.perf_counter() - t0
-    in_process = link.worker_pid is None
+    cpu1 = (time.process_time(), None if in_process else cpu_seconds(link.worker_pid))
+    gb = max(received, 1) / 1e9
     return {
         "mb_per_s": received / seconds / 1e6,
         "bytes": received, "expected_bytes": nbytes, "seconds": seconds,
@@ -144,6 +152,8 @@ async def _stream(reactor: Any, link: Link, spec: dict[str, Any]) -> dict[str, A
         "worker_rss_start_kib": None if in_process else sampler.start_values.get("worker"),
         "worker_peak_rss_kib": None if in_process else sampler.peaks.get("worker"),
         "worker_hwm_kib": None if in_process else hwm_kib(link.worker_pid),
+        "master_cpu_s_per_gb": (cpu1[0] - cpu0[0]) / gb,
+        "worker_cpu_s_per_gb": None if cpu0[1] is None or cpu1[1] is None else (cpu1[1] - cpu0[1]) / gb,
         "in_process": in_process,
     }
 
@@ -273,7 +283,8 @@ def main(argv: list[str]) -> int:
             reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
 
     reactor.callWhenRunning(lambda: ensureDeferred(go()))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    label = spec.get("backend", spec["subject"]) + ("-" + spec["variant"] if spec.get("variant") else "")
+    profiled(f"master-{label}-{'-'.join(spec['scenarios'])}", reactor.run)  # type: ignore[attr-defined]
     sys.stdout.write("RESULT " + json.dumps(outcome) + "\n")
     sys.stdout.flush()
     return 0
