@@ -69,6 +69,22 @@ def markdown(results: dict[str, Any]) -> str:
         ratio = "—" if v["ratio"] is None else f"{v['ratio']:.2f}x"
         lines.append(f"| {v['target']} | `{v['subject']}` | {_num(v['measured'], digits)} | "
                      f"{_num(v['baseline'], digits)} | {ratio} | {v['needed']} | {met}{note} |")
+    missed = [v for v in results["targets"] if v["met"] is False or v["met"] is None]
+    if missed:
+        from .findings import PROFILED, finding
+
+        lines += ["", "### Why missed targets are missed", "",
+                  f"From cProfile runs (`python -m bench --profile DIR`) and the CPU s/GB columns below; profiled "
+                  f"{PROFILED}. Backends are not changed by the benchmark: each entry says what to change where.", ""]
+        seen: set[str] = set()
+        for v in missed:
+            text = finding(v["target"], v["subject"])
+            key = f"{v['target']}|{text}"
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"* **{v['target']}, `{v['subject']}`** — "
+                         + (text or "not profiled yet: run `python -m bench --profile DIR` and read the stats."))
     lines += [
         "",
         "## Call round trip (sequential, one outstanding)",
