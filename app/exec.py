@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import IO, Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from workerwire import LinkOptions, Update, load_backend
@@ -62,16 +62,17 @@ class ExecOptions:
 class _Printer:
     """Streams updates to stdout/stderr (or as JSON lines to stdout)."""
 
-    def __init__(self, as_json: bool, stdout: IO[bytes], stderr: IO[bytes]):
+    def __init__(self, reactor: Any, as_json: bool, stdout: IO[bytes], stderr: IO[bytes]):
         self.as_json = as_json
         self.stdout = stdout
         self.stderr = stderr
-        self.writer = OutputWriter()
+        self.writer = OutputWriter(reactor)
         self.killed_by: int | None = None
         #: Called once if stdout or stderr stops taking output (e.g. ``| head`` exited).
         self.on_broken: Any = None
 
-    def __call__(self, updates: list[Update]) -> None:
+    def __call__(self, updates: list[Update]) -> Deferred[None]:
+        """Queue the output; the result fires when the terminal has caught up."""
         for key, value in updates:
             if key == "header" and isinstance(value, str):
                 m = _KILLED.search(value)
@@ -87,6 +88,7 @@ class _Printer:
         if self.writer.broken is not None and self.on_broken is not None:
             on_broken, self.on_broken = self.on_broken, None
             on_broken()
+        return self.writer.room()
 
     def finish(self, record: dict[str, Any]) -> None:
         if self.as_json:
@@ -127,7 +129,7 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
         workers={name: WorkerConfig(name, password, (backend.name,), (("exec", "."),))},
     )
     master = Master(config, reactor)
-    printer = _Printer(opts.json, stdout, stderr)
+    printer = _Printer(reactor, opts.json, stdout, stderr)
     connector = None
     try:
         await master.start()

@@ -57,13 +57,15 @@ def failure_dict(error: BaseException | None) -> dict[str, str] | None:
 class RemoteCommand:
     """Collects one command's updates; see the module docstring.
 
-    :param on_update: called with each batch of updates, in order.
+    :param on_update: called with each batch of updates, in order; what it
+        returns is returned from ``remote_update`` (a Deferred there lets a
+        backend with flow control hold the worker back until it fires).
     :param tail_size: characters of stdout/stderr kept for :attr:`CommandResult.output_tail`.
     :param keep: other update keys whose last value is kept in
         :attr:`CommandResult.keys` (e.g. ``"files"`` or ``"stat"``).
     """
 
-    def __init__(self, on_update: Callable[[list[Update]], object] | None = None, tail_size: int = 4096,
+    def __init__(self, on_update: Callable[[list[Update]], Any] | None = None, tail_size: int = 4096,
                  keep: tuple[str, ...] = ("files", "stat")):
         self._on_update = on_update
         self._tail_size = tail_size
@@ -73,7 +75,7 @@ class RemoteCommand:
         self._tail: list[str] = []
         self._tail_len = 0
 
-    def remote_update(self, updates: list[Update]) -> None:
+    def remote_update(self, updates: list[Update]) -> Any:
         for key, value in updates:
             self.result.updates += 1
             if key in ("stdout", "stderr") and isinstance(value, str):
@@ -87,7 +89,8 @@ class RemoteCommand:
             elif key in self._keep:
                 self.result.keys[key] = value
         if self._on_update is not None:
-            self._on_update(updates)
+            return self._on_update(updates)
+        return None
 
     def remote_complete(self, failure: Any = None) -> None:
         if self.done.called:

@@ -76,8 +76,11 @@ class CliProcess(ProcessProtocol):
     """One ``workerwire`` child process; output is collected as it arrives."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 name: str = "workerwire", program: list[str] | None = None):
+                 name: str = "workerwire", program: list[str] | None = None, keep_stdout: bool = True):
         self.args = args
+        self.keep_stdout = keep_stdout
+        #: Bytes received on stdout (kept in :attr:`stdout` only if *keep_stdout*).
+        self.stdout_bytes = 0
         self.program = workerwire_argv() if program is None else program
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
@@ -100,7 +103,9 @@ class CliProcess(ProcessProtocol):
 
     # ProcessProtocol
     def outReceived(self, data: bytes) -> None:
-        self.stdout += data
+        self.stdout_bytes += len(data)
+        if self.keep_stdout:
+            self.stdout += data
         self._check()
 
     def errReceived(self, data: bytes) -> None:
@@ -142,6 +147,10 @@ class CliProcess(ProcessProtocol):
         data = text.encode()
         await self._wait(lambda: data in (self.stdout if stream == "stdout" else self.stderr),
                          f"{text!r} on {stream}", timeout)
+
+    async def wait_stdout_bytes(self, n: int, timeout: float = DEADLINE) -> None:
+        """Wait until at least *n* bytes arrived on stdout."""
+        await self._wait(lambda: self.stdout_bytes >= n, f"{n} bytes on stdout", timeout)
 
     async def wait_exit(self, timeout: float = DEADLINE) -> int:
         """Wait for the process to end; its exit status (``-N`` if signal N killed it)."""

@@ -90,3 +90,48 @@ def test_default_backend_is_pb() -> None:
 def test_no_command_is_a_usage_error() -> None:
     out = run_exec("--backend", "null")
     assert out.returncode == 2 and "no command given" in out.stderr
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_terminal_does_not_make_exec_buffer_the_output(backend: str, processes: Processes) -> None:
+    """100 MB of output while the reader stops reading for a while: exec's memory stays bounded."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to watch the process's memory")
+    from twisted.internet import task
+
+    from test_app_support import REACTOR, sleep
+
+    total = 100_000_000
+    proc = processes.start(["exec", "--backend", backend, "--", "sh", "-c", f"yes 2>/dev/null | head -c {total}"],
+                           keep_stdout=False)
+    peak = [0]
+
+    def watch() -> None:
+        if proc.status is None and proc.pid is not None:
+            try:
+                peak[0] = max(peak[0], _rss(proc.pid))
+            except OSError:
+                pass
+
+    loop = task.LoopingCall(watch)
+    loop.clock = REACTOR
+    loop.start(0.02)
+    try:
+        await proc.wait_stdout_bytes(1)
+        proc.transport.pauseProducing()  # the terminal stops reading
+        await sleep(1.5)
+        proc.transport.resumeProducing()
+        assert await proc.wait_exit(timeout=60) == 0, proc.text_err
+    finally:
+        loop.stop()
+    assert proc.stdout_bytes == total
+    assert 0 < peak[0] < 100 * 1024 * 1024, f"exec grew to {peak[0] // 2**20} MiB"
