@@ -111,7 +111,11 @@ class WorkerRuntime(WorkerBot):
         command.finished.addBoth(lambda _: self._forget(commandId, command))
         _log.info("command {cid} ({name}) started on builder {builder}", cid=commandId, name=commandName,
                   builder=builderName)
-        command.start()
+        try:
+            command.start()
+        except Exception:
+            self._forget(commandId, command)
+            raise
 
     def remote_interruptCommand(self, builderName: str, commandId: str, why: str) -> None:
         command = self._running.get(commandId)
