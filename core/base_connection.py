@@ -204,10 +204,12 @@ class BaseConnection(Connection):
             return SubscriptionList().subscribe(callback)
         return self._disconnect_subs.subscribe(callback)
 
-    def loseConnection(self) -> None:
+    def loseConnection(self, abort: bool = False) -> None:
         self.stopKeepaliveTimer()
         if self._lost is None:
-            self._lose_connection(abort=False)
+            self._lose_connection(abort=abort)
+            if abort:
+                self._on_connection_lost("connection aborted by the master")
 
     def attached(self, mind: object) -> Connection:
         self.mind = mind

@@ -160,9 +160,25 @@ class BaseListener(Listener):
             return None
         if old is not None and old.password == password and old.portStr == portStr:
             return old
+        if old is not None and old.portStr == portStr:
+            # A new password on the same port: swap it in place; the port stays open.
+            old._entry.users[username] = password
+            reg = _Registration(self, username, password, old._entry)
+            self._registrations[username] = reg
+            return reg
         self._check_port_str(portStr)
+        entry = await self._share_or_open(portStr)
         if old is not None:
+            # Only now that the new port is open: a failed move keeps the old registration.
             await self._unregister(old)
+        if username in entry.users:
+            raise RegistrationError(f"worker {username!r} is already registered on {portStr!r}")
+        entry.users[username] = password
+        reg = _Registration(self, username, password, entry)
+        self._registrations[username] = reg
+        return reg
+
+    async def _share_or_open(self, portStr: str) -> OpenPort:
         entry = self._ports.get(portStr)
         if entry is None:
             entry = OpenPort(portStr)
@@ -181,13 +197,8 @@ class BaseListener(Listener):
         elif entry.opening is not None:
             await _wait(entry.opening)
             if self._ports.get(portStr) is not entry:
-                return await self._update(username, password, portStr)
-        if username in entry.users:
-            raise RegistrationError(f"worker {username!r} is already registered on {portStr!r}")
-        entry.users[username] = password
-        reg = _Registration(self, username, password, entry)
-        self._registrations[username] = reg
-        return reg
+                return await self._share_or_open(portStr)
+        return entry
 
     async def _unregister(self, reg: _Registration) -> None:
         if self._registrations.get(reg.username) is not reg:

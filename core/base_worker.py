@@ -315,6 +315,10 @@ class BaseWorkerConnector(WorkerConnector):
             self._keepalive.start()
         _log.info("worker {name}: connected to master at {peer} over {backend}", name=self.name,
                   peer=session.peer, backend=self.backendName)
+        try:
+            self.bot.linkEstablished()
+        except Exception:
+            _log.failure("bot.linkEstablished raised")
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.callback(None)

@@ -150,8 +150,12 @@ class Connection(abc.ABC):
         """Call *callback* once when the link is gone (immediately if it already is)."""
 
     @abc.abstractmethod
-    def loseConnection(self) -> None:
-        """Close the link; both ends then observe a normal disconnect."""
+    def loseConnection(self, abort: bool = False) -> None:
+        """Close the link; both ends then observe a normal disconnect.
+
+        With *abort*, the link is dropped without waiting for the peer (for a
+        peer believed dead) and this end's disconnect duties run at once.
+        """
 
     @abc.abstractmethod
     def attached(self, mind: object) -> "Connection":

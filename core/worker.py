@@ -95,6 +95,13 @@ class WorkerBot(abc.ABC):
     def remote_shutdown(self) -> Any:
         """The master asks this worker process to stop."""
 
+    def linkEstablished(self) -> None:
+        """A link to the master was established (each login, including the first).
+
+        Called before the connector's ``whenConnected`` waiters fire; the
+        default does nothing.
+        """
+
     def linkLost(self) -> None:
         """The link to the master is gone (commands' channels are now dead).
 

@@ -26,7 +26,7 @@ from .harness import Harness, RecordingCommand, RecordingMaster, WorkerHandle, w
 from .relay import LinkInterposer, NoInterposer, TCPRelay
 from .scripted_worker import ScriptedWorker
 from .suite_calls import CallTests
-from .suite_commands import InterruptTests, ScaleTests, StreamingTests
+from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
 from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
 from .suite_registration import LoginTests, RegistrationTests
 
@@ -37,6 +37,7 @@ __all__ = [
     "LoginTests",
     "CallTests",
     "StreamingTests",
+    "BackpressureTests",
     "InterruptTests",
     "DisconnectTests",
     "KeepaliveTests",
@@ -61,6 +62,7 @@ class ConformanceSuite(
     LoginTests,
     CallTests,
     StreamingTests,
+    BackpressureTests,
     InterruptTests,
     DisconnectTests,
     KeepaliveTests,

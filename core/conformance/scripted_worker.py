@@ -8,6 +8,8 @@ update sequence a backend must deliver:
 ``stream``   ``{"count": N, "key": "stdout", "batch": B}`` sends N numbered lines
              (``"line 000001 ✓\\n"`` ...), B per update call, then ``rc`` 0.
 ``blob``     ``{"size": N}`` sends one ``stdout`` update of N characters.
+``chunks``   ``{"count": N, "size": S}`` sends N ``stdout`` updates of S characters
+             each; ``sent`` counts the updates handed to the channel.
 ``echo``     sends ``("echo", args)`` back, then completes.
 ``wait``     runs until interrupted; then sends a header naming why and ``rc`` -2.
 ``hang``     accepts and never reports (for disconnect tests).
@@ -27,7 +29,7 @@ from ..worker import CommandChannel, WorkerBot
 
 __all__ = ["ScriptedWorker", "stream_line", "blob_text", "COMMANDS"]
 
-COMMANDS = ("emit", "stream", "blob", "echo", "wait", "hang", "fail")
+COMMANDS = ("emit", "stream", "blob", "chunks", "echo", "wait", "hang", "fail")
 
 
 def stream_line(i: int) -> str:
@@ -58,12 +60,14 @@ class ScriptedWorker(WorkerBot):
         self.interrupts: list[tuple[str, str, str]] = []
         self.shutdowns = 0
         self.links_lost = 0
+        self.links_established = 0
         self.channels: dict[str, CommandChannel] = {}
         self.hanging: list[Deferred[None]] = []
         self._waiting: dict[str, Deferred[str]] = {}
         self.on_shutdown: Callable[[], object] = lambda: None
         self.on_link_lost: Callable[[], object] = lambda: None
         self.errors: list[Failure] = []
+        self.sent: dict[str, int] = {}
 
     # -- calls from the master ------------------------------------------------
 
@@ -126,6 +130,9 @@ class ScriptedWorker(WorkerBot):
         self.shutdowns += 1
         self.reactor.callLater(0.05, self.on_shutdown)
 
+    def linkEstablished(self) -> None:
+        self.links_established += 1
+
     def linkLost(self) -> None:
         self.links_lost += 1
         self.on_link_lost()
@@ -157,6 +164,15 @@ class ScriptedWorker(WorkerBot):
 
     async def _cmd_blob(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
         await channel.update([("stdout", blob_text(int(args["size"])))])
+        await channel.update([("rc", 0)])
+        await channel.complete(None)
+
+    async def _cmd_chunks(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        count, size = int(args["count"]), int(args["size"])
+        self.sent[commandId] = 0
+        for i in range(count):
+            await channel.update([("stdout", str(i % 10) * size)])
+            self.sent[commandId] += 1
         await channel.update([("rc", 0)])
         await channel.complete(None)
 

@@ -12,7 +12,7 @@ from ..errors import ProtocolError
 from .harness import Harness, RecordingCommand, WorkerHandle, within
 from .scripted_worker import blob_text, stream_line
 
-__all__ = ["StreamingTests", "InterruptTests", "ScaleTests"]
+__all__ = ["StreamingTests", "BackpressureTests", "InterruptTests", "ScaleTests"]
 
 MiB = 1024 * 1024
 
@@ -81,6 +81,41 @@ class StreamingTests:
             await channel.complete(None)
         await w.conn.remotePrint("round trip")
         assert rc.completions == [None] and rc.values("stdout") == []
+
+
+class BackpressureTests:
+    @async_test
+    async def test_a_slow_master_slows_the_worker(self, harness: Harness) -> None:
+        """A ``remote_update`` that returns a Deferred holds the worker back:
+        at most ``output_window`` bytes (plus one update) get ahead of it."""
+        window = 64 * 1024
+        harness.use_options(harness.options.with_(output_window=window))
+        w = await harness.start_worker(worker_options=harness.options)
+        size, count = 8 * 1024, 64  # 512 KiB in all: eight windows
+        held: list[Deferred[None]] = []
+
+        class SlowTarget(RecordingCommand):
+            def remote_update(self, updates: Any) -> Deferred[None]:
+                super().remote_update(updates)
+                d: Deferred[None] = Deferred()
+                held.append(d)
+                return d
+
+        rc = SlowTarget()
+        await w.conn.remoteStartCommand(rc, "b1", "slow", "chunks", {"count": count, "size": size})
+        await within(rc.whenUpdated(lambda: len(rc.updates) >= 1), harness.reactor, what="the first update")
+        for _ in range(30):  # give an unthrottled worker every chance to run ahead
+            await w.conn.remotePrint("tick")
+        received = sum(len(v) for v in rc.values("stdout"))
+        assert received <= window + size, f"{received} bytes arrived while the master acknowledged none"
+        assert w.bot.sent["slow"] * size <= window + 2 * size, "the worker's updates did not wait"
+        while not rc.done.called:
+            waiting, held[:] = list(held), []
+            for d in waiting:
+                d.callback(None)
+            await w.conn.remotePrint("tick")
+        assert rc.values("stdout") == [str(i % 10) * size for i in range(count)]
+        assert rc.completions == [None]
 
 
 class InterruptTests:

@@ -79,6 +79,22 @@ class DisconnectTests:
         await _all_calls_fail(w)
 
     @async_test
+    async def test_abort_runs_the_disconnect_duties_at_once(self, harness: Harness) -> None:
+        w = await harness.start_worker()
+        calls, _, cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(cb)
+        pending = w.conn.remotePrint("hang")
+        gone: Deferred[None] = Deferred()
+        w.connector.notifyOnDisconnect(lambda: gone.called or gone.callback(None))
+        w.conn.loseConnection(abort=True)
+        assert not w.conn.isConnected and calls == [1], "abort does not wait for the peer"
+        assert pending.called
+        with pytest.raises(ConnectionLost):
+            await pending
+        await within(gone, harness.reactor, what="the worker to notice the abort")
+        assert calls == [1]
+
+    @async_test
     async def test_pending_call_fails_with_connection_lost(self, harness: Harness) -> None:
         w = await harness.start_worker()
         pending = w.conn.remotePrint("hang")

@@ -34,8 +34,11 @@ class RegistrationTests:
     async def test_password_change_reregisters(self, harness: Harness) -> None:
         port = harness.port()
         first = await harness.listener.updateRegistration("w1", "old-pw", port)
+        w = await harness.start_worker("w1", "old-pw", builders=[])
         second = await harness.listener.updateRegistration("w1", "new-pw", port)
         assert second is not first
+        assert second.getPort() == first.getPort(), "a new password keeps the port open where it was"
+        assert w.conn.isConnected, "changing credentials does not close existing connections"
         old, _ = harness.connector(second.getAddress(), "w1", "old-pw")
         with pytest.raises(LoginRefused):
             await within(old.probe(), harness.reactor, what="login with the old password")
@@ -54,6 +57,25 @@ class RegistrationTests:
             await within(at_old.probe(), harness.reactor, what="login on the old port")
         at_new, _ = harness.connector(moved.getAddress(), "w1", "pw")
         await within(at_new.probe(), harness.reactor, what="login on the new port")
+
+    @async_test
+    async def test_failed_port_move_keeps_the_old_registration(self, harness: Harness) -> None:
+        blocker = await harness.register("blocker", "pw", harness.second_port())
+        reg = await harness.register("w1", "pw")
+        rival = harness.backend.create_listener(harness.master, harness.options, harness.reactor)
+        harness.extra_listeners.append(rival)
+        taken = harness.bound_port_string(blocker)
+        with pytest.raises(AddressError):
+            await rival.updateRegistration("w1", "pw", taken)
+        own = harness.backend.create_listener(harness.master, harness.options, harness.reactor)
+        harness.extra_listeners.append(own)
+        mine = await own.updateRegistration("w1", "pw", harness.port())
+        with pytest.raises(AddressError):
+            await own.updateRegistration("w1", "pw", taken)
+        assert own.getRegistration("w1") is mine, "a failed move leaves the worker where it was"
+        c, _ = harness.connector(mine.getAddress(), "w1", "pw")
+        await within(c.probe(), harness.reactor, what="login where the worker still is")
+        assert reg.getPort() != mine.getPort()
 
     @async_test
     async def test_none_port_or_empty_password_unregisters(self, harness: Harness) -> None:
@@ -128,6 +150,7 @@ class LoginTests:
         assert w.conn.workerName == "w1" and w.conn.isConnected and w.connector.isConnected
         assert w.conn.backendName == harness.backend.name
         assert w.conn in harness.listener.connections()
+        assert w.bot.links_established == 1
         peer = w.conn.get_peer()
         assert isinstance(peer, str) and peer
         if harness.backend.network:
@@ -200,3 +223,5 @@ class LoginTests:
         second = await within(again, harness.reactor, what="the worker to log in again")
         assert second is not first and second.isConnected and not first.isConnected
         assert len(harness.master.offers) == 2
+        await within(w.connector.whenConnected(), harness.reactor, what="the worker's login answer")
+        assert w.bot.links_established == 2 and w.bot.links_lost == 1

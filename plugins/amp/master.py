@@ -37,7 +37,7 @@ from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
-from workerwire.master import CommandTarget, MasterHooks, Update as UpdatePair
+from workerwire.master import MasterHooks, Update as UpdatePair
 
 from .address import check_server_port, client_address_for
 from .auth import ChallengeResponse, IAMPWorker, new_challenge
@@ -66,7 +66,6 @@ from .commands import (
     WireCommand,
 )
 from .errors import describe_loss, translate_failure
-from .flow import DEFAULT_WINDOW
 from .wire import WireProtocol
 
 __all__ = ["AMPListener", "AMPConnection", "MasterProtocol"]
@@ -84,40 +83,12 @@ _ALLOWED: dict[str, frozenset[type[WireCommand]]] = {
 }
 
 
-class _AckingTarget:
-    """Wraps a command's target to remember what ``remote_update`` returned.
-
-    When it returns a Deferred, the ``Update`` answer (the flow-control
-    acknowledgement) waits for it: a master that digests output slowly slows
-    the worker down.
-    """
-
-    def __init__(self, target: CommandTarget, forget: "Any"):
-        self.target = target
-        self._forget = forget
-        self.result: object = None
-
-    def remote_update(self, updates: list[UpdatePair]) -> object:
-        self.result = None
-        self.result = self.target.remote_update(updates)
-        return self.result
-
-    def remote_complete(self, failure: Any = None) -> object:
-        self._forget(self)
-        return self.target.remote_complete(failure)
-
-    def take_result(self) -> object:
-        result, self.result = self.result, None
-        return result
-
-
 class AMPConnection(BaseConnection):
     """One worker logged in over amp."""
 
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, "amp", listener.options, listener.reactor)
         self._proto = proto
-        self._targets: dict[str, _AckingTarget] = {}
 
     def get_peer(self) -> str:
         return self._proto.peer
@@ -160,33 +131,12 @@ class AMPConnection(BaseConnection):
 
     # -- acknowledgement of updates ------------------------------------------
 
-    def remoteStartCommand(self, remoteCommand: CommandTarget, builderName: str, commandId: str,
-                           commandName: str, args: dict[str, Any]) -> Deferred[None]:
-        """As the contract says; in addition, a ``remote_update`` of *remoteCommand*
-        that returns a Deferred holds back the worker's flow-control
-        acknowledgement until it fires."""
-        target = _AckingTarget(remoteCommand, lambda t: self._forget_target(commandId, t))
-        if isinstance(commandId, str) and commandId not in self._targets:
-            self._targets[commandId] = target
-
-        def refused(failure: Failure) -> Failure:
-            self._forget_target(commandId, target)
-            return failure
-
-        return super().remoteStartCommand(target, builderName, commandId, commandName, args).addErrback(refused)
-
-    def _forget_target(self, commandId: Any, target: _AckingTarget) -> None:
-        if isinstance(commandId, str) and self._targets.get(commandId) is target:
-            del self._targets[commandId]
-
     def deliver_update(self, commandId: str, updates: list[UpdatePair]) -> Deferred[Any] | None:
         """Hand updates to the command; return what the ack must wait for, if anything.
 
         :raises ProtocolError: no such command is running.
         """
-        target = self._targets.get(commandId)
-        self._on_update(commandId, updates)
-        pending = target.take_result() if target is not None else None
+        pending = self._on_update(commandId, updates)
         return pending if isinstance(pending, Deferred) else None
 
 
@@ -412,11 +362,13 @@ class AMPListener(BaseListener):
     backendName = "amp"
 
     def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None,
-                 window: int = DEFAULT_WINDOW):
+                 window: int | None = None):
         super().__init__(master, options, reactor)
-        if window < 1:
+        # Default: the shared option (LinkOptions.output_window), so the window
+        # is configured like every other link option.
+        self.window = self.options.output_window if window is None else window
+        if self.window < 1:
             raise ValueError("window must be positive")
-        self.window = window
         self._protocols: set[MasterProtocol] = set()
 
     def _check_port_str(self, portStr: str) -> None:

@@ -52,7 +52,7 @@ from .commands import (
     WireCommand,
 )
 from .errors import describe_loss, translate_failure
-from .flow import DEFAULT_WINDOW, SendWindow
+from .flow import SendWindow
 from .wire import WireProtocol
 
 __all__ = ["AMPConnector", "WorkerProtocol"]
@@ -340,11 +340,13 @@ class AMPConnector(BaseWorkerConnector):
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None,
-                 window: int = DEFAULT_WINDOW):
+                 window: int | None = None):
         super().__init__(bot, address, name, password, options, reactor, backoff)
-        if window < 1:
+        # Default: the shared option (LinkOptions.output_window), so the window
+        # is configured like every other link option.
+        self.window = self.options.output_window if window is None else window
+        if self.window < 1:
             raise ValueError("window must be positive")
-        self.window = window
         self.endpoint = check_client_address(self.reactor, address)
 
     @property

@@ -77,7 +77,10 @@ class NullConnection(BaseConnection):
         """Calls from the worker."""
         if method == "update":
             commandId, updates = args
-            self._on_update(str(commandId), [(str(k), v) for k, v in updates])
+            # The answer waits for a master that asks to be waited for: backpressure.
+            result = self._on_update(str(commandId), [(str(k), v) for k, v in updates])
+            if isinstance(result, Deferred):
+                return result.addBoth(lambda _: None)
         elif method == "complete":
             commandId, err = args
             self._on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))

@@ -88,7 +88,11 @@ class _CommandRef(Servant):
     def remote_update(self, updates: Any) -> int:
         batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
         if batch:
-            self.conn._on_update(self.commandId, batch)
+            pending = self.conn._on_update(self.commandId, batch)
+            if isinstance(pending, Deferred):
+                # The answer (the worker's acknowledgement) waits for a master
+                # that asks to be waited for: a slow master slows the worker.
+                return pending.addBoth(lambda _: top)
         return top
 
     def remote_complete(self, failure: Any = None) -> None:
