@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, help="repetitions (default: 5 full, 3 quick, 1 smoke)")
     p.add_argument("--backends", help="comma-separated backend names (default: every installed backend)")
     p.add_argument("--only", help="comma-separated subject ids to run (e.g. raw-pb,pb)")
+    p.add_argument("--render", action="store_true",
+                   help="measure nothing: rewrite the Markdown page from the results file (e.g. after editing "
+                   "bench/findings.py)")
     p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm; default all)")
     p.add_argument("--profile", metavar="DIR", help="run every bench process under cProfile, stats into DIR "
                    "(slows everything: for finding hot paths, not for figures)")
@@ -148,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         from .profiling import ENV
 
         os.environ[ENV] = out_dir
+    if args.render:
+        with open(json_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        with open(page_path, "w", encoding="utf-8") as f:
+            f.write(markdown(stored))
+        _log(f"bench: rewrote {page_path} from {json_path}")
+        return 0
     command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
     _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
     results = run(profile, subjects, installed, command)

@@ -25,9 +25,19 @@ FINDINGS: dict[tuple[str, str], str] = {
         "sent while, say, 1 MiB or 16 updates are unanswered; fail them all on link loss). Throughput is then bound "
         "by the busier side, 1 / 2.12 s/GB = ~470 MB/s on this machine, above raw PB 64 KiB x 16. Second cost: "
         "the Buildbot wire form `[[{key: value}, 0]]` jellies to ~24 banana items per update (master "
-        "`banana.dataReceived`/`gotItem` 98k calls for 4,096 updates) against ~6 for raw `update(bytes)`, so the "
-        "pb master spends 2.12 s/GB against raw PB's 1.25; with a workerwire peer (`peer_features` known) a "
-        "compact form (one bytes/msgpack argument) would cut it."),
+        "`WireBroker.gotItem` 98,417 calls for 4,101 updates) against ~6 for raw `update(bytes)`; with a "
+        "workerwire peer (`peer_features` known) a compact form (one bytes/MessagePack argument) would cut the "
+        "master's share."),
+    ("call round trip overhead", "amp"): (
+        "Borderline and noise-dominated: 0.95x, 0.78x and 0.79x raw AMP in three full runs on this (shared, "
+        "loaded) machine. Per call amp adds to raw AMP, on the master: `wire.call` builds every box through "
+        "`_build` (an `Outgoing` transfer table even when nothing is large), `_check_kinds`, a MessagePack "
+        "`put_value`, and a second Deferred (`result`, fed by `answered` from AMP's own) under core's "
+        "`_checked_call`/`done` translation: 3 `_runCallbacks` per call against 1 for raw AMP (cProfile, 5,050 "
+        "calls: 15,185 vs 5,063); on the worker `take_value`/`decode`, `call_bot`'s value check and "
+        "`_make_response`/`_build`: 7 `_runCallbacks` per call against 5. Fix in the amp backend: a fast path "
+        "in `wire.call` for boxes whose Values all fit inline (skip `Outgoing`), and return AMP's Deferred with "
+        "the parse as its callback instead of chaining a new one."),
     ("output streaming vs own transport", "amp"): (
         "Master CPU per byte: 1.73 s/GB against raw AMP's 0.68 (the worker is not the limit, 1.19 s/GB). A 64 KiB "
         "`stdout` update encodes to 65,5xx bytes of MessagePack, just over AMP's 65,535-byte value limit, so every "
