@@ -24,7 +24,8 @@ class _StdinWatch(FileDescriptor):
         return fdesc.readFromFD(0, lambda data: None)
 
     def connectionLost(self, reason: Any) -> None:
-        self.reactor.removeReader(self)
+        reactor: Any = self.reactor
+        reactor.removeReader(self)
         self.on_close()
 
 

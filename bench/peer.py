@@ -14,7 +14,9 @@ from typing import Any
 
 
 def main(argv: list[str]) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     kind, *rest = argv
     cleanup: list[Any] = []
@@ -42,13 +44,13 @@ def main(argv: list[str]) -> int:
     from .lifeline import watch_stdin
 
     def stop() -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+        if reactor.running:
+            reactor.stop()
 
     watch_stdin(reactor, stop, max_seconds=1800)
     from .profiling import profiled
 
-    profiled(f"worker-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)  # type: ignore[attr-defined]
+    profiled(f"worker-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)
     for step in cleanup:
         step()
     return 0

@@ -10,7 +10,9 @@ holds the connections until stdin closes.  ``t_start`` and ``t_last`` are
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -80,6 +82,7 @@ def ww_connect_factory(reactor: Any, backend_name: str, address: str, deadline: 
 
     backend = load_backend(backend_name)
     basedir = tempfile.mkdtemp(prefix="workerwire-bench-storm-")
+    atexit.register(shutil.rmtree, basedir, True)
     options = LinkOptions()
     give_up = time.monotonic() + deadline
 
@@ -105,7 +108,9 @@ def ww_connect_factory(reactor: Any, backend_name: str, address: str, deadline: 
 
 
 def main(argv: list[str]) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     from .lifeline import watch_stdin
     from .procfs import raise_fd_limit
@@ -143,14 +148,14 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
 
     def stop() -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+        if reactor.running:
+            reactor.stop()
 
-    reactor.callWhenRunning(lambda: storm(reactor, connect_one, count, deadline, errors).addCallback(report))  # type: ignore[attr-defined]
+    reactor.callWhenRunning(lambda: storm(reactor, connect_one, count, deadline, errors).addCallback(report))
     watch_stdin(reactor, stop, max_seconds=deadline + 120)
     from .profiling import profiled
 
-    profiled(f"storm-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)  # type: ignore[attr-defined]
+    profiled(f"storm-{kind}-{rest[0] if kind == 'ww' else ''}", reactor.run)
     return 0
 
 

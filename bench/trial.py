@@ -59,6 +59,7 @@ async def _open_raw(reactor: Any, subject: str, chunk: int, window: int, timeout
     from twisted.internet.defer import Deferred
 
     first: Deferred[Any]
+    factory: Any
     if subject == "raw-tcp":
         from .sides import raw_tcp
 
@@ -163,7 +164,7 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     subject, count, deadline = spec["subject"], spec["storm_workers"], spec["storm_deadline"]
     names = [worker_name(i) for i in range(count)]
-    counter = {"n": 0, "last": None}
+    counter: dict[str, Any] = {"n": 0, "last": None}
 
     def on_login() -> None:
         counter["n"] += 1
@@ -172,6 +173,7 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     cleanup: list[Any] = []
     in_process = False
     argv: list[str]
+    obj: Any
     if subject in ("raw-tcp", "raw-pb", "raw-amp"):
         if subject == "raw-tcp":
             from .sides import raw_tcp
@@ -264,7 +266,9 @@ def _sleep(reactor: Any, seconds: float) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     raise_fd_limit()
     spec = json.loads(argv[0])
@@ -280,11 +284,11 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             outcome["error"] = f"{type(e).__name__}: {e}"
         finally:
-            reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]
+            reactor.callLater(0, reactor.stop)
 
-    reactor.callWhenRunning(lambda: ensureDeferred(go()))  # type: ignore[attr-defined]
+    reactor.callWhenRunning(lambda: ensureDeferred(go()))
     label = spec.get("backend", spec["subject"]) + ("-" + spec["variant"] if spec.get("variant") else "")
-    profiled(f"master-{label}-{'-'.join(spec['scenarios'])}", reactor.run)  # type: ignore[attr-defined]
+    profiled(f"master-{label}-{'-'.join(spec['scenarios'])}", reactor.run)
     sys.stdout.write("RESULT " + json.dumps(outcome) + "\n")
     sys.stdout.flush()
     return 0

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from workerwire.registry import backend_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_smoke_reports_every_figure(tmp_path):
+def test_bench_smoke_reports_every_figure(tmp_path: Path) -> None:
     results_path, page_path = tmp_path / "results.json", tmp_path / "benchmarks.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(results_path), "--markdown", str(page_path)],

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 import tempfile
 from typing import Any
 
-from twisted.internet.defer import succeed
-
 from ..profiling import ENV
-from .base import Child, child_env, within
+from .base import Child, child_env, remove_tree, within
 from .bbw import shell_args
 from .ww import PASSWORD, WwLink, start_listener
 
@@ -35,7 +32,7 @@ async def open_app_link(reactor: Any, backend_name: str, timeout: float) -> WwLi
     reg = await listener.updateRegistration(NAME, PASSWORD, backend.loopback_port())
     assert reg is not None
     basedir = tempfile.mkdtemp(prefix="workerwire-bench-app-")
-    cleanup: list[Any] = [listener.stopListening, lambda: succeed(shutil.rmtree(basedir, ignore_errors=True))]
+    cleanup: list[Any] = [listener.stopListening, lambda: remove_tree(basedir)]
     profile_dir = os.environ.get(ENV)
     prefix = ["-m", "cProfile", "-o", os.path.join(profile_dir, f"worker-app-{backend_name}-{os.getpid()}.prof")] \
         if profile_dir else []

@@ -6,11 +6,11 @@ import os
 import sys
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["Link", "Child", "PRINT_MESSAGE", "chunk_bytes", "chunk_text", "python_argv", "spawn", "within"]
+__all__ = ["Link", "Child", "PRINT_MESSAGE", "chunk_bytes", "chunk_text", "python_argv", "spawn", "within", "remove_tree"]
 
 #: The message of every round-trip call.
 PRINT_MESSAGE = "bench ping"
@@ -106,24 +106,26 @@ class Child(ProcessProtocol):
 
     def terminate(self) -> Deferred[None]:
         """Close stdin, then TERM, then KILL; fires when the process is gone."""
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
 
+        reactor: Any = _reactor
+        transport: Any = self.transport
         if self.ended.called:
             return self.ended
         try:
-            self.transport.closeStdin()  # type: ignore[union-attr]
+            transport.closeStdin()
         except Exception:
             pass
 
         def signal(sig: str) -> None:
             if not self.ended.called:
                 try:
-                    self.transport.signalProcess(sig)  # type: ignore[union-attr]
+                    transport.signalProcess(sig)
                 except Exception:
                     pass
 
-        t1 = reactor.callLater(1.0, signal, "TERM")  # type: ignore[attr-defined]
-        t2 = reactor.callLater(3.0, signal, "KILL")  # type: ignore[attr-defined]
+        t1 = reactor.callLater(1.0, signal, "TERM")
+        t2 = reactor.callLater(3.0, signal, "KILL")
 
         def cancel(_: object) -> None:
             for t in (t1, t2):
@@ -137,11 +139,20 @@ class Child(ProcessProtocol):
 
 
 def spawn(name: str, argv: list[str], cwd: str | None = None) -> Child:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
+    reactor: Any = _reactor
     child = Child(name)
-    reactor.spawnProcess(child, argv[0], argv, env=child_env(), path=cwd)  # type: ignore[attr-defined]
+    reactor.spawnProcess(child, argv[0], argv, env=child_env(), path=cwd)
     return child
+
+
+def remove_tree(path: str) -> "Deferred[None]":
+    """Delete a temporary directory (a cleanup step)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    return succeed(None)
 
 
 async def within(d: "Deferred[Any]", reactor: Any, seconds: float, what: str) -> Any:

@@ -9,15 +9,12 @@ Buildbot's arguments that runs :mod:`bench.printer`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from typing import Any
 
-from twisted.internet.defer import succeed
-
-from .base import spawn, within
+from .base import remove_tree, spawn, within
 from .ww import PASSWORD, WwLink, start_listener
 
 __all__ = ["open_bbw_link", "shell_args", "printer_argv", "buildbot_worker_argv"]
@@ -59,7 +56,7 @@ async def open_bbw_link(reactor: Any, timeout: float) -> WwLink:
     reg = await listener.updateRegistration("bbw", PASSWORD, backend.loopback_port())
     assert reg is not None
     basedir = tempfile.mkdtemp(prefix="workerwire-bench-bbw-")
-    cleanup: list[Any] = [listener.stopListening, lambda: succeed(shutil.rmtree(basedir, ignore_errors=True))]
+    cleanup: list[Any] = [listener.stopListening, lambda: remove_tree(basedir)]
     # Setup, before anything is measured: the worker's own create-worker.
     subprocess.run(
         [*buildbot_worker_argv(), "create-worker", "--quiet", "--log-count=2", "--keepalive=600",

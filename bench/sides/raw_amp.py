@@ -7,7 +7,7 @@ Storm: connect and one ``Login`` round trip per worker.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ClientFactory, Factory
@@ -20,27 +20,27 @@ __all__ = ["listen", "run_worker", "storm_connect"]
 
 class Print(amp.Command):
     arguments = [(b"message", amp.Unicode())]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
 
 
 class Stream(amp.Command):
     arguments = [(b"nbytes", amp.Integer()), (b"chunk", amp.Integer()), (b"window", amp.Integer())]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
 
 
 class Update(amp.Command):
     arguments = [(b"data", amp.String())]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
 
 
 class Complete(amp.Command):
-    arguments: list[Any] = []
-    response: list[Any] = []
+    arguments: ClassVar[list[Any]] = []
+    response: ClassVar[list[Any]] = []
 
 
 class Login(amp.Command):
     arguments = [(b"name", amp.Unicode()), (b"password", amp.Unicode())]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
 
 
 class MasterAmp(amp.AMP):
@@ -87,7 +87,8 @@ class MasterAmp(amp.AMP):
         return self.stream_done
 
     def close(self) -> Deferred[None]:
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.loseConnection()
         return succeed(None)
 
 

@@ -92,7 +92,8 @@ def listen(reactor: Any, chunk: int, window: int) -> tuple[MasterRoot, Any]:
 def listen_storm(reactor: Any, names: list[str], password: str) -> tuple[Realm, Any]:
     realm = Realm()
     checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(**{n: password.encode() for n in names})
-    port = reactor.listenTCP(0, pb.PBServerFactory(portal.Portal(realm, [checker])),
+    the_portal = portal.Portal(realm, [checker])  # type: ignore[arg-type, list-item]
+    port = reactor.listenTCP(0, pb.PBServerFactory(the_portal),
                              backlog=1024, interface="127.0.0.1")
     return realm, port
 

@@ -66,7 +66,8 @@ class RawTcpMaster(Int32StringReceiver):
         return self.stream_done
 
     def close(self) -> Deferred[None]:
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        transport: Any = self.transport
+        transport.loseConnection()
         return succeed(None)
 
 

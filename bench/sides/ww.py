@@ -8,7 +8,6 @@ in this process for in-process ones such as ``null``).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from typing import Any
 
@@ -20,7 +19,7 @@ from workerwire.backoff import Backoff
 from workerwire.master import Connection, Listener, Update
 from workerwire.registry import load_backend
 
-from .base import PRINT_MESSAGE, Child
+from .base import PRINT_MESSAGE, Child, remove_tree
 
 __all__ = ["BenchMaster", "CountingTarget", "WwLink", "PASSWORD", "start_listener"]
 
@@ -145,7 +144,7 @@ async def open_link(reactor: Any, name: str, chunk: int, command: str, args_for:
         from .. import bot as botmod
 
         tmp = tempfile.mkdtemp(prefix="workerwire-bench-")
-        cleanup.append(lambda: succeed(shutil.rmtree(tmp, ignore_errors=True)))
+        cleanup.append(lambda: remove_tree(tmp))
         bench_bot = botmod.BenchBot(tmp, reactor)
         connector = backend.create_connector(bench_bot, reg.getAddress(), "bench", PASSWORD, LinkOptions(),
                                              reactor, Backoff(initial=0.05, maximum=1.0))
