@@ -28,6 +28,17 @@ FINDINGS: dict[tuple[str, str], str] = {
         "`WireBroker.gotItem` 98,417 calls for 4,101 updates) against ~6 for raw `update(bytes)`; with a "
         "workerwire peer (`peer_features` known) a compact form (one bytes/MessagePack argument) would cut the "
         "master's share."),
+    ("call round trip overhead", "pb"): (
+        "Borderline and noise-dominated: 0.93x, 0.91x and 0.82x raw PB in three full runs. The wire traffic is the "
+        "same as raw PB's (identical banana item counts: 25,321 vs 25,267 on the master for 5,050 calls); the "
+        "difference is Python per call. cProfile busy time (total minus `epoll.poll`) for 5,050 round trips: "
+        "master 1.14 s vs 0.80 s, worker 1.18 s vs 0.91 s. Worker: `WireBroker.gotItem` wraps every banana item "
+        "for size accounting (85,917 calls), and each call goes `dispatch` -> `maybeDeferred` -> `call_bot` "
+        "(value check) -> `_pack_result` (`fits` walk, `serialize`): 3 `_runCallbacks` per call where raw PB's "
+        "Referenceable needs none. Master: core's `_checked_call`/`_call`/`done` plus `_remote_print`'s "
+        "`addCallback(lambda _: None)`: 2 `_runCallbacks` per call against 1. Fix in the pb backend: count sizes "
+        "in `gotItem` only inside an unfinished list and only for bytes; in `dispatch`, call the method directly "
+        "and wrap only a Deferred result; skip the `fits` walk for small results (None, short str)."),
     ("call round trip overhead", "amp"): (
         "Borderline and noise-dominated: 0.95x, 0.78x and 0.79x raw AMP in three full runs on this (shared, "
         "loaded) machine. Per call amp adds to raw AMP, on the master: `wire.call` builds every box through "
