@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from workerwire import LinkOptions, backend_names, list_backends, load_backend
 from workerwire.errors import AddressError, BackendLoadFailed, BackendNotFound
+from workerwire.tls import add_client_options
 
 from . import __version__
 from .config import ConfigErrors, load_config
@@ -90,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--lost-link-grace", type=_seconds, default=DEFAULT_LOST_LINK_GRACE, metavar="S",
                    help="seconds commands keep running after the link is lost before they are interrupted "
                         f"(default {DEFAULT_LOST_LINK_GRACE:g})")
+    tls = w.add_argument_group("TLS (with a tls:host=H:port=N master address; see docs/tls.md)")
+    tls.add_argument("--ca-file", metavar="FILE",
+                     help="PEM CA certificate(s) the master's certificate must be signed by "
+                          "(default: the CAs this system trusts)")
+    tls.add_argument("--client-cert", metavar="FILE", help="PEM client certificate, for a master that requires one")
+    tls.add_argument("--client-key", metavar="FILE", help="PEM private key of --client-cert (unencrypted)")
+    tls.add_argument("--insecure-no-verify", action="store_true",
+                     help="do not verify the master's certificate or host name (anyone on the path can pose as "
+                          "the master; logged as a warning on every connection)")
     logging_option(w, "info")
 
     e = sub.add_parser("exec", help="run one command through a loopback master and worker",
@@ -192,6 +202,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
               f"in another process; valid: a network backend ({', '.join(others) or 'none installed'})",
               file=sys.stderr)
         return USAGE_ERROR
+    if args.insecure_no_verify and args.ca_file:
+        print("workerwire worker: --insecure-no-verify and --ca-file contradict each other", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        address = add_client_options(args.master, ca_file=args.ca_file, certificate=args.client_cert,
+                                     private_key=args.client_key, verify=False if args.insecure_no_verify else None)
+    except AddressError as e:
+        print(f"workerwire worker: --master: {e}", file=sys.stderr)
+        return USAGE_ERROR
     source = PasswordSource(args.password, args.password_file, args.password_env)
     try:
         secret = source.read()
@@ -223,7 +242,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         runtime = WorkerRuntime(args.basedir, reactor, args.allow_absolute_paths, args.lost_link_grace,
                                 on_shutdown=lambda: request_stop("the master asked this worker to shut down"))
         try:
-            daemon = WorkerDaemon(backend, args.master, args.name, source, runtime, options, reactor)
+            daemon = WorkerDaemon(backend, address, args.name, source, runtime, options, reactor)
         except AddressError as e:
             print(f"workerwire worker: --master: {e}", file=sys.stderr)
             return USAGE_ERROR

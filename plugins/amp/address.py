@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import clientFromString, serverFromString
 
 from workerwire.errors import AddressError
+from workerwire.tls import client_from_string, server_from_string
 
 __all__ = ["check_server_port", "check_client_address", "client_address_for"]
 
@@ -28,7 +28,9 @@ def check_server_port(reactor: Any, portStr: str) -> Any:
     if not isinstance(portStr, str) or not portStr:
         raise AddressError(f"an amp port must be a non-empty endpoint string such as {_SERVER_EXAMPLES}")
     try:
-        endpoint = serverFromString(reactor, portStr)
+        endpoint = server_from_string(reactor, portStr)  # ssl:/tls: through workerwire.tls
+    except AddressError:
+        raise
     except Exception as e:
         raise AddressError(
             f"{portStr!r} is not a server endpoint string ({type(e).__name__}: {e}); "
@@ -47,7 +49,9 @@ def check_client_address(reactor: Any, address: str) -> Any:
     if not isinstance(address, str) or not address:
         raise AddressError(f"an amp master address must be a client endpoint string such as {_CLIENT_EXAMPLES}")
     try:
-        return clientFromString(reactor, address)
+        return client_from_string(reactor, address)  # tls: through workerwire.tls
+    except AddressError:
+        raise
     except Exception as e:
         raise AddressError(
             f"{address!r} is not a client endpoint string ({type(e).__name__}: {e}); "

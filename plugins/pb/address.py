@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import clientFromString, serverFromString
 
 from workerwire.errors import AddressError
+from workerwire.tls import client_from_string, server_from_string
 
 __all__ = ["normalize_port", "server_endpoint", "client_endpoint", "client_address", "describe_peer"]
 
@@ -37,7 +37,9 @@ def server_endpoint(reactor: Any, portStr: str) -> Any:
     """
     description = normalize_port(portStr)
     try:
-        return serverFromString(reactor, description)
+        return server_from_string(reactor, description)  # ssl:/tls: through workerwire.tls
+    except AddressError:
+        raise
     except Exception as e:
         raise AddressError(
             f"pb port {portStr!r} is not a valid Twisted server endpoint ({type(e).__name__}: {e}); "
@@ -53,7 +55,9 @@ def client_endpoint(reactor: Any, address: str) -> Any:
     if not isinstance(address, str) or not address:
         raise AddressError(f"a pb master address is an endpoint string such as 'tcp:host=H:port=N', not {address!r}")
     try:
-        return clientFromString(reactor, address)
+        return client_from_string(reactor, address)  # tls: through workerwire.tls
+    except AddressError:
+        raise
     except Exception as e:
         raise AddressError(
             f"pb master address {address!r} is not a valid Twisted client endpoint ({type(e).__name__}: {e}); "
