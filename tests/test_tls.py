@@ -346,6 +346,23 @@ def test_backends_accept_tls_port_strings_and_check_their_files(name: str, pki: 
         backend.check_port(ssl_port(pki.master) + ":sslmethod=TLSv1_METHOD")
 
 
+def test_master_config_reports_a_bad_tls_port_with_its_key(pki: PKI, tmp_path: Path) -> None:
+    from workerwire_app.config import ConfigErrors, load_config
+
+    name = NETWORK_BACKENDS[0]
+    config = tmp_path / "master.toml"
+    good = ssl_port(pki.master, ca=pki.ca)
+    config.write_text(f'[protocols.{name}]\nport = "{good}"\n[[workers]]\nname = "w1"\npassword = "pw"\n')
+    assert load_config(str(config)).protocols[name].port == good
+    missing = tmp_path / "missing.crt"
+    config.write_text(f'[protocols.{name}]\nport = "ssl:0:privateKey={pki.master[1]}:certKey={missing}"\n'
+                      '[[workers]]\nname = "w1"\npassword = "pw"\n')
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(str(config))
+    assert f"protocols.{name}.port" in str(caught.value)
+    assert f"cannot read the master certificate file '{missing}'" in str(caught.value)
+
+
 def test_client_addresses(reactor: Any, pki: PKI, tmp_path: Path) -> None:
     assert client_from_string(reactor, f"tls:host=127.0.0.1:port=1:caCertsFile={pki.ca}")
     assert client_from_string(reactor, f"tls:localhost:1:caCertsFile={pki.ca}")
