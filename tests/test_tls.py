@@ -243,6 +243,19 @@ async def test_good_chain_runs_a_command(harness: Harness, pki: PKI, log: Log) -
 
 
 @async_test
+async def test_large_output_and_many_updates_arrive_intact_over_tls(harness: Harness, pki: PKI, log: Log) -> None:
+    from workerwire.conformance.scripted_worker import blob_text, stream_line
+
+    reg = await harness.register("w1", "pw-1", ssl_port(pki.master))
+    handle = await harness.start_worker("w1", "pw-1", address=add_client_options(reg.getAddress(), ca_file=pki.ca))
+    size = 8 * 1024 * 1024
+    blob = await harness.run(handle, "blob", {"size": size})
+    assert blob.completions == [None] and blob.text("stdout") == blob_text(size)
+    stream = await harness.run(handle, "stream", {"count": 5000, "batch": 7})
+    assert stream.text("stdout") == "".join(stream_line(i) for i in range(5000))
+
+
+@async_test
 async def test_tls_scheme_on_the_master_means_the_same(harness: Harness, pki: PKI, log: Log) -> None:
     reg = await harness.register("w1", "pw-1", "tls" + ssl_port(pki.master)[3:])
     await run_echo(harness, f"{reg.getAddress()}:caCertsFile={pki.ca}:hostname=localhost")
@@ -326,6 +339,29 @@ async def test_client_certificate_from_another_ca_is_refused(harness: Harness, p
     event = await within(log.wait_for(master_tls_failure), harness.reactor, what="the master's TLS log line")
     assert "untrusted CA" in event["why"] and "some other CA" in event["why"], event
     assert re.fullmatch(r"127\.0\.0\.1:\d+", event["peer"]), event
+
+
+@async_test
+async def test_a_plain_tcp_client_on_a_tls_port_is_dropped_and_logged(harness: Harness, pki: PKI, log: Log) -> None:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    class Plain(Protocol):
+        def __init__(self) -> None:
+            self.lost: Deferred[None] = Deferred()
+
+        def connectionMade(self) -> None:
+            self.transport.write(b"GET / HTTP/1.0\r\n\r\n")  # anything but a TLS ClientHello
+
+        def connectionLost(self, reason: Any = None) -> None:
+            self.lost.callback(None)
+
+    reg = await harness.register("w1", "pw-1", ssl_port(pki.master))
+    plain = await connectProtocol(TCP4ClientEndpoint(harness.reactor, "127.0.0.1", int(reg.getPort())), Plain())
+    await within(plain.lost, harness.reactor, what="the master to drop a client that does not speak TLS")
+    event = await within(log.wait_for(master_tls_failure), harness.reactor, what="the master's TLS log line")
+    assert "does not speak TLS" in event["why"] and re.fullmatch(r"127\.0\.0\.1:\d+", event["peer"]), event
+    assert not harness.master.offers
 
 
 # -- strings and files ------------------------------------------------------------------
