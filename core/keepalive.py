@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -15,8 +16,11 @@ class KeepaliveMonitor:
     *timeout* seconds of a ping, calls *on_dead* once with a reason.
 
     The owner calls :meth:`touch` for every message that arrives from the peer,
-    so a peer that is busy streaming is never taken for dead.  A dead peer is
-    thus noticed at most ``interval + timeout`` seconds after its last message.
+    so a peer that is busy streaming is never taken for dead.  Each ping gets
+    its own deadline (the first ping sent after the peer's last message is
+    the one that counts), so a dead peer is noticed at most
+    ``interval + timeout`` seconds after its last message, also when the
+    timeout is longer than the interval.
     """
 
     def __init__(
@@ -37,6 +41,8 @@ class KeepaliveMonitor:
         self._last_seen = clock.seconds()
         self._tick_call: IDelayedCall | None = None
         self._deadline_call: IDelayedCall | None = None
+        #: When the pings sent since the peer's last message went out (oldest first).
+        self._unanswered: deque[float] = deque()
         self.pings_sent = 0
 
     @property
@@ -61,22 +67,32 @@ class KeepaliveMonitor:
             if call is not None and call.active():
                 call.cancel()
         self._tick_call = self._deadline_call = None
+        self._unanswered.clear()
 
     def _tick(self) -> None:
         self._tick_call = self._clock.callLater(self.interval, self._tick)
+        self._unanswered.append(self._clock.seconds())
         if self._deadline_call is None:
-            sent_at = self._clock.seconds()
-            self._deadline_call = self._clock.callLater(self.timeout, self._check, sent_at)
+            self._deadline_call = self._clock.callLater(self.timeout, self._check)
         self.pings_sent += 1
         d = self._ping()
         # The answer (or error) is traffic and is counted by touch(); a lost
         # link is reported by the owner, so the ping's own outcome is moot.
         d.addErrback(lambda _: None)
 
-    def _check(self, sent_at: float) -> None:
+    def _check(self) -> None:
         self._deadline_call = None
-        if self._last_seen >= sent_at:
+        pings = self._unanswered
+        while pings and pings[0] <= self._last_seen:
+            pings.popleft()  # the peer spoke after this ping went out
+        if not pings:
             return
-        silent = self._clock.seconds() - self._last_seen
+        now = self._clock.seconds()
+        due = pings[0] + self.timeout
+        if now < due:
+            # A later ping, sent while an earlier one's deadline was pending, has its own.
+            self._deadline_call = self._clock.callLater(due - now, self._check)
+            return
+        silent = now - self._last_seen
         self.stop()
         self._on_dead(f"no traffic from the peer for {silent:.1f} s (keepalive timeout {self.timeout:g} s)")

@@ -78,3 +78,27 @@ def test_unknown_backend_names_the_installed_ones() -> None:
         load_backend("carrier-pigeon")
     assert "no workerwire backend named 'carrier-pigeon'" in str(err.value)
     assert "null" in str(err.value)
+
+
+@pytest.mark.parametrize("interval,timeout", [(10, 5), (2, 5), (1, 10), (3, 3)])
+def test_keepalive_finds_a_dead_peer_within_interval_plus_timeout_of_its_last_message(
+        interval: float, timeout: float) -> None:
+    """Whenever the peer falls silent, and whatever the ratio of timeout to
+    interval (a ping sent while an earlier one's deadline is pending has a
+    deadline of its own), it is declared dead within interval + timeout."""
+    step = 0.25
+    for silent_from in [step * k for k in range(1, int(4 * (interval + timeout)))]:
+        clock = task.Clock()
+        dead: list[float] = []
+        mon = KeepaliveMonitor(clock, interval, timeout, lambda: succeed(None),
+                               lambda why: dead.append(clock.seconds()))
+        mon.start()
+        while clock.seconds() < silent_from:  # the peer answers every ping until then
+            clock.advance(step)
+            mon.touch()
+        last = clock.seconds()
+        while not dead and clock.seconds() < last + 3 * (interval + timeout):
+            clock.advance(step)
+        assert dead, f"silent from {last}: never declared dead"
+        assert dead[0] - last <= interval + timeout, (silent_from, dead[0] - last)
+        assert dead[0] - last >= timeout
