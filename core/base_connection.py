@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -72,6 +72,7 @@ class BaseConnection(Connection):
         self._commands: dict[str, _Command] = {}
         self._busy_builders: dict[str, str] = {}
         self._keepalive: KeepaliveMonitor | None = None
+        self._close_timer: IDelayedCall | None = None
         self.mind: object = None
 
     # -- backend primitives -------------------------------------------------
@@ -181,6 +182,9 @@ class BaseConnection(Connection):
             return
         self._lost = ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}")
         self.stopKeepaliveTimer()
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(Failure(self._lost))
@@ -210,6 +214,20 @@ class BaseConnection(Connection):
             self._lose_connection(abort=abort)
             if abort:
                 self._on_connection_lost("connection aborted by the master")
+            elif self._lost is None and self._close_timer is None:
+                # A graceful close waits for the peer to take what is still
+                # queued; a dead peer never does.  Keepalive is off from here
+                # on, so this bounds the close instead.
+                self._close_timer = self._clock.callLater(self.keepalive_timeout, self._close_overdue)
+
+    def _close_overdue(self) -> None:
+        self._close_timer = None
+        if self._lost is None:
+            why = f"it did not close within {self.keepalive_timeout:g} s (keepalive timeout); dropped"
+            _log.warn("worker {worker} at {peer} over {backend}: {why}", worker=self.workerName,
+                      peer=self.get_peer(), backend=self.backendName, why=why)
+            self._lose_connection(abort=True)
+            self._on_connection_lost(why)
 
     def attached(self, mind: object) -> Connection:
         self.mind = mind

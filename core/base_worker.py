@@ -165,6 +165,7 @@ class BaseWorkerConnector(WorkerConnector):
         self._disconnect_subs = SubscriptionList()
         self._channels: dict[str, BaseCommandChannel] = {}
         self._keepalive: KeepaliveMonitor | None = None
+        self._close_timer: IDelayedCall | None = None
         self.connections_made = 0
         self.last_error: BaseException | None = None
 
@@ -195,6 +196,9 @@ class BaseWorkerConnector(WorkerConnector):
         if session is None or session is not self._session:
             return
         self._session = None
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
         if self._keepalive is not None:
             self._keepalive.stop()
             self._keepalive = None
@@ -244,8 +248,21 @@ class BaseWorkerConnector(WorkerConnector):
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._stop_waiters.append(d)
-        self._session.close()
+        session = self._session
+        session.close()
+        if self._session is session and self._close_timer is None:
+            # A dead master never takes what is still queued: bound the close.
+            self._close_timer = self.reactor.callLater(self.options.keepalive_timeout, self._close_overdue, session)
         return d
+
+    def _close_overdue(self, session: WorkerSession) -> None:
+        self._close_timer = None
+        if session is self._session:
+            why = f"it did not close within {self.options.keepalive_timeout:g} s (keepalive timeout); dropped"
+            _log.warn("worker {name}: link to the master at {peer}: {why}", name=self.name, peer=session.peer,
+                      why=why)
+            session.close(abort=True)
+            self._session_lost(session, why)
 
     def whenConnected(self) -> Deferred[None]:
         if self._session is not None:

@@ -565,7 +565,7 @@ def _server(reactor: Any, description: str) -> TLSServerEndpoint:
         raise AddressError(f"{description!r} names no port; use e.g. {_SERVER_EXAMPLE}")
     port = _port_number(description, port_text)
     try:
-        backlog = int(kw.get("backlog", "50"))
+        backlog = int(kw.get("backlog", str(DEFAULT_BACKLOG)))
     except ValueError:
         raise AddressError(f"{description!r}: backlog must be a number") from None
     key_path = kw.get("privateKey")
@@ -594,7 +594,22 @@ def server_from_string(reactor: Any, description: str) -> Any:
     """
     if is_tls(description):
         return _server(reactor, description)
-    return serverFromString(reactor, description)
+    return serverFromString(reactor, with_default_backlog(description))
+
+
+#: Listen backlog used when a TCP port string names none.  Twisted's default of
+#: 50 drops connections when hundreds of workers reconnect at once (a master
+#: restart), and a dropped PB handshake then waits for its login timeout.
+DEFAULT_BACKLOG = 1024
+
+
+def with_default_backlog(description: str) -> str:
+    """*description* with ``backlog=DEFAULT_BACKLOG`` added to a ``tcp:``/``tcp6:``
+    string that sets no backlog of its own."""
+    scheme = _scheme(description)
+    if scheme not in ("tcp", "tcp6") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
 # -- the worker: client endpoints --------------------------------------------------

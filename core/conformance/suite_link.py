@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -14,6 +15,10 @@ from .harness import Harness, RecordingCommand, WorkerHandle, within
 from .relay import NoInterposer
 
 __all__ = ["DisconnectTests", "KeepaliveTests", "ShutdownTests"]
+
+#: Seconds a dead-peer finding may come after ``interval + timeout`` (timer and
+#: scheduling slack on a busy machine).
+KEEPALIVE_MARGIN = 1.0 * float(os.environ.get("WORKERWIRE_CONFORMANCE_TIMEOUT_SCALE", "1"))
 
 
 def _counter(reactor: Any) -> tuple[list[int], Deferred[None], Any]:
@@ -231,6 +236,38 @@ class KeepaliveTests:
         await within(gone, harness.reactor, what="the worker to declare the master dead")
         assert not w.connector.isConnected
         assert w.bot.links_lost == 1
+
+    @async_test
+    async def test_closing_a_dead_link_with_data_queued_ends_within_the_keepalive_timeout(
+            self, harness: Harness) -> None:
+        """A graceful close waits for the peer to take queued data; over a dead
+        link it never does, and with keepalive stopped by the close nothing
+        else would end it: both ends bound it by their keepalive timeout."""
+        opts = LinkOptions(keepalive_interval=None, keepalive_timeout=0.5)
+        w, relay = await self._through_relay(harness, opts, opts)
+        rc = RecordingCommand()
+        await w.conn.remoteStartCommand(rc, "b1", "c1", "hang", {})
+        await w.conn.remotePrint("round trip")
+        channel = w.bot.channels["c1"]
+        relay.blackhole()
+        # More than the sockets on the way can buffer, both ways.
+        big = w.conn.remotePrint("m" * (16 * 1024 * 1024))
+        sends = [channel.update([("stdout", "w" * (4 * 1024 * 1024))]) for _ in range(4)]
+        for d in [big, *sends]:
+            d.addErrback(lambda f: f.trap(ConnectionLost))
+        calls, first, cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(cb)
+        start = harness.reactor.seconds()
+        w.conn.loseConnection()
+        await within(first, harness.reactor, seconds=0.5 + KEEPALIVE_MARGIN + 1,
+                     what="the master's graceful close of a dead link to end")
+        await within(rc.done, harness.reactor, what="the command to fail")
+        assert rc.completions[0] is not None and rc.completions[0].check(ConnectionLost)
+        stopped = w.connector.stop()
+        await within(stopped, harness.reactor, seconds=0.5 + KEEPALIVE_MARGIN + 1,
+                     what="the worker's graceful close of a dead link to end")
+        assert harness.reactor.seconds() - start <= 2 * (0.5 + KEEPALIVE_MARGIN)
+        assert calls == [1] and not w.connector.isConnected
 
 
 class ShutdownTests:
