@@ -369,12 +369,22 @@ class BaseConnection(Connection):
         self._next_call += 1
         out: Deferred[Any] = Deferred()
         self._pending[key] = out
+        late: list[bool] = []
 
         def done(result: object) -> None:
-            if self._pending.pop(key, None) is None:
+            if key not in self._pending:
                 return None  # already failed by the disconnect
             if isinstance(result, Failure):
                 result = self._translate_failure(result)
+                if result.check(ConnectionLost) and self._lost is None and not late:
+                    # A backend fails its outstanding calls as the link goes,
+                    # and reports the loss just after: hold this failure for a
+                    # turn, so whoever sees it finds the connection lost already.
+                    late.append(True)
+                    self._clock.callLater(0, done, result)
+                    return None
+            del self._pending[key]
+            if isinstance(result, Failure):
                 if result.check(ConnectionLost) and self._lost is not None:
                     result = Failure(self._lost)
                 out.errback(result)

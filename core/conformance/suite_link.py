@@ -120,6 +120,27 @@ class DisconnectTests:
         await within(pending.addErrback(lambda f: f.trap(ConnectionLost)), harness.reactor, what="the start")
 
     @async_test
+    async def test_a_pending_call_fails_only_once_the_connection_is_marked_lost(self, harness: Harness) -> None:
+        """A master that reacts to a failed call at once (retrying, asking
+        ``isConnected``) must find the connection already lost, never a
+        connection that says it is up while every call on it fails."""
+        w = await harness.start_worker()
+        seen: list[tuple[bool, bool]] = []
+
+        def failed(f: Any) -> None:
+            f.trap(ConnectionLost)
+            retry = w.conn.remotePrint("retry from the errback")
+            retry.addErrback(lambda f2: f2.trap(ConnectionLost))
+            seen.append((w.conn.isConnected, retry.called))
+
+        pending = w.conn.remotePrint("hang")
+        pending.addErrback(failed)
+        await w.conn.remotePrint("round trip: the hanging call has reached the worker")
+        await within(w.connector.stop(), harness.reactor, what="the worker to close its end")
+        await within(pending, harness.reactor, what="the pending call to fail")
+        assert seen == [(False, True)], "isConnected was still True, or a call made then did not fail at once"
+
+    @async_test
     async def test_running_command_completes_with_connection_lost(self, harness: Harness) -> None:
         w = await harness.start_worker()
         rc = RecordingCommand()
