@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from ..backend import LinkOptions
 from ..errors import ConnectionLost
 from .harness import Harness, RecordingCommand, WorkerHandle, within
-from .relay import NoInterposer
+from .relay import LinkInterposer, NoInterposer
 
 __all__ = ["DisconnectTests", "KeepaliveTests", "ShutdownTests"]
 
@@ -257,6 +257,45 @@ class KeepaliveTests:
         await within(gone, harness.reactor, what="the worker to declare the master dead")
         assert not w.connector.isConnected
         assert w.bot.links_lost == 1
+
+    @async_test
+    async def test_dead_peer_found_by_both_ends_in_time_and_the_worker_comes_back_when_the_path_heals(
+            self, harness: Harness) -> None:
+        interval, timeout = 0.2, 0.4
+        opts = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
+        w, relay = await self._through_relay(harness, opts, opts)
+        if type(relay).heal is LinkInterposer.heal:
+            pytest.skip(f"capability missing: {type(relay).__name__} cannot heal a blackholed path")
+        clock = harness.reactor.seconds
+        master_calls, master_first, master_cb = _counter(harness.reactor)
+        worker_calls, worker_first, worker_cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(master_cb)
+        w.connector.notifyOnDisconnect(worker_cb)
+        seen = {"master": 0.0, "worker": 0.0}
+        master_first.addCallback(lambda _: seen.__setitem__("master", clock()))
+        worker_first.addCallback(lambda _: seen.__setitem__("worker", clock()))
+        await w.conn.remotePrint("round trip: traffic passed just now")
+        pending = w.conn.remotePrint("hang")
+        relay.blackhole()
+        start = clock()
+        await within(master_first, harness.reactor, what="the master to declare the worker dead")
+        await within(worker_first, harness.reactor, what="the worker to declare the master dead")
+        bound = interval + timeout + KEEPALIVE_MARGIN
+        assert seen["master"] - start <= bound, f"master took {seen['master'] - start:.2f} s (bound {bound:g} s)"
+        assert seen["worker"] - start <= bound, f"worker took {seen['worker'] - start:.2f} s (bound {bound:g} s)"
+        assert pending.called, "a pending call fails together with the disconnect notice"
+        with pytest.raises(ConnectionLost):
+            await pending
+        assert w.conn not in harness.listener.connections()
+        # The path heals: the worker logs in again by itself; the old connection stays dead.
+        again = harness.master.whenConnection(w.name, newer_than=w.conn)
+        relay.heal()
+        conn = await within(again, harness.reactor, what="the worker to come back after the path healed")
+        await within(w.connector.whenConnected(), harness.reactor, what="the worker to see its new login")
+        await within(conn.remotePrint("back again"), harness.reactor, what="a call over the new link")
+        assert master_calls == [1] and worker_calls == [1], "each end saw the loss exactly once"
+        assert not w.conn.isConnected
+        await _all_calls_fail(w)
 
     @async_test
     async def test_closing_a_dead_link_with_data_queued_ends_within_the_keepalive_timeout(
