@@ -355,7 +355,8 @@ class Master:
     async def _drop(self, conn: Connection, why: str) -> bool:
         notice = self._disconnected_notice(conn)
         self._drop_reasons[id(conn)] = why
-        conn.loseConnection()
+        # It did not answer a ping: abort, a graceful close could wait on a dead peer.
+        conn.loseConnection(abort=True)
         try:
             await wait_for(notice, DISCONNECT_WAIT, self.reactor)
         except TimedOut:
