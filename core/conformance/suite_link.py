@@ -13,6 +13,7 @@ from ..backend import LinkOptions
 from ..errors import ConnectionLost
 from .harness import Harness, RecordingCommand, WorkerHandle, within
 from .relay import LinkInterposer, NoInterposer
+from .scripted_worker import stream_line
 
 __all__ = ["DisconnectTests", "KeepaliveTests", "ShutdownTests"]
 
@@ -296,6 +297,32 @@ class KeepaliveTests:
         assert master_calls == [1] and worker_calls == [1], "each end saw the loss exactly once"
         assert not w.conn.isConnected
         await _all_calls_fail(w)
+
+    @async_test
+    async def test_an_outage_shorter_than_the_keepalive_deadline_loses_nothing(self, harness: Harness) -> None:
+        """What was sent while the path was down arrives once it is back (as
+        TCP retransmits it): the call is answered, the command started during
+        the outage streams every line in order, and neither end saw a loss."""
+        opts = LinkOptions(keepalive_interval=0.2, keepalive_timeout=1.5)
+        w, relay = await self._through_relay(harness, opts, opts)
+        if type(relay).heal is LinkInterposer.heal:
+            pytest.skip(f"capability missing: {type(relay).__name__} cannot heal a blackholed path")
+        master_calls, _, master_cb = _counter(harness.reactor)
+        worker_calls, _, worker_cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(master_cb)
+        w.connector.notifyOnDisconnect(worker_cb)
+        relay.blackhole()
+        rc = RecordingCommand()
+        started = w.conn.remoteStartCommand(rc, "b1", "c1", "stream", {"count": 300, "batch": 7})
+        answered = w.conn.remotePrint("sent during the outage")
+        harness.reactor.callLater(0.4, relay.heal)
+        await within(started, harness.reactor, what="the start sent during the outage to be accepted")
+        await within(answered, harness.reactor, what="the call sent during the outage to be answered")
+        await within(rc.done, harness.reactor, what="the command to complete")
+        assert rc.completions == [None]
+        assert rc.text("stdout") == "".join(stream_line(i) for i in range(300))
+        assert master_calls == [0] and worker_calls == [0] and w.conn.isConnected
+        assert harness.master.connections[w.name] is w.conn, "no new login happened"
 
     @async_test
     async def test_closing_a_dead_link_with_data_queued_ends_within_the_keepalive_timeout(
