@@ -11,6 +11,10 @@ The file is TOML (read with :mod:`tomllib`)::
     keepalive_timeout = 30        # s a silent peer has before it is dead
     max_message_size = 67108864   # bytes
     login_timeout = 30            # s
+    max_unauthenticated = 256     # connections not logged in yet (and 64 per host:
+                                  # max_unauthenticated_per_host); failed logins of a
+                                  # host beyond failed_login_grace = 3 are answered after
+                                  # failed_login_delay = 0.5 s, doubling to failed_login_max_delay = 10
 
     [[workers]]
     name = "w1"
@@ -322,11 +326,12 @@ class _Parser:
                     self.error(key, f"{value!r} is not a boolean", "true or false")
                     ok = False
             elif isinstance(default, int):
-                if isinstance(value, int) and not isinstance(value, bool) and value >= 1024:
+                unit, minimum = f.metadata.get("unit", "bytes"), f.metadata.get("minimum", 1024)
+                if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
                     changes[f.name] = value
                 else:
-                    self.error(key, f"{value!r} is not a whole number of bytes >= 1024",
-                               f"an integer >= 1024 (default {default})")
+                    self.error(key, f"{value!r} is not a whole number of {unit} >= {minimum}",
+                               f"an integer >= {minimum} (default {default})")
                     ok = False
             elif _positive_number(value):
                 changes[f.name] = float(value)

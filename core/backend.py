@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from twisted.internet.interfaces import IReactorCore
@@ -29,6 +29,17 @@ class LinkOptions:
     :ivar send_tracebacks: send tracebacks of failed calls to the peer.
     :ivar output_window: bytes of command output a worker may have sent and
         not yet had acknowledged; backends with flow control honour it.
+
+    Master side only (see :mod:`workerwire.login_guard`):
+
+    :ivar max_unauthenticated: connections a listener holds that have not
+        logged in yet; beyond it new connections are closed at once.
+    :ivar max_unauthenticated_per_host: the same, per source host (IPv4
+        address, IPv6 /64).
+    :ivar failed_login_grace: failed logins of one host answered at once.
+    :ivar failed_login_delay: seconds the refusal of the next failure waits;
+        doubled for each further failure of that host.
+    :ivar failed_login_max_delay: the longest such wait.
     """
 
     keepalive_interval: float | None = 60.0
@@ -37,6 +48,11 @@ class LinkOptions:
     login_timeout: float = 30.0
     send_tracebacks: bool = False
     output_window: int = 4 * 1024 * 1024
+    max_unauthenticated: int = field(default=256, metadata={"unit": "connections", "minimum": 1})
+    max_unauthenticated_per_host: int = field(default=64, metadata={"unit": "connections", "minimum": 1})
+    failed_login_grace: int = field(default=3, metadata={"unit": "failed logins", "minimum": 0})
+    failed_login_delay: float = 0.5
+    failed_login_max_delay: float = 10.0
 
     def __post_init__(self) -> None:
         if self.keepalive_interval is not None and self.keepalive_interval <= 0:
@@ -49,6 +65,12 @@ class LinkOptions:
             raise ValueError("login_timeout must be positive")
         if self.output_window < 1024:
             raise ValueError("output_window must be at least 1024 bytes")
+        if self.max_unauthenticated < 1 or self.max_unauthenticated_per_host < 1:
+            raise ValueError("max_unauthenticated and max_unauthenticated_per_host must be at least 1")
+        if self.failed_login_grace < 0:
+            raise ValueError("failed_login_grace must be 0 or more")
+        if self.failed_login_delay <= 0 or self.failed_login_max_delay < self.failed_login_delay:
+            raise ValueError("failed_login_delay must be positive and failed_login_max_delay at least as long")
 
     @classmethod
     def names(cls) -> list[str]:

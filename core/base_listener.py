@@ -5,6 +5,9 @@ backend supplies how to open and close one port (:meth:`BaseListener._open_port`
 and builds connections.  Each open port has a :class:`WorkerCredentials`
 checker (``twisted.cred``) over the workers registered on it, and all logins
 end in :meth:`BaseListener.attach`, which offers the connection to the master.
+Connections that have not logged in are the business of the listener's
+:attr:`~BaseListener.login_guard` (:mod:`workerwire.login_guard`), which the
+backend calls on accept, on input, on the credentials and at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.cred import credentials, error as cred_error
+from twisted.cred import credentials
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorCore
@@ -23,6 +26,7 @@ from zope.interface import implementer
 from .backend import LinkOptions
 from .base_connection import BaseConnection
 from .errors import AddressError, LoginRefused, RegistrationError, WorkerwireError
+from .login_guard import BadCredentials, LoginGuard
 from .master import Connection, Listener, MasterHooks, Registration
 
 __all__ = ["BaseListener", "OpenPort", "WorkerCredentials"]
@@ -37,7 +41,10 @@ class WorkerCredentials:
     Accepts plain (``IUsernamePassword``) and challenge-response
     (``IUsernameHashedPassword``, as PB uses) credentials.  The avatar id is
     the worker name as ``bytes``.  Failures never reveal which part was wrong
-    to the peer; the master's log says which, without any password.
+    to the peer: a refusal is a :class:`~workerwire.login_guard.BadCredentials`
+    whose ``reason`` says which, without any password, for the backend to
+    hand to its :class:`~workerwire.login_guard.LoginTicket` (which logs it,
+    rate-limited, with the peer's address).
     """
 
     credentialInterfaces = (credentials.IUsernamePassword, credentials.IUsernameHashedPassword)
@@ -51,21 +58,19 @@ class WorkerCredentials:
         name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         password = self._users.get(name)
         if password is None:
-            _log.warn("login refused on {port}: unknown worker {name!r}", port=self._port_str, name=name)
-            return _refused()
+            return _refused(f"unknown worker {name!r} on {self._port_str}")
         d = maybeDeferred(creds.checkPassword, password.encode("utf-8"))
 
         def checked(ok: bool) -> Any:
             if ok:
                 return name.encode("utf-8")
-            _log.warn("login refused on {port}: wrong password for worker {name!r}", port=self._port_str, name=name)
-            return _refused()
+            return _refused(f"wrong password for worker {name!r} on {self._port_str}")
 
         return d.addCallback(checked)
 
 
-def _refused() -> Deferred[Any]:
-    return fail(cred_error.UnauthorizedLogin("login refused: unknown worker name or wrong password"))
+def _refused(reason: str) -> Deferred[Any]:
+    return fail(BadCredentials(reason))
 
 
 @dataclass
@@ -124,6 +129,8 @@ class BaseListener(Listener):
         self._registrations: dict[str, _Registration] = {}
         self._ports: dict[str, OpenPort] = {}
         self._connections: set[BaseConnection] = set()
+        #: Login timeout, caps and failed-login delays of this listener's ports.
+        self.login_guard = LoginGuard(self.options, self.reactor, self.backendName)
 
     # -- backend hooks ------------------------------------------------------
 
@@ -224,6 +231,7 @@ class BaseListener(Listener):
             await self._unregister(reg)
         for conn in list(self._connections):
             conn.loseConnection()
+        self.login_guard.stop()
 
     # -- logins -------------------------------------------------------------
 

@@ -182,16 +182,31 @@ async def test_hostile_input_closes_only_that_connection(case: str, harness: Har
 @async_test
 async def test_message_over_the_size_limit(harness: Harness, log: LogWatch) -> None:
     w = await harness.start_worker("steady", "pw-steady")
-    port = harness.listener.getRegistration("steady").getPort()
-    client = await raw_connect(harness, port)
+    bad = await harness.start_worker("bad", "pw-bad")
+    gone: Deferred[None] = Deferred()
+    bad.conn.notifyOnDisconnect(lambda: gone.callback(None))
     logged = log.when("larger than the limit of 262144 bytes")
     # Each string is small; together they exceed max_message_size.
+    big = [b"x" * 60_000] * 6
+    session = bad.connector._session  # a logged-in link: the login input limit no longer applies
+    assert session is not None
+    session.broker.transport.write(banana.encode([b"message", 99, b"root", b"login", 1, [b"list", *big], []]))
+    await within(gone, harness.reactor, what="the master to drop the connection")
+    await within(logged, harness.reactor, what="the logged protocol error")
+    rc = await harness.run(w, "emit", {"updates": [["rc", 0]]})
+    assert rc.completions == [None]
+
+
+@async_test
+async def test_a_large_message_before_the_login_is_refused_early(harness: Harness, log: LogWatch) -> None:
+    await harness.register("w1", "pw")
+    port = harness.listener.getRegistration("w1").getPort()
+    client = await raw_connect(harness, port)
+    logged = log.when("bytes before logging in")
     big = [b"x" * 60_000] * 6
     client.transport.write(NEGOTIATE + banana.encode([b"message", 1, b"root", b"login", 1, [b"list", *big], []]))
     await within(client.lost, harness.reactor, what="the master to drop the connection")
     await within(logged, harness.reactor, what="the logged protocol error")
-    rc = await harness.run(w, "emit", {"updates": [["rc", 0]]})
-    assert rc.completions == [None]
 
 
 @async_test

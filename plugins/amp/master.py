@@ -4,7 +4,9 @@ A connection goes through these states; a command that arrives out of turn
 is a protocol error that closes the connection:
 
 ``hello``
-    only ``Hello`` is accepted (the login timer runs from the TCP accept);
+    only ``Hello`` is accepted (the login timer runs from the TCP accept; the
+    listener's :mod:`~workerwire.login_guard` also caps connections in these
+    first three states, their input, and delays repeated refusals);
 ``login``
     only ``Login``;
 ``authenticating``
@@ -27,7 +29,6 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,6 +38,7 @@ from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks, Update as UpdatePair
 from workerwire.tls import dial_address
 
@@ -164,7 +166,8 @@ class MasterProtocol(WireProtocol):
         self.conn: AMPConnection | None = None
         self.window = listener.window
         self._challenge = b""
-        self._login_timer: IDelayedCall | None = None
+        #: Set by the factory: the login timer, input limit and refusal delays.
+        self.ticket: LoginTicket | None = None
         self._unacked = 0
         self.on_traffic = self._traffic
 
@@ -191,20 +194,16 @@ class MasterProtocol(WireProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.listener._protocols.add(self)
-        self._login_timer = self.clock.callLater(self.options.login_timeout, self._login_timed_out)
 
-    def _login_timed_out(self) -> None:
-        self._login_timer = None
-        if self.phase == "ready" or self.lost:
+    def dataReceived(self, data: bytes) -> None:
+        if self.ticket is not None and not self.closing and not self.ticket.take(len(data)):
+            self.protocol_error(ProtocolError(f"more than {MAX_LOGIN_INPUT} bytes before logging in"))
             return
-        _log.warn("amp master: no login from {peer} within {timeout:g} s; dropping the connection",
-                  peer=self.peer, timeout=self.options.login_timeout, login_timeout=True)
-        self.close(abort=True)
+        super().dataReceived(data)
 
     def _cancel_login_timer(self) -> None:
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        if self.ticket is not None:
+            self.ticket.done()
 
     def link_lost(self, reason: Failure) -> None:
         self._cancel_login_timer()
@@ -212,9 +211,10 @@ class MasterProtocol(WireProtocol):
         if self.conn is not None:
             self.conn._on_connection_lost(describe_loss(reason))
 
-    def _refuse(self, why: object) -> None:
+    def _refuse(self, why: object, logged: bool = False) -> None:
         """The refusal is being answered; close once the answer is written."""
-        _log.warn("amp master: refused {peer}: {why}", peer=self.who(), why=str(why))
+        if not logged:
+            _log.warn("amp master: refused {peer}: {why}", peer=self.who(), why=str(why))
         self.phase = "refused"
         self.clock.callLater(0, self.close)
 
@@ -254,15 +254,27 @@ class MasterProtocol(WireProtocol):
         return ensureDeferred(self._login(username, response))
 
     async def _login(self, username: str, response: bytes) -> dict[str, Any]:
+        ticket = self.ticket
+        if ticket is not None and not ticket.may_check():
+            ticket.throttled(username)
+            self._refuse(GENERIC_REFUSAL, logged=True)
+            raise LoginRefused(GENERIC_REFUSAL)
         portal = Portal(_Realm(), [self.entry.checker])
         try:
             _, name, _ = await portal.login(ChallengeResponse(username, self._challenge, response), self, IAMPWorker)
         except Exception as e:
+            logged = False
             if not isinstance(e, UnauthorizedLogin):
                 _log.failure("amp master: checking the login of {name!r} failed", name=username)
-            refusal = LoginRefused("login refused: unknown worker name or wrong password")
-            self._refuse(refusal)
+            elif ticket is not None:
+                # The guard logs the refusal and says when to answer it.
+                await ticket.refused(username, refusal_reason(e))
+                logged = True
+            refusal = LoginRefused(GENERIC_REFUSAL)
+            self._refuse(refusal, logged=logged)
             raise refusal from None
+        if ticket is not None:
+            ticket.verified()
         if self.lost:
             raise LoginRefused("the connection closed during the login")
         self.conn = AMPConnection(self.listener, str(name), self)
@@ -350,8 +362,12 @@ class _Factory(ServerFactory):
         self.listener = listener
         self.entry = entry
 
-    def buildProtocol(self, addr: Any) -> MasterProtocol:
-        return MasterProtocol(self.listener, self.entry)
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = MasterProtocol(self.listener, self.entry)
+        proto.ticket = self.listener.login_guard.admit(addr, lambda: proto.close(abort=True))
+        if proto.ticket is None:
+            return CloseAtOnce()  # at the cap of unauthenticated connections
+        return proto
 
 
 class AMPListener(BaseListener):

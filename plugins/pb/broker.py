@@ -29,6 +29,7 @@ from twisted.spread import jelly, pb
 
 from workerwire.backend import LinkOptions
 from workerwire.errors import ProtocolError, UnsupportedValue
+from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.values import encode
 
 from .address import describe_peer
@@ -87,6 +88,8 @@ class WireBroker(pb.Broker):
     factory: Any = None
     #: Set once this connection's login was attempted (the master allows one).
     logged_in = False
+    #: The master side's :class:`~workerwire.login_guard.LoginTicket` until the login finished.
+    login_ticket: Any = None
 
     def __init__(self, isClient: bool, options: LinkOptions, reactor: Any):
         super().__init__(isClient, security=IncomingSecurity())
@@ -160,6 +163,9 @@ class WireBroker(pb.Broker):
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.login_ticket is not None and not self.login_ticket.take(len(data)):
+            self.protocol_error(f"more than {MAX_LOGIN_INPUT} bytes before logging in")
             return
         try:
             super().dataReceived(data)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from twisted.cred import credentials
+from twisted.cred import credentials, error as cred_error
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -26,6 +26,7 @@ from zope.interface import implementer
 from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError
+from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce, refusal_reason
 from workerwire.tls import dial_address
 
 from .address import client_address, normalize_port, server_endpoint
@@ -60,11 +61,24 @@ class _Challenger(Servant):
             raise ProtocolError("respond expects the hashed password as bytes")
         self.response = response
         self.broker.logged_in = True
+        ticket = self.broker.login_ticket
+        if ticket is not None and not ticket.may_check():
+            ticket.throttled(self.username)
+            self.broker.reactor.callLater(0, self.broker.close)
+            return fail(cred_error.UnauthorizedLogin(GENERIC_REFUSAL))
         d = self.factory.portal.login(self, mind, pb.IPerspective)  # type: ignore[arg-type]
         d.addCallbacks(lambda result: result[1], self._refused)
         return d
 
     def _refused(self, failure: Any) -> Any:
+        ticket = self.broker.login_ticket
+        if ticket is not None and failure.check(cred_error.UnauthorizedLogin):
+            # Bad credentials: the guard logs them and says when to answer.
+            def answer(_: object) -> Any:
+                self.broker.reactor.callLater(0, self.broker.close)
+                return failure
+
+            return ticket.refused(self.username, refusal_reason(failure.value)).addCallback(answer)
         name = self.username.decode("utf-8", "replace")
         _log.info("pb login of {name!r} from {peer} refused: {why}", name=name, peer=self.broker.peer,
                   why=failure.getErrorMessage())
@@ -109,9 +123,13 @@ class _Realm:
         broker: WireBroker = mind.broker
         broker.transfers.accepting = True
         broker.factory.authenticated(broker)
-        await broker.features_known()
-        conn = PBConnection(self.listener, workerName, broker, mind)
-        await self.listener.attach(conn, mind)
+        try:
+            await broker.features_known()
+            conn = PBConnection(self.listener, workerName, broker, mind)
+            await self.listener.attach(conn, mind)
+        finally:
+            if broker.login_ticket is not None:
+                broker.login_ticket.done()
         return (pb.IPerspective, conn.perspective, lambda: None)
 
 
@@ -128,6 +146,10 @@ class _PortFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         broker = WireBroker(False, self.options, self.reactor)
+        ticket = self.listener.login_guard.admit(addr, lambda: broker.close(abort=True))
+        if ticket is None:
+            return CloseAtOnce()  # at the cap of unauthenticated connections
+        broker.login_ticket = ticket
         broker.factory = self
         broker.setNameForLocal("root", _LoginRoot(self, broker))
         broker.on_connected = self._connected
@@ -138,22 +160,18 @@ class _PortFactory(protocol.ServerFactory):
         """PB calls this once the dialect is agreed; nothing to do."""
 
     def _connected(self, broker: WireBroker) -> None:
-        self.unauthenticated[broker] = self.reactor.callLater(
-            self.options.login_timeout, self._login_timed_out, broker)
-
-    def _login_timed_out(self, broker: WireBroker) -> None:
-        self.unauthenticated.pop(broker, None)
-        _log.info("pb connection from {peer} did not log in within {timeout:g} s; closing it",
-                  peer=broker.peer, timeout=self.options.login_timeout)
-        broker.close(abort=True)
+        # The login timer runs from the accept (workerwire.login_guard).
+        self.unauthenticated[broker] = broker.login_ticket
 
     def authenticated(self, broker: WireBroker) -> None:
-        timer = self.unauthenticated.pop(broker, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        ticket = self.unauthenticated.pop(broker, None)
+        if ticket is not None:
+            ticket.verified()
 
     def _forget(self, broker: WireBroker) -> None:
-        self.authenticated(broker)
+        self.unauthenticated.pop(broker, None)
+        if broker.login_ticket is not None:
+            broker.login_ticket.done()
 
     def close_unauthenticated(self) -> None:
         for broker in list(self.unauthenticated):
