@@ -209,7 +209,19 @@ class WireBroker(pb.Broker):
         try:
             return super().localObjectForID(luid)
         except (TypeError, UnicodeError):
-            return None  # PB answers "Invalid Object ID"
+            return None
+
+    def proto_message(self, requestID: Any, objectID: Any, message: Any, answerRequired: Any, netArgs: Any,
+                      netKw: Any) -> None:
+        # The peer may call only what this side gave it (and has not released):
+        # anything else is answered with a ProtocolError and reaches nothing.
+        if self.localObjectForID(objectID) is None:
+            if answerRequired:
+                self._sendFailureOrError(Failure(ProtocolError(
+                    f"no object {_short(objectID)} on this link: it was never given to the peer, or was "
+                    "released (a finished command)")), requestID)
+            return
+        super().proto_message(requestID, objectID, message, answerRequired, netArgs, netKw)
 
     def proto_decref(self, objectID: Any) -> None:
         # A reference this side already released (see release()) may still be
@@ -227,7 +239,7 @@ class WireBroker(pb.Broker):
         PB frees an object only when the peer's references are garbage
         collected, and refuses new ones past ``MAX_BROKER_REFS`` (1024); a
         worker that keeps finished commands' references must not exhaust that.
-        Later calls on it answer "Invalid Object ID".
+        Later calls on it are answered with a ProtocolError (see proto_message).
         """
         if self.luids is None:
             return  # disconnected
@@ -400,6 +412,11 @@ class WireBroker(pb.Broker):
                 self.protocol_error(f"bad transferred result: {e}")
                 return Failure(ProtocolError(f"bad transferred result: {e}"))
         return failure
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _describe(e: BaseException) -> str:
