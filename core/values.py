@@ -82,13 +82,21 @@ def _check(value: object, where: str, depth: int) -> None:
     )
 
 
-def encode(value: object, where: str = "value") -> bytes:
+# One packer for the process: ``pack`` runs in C under the GIL without calling
+# back into Python (no ``default`` hook), and resets itself after an error.
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def encode(value: object, where: str = "value", checked: bool = False) -> bytes:
     """Check *value* and return its canonical encoding (MessagePack).
 
+    :param checked: the caller has already passed *value* (unchanged since)
+        through :func:`check_value`; it is not walked again.
     :raises UnsupportedValue: if *value* is not a contract value.
     """
-    check_value(value, where)
-    return msgpack.packb(value, use_bin_type=True)
+    if not checked:
+        _check(value, where, 0)
+    return _pack(value)
 
 
 def decode(data: bytes, max_size: int | None = None) -> Any:
@@ -110,7 +118,7 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed message: {type(e).__name__}: {e}") from None
     try:
-        check_value(value)
+        _check(value, "value", 0)
     except UnsupportedValue as e:
         raise ProtocolError(f"peer sent an unsupported value: {e}") from None
     return value
