@@ -318,13 +318,14 @@ async def test_a_worker_killed_mid_command_fails_it_promptly_and_its_builder_wor
         print(f"{backend}: {name}'s command failed {done['time'] - killed:.2f} s after the worker was killed")
         assert done["failure"]["type"] == "ConnectionLost" and done["rc"] is None, done
         assert done["time"] - killed < 5, "promptly"
-        assert len(events.matching("disconnected", worker=name)) == 1
+        await events.wait("disconnected", worker=name)
     for name in cluster.worker_backend:
         await until(lambda: not alive(pids[name]), f"{name}'s command process to end with its worker")
         cluster.start_worker(name)  # the same worker, back
     for name in cluster.worker_backend:
         again = await events.wait("job_finished", worker=name, count=2)
         assert again["rc"] == 0 and again["failure"] is None and again["output_tail"] == "second run\n", again
+        assert len(events.matching("disconnected", worker=name)) == 1
     await cluster.stop()
 
 

@@ -45,6 +45,8 @@ SOAK_SECONDS = float(os.environ.get("WORKERWIRE_SOAK_SECONDS", "25"))
 WORKERS_PER_BACKEND = int(os.environ.get("WORKERWIRE_SOAK_WORKERS", "5"))
 #: Keepalive on both ends: a blackholed link is found within 1.5 s.
 INTERVAL, TIMEOUT = 0.5, 1.0
+#: Seconds a worker waits for a login answer, and the master for a login.
+LOGIN_TIMEOUT = 3.0
 #: Longest any single wait may take before the command counts as hung.
 WAIT = 20.0
 #: File descriptors the process may hold after the soak beyond what it held before.
@@ -147,7 +149,8 @@ class Soak:
         config.write_text(to_toml({
             "master": {"duplicate_ping_timeout": 0.5},
             "protocols": {b: {"port": "tcp:port=0:interface=127.0.0.1", "keepalive_interval": INTERVAL,
-                              "keepalive_timeout": TIMEOUT} for b in self.backends},
+                              "keepalive_timeout": TIMEOUT, "login_timeout": LOGIN_TIMEOUT}
+                          for b in self.backends},
             "workers": [{"name": n, "password": f"pw-{n}", "protocols": [b], "builders": ["soak"]}
                         for n, b in self.workers.items()],
         }))
@@ -158,7 +161,8 @@ class Soak:
             relay = TCPRelay(REACTOR, "127.0.0.1", int(where["port"]))
             await relay.start()
             self.relays[b] = relay
-        options = LinkOptions(keepalive_interval=INTERVAL, keepalive_timeout=TIMEOUT)
+        # A link blackholed while logging in is found by the login timeout (keepalive starts after it).
+        options = LinkOptions(keepalive_interval=INTERVAL, keepalive_timeout=TIMEOUT, login_timeout=LOGIN_TIMEOUT)
         for name, b in self.workers.items():
             runtime = WorkerRuntime(str(self.tmp / name), REACTOR, lost_link_grace=5.0)
             connector = load_backend(b).create_connector(
@@ -176,7 +180,8 @@ class Soak:
         n = 0
         while REACTOR.seconds() < deadline and n < 5_000:
             n += 1
-            conn = await bounded(self.master.whenAttached(name), WAIT, f"{name} to be attached again")
+            conn = await bounded(self.master.whenAttached(name), WAIT, f"{name} to be attached again "
+                                 f"({self.describe(name)})")
             bulk = n % 2 == 0
             if bulk:
                 args = {"command": ["seq", "1", str(BULK_LINES)]}
@@ -201,6 +206,11 @@ class Soak:
                 continue
             await bounded(rec.done, WAIT, f"command {cid} to end")
             self.check(cid, rec, expected)
+
+    def describe(self, name: str) -> str:
+        c = self.connectors[name]
+        return (f"worker connected: {c.isConnected}, last error: {c.last_error!r}, "
+                f"master side: {self.master.connection(name)!r}")
 
     def disconnected(self, conn: Any) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -245,15 +255,30 @@ class Soak:
 
     # -- the end state ----------------------------------------------------------------
 
-    def settled(self) -> bool:
-        if not all(c.isConnected for c in self.connectors.values()):
-            return False
-        if not all(self.master.connection(n) is not None for n in self.workers):
-            return False
+    def unsettled(self) -> str | None:
+        """Why the end state is not reached yet (None: it is)."""
+        down = [n for n, c in self.connectors.items() if not c.isConnected]
+        if down:
+            return f"workers not connected: {', '.join(down)}"
+        missing = [n for n in self.workers if self.master.connection(n) is None]
+        if missing:
+            return f"workers without a connection on the master: {', '.join(missing)}"
         per_backend = {b: list(self.workers.values()).count(b) for b in self.backends}
-        if any(len(self.master._listeners[b].connections()) != per_backend[b] for b in self.backends):
-            return False
-        return all(established_on(self.ports[b]) == per_backend[b] for b in self.backends)
+        for b in self.backends:
+            conns = self.master._listeners[b].connections()
+            if len(conns) != per_backend[b]:
+                return f"{b}: {len(conns)} connections on the master for {per_backend[b]} workers: {conns}"
+            sockets = established_on(self.ports[b])
+            if sockets != per_backend[b]:
+                return f"{b}: {sockets} established sockets on the master's port for {per_backend[b]} workers"
+        return None
+
+    async def settle(self) -> None:
+        deadline = REACTOR.seconds() + WAIT
+        while (why := self.unsettled()) is not None:
+            if REACTOR.seconds() > deadline:
+                raise AssertionError(f"the end state was not reached within {WAIT:g} s: {why}")
+            await sleep(0.05)
 
     async def stop(self) -> None:
         for connector in self.connectors.values():
@@ -292,7 +317,7 @@ async def test_soak_links_dropped_at_random_lose_no_command_and_leak_nothing(tmp
             await gatherResults([ensureDeferred(c) for c in [chaos, *loops]], consumeErrors=True)
         except FirstError as e:
             e.subFailure.raiseException()
-        await until(soak.settled, "every worker to be connected once, with one socket on the master", timeout=WAIT)
+        await soak.settle()
         print(f"\nsoak over {', '.join(backends)}: {len(soak.workers)} workers, "
               f"{time.monotonic() - started:.1f} s; faults {soak.faults}; commands {soak.outcomes}; "
               f"fds before {fds_before}, at the end while connected {fd_count()}")

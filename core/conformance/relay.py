@@ -83,6 +83,8 @@ async def make_interposer(backend: Backend, address: str, reactor: Any) -> LinkI
 class _Half(protocol.Protocol):
     """One socket of a relayed link: the worker's side or the target's side."""
 
+    transport: Any
+
     def __init__(self, link: "RelayLink"):
         self.link = link
         self.other: _Half | None = None
