@@ -22,12 +22,13 @@ from twisted.spread import pb
 
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
 
 from .address import client_endpoint
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
-from .security import node_limit, plain
+from .security import fits, node_limit, plain
 
 __all__ = ["PBConnector"]
 
@@ -36,25 +37,47 @@ _VERSION = "workerwire-pb/1"
 
 def _core(d: Deferred[Any]) -> Deferred[None]:
     """Result dropped, native failures translated."""
-    return d.addCallbacks(lambda _: None, lambda f: Failure(core_error(f)))
+    return d.addCallbacks(lambda _: None, _core_failure)
+
+
+def _core_failure(failure: Failure) -> Failure:
+    return Failure(core_error(failure))
 
 
 class _Channel(BaseCommandChannel):
-    """One running command's reference back to the master."""
+    """One running command's reference back to the master.
+
+    Updates and the completion go through the link's :class:`SendWindow`:
+    several updates are in flight at once (up to ``output_window`` bytes), and
+    updates handed over in one reactor turn share one ``update`` call.
+    """
 
     def __init__(self, link: "_Link", builderName: str, commandId: str, command_ref: pb.RemoteReference):
         super().__init__(builderName, commandId)
         self._link = link
         self._ref = command_ref
+        self._label = f"an update of command {commandId!r}"
 
     def _send_update(self, updates: list[Update]) -> Deferred[None]:
+        window = self._link.window
         wire = [[{key: value}, 0] for key, value in updates]
-        return _core(self._link.broker.call(self._ref, "update", wire))
+        if fits(wire):
+            return window.send_mergeable(self, approx_size(updates), wire, self._send_many, self._label)
+        # Too large for one PB frame: sent alone and at once (through the
+        # chunking extension), so that a refusal reaches this update's caller.
+        broker, ref = self._link.broker, self._ref
+        return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label)
+
+    def _send_many(self, batches: list[list[Any]]) -> Deferred[Any]:
+        wire = batches[0] if len(batches) == 1 else [entry for batch in batches for entry in batch]
+        return self._link.broker.call(self._ref, "update", wire)
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
-        return _core(self._link.broker.call(self._ref, "complete", sent))
+        broker, ref = self._link.broker, self._ref
+        return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
+                                              f"the completion of command {self.commandId!r}")
 
 
 class _Builder(Servant):
@@ -142,6 +165,9 @@ class _Link(WorkerSession):
         self.peer = connector.address
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
+        #: Flow control of the commands' output (``LinkOptions.output_window``).
+        self.window = SendWindow(connector.options.output_window, clock=self.reactor, translate=_core_failure,
+                                 name="pb worker")
 
     # -- dialling and login -----------------------------------------------------
 
@@ -211,6 +237,7 @@ class _Link(WorkerSession):
             self.result.errback(error if isinstance(error, Failure) else Failure(error))
 
     def _lost(self, reason: str) -> None:
+        self.window.lost(reason)
         if self.logged_in:
             self.connector._session_lost(self, reason)
         else:
