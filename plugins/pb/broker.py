@@ -33,6 +33,7 @@ from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.values import encode
 
 from .address import describe_peer
+from .codec import FastBanana
 from .errors import WireFailure, remote_type_name, wire_failure
 from .security import IncomingSecurity, OutgoingSecurity, fits
 from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTransfer, pieces
@@ -75,7 +76,7 @@ class _Extension(Servant):
             self.broker.protocol_error(str(e))
 
 
-class WireBroker(pb.Broker):
+class WireBroker(FastBanana, pb.Broker):
     """A PB broker with workerwire's rules (see the module docstring).
 
     :ivar peer: ``"host:port"`` of the other end.
@@ -103,7 +104,9 @@ class WireBroker(pb.Broker):
         self.transfers = TransferSink(options.max_message_size)
         self.transfers.accepting = bool(isClient)
         self._next_transfer = 0
-        self._partial = 0
+        # FastBanana counts what an unfinished message holds, so that no
+        # message, however it is split into lists, grows past the size limit.
+        self.max_message_size = options.max_message_size
         self.closing = False
         self.lost_reason: str | None = None
         self.on_traffic: Callable[[], None] = lambda: None
@@ -150,7 +153,7 @@ class WireBroker(pb.Broker):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if not self.closing and (self.buffer or self.listStack):
-            pending = len(self.buffer) + self._partial
+            pending = self.pending_bytes + self._partial
             self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)",
                                         "")
         why = self.lost_reason or _reason_text(reason)
@@ -171,17 +174,6 @@ class WireBroker(pb.Broker):
             super().dataReceived(data)
         except Exception as e:
             self.protocol_error(_describe(e))
-
-    def gotItem(self, item: Any) -> None:
-        # Count what an unfinished message holds, so that no message, however
-        # it is split into lists, grows past the size limit.
-        if self.listStack:
-            self._partial += len(item) if type(item) is bytes else 8
-            if self._partial > self.options.max_message_size:
-                raise ProtocolError(f"a message larger than the limit of {self.options.max_message_size} bytes")
-        else:
-            self._partial = 0
-        super().gotItem(item)
 
     def callExpressionReceived(self, obj: Any) -> None:
         if self.closing:
