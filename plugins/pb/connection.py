@@ -20,6 +20,7 @@ from twisted.spread import pb
 from workerwire.base_connection import BaseConnection
 from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError
 from workerwire.master import Update
+from workerwire.values import decode
 
 from .broker import Servant, WireBroker
 from .errors import core_error
@@ -94,6 +95,27 @@ class _CommandRef(Servant):
                 # that asks to be waited for: a slow master slows the worker.
                 return pending.addBoth(lambda _: top)
         return top
+
+    def remote_packedUpdate(self, packed: Any) -> Any:
+        """Updates from a workerwire worker: MessagePack ``[[key, value], ...]``
+        batches (one bytes item each), decoded and checked by the core codec."""
+        if type(packed) is not list or not all(type(data) is bytes for data in packed):
+            raise ProtocolError("packedUpdate expects a list of MessagePack-encoded update batches")
+        limit = self.conn.options.max_message_size
+        batch: list[Update] = []
+        for data in packed:
+            items = decode(data, limit)
+            if type(items) is not list:
+                raise ProtocolError("a packed update batch must be a list of [key, value] pairs")
+            for item in items:
+                if type(item) is not list or len(item) != 2 or type(item[0]) is not str:
+                    raise ProtocolError("a packed update batch must be a list of [key: str, value] pairs")
+                batch.append((item[0], item[1]))
+        if batch:
+            pending = self.conn._on_update(self.commandId, batch)
+            if isinstance(pending, Deferred):
+                return pending.addBoth(lambda _: None)
+        return None
 
     def remote_complete(self, failure: Any = None) -> None:
         if failure is None:

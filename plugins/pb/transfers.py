@@ -41,8 +41,10 @@ __all__ = ["EXT_NAME", "EXT_CALL", "FEATURES", "PIECE_SIZE", "WorkerwireTransfer
 EXT_NAME = b"workerwire"
 #: The method a chunked call arrives as.
 EXT_CALL = "workerwire_call"
-#: What a workerwire broker answers to ``features``.
-FEATURES = {"protocol": 1, "chunks": True}
+#: What a workerwire broker answers to ``features``.  ``packed_updates``: its
+#: command references also answer ``packedUpdate([bytes, ...])``, each item
+#: the MessagePack encoding of ``[[key, value], ...]`` (see docs/protocols/pb.md).
+FEATURES = {"protocol": 1, "chunks": True, "packed_updates": True}
 #: Bytes per piece (well under banana's 640 KiB string limit).
 PIECE_SIZE = 256 * 1024
 

@@ -24,11 +24,12 @@ from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, Work
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
 from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
+from workerwire.values import encode
 
 from .address import client_endpoint
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
-from .security import fits, node_limit, plain
+from .security import ATOM_LIMIT, fits, node_limit, plain
 
 __all__ = ["PBConnector"]
 
@@ -57,9 +58,17 @@ class _Channel(BaseCommandChannel):
         self._link = link
         self._ref = command_ref
         self._label = f"an update of command {commandId!r}"
+        self._packed_key = object()  # merges packed updates (self merges Buildbot-form ones)
 
     def _send_update(self, updates: list[Update]) -> Deferred[None]:
         window = self._link.window
+        features = self._link.broker.peer_features
+        if features and features.get("packed_updates"):
+            # A workerwire master: MessagePack, which both ends handle in C
+            # (update() has checked the values).
+            data = encode([[key, value] for key, value in updates], checked=True)
+            if len(data) <= ATOM_LIMIT:
+                return window.send_mergeable(self._packed_key, len(data), data, self._send_packed, self._label)
         wire = [[{key: value}, 0] for key, value in updates]
         if fits(wire):
             return window.send_mergeable(self, approx_size(updates), wire, self._send_many, self._label)
@@ -67,6 +76,9 @@ class _Channel(BaseCommandChannel):
         # chunking extension), so that a refusal reaches this update's caller.
         broker, ref = self._link.broker, self._ref
         return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label)
+
+    def _send_packed(self, packed: list[bytes]) -> Deferred[Any]:
+        return self._link.broker.call(self._ref, "packedUpdate", packed)
 
     def _send_many(self, batches: list[list[Any]]) -> Deferred[Any]:
         wire = batches[0] if len(batches) == 1 else [entry for batch in batches for entry in batch]

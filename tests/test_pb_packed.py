@@ -1,0 +1,94 @@
+"""pb between workerwire ends: output as ``packedUpdate`` (MessagePack), merged
+per reactor turn, pipelined under the window (docs/protocols/pb.md, section 7)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import msgpack
+import pytest
+import pytest_twisted
+from pytest_twisted import ensureDeferred as async_test
+from twisted.internet.defer import ensureDeferred
+
+from workerwire import LinkOptions, load_backend
+from workerwire.conformance import Harness, RecordingCommand, within
+from workerwire.conformance.scripted_worker import stream_line
+from workerwire.errors import ProtocolError
+from workerwire.values import encode
+from workerwire_pb import connection
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def harness(reactor: Any, tmp_path: Any) -> Iterator[Harness]:
+    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    yield h
+    pytest_twisted.blockon(ensureDeferred(h.close()))
+
+
+@async_test
+async def test_a_workerwire_worker_sends_packed_merged_updates(harness: Harness, reactor: Any,
+                                                               monkeypatch: Any) -> None:
+    calls = {"packed": 0, "buildbot": 0}
+    packed, buildbot = connection._CommandRef.remote_packedUpdate, connection._CommandRef.remote_update
+
+    def count(kind: str, method: Any) -> Any:
+        def counted(self: Any, *args: Any) -> Any:
+            calls[kind] += 1
+            return method(self, *args)
+        return counted
+
+    monkeypatch.setattr(connection._CommandRef, "remote_packedUpdate", count("packed", packed))
+    monkeypatch.setattr(connection._CommandRef, "remote_update", count("buildbot", buildbot))
+    w = await harness.start_worker()
+    rc = RecordingCommand()
+    await w.conn.remoteStartCommand(rc, "b1", "c1", "stream", {"count": 2000, "batch": 1})
+    await within(rc.done, reactor, what="the stream")
+    assert rc.values("stdout") == [stream_line(i) for i in range(2000)]
+    assert calls["buildbot"] == 0 and 0 < calls["packed"] < 200, calls
+    rc2 = RecordingCommand()
+    updates = [["log", ["build.log", "ünïcode\n"]], ["stat", {"a": [1, 2.5, None, True, b"\x00"]}], ["rc", 0]]
+    await w.conn.remoteStartCommand(rc2, "b1", "c2", "emit", {"updates": updates})
+    await within(rc2.done, reactor, what="the emitted updates")
+    assert rc2.updates == [(k, v) for k, v in updates]
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.options = LinkOptions(max_message_size=1024 * 1024)
+        self.delivered: list[Any] = []
+
+    def _on_update(self, commandId: str, updates: list[Any]) -> None:
+        self.delivered.append((commandId, updates))
+
+
+def test_packed_updates_are_decoded_and_checked_by_the_core_codec() -> None:
+    conn = _Conn()
+    ref = connection._CommandRef(conn, "c1")  # type: ignore[arg-type]
+    ref.remote_packedUpdate([encode([["stdout", "a"]]), encode([["stdout", "b"], ["rc", 0]])])
+    assert conn.delivered == [("c1", [("stdout", "a"), ("stdout", "b"), ("rc", 0)])]
+
+
+@pytest.mark.parametrize("packed", [
+    b"not a list",
+    [encode([["stdout", "x"]]), "text"],
+    [b"\xc1"],  # not MessagePack
+    [encode({"stdout": "x"})],
+    [encode([["stdout"]])],
+    [encode([[1, "x"]])],
+    [msgpack.packb([["stdout", msgpack.ExtType(1, b"x")]])],
+    [msgpack.packb([["stat", {1: "int key"}]], strict_types=False)],
+    [encode([["stdout", "x" * 2_000_000]])],  # over max_message_size
+])
+def test_malformed_packed_updates_are_refused(packed: Any) -> None:
+    conn = _Conn()
+    with pytest.raises(ProtocolError):
+        connection._CommandRef(conn, "c1").remote_packedUpdate(packed)  # type: ignore[arg-type]
+    assert conn.delivered == []
