@@ -3,12 +3,16 @@ error translation, addresses."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from twisted.internet import error as net_error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from workerwire import LinkOptions
 from workerwire.errors import (
     ConnectionLost,
     DuplicateWorker,
@@ -21,6 +25,7 @@ from workerwire_amp.auth import ChallengeResponse, login_response
 from workerwire_amp.chunks import MAX_CHUNK, Assembler, Outgoing, TransferIds
 from workerwire_amp.commands import Integer
 from workerwire_amp.errors import TRACEBACK_SEPARATOR, error_answer, translate_failure
+from workerwire_amp.wire import WireProtocol
 
 
 def test_integers_are_strict_decimal() -> None:
@@ -102,3 +107,29 @@ def test_client_addresses_for_listening_ports() -> None:
     assert client_address_for(IPv4Address("TCP", "10.1.2.3", 9990)) == "tcp:host=10.1.2.3:port=9990"
     assert client_address_for(IPv6Address("TCP", "::", 9990)) == r"tcp:host=\:\:1:port=9990"
     assert client_address_for(UNIXAddress(b"/run/ww.sock")) == "unix:path=/run/ww.sock"
+
+
+class _Boxes(WireProtocol):
+    def __init__(self) -> None:
+        super().__init__(LinkOptions(), Clock())
+        self.received: list[dict[bytes, bytes]] = []
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        self.received.append(dict(box))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_box_parser_matches_amps_however_the_input_is_split(seed: int) -> None:
+    rnd = random.Random(seed)
+    boxes = []
+    for _ in range(rnd.randint(1, 6)):
+        fields = {f"k{i}".encode(): rnd.randbytes(rnd.choice([0, 1, 100, 5000, MAX_CHUNK])) for i in range(4)}
+        boxes.append(amp.AmpBox(fields))
+    data = b"".join(b.serialize() for b in boxes)
+    proto, pos = _Boxes(), 0
+    while pos < len(data):
+        step = rnd.choice([1, 2, 3, 500, 4096, 70_000])
+        proto.dataReceived(data[pos:pos + step])
+        pos += step
+    assert proto.received == [dict(b) for b in amp._ParserHelper.parseString(data)]
+    assert proto._unprocessed == b"" and proto._need == 0

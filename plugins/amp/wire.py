@@ -68,6 +68,11 @@ class WireProtocol(amp.AMP):
         self.peer = "?"
         self._box_keys = 0
         self._abort_call: IDelayedCall | None = None
+        self._unprocessed = b""
+        #: A long value still arriving: its pieces, their length, the length needed.
+        self._pieces: list[Any] = []
+        self._pieces_len = 0
+        self._need = 0
         #: Bytes of the Values parsed so far in the current box.
         self.box_value_bytes = 0
         #: Called for every box that arrives.
@@ -172,9 +177,50 @@ class WireProtocol(amp.AMP):
     # -- parsing limits -----------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        """AMP's length-prefixed strings, as ``Int16StringReceiver`` splits
+        them, but walked by offset (no copy of the rest of the buffer per
+        string) and with a long value's pieces joined once it is whole."""
         if self.closing:
             return  # a refused or closing peer's further input is dropped unread
-        super().dataReceived(data)
+        if self.innerProtocol is not None:  # never switched by this dialect; as AMP does
+            self.innerProtocol.dataReceived(data)
+            return
+        if self._need:
+            pieces = self._pieces
+            missing = self._need - self._pieces_len
+            if len(data) < missing:
+                pieces.append(data)
+                self._pieces_len += len(data)
+                return
+            pieces.append(memoryview(data)[:missing] if missing < len(data) else data)
+            string = b"".join(pieces)
+            self._pieces, self._pieces_len, self._need = [], 0, 0
+            self._unprocessed = b""
+            self.stringReceived(string)
+            buf, pos = data, missing
+        elif self._unprocessed:
+            buf, pos = self._unprocessed + data, 0
+        else:
+            buf, pos = data, 0
+        n = len(buf)
+        while n - pos >= 2 and not self.closing and not self.paused:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            if length > self.MAX_LENGTH:
+                self._unprocessed = buf[pos:]
+                self.lengthLimitExceeded(length)
+                return
+            start = pos + 2
+            end = start + length
+            if end > n:
+                if length > 4096:
+                    # A long value: keep its pieces (no copy yet), join them once.
+                    self._pieces, self._pieces_len, self._need = [memoryview(buf)[start:]], n - start, length
+                    self._unprocessed = buf[pos:start]
+                    return
+                break
+            pos = end
+            self.stringReceived(buf[start:end])
+        self._unprocessed = buf[pos:] if pos < n else b""
 
     def proto_init(self, string: bytes) -> str:
         self._box_keys = 0
