@@ -106,9 +106,20 @@ def test_the_example_box_is_what_the_spec_says() -> None:
     text = SPEC.read_text("utf-8")
     hexdump = text.split("```hex\n", 1)[1].split("```", 1)[0]
     data = bytes.fromhex(hexdump)
-    assert len(data) == 120
+    assert len(data) == 127
     (box,) = amp._ParserHelper.parseString(data)
     assert box == {
         b"_ask": b"1", b"_command": b"Hello", b"min_version": b"1", b"max_version": b"1",
-        b"max_message_size": b"67108864", b"capabilities": TextList().toString(["chunks", "window"]),
+        b"max_message_size": b"67108864", b"capabilities": TextList().toString(["chunks", "window", "parts"]),
     }
+
+
+def test_the_example_box_is_what_the_reference_worker_sends() -> None:
+    from workerwire_amp.commands import Hello
+
+    text = SPEC.read_text("utf-8")
+    data = bytes.fromhex(text.split("```hex\n", 1)[1].split("```", 1)[0])
+    sent = Hello.makeArguments({"min_version": MIN_PROTOCOL_VERSION, "max_version": PROTOCOL_VERSION,
+                                "capabilities": list(CAPABILITIES), "max_message_size": 64 * 1024 * 1024}, None)
+    sent[b"_ask"], sent[b"_command"] = b"1", b"Hello"
+    assert sent.serialize() == data

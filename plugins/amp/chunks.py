@@ -26,10 +26,12 @@ from typing import Iterator
 
 from workerwire.errors import ProtocolError
 
-__all__ = ["MAX_CHUNK", "Assembler", "Outgoing", "TransferIds"]
+__all__ = ["MAX_CHUNK", "IN_PARTS", "Assembler", "Outgoing", "TransferIds", "split_parts"]
 
-#: Largest chunk (and largest inline Value): the AMP value limit.
+#: Largest chunk (and largest inline Value, or part of one): the AMP value limit.
 MAX_CHUNK = 0xFFFF
+#: What :meth:`Outgoing.add` answers for a Value that goes inline in parts.
+IN_PARTS = 0
 
 
 @dataclass
@@ -130,16 +132,23 @@ class Assembler:
 
 
 class Outgoing:
-    """Values of one box being built: size budget and planned transfers."""
+    """Values of one box being built: size budget, parts and planned transfers.
 
-    def __init__(self, limit: int, next_id: "TransferIds"):
+    :param extra_keys: keys the box may spend on the parts of large Values
+        (0 unless the peer announced the ``parts`` capability).
+    """
+
+    def __init__(self, limit: int, next_id: "TransferIds", extra_keys: int = 0):
         self.limit = limit
         self.size = 0
+        self.extra_keys = extra_keys
         self.transfers: list[tuple[int, bytes]] = []
         self._next_id = next_id
 
     def add(self, data: bytes) -> int | None:
-        """Account for one encoded Value; return a transfer id if it must be chunked.
+        """Account for one encoded Value; say how it travels: ``None`` inline in
+        one value, :data:`IN_PARTS` inline in consecutive parts (the box has
+        keys left for them), else the id of the transfer that carries it.
 
         :raises ProtocolError: the box's Values together exceed *limit*.
         """
@@ -149,6 +158,10 @@ class Outgoing:
                 f"message of {self.size} bytes exceeds the limit of {self.limit} bytes")
         if len(data) <= MAX_CHUNK:
             return None
+        more = (len(data) - 1) // MAX_CHUNK  # keys beyond the Value's own
+        if more <= self.extra_keys:
+            self.extra_keys -= more
+            return IN_PARTS
         tid = self._next_id()
         self.transfers.append((tid, data))
         return tid
@@ -170,3 +183,10 @@ class TransferIds:
     def __call__(self) -> int:
         self._n += 1
         return self._n
+
+
+def split_parts(data: bytes) -> list[memoryview]:
+    """*data* as consecutive parts of :data:`MAX_CHUNK` bytes (the last may be
+    shorter), without copying."""
+    view = memoryview(data)
+    return [view[off:off + MAX_CHUNK] for off in range(0, len(data), MAX_CHUNK)]

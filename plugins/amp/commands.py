@@ -7,9 +7,11 @@ Every class here is one row of the command table in ``docs/protocols/amp.md``;
 * ``String``: raw bytes.  ``Unicode``: UTF-8 text.
 * ``ListOf<Unicode>``: concatenated ``(2-byte big-endian length, UTF-8 bytes)``.
 * ``Value<...>``: a contract value (:mod:`workerwire.values`) as its
-  MessagePack encoding, inline under the argument's key, or, when the encoding
-  is larger than one AMP value, carried by preceding ``Chunk`` boxes and named
-  by the key ``<argument>.transfer`` (see :mod:`workerwire_amp.chunks`).
+  MessagePack encoding, inline under the argument's key; when the encoding is
+  larger than one AMP value, either inline in parts (the keys ``<argument>``,
+  ``<argument>.1``, ``<argument>.2``... of the same box, with the peer's
+  ``parts`` capability) or carried by preceding ``Chunk`` boxes and named by
+  the key ``<argument>.transfer`` (see :mod:`workerwire_amp.chunks`).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 
 #: Capabilities of dialect version 1 (see the spec, "Capabilities").
-CAPABILITIES = ("chunks", "window")
+CAPABILITIES = ("chunks", "window", "parts")
 #: A worker lacking one of these is refused by the master.
 REQUIRED_BY_MASTER = frozenset({"chunks", "window"})
 #: A master lacking one of these is refused by the worker.

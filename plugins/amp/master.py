@@ -239,6 +239,7 @@ class MasterProtocol(WireProtocol):
             self._refuse(error)
             raise error
         self.peer_max_message_size = max_message_size
+        self.peer_parts = "parts" in capabilities
         self._challenge = new_challenge()
         self.phase = "login"
         return {

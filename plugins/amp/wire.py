@@ -7,8 +7,9 @@
   about 2 MiB whatever the peer sends;
 * lets a subclass refuse commands by connection state (nothing but the login
   before the login), and refuses unknown commands;
-* carries ``Value`` arguments inline or through ``Chunk`` transfers
-  (:mod:`workerwire_amp.chunks`), bounded by ``max_message_size``;
+* carries ``Value`` arguments inline (in one AMP value, or in consecutive
+  *parts* of one box when the peer announced ``parts``) or through ``Chunk``
+  transfers (:mod:`workerwire_amp.chunks`), bounded by ``max_message_size``;
 * answers every failing command with an error box whose code is the error's
   type name (:mod:`workerwire_amp.errors`);
 * turns any malformed or out-of-place input into one logged protocol error
@@ -29,7 +30,7 @@ from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.values import decode, encode
 
-from .chunks import MAX_CHUNK, Assembler, Outgoing, TransferIds
+from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, TransferIds, split_parts
 from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
 from .errors import MAX_DESCRIPTION, error_answer
 
@@ -63,6 +64,9 @@ class WireProtocol(amp.AMP):
         self._outgoing: Outgoing | None = None
         #: The peer's declared limit (from the handshake); we never send more.
         self.peer_max_message_size = options.max_message_size
+        #: The peer announced the ``parts`` capability: large Values may go
+        #: inline in consecutive keys of one box (set by the handshake).
+        self.peer_parts = False
         self.closing = False
         self.lost = False
         self.peer = "?"
@@ -317,8 +321,16 @@ class WireProtocol(amp.AMP):
         ref = strings.pop(ref_key, None)
         if (inline is None) == (ref is None):
             raise ProtocolError(f"exactly one of {key.decode()!r} and {ref_key.decode()!r} must be present")
-        data = self.assembler.take(_parse_int(ref)) if ref is not None else inline
-        assert data is not None
+        part_key = key + b".1"
+        if part_key in strings:
+            if inline is None:
+                raise ProtocolError(f"{part_key.decode()!r} without {key.decode()!r}")
+            data = self._join_parts(key, inline, strings)
+        elif ref is not None:
+            data = self.assembler.take(_parse_int(ref))
+        else:
+            assert inline is not None
+            data = inline
         self.box_value_bytes += len(data)
         if self.box_value_bytes > self.options.max_message_size:
             raise ProtocolError(
@@ -327,6 +339,24 @@ class WireProtocol(amp.AMP):
         if object not in kinds and type(value) not in kinds:
             raise ProtocolError(f"argument {key.decode()!r} must be {_kinds(kinds)}, not {type(value).__name__}")
         return value
+
+    @staticmethod
+    def _join_parts(key: bytes, first: bytes, strings: dict[bytes, bytes]) -> bytes:
+        """The Value of *key* from its parts ``key``, ``key.1``, ``key.2``...:
+        each but the last exactly one full AMP value, the last not empty."""
+        parts = [first]
+        n = 1
+        while True:
+            piece = strings.pop(key + b".%d" % n, None)
+            if piece is None:
+                break
+            if len(parts[-1]) != MAX_CHUNK or not piece:
+                raise ProtocolError(
+                    f"parts of {key.decode()!r}: every part but the last must be {MAX_CHUNK} bytes, "
+                    "the last not empty")
+            parts.append(piece)
+            n += 1
+        return b"".join(parts)
 
     # -- sending ------------------------------------------------------------
 
@@ -345,6 +375,9 @@ class WireProtocol(amp.AMP):
         tid = self._outgoing.add(data)
         if tid is None:
             strings[key] = data
+        elif tid == IN_PARTS:
+            for n, piece in enumerate(split_parts(data)):
+                strings[key + b".%d" % n if n else key] = piece  # type: ignore[assignment]
         else:
             strings[key + TRANSFER_SUFFIX] = b"%d" % tid
 
@@ -359,9 +392,11 @@ class WireProtocol(amp.AMP):
             if not any(isinstance(value, ok) for k in kinds for ok in _KIND_OK[k]):
                 raise UnsupportedValue(f"{key.decode()} must be {_kinds(kinds)}, not {type(value).__name__}")
 
-    def _build(self, make: Callable[[], amp.AmpBox]) -> amp.AmpBox:
-        """Build a box with *make*, then send the transfers its Values need."""
-        self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids)
+    def _build(self, make: Callable[[], amp.AmpBox], keys: int) -> amp.AmpBox:
+        """Build a box of at most *keys* keys (AMP's and the arguments') with
+        *make*, then send the transfers its Values need."""
+        extra = MAX_KEYS - keys if self.peer_parts else 0
+        self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
         try:
             box = make()
         finally:
@@ -386,7 +421,7 @@ class WireProtocol(amp.AMP):
             return fail(ConnectionLost("the connection is closed"))
         try:
             self._check_kinds(command.arguments, kw)
-            box = self._build(lambda: command.makeArguments(kw, self))
+            box = self._build(lambda: command.makeArguments(kw, self), 2 + len(command.arguments))
         except Exception:
             return fail()
         sent = self._sendBoxCommand(command.commandName, box, command.requiresAnswer)
@@ -411,7 +446,7 @@ class WireProtocol(amp.AMP):
     def _make_response(self, objects: dict[str, Any] | None, command: type[WireCommand]) -> amp.AmpBox:
         objects = dict(objects or {})
         self._check_kinds(command.response, objects)
-        return self._build(lambda: command.makeResponse(objects, self))
+        return self._build(lambda: command.makeResponse(objects, self), 1 + len(command.response))
 
     def _make_error(self, failure: Failure) -> Failure:
         error = failure.value

@@ -61,26 +61,39 @@ _log = Logger()
 
 
 class _Channel(BaseCommandChannel):
-    """One running command's way back to the master, through the session's window."""
+    """One running command's way back to the master, through the session's window.
+
+    Updates handed over in one reactor turn leave as one ``Update`` box (up to
+    the window's ``batch_limit`` bytes): its ``updates`` array is the
+    concatenation of theirs.
+    """
 
     def __init__(self, session: "_Session", builderName: str, commandId: str):
         super().__init__(builderName, commandId)
         self._session = session
+        self._command_id = encode(commandId, "commandId")
+        self._label = f"an update of command {commandId!r}"
 
     def _send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
         proto = self._session.proto
-        try:
-            command_id = encode(self.commandId, "commandId")
-            data = encode([[key, value] for key, value in updates], "updates")
-        except Exception as e:
-            return _failed(e)
-        size = len(command_id) + len(data)
+        # update() has checked the values.
+        data = encode([[key, value] for key, value in updates], "updates", checked=True)
+        size = len(self._command_id) + len(data)
         if size > proto.outgoing_limit:
             return _failed(ProtocolError(
                 f"update of {size} bytes exceeds the message limit of {proto.outgoing_limit} bytes"))
-        return self._session.window.send_update(
-            size, lambda: proto.call(Update, command_id=Encoded(command_id), updates=Encoded(data)),
-            label=f"an update of command {self.commandId!r}")
+        return self._session.window.send_mergeable(self, size, (len(updates), data), self._send_batch,
+                                                   self._label)
+
+    def _send_batch(self, batches: list[tuple[int, bytes]]) -> Deferred[Any]:
+        if len(batches) == 1:
+            data = batches[0][1]
+        else:
+            # One MessagePack array of every batch's items: a new header, then
+            # each encoding without its own.
+            count = sum(n for n, _ in batches)
+            data = b"".join([_array_header(count)] + [memoryview(d)[len(_array_header(n)):] for n, d in batches])
+        return self._session.proto.call(Update, command_id=Encoded(self._command_id), updates=Encoded(data))
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
@@ -93,6 +106,15 @@ class _Channel(BaseCommandChannel):
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
             label=f"the completion of command {self.commandId!r}")
+
+
+def _array_header(n: int) -> bytes:
+    """MessagePack's header of an array of *n* items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _failed(error: BaseException) -> Deferred[None]:
@@ -108,7 +130,7 @@ class _Session(WorkerSession):
         self.connector = connector
         self.proto = proto
         self.peer = proto.peer
-        self.window = SendWindow(connector.window)
+        self.window = SendWindow(connector.window, clock=connector.reactor)
         self.logged_in = False
         self.channels: dict[str, _Channel] = {}
         #: Told about a loss that happens before the login completed.
@@ -306,7 +328,10 @@ class _Attempt:
             self.proto.protocol_error(ProtocolError("Hello answer with max_message_size < 1024 or window < 1"))
             return self._finish(Failure(ProtocolError("malformed Hello answer from the master")))
         self.proto.peer_max_message_size = answer["max_message_size"]
-        self.session.window.limit = min(self.connector.window, answer["window"])
+        self.proto.peer_parts = "parts" in answer["capabilities"]
+        window = self.session.window
+        window.limit = min(self.connector.window, answer["window"])
+        window.batch_limit = min(window.batch_limit, self.proto.outgoing_limit)
         self.proto.phase = "serving"
         self.proto.call(
             Login, username=self.connector.name,
