@@ -216,6 +216,7 @@ def _params() -> list[Any]:
     return names or [pytest.param(None, marks=pytest.mark.skip(reason="no network backend is installed"))]
 
 
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="reads the master's memory and sockets from /proc")
 @pytest.mark.parametrize("backend_name", _params())
 @pytest_twisted.ensureDeferred
 async def test_hostile_clients_cannot_hurt_a_working_worker(backend_name: str, tmp_path: Path,
