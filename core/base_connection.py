@@ -14,7 +14,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -366,34 +366,38 @@ class BaseConnection(Connection):
         if self._lost is not None:
             return fail(self._lost)
         key = self._next_call
-        self._next_call += 1
+        self._next_call = key + 1
         out: Deferred[Any] = Deferred()
         self._pending[key] = out
-        late: list[bool] = []
-
-        def done(result: object) -> None:
-            if key not in self._pending:
-                return None  # already failed by the disconnect
-            if isinstance(result, Failure):
-                result = self._translate_failure(result)
-                if result.check(ConnectionLost) and self._lost is None and not late:
-                    # A backend fails its outstanding calls as the link goes,
-                    # and reports the loss just after: hold this failure for a
-                    # turn, so whoever sees it finds the connection lost already.
-                    late.append(True)
-                    self._clock.callLater(0, done, result)
-                    return None
-            del self._pending[key]
-            if isinstance(result, Failure):
-                if result.check(ConnectionLost) and self._lost is not None:
-                    result = Failure(self._lost)
-                out.errback(result)
-            else:
-                out.callback(result)
-            return None
-
-        maybeDeferred(fn, *args).addBoth(done)
+        try:
+            d = fn(*args)
+        except BaseException:
+            d = fail()
+        d.addCallbacks(self._call_done, self._call_failed, callbackArgs=(key,), errbackArgs=(key,))
         return out
+
+    def _call_done(self, result: object, key: int) -> None:
+        out = self._pending.pop(key, None)
+        if out is not None:  # else already failed by the disconnect
+            out.callback(result)
+
+    def _call_failed(self, failure: Failure, key: int) -> None:
+        if key in self._pending:  # else already failed by the disconnect
+            self._call_settle(self._translate_failure(failure), key, False)
+
+    def _call_settle(self, failure: Failure, key: int, late: bool) -> None:
+        if key not in self._pending:
+            return
+        if failure.check(ConnectionLost) and self._lost is None and not late:
+            # A backend fails its outstanding calls as the link goes, and
+            # reports the loss just after: hold this failure for a turn, so
+            # whoever sees it finds the connection lost already.
+            self._clock.callLater(0, self._call_settle, failure, key, True)
+            return
+        out = self._pending.pop(key)
+        if failure.check(ConnectionLost) and self._lost is not None:
+            failure = Failure(self._lost)
+        out.errback(failure)
 
     def _finish(self, cmd: _Command) -> None:
         if self._commands.get(cmd.commandId) is not cmd:

@@ -10,6 +10,7 @@ a :class:`WorkerSession`; a backend's command channel subclasses
 from __future__ import annotations
 
 import abc
+from types import CoroutineType
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -26,7 +27,7 @@ from .subscriptions import SubscriptionList
 from .values import check_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
-__all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "BOT_METHODS"]
+__all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "call_bot_now", "BOT_METHODS"]
 
 _log = Logger()
 
@@ -47,17 +48,33 @@ def call_bot(bot: WorkerBot, method: str, *args: Any) -> Deferred[Any]:
 
     :raises UnknownCommand: *method* is not a worker call.
     """
+    try:
+        result = call_bot_now(bot, method, *args)
+    except BaseException:
+        return fail()
+    return result if isinstance(result, Deferred) else succeed(result)
+
+
+def call_bot_now(bot: WorkerBot, method: str, *args: Any) -> Any:
+    """:func:`call_bot` for a backend that can answer at once: the checked
+    result itself when the bot answered synchronously (its exception raised
+    here), else a Deferred of it.
+
+    :raises UnknownCommand: *method* is not a worker call.
+    """
     if method not in BOT_METHODS:
-        return fail(UnknownCommand(f"no worker call named {method!r}; valid: {', '.join(BOT_METHODS)}"))
-    d = maybeDeferred(getattr(bot, "remote_" + method), *args)
+        raise UnknownCommand(f"no worker call named {method!r}; valid: {', '.join(BOT_METHODS)}")
+    result = getattr(bot, "remote_" + method)(*args)
+    if isinstance(result, (Deferred, Failure)) or type(result) is CoroutineType:
+        return maybeDeferred(lambda: result).addCallback(_bot_result, method)
+    return _bot_result(result, method)
 
-    def checked(result: Any) -> Any:
-        if method == "startCommand":
-            return None
-        check_value(result, f"result of {method}")
-        return result
 
-    return d.addCallback(checked)
+def _bot_result(result: Any, method: str) -> Any:
+    if method == "startCommand":
+        return None
+    check_value(result, f"result of {method}")
+    return result
 
 
 class BaseCommandChannel(CommandChannel):

@@ -40,10 +40,55 @@ def check_value(value: object, where: str = "value") -> None:
     :raises UnsupportedValue: naming the path to the offending part and what
         would be valid.
     """
-    _check(value, where, 0)
+    if not _valid(value, 0):
+        _check(value, where, 0)
+
+
+def _valid(value: object, depth: int) -> bool:
+    """True if *value* passes :func:`_check`; no error paths are built (the
+    common case pays only for the walk).  Must accept exactly what
+    :func:`_check` accepts."""
+    if depth > _MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str:
+        if value.isascii():  # type: ignore[union-attr]
+            return True
+        try:
+            value.encode("utf-8")  # type: ignore[union-attr]
+        except UnicodeEncodeError:
+            return False
+        return True
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX  # type: ignore[operator]
+    if value is None or kind is bool or kind is float or kind is bytes:
+        return True
+    some: Any = value
+    if kind is list or kind is tuple or kind is dict:
+        if depth >= _MAX_DEPTH and some:
+            return False  # its items would be nested too deep
+    if kind is list or kind is tuple:
+        for item in some:
+            if type(item) is str and item.isascii():
+                continue
+            if not _valid(item, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        for key, item in some.items():
+            if type(key) is not str:
+                return False
+            if type(item) is str and item.isascii():
+                continue
+            if not _valid(item, depth + 1):
+                return False
+        return True
+    return False
 
 
 def _check(value: object, where: str, depth: int) -> None:
+    """Raise :class:`UnsupportedValue`, with the path to the offending part,
+    unless *value* is a contract value."""
     if depth > _MAX_DEPTH:
         raise UnsupportedValue(f"{where}: nested deeper than {_MAX_DEPTH} levels")
     kind = type(value)
@@ -94,7 +139,7 @@ def encode(value: object, where: str = "value", checked: bool = False) -> bytes:
         through :func:`check_value`; it is not walked again.
     :raises UnsupportedValue: if *value* is not a contract value.
     """
-    if not checked:
+    if not checked and not _valid(value, 0):
         _check(value, where, 0)
     return _pack(value)
 
@@ -117,8 +162,9 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
         )
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed message: {type(e).__name__}: {e}") from None
-    try:
-        _check(value, "value", 0)
-    except UnsupportedValue as e:
-        raise ProtocolError(f"peer sent an unsupported value: {e}") from None
+    if not _valid(value, 0):
+        try:
+            _check(value, "value", 0)
+        except UnsupportedValue as e:
+            raise ProtocolError(f"peer sent an unsupported value: {e}") from None
     return value

@@ -76,3 +76,47 @@ def test_oversized_input_is_a_protocol_error() -> None:
 def test_trailing_bytes_are_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         decode(encode(1) + b"\x01")
+
+
+# Anything, valid or not: the fast check must agree with the one that names the path.
+_any_scalar = scalars | st.integers() | st.just("\udc80") | st.sampled_from([object(), {1, 2}, bytearray(b"x"), 1j])
+_anything = st.recursive(
+    _any_scalar,
+    lambda children: st.lists(children) | st.tuples(children, children)
+    | st.dictionaries(text | st.integers() | st.binary(), children),
+    max_leaves=40,
+)
+
+
+def _nested(depth: int, leaf: object) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@settings(max_examples=500, deadline=None)
+@given(_anything)
+def test_the_fast_check_accepts_exactly_what_the_named_check_accepts(value: object) -> None:
+    from workerwire.values import _check, _valid
+
+    try:
+        _check(value, "value", 0)
+    except UnsupportedValue:
+        assert not _valid(value, 0)
+    else:
+        assert _valid(value, 0)
+
+
+@pytest.mark.parametrize("depth", [255, 256, 257])
+@pytest.mark.parametrize("leaf", ["ascii", "é", 1, None, [], {}, {"k": "v"}])
+def test_nesting_limit_is_the_same_for_both_checks(depth: int, leaf: object) -> None:
+    from workerwire.values import _check, _valid
+
+    value = _nested(depth, leaf)
+    try:
+        _check(value, "value", 0)
+        ok = True
+    except UnsupportedValue:
+        ok = False
+    assert _valid(value, 0) is ok

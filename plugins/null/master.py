@@ -45,8 +45,10 @@ class NullConnection(BaseConnection):
     def get_peer(self) -> str:
         return self._peer.pipe.description
 
+    # Arguments core has checked (_checked_call) are not walked again.
+
     def _remote_print(self, message: str) -> Deferred[Any]:
-        return self._peer.call("print", message)
+        return self._peer.call("print", message, checked=True)
 
     def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
         return self._peer.call("getWorkerInfo")
@@ -55,14 +57,14 @@ class NullConnection(BaseConnection):
         return self._peer.call("setBuilderList", builders)
 
     def _remote_start_build(self, builderName: str) -> Deferred[Any]:
-        return self._peer.call("startBuild", builderName)
+        return self._peer.call("startBuild", builderName, checked=True)
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         return self._peer.call("startCommand", builderName, commandId, commandName, args)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
-        return self._peer.call("interruptCommand", builderName, commandId, why)
+        return self._peer.call("interruptCommand", builderName, commandId, why, checked=True)
 
     def _remote_shutdown(self) -> Deferred[Any]:
         return self._peer.call("shutdown")

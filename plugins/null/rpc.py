@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,8 +26,10 @@ _log = Logger()
 class MessagePeer:
     """Request/response over one :class:`PipeEnd`.
 
-    *serve(method, args)* answers the peer's calls; *on_lost(reason)* runs once
-    when the pipe closes; *on_traffic()* runs for every message received.
+    *serve(method, args)* answers the peer's calls, with a value already
+    checked (:func:`~workerwire.base_worker.call_bot` checks the bot's) or
+    ``None``, or a Deferred of one; *on_lost(reason)* runs once when the pipe
+    closes; *on_traffic()* runs for every message received.
     """
 
     def __init__(
@@ -49,11 +51,18 @@ class MessagePeer:
         pipe.on_message = self._received
         pipe.on_close = self._closed
 
-    def call(self, method: str, *args: Any) -> Deferred[Any]:
+    def call(self, method: str, *args: Any, checked: bool = False) -> Deferred[Any]:
+        """Call *method* on the peer; fires with its result.
+
+        :param checked: the caller has checked *args* with
+            :func:`~workerwire.values.check_value` already: the message is
+            encoded without walking them again (it is checked once on this
+            side, once on the receiving side, as on a network backend).
+        """
         if self.lost or self.pipe.closed:
             return fail(ConnectionLost("link is closed"))
         try:
-            data = encode(["call", self._next_id, method, list(args)], where=f"arguments of {method}")
+            data = encode(["call", self._next_id, method, list(args)], f"arguments of {method}", checked)
         except Exception as e:
             return fail(e)
         if len(data) > self._max:
@@ -96,24 +105,29 @@ class MessagePeer:
         return d
 
     def _dispatch(self, call_id: int, method: str, args: list[Any]) -> None:
-        d = maybeDeferred(self._serve, method, args)
+        try:
+            result = self._serve(method, args)
+        except BaseException:
+            self._error(Failure(), call_id)
+            return
+        if isinstance(result, Deferred):
+            result.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
+        else:
+            self._answer(result, call_id)
 
-        def answer(result: Any) -> None:
-            if not self.pipe.closed:
-                try:
-                    data = encode(["answer", call_id, result], where=f"result of {method}")
-                except Exception as e:
-                    return error(Failure(e))
-                self.pipe.send(data)
-            return None
+    def _answer(self, result: Any, call_id: int) -> None:
+        if not self.pipe.closed:
+            try:
+                data = encode(["answer", call_id, result], checked=True)
+            except Exception:
+                self._error(Failure(), call_id)
+                return
+            self.pipe.send(data)
 
-        def error(failure: Failure) -> None:
-            if not self.pipe.closed:
-                type_name, message = error_to_wire(failure.value)
-                self.pipe.send(encode(["error", call_id, type_name, message]))
-            return None
-
-        d.addCallbacks(answer, error)
+    def _error(self, failure: Failure, call_id: int) -> None:
+        if not self.pipe.closed:
+            type_name, message = error_to_wire(failure.value)
+            self.pipe.send(encode(["error", call_id, type_name, message]))
 
     def _closed(self, reason: str) -> None:
         if self.lost:

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ConnectionLost, error_to_wire
 from workerwire.master import Update
 
@@ -24,7 +24,8 @@ class _Channel(BaseCommandChannel):
         self._session = session
 
     def _send_update(self, updates: list[Update]) -> Deferred[None]:
-        return self._session.peer_rpc.call("update", self.commandId, [list(u) for u in updates])
+        # update() has checked the values; commandId came checked from the master.
+        return self._session.peer_rpc.call("update", self.commandId, [list(u) for u in updates], checked=True)
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.connector._forget_channel(self)
@@ -63,7 +64,7 @@ class _Session(WorkerSession):
             return d.addErrback(refused)
         if method == "setBuilderList":
             args = [[tuple(pair) for pair in args[0]]]
-        return call_bot(self.connector.bot, method, *args)
+        return call_bot_now(self.connector.bot, method, *args)  # a value at once, or a Deferred
 
 
 class NullConnector(BaseWorkerConnector):
