@@ -38,8 +38,11 @@ __all__ = ["WireProtocol", "MAX_KEYS", "ABORT_AFTER"]
 
 _log = Logger()
 
-#: Most keys one box may have (the dialect's largest box has 7).
+#: Most keys one box may have (the dialect's largest box has 7, and the parts
+#: of large Values).
 MAX_KEYS = 32
+#: Longest key (AMP's limit).
+MAX_KEY_LENGTH = 255
 #: Seconds a closing connection may take to flush before it is aborted.
 ABORT_AFTER = 10.0
 
@@ -181,9 +184,11 @@ class WireProtocol(amp.AMP):
     # -- parsing limits -----------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """AMP's length-prefixed strings, as ``Int16StringReceiver`` splits
-        them, but walked by offset (no copy of the rest of the buffer per
-        string) and with a long value's pieces joined once it is whole."""
+        """Boxes from AMP's length-prefixed strings, as ``BinaryBoxProtocol``
+        builds them, but walked by offset (no copy of the rest of the buffer
+        per string), with a long value's pieces joined once it is whole, and
+        without a method dispatch per string; the box is capped at
+        :data:`MAX_KEYS` keys while it is parsed."""
         if self.closing:
             return  # a refused or closing peer's further input is dropped unread
         if self.innerProtocol is not None:  # never switched by this dialect; as AMP does
@@ -200,45 +205,59 @@ class WireProtocol(amp.AMP):
             string = b"".join(pieces)
             self._pieces, self._pieces_len, self._need = [], 0, 0
             self._unprocessed = b""
-            self.stringReceived(string)
+            self._take_string(string)
             buf, pos = data, missing
         elif self._unprocessed:
             buf, pos = self._unprocessed + data, 0
         else:
             buf, pos = data, 0
         n = len(buf)
+        take = self._take_string
         while n - pos >= 2 and not self.closing and not self.paused:
             length = (buf[pos] << 8) | buf[pos + 1]
-            if length > self.MAX_LENGTH:
-                self._unprocessed = buf[pos:]
-                self.lengthLimitExceeded(length)
-                return
             start = pos + 2
             end = start + length
             if end > n:
-                if length > 4096:
+                if length > 4096 and self._currentKey is not None:
                     # A long value: keep its pieces (no copy yet), join them once.
                     self._pieces, self._pieces_len, self._need = [memoryview(buf)[start:]], n - start, length
                     self._unprocessed = buf[pos:start]
                     return
+                if length > MAX_KEY_LENGTH and self._currentKey is None:
+                    self._unprocessed = buf[pos:]
+                    self.lengthLimitExceeded(length)
+                    return
                 break
             pos = end
-            self.stringReceived(buf[start:end])
+            if not take(buf[start:end]):
+                self._unprocessed = buf[pos:]
+                return
         self._unprocessed = buf[pos:] if pos < n else b""
 
-    def proto_init(self, string: bytes) -> str:
-        self._box_keys = 0
-        return str(super().proto_init(string))
-
-    def proto_value(self, string: bytes) -> str:
-        self._box_keys += 1
-        if self._box_keys > MAX_KEYS:
-            self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
-            return "discard"
-        return str(super().proto_value(string))
-
-    def proto_discard(self, string: bytes) -> str:
-        return "discard"
+    def _take_string(self, string: bytes) -> bool:
+        """One key or value of the box being parsed; False to stop parsing."""
+        key = self._currentKey
+        if key is not None:
+            self._box_keys += 1
+            if self._box_keys > MAX_KEYS:
+                self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
+                return False
+            self._currentBox[key] = string
+            self._currentKey = None
+            return True
+        if len(string) > MAX_KEY_LENGTH:
+            self.lengthLimitExceeded(len(string))
+            return False
+        box = self._currentBox
+        if string:
+            if box is None:
+                self._currentBox = amp.AmpBox()
+                self._box_keys = 0
+            self._currentKey = string
+            return True
+        self._currentBox = None
+        self.ampBoxReceived(box if box is not None else amp.AmpBox())
+        return True
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.protocol_error(ProtocolError(f"key of {length} bytes; AMP keys are 1 to 255 bytes"))
@@ -296,12 +315,19 @@ class WireProtocol(amp.AMP):
         super()._errorReceived(box)
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
+        """Run the responder; its result (a dict of the answer's fields, or
+        anything for a command whose answer has none) becomes the answer box."""
         command, method = self.responders[box[amp.COMMAND]]
         kw = self._parse(command, box, command.arguments)
         d = maybeDeferred(getattr(self, method), **kw)
-        d.addCallback(self._make_response, command)
-        d.addErrback(self._make_error)
+        d.addCallbacks(self._respond, self._make_error, callbackArgs=(command,))
         return d
+
+    def _respond(self, objects: Any, command: type[WireCommand]) -> amp.AmpBox | Failure:
+        try:
+            return self._make_response(objects, command)
+        except Exception:
+            return self._make_error(Failure())
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
@@ -384,21 +410,19 @@ class WireProtocol(amp.AMP):
     @staticmethod
     def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:
         """Refuse to send a Value the peer would reject for its top-level type."""
-        for key, arg in schema:
-            kinds = getattr(arg, "kinds", None)
-            value = objects.get(key.decode())
-            if kinds is None or object in kinds or isinstance(value, Encoded):
-                continue
-            if not any(isinstance(value, ok) for k in kinds for ok in _KIND_OK[k]):
-                raise UnsupportedValue(f"{key.decode()} must be {_kinds(kinds)}, not {type(value).__name__}")
+        for name, kinds, ok in _kind_checks(schema):
+            value = objects.get(name)
+            if not isinstance(value, ok):
+                raise UnsupportedValue(f"{name} must be {_kinds(kinds)}, not {type(value).__name__}")
 
-    def _build(self, make: Callable[[], amp.AmpBox], keys: int) -> amp.AmpBox:
+    def _build(self, make: Callable[[dict[str, Any], Any], amp.AmpBox], objects: dict[str, Any],
+               keys: int) -> amp.AmpBox:
         """Build a box of at most *keys* keys (AMP's and the arguments') with
-        *make*, then send the transfers its Values need."""
+        ``make(objects, self)``, then send the transfers its Values need."""
         extra = MAX_KEYS - keys if self.peer_parts else 0
         self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
         try:
-            box = make()
+            box = make(objects, self)
         finally:
             out, self._outgoing = self._outgoing, None
         for tid, data in out.transfers:
@@ -420,39 +444,63 @@ class WireProtocol(amp.AMP):
         if self.lost or self.closing or self.transport is None:
             return fail(ConnectionLost("the connection is closed"))
         try:
-            self._check_kinds(command.arguments, kw)
-            box = self._build(lambda: command.makeArguments(kw, self), 2 + len(command.arguments))
+            if command.arguments:
+                self._check_kinds(command.arguments, kw)
+                box = self._build(command.makeArguments, kw, 2 + len(command.arguments))
+            else:
+                box = amp.AmpBox()
         except Exception:
             return fail()
         sent = self._sendBoxCommand(command.commandName, box, command.requiresAnswer)
         if sent is None:
             return succeed({})
         result: Deferred[dict[str, Any]] = Deferred()
-
-        def answered(answer: amp.AmpBox) -> None:
-            try:
-                parsed = self._parse(command, answer, command.response)
-            except ProtocolError as e:
-                self.protocol_error(ProtocolError(f"answer to {command.__name__}: {e}"))
-                result.errback(Failure(e))
-            else:
-                result.callback(parsed)
-
         # The AMP request Deferred always ends in None, so AMP never sees an
         # unhandled error (it would drop the connection).
-        sent.addCallbacks(answered, result.errback)
+        sent.addCallbacks(self._answered, result.errback, callbackArgs=(command, result))
         return result
 
+    def _answered(self, answer: amp.AmpBox, command: type[WireCommand], result: Deferred[dict[str, Any]]) -> None:
+        if not command.response:
+            result.callback({})
+            return
+        try:
+            parsed = self._parse(command, answer, command.response)
+        except ProtocolError as e:
+            self.protocol_error(ProtocolError(f"answer to {command.__name__}: {e}"))
+            result.errback(Failure(e))
+        else:
+            result.callback(parsed)
+
     def _make_response(self, objects: dict[str, Any] | None, command: type[WireCommand]) -> amp.AmpBox:
+        if not command.response:
+            return amp.AmpBox()
         objects = dict(objects or {})
         self._check_kinds(command.response, objects)
-        return self._build(lambda: command.makeResponse(objects, self), 1 + len(command.response))
+        return self._build(command.makeResponse, objects, 1 + len(command.response))
 
     def _make_error(self, failure: Failure) -> Failure:
         error = failure.value
         if isinstance(error, amp.RemoteAmpError) or error is None:
             return failure
         return Failure(error_answer(error, self.options.send_tracebacks))
+
+
+_KIND_CHECKS: dict[int, tuple[Any, list[tuple[str, tuple[type, ...], tuple[type, ...]]]]] = {}
+
+
+def _kind_checks(schema: list[tuple[bytes, Any]]) -> list[tuple[str, tuple[type, ...], tuple[type, ...]]]:
+    """``(name, kinds, accepted Python types)`` of *schema*'s restricted Values (cached)."""
+    entry = _KIND_CHECKS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        checks = []
+        for key, arg in schema:
+            kinds = getattr(arg, "kinds", None)
+            if kinds is None or object in kinds:
+                continue
+            checks.append((key.decode(), kinds, tuple(ok for k in kinds for ok in _KIND_OK[k]) + (Encoded,)))
+        entry = _KIND_CHECKS[id(schema)] = (schema, checks)
+    return entry[1]
 
 
 def _kinds(kinds: tuple[type, ...]) -> str:

@@ -201,8 +201,11 @@ class WorkerProtocol(WireProtocol):
 
     # -- calls from the master ----------------------------------------------
 
-    def amp_Print(self, message: str) -> Deferred[dict[str, Any]]:
-        return call_bot(self.bot, "print", message).addCallback(lambda _: {})
+    # A command whose answer has no fields may answer with anything (the
+    # bot's result is dropped).
+
+    def amp_Print(self, message: str) -> Deferred[Any]:
+        return call_bot(self.bot, "print", message)
 
     def amp_GetWorkerInfo(self) -> Deferred[dict[str, Any]]:
         return call_bot(self.bot, "getWorkerInfo").addCallback(lambda info: {"info": info})
@@ -215,8 +218,8 @@ class WorkerProtocol(WireProtocol):
         pairs = [(name, builddir) for name, builddir in builders]
         return call_bot(self.bot, "setBuilderList", pairs).addCallback(lambda names: {"names": names})
 
-    def amp_StartBuild(self, builder: str) -> Deferred[dict[str, Any]]:
-        return call_bot(self.bot, "startBuild", builder).addCallback(lambda _: {})
+    def amp_StartBuild(self, builder: str) -> Deferred[Any]:
+        return call_bot(self.bot, "startBuild", builder)
 
     def amp_StartCommand(self, builder: str, command_id: str, command_name: str,
                          args: dict[str, Any]) -> Deferred[dict[str, Any]]:
@@ -232,11 +235,11 @@ class WorkerProtocol(WireProtocol):
 
         return d.addCallbacks(lambda _: {}, refused)
 
-    def amp_InterruptCommand(self, builder: str, command_id: str, why: str) -> Deferred[dict[str, Any]]:
-        return call_bot(self.bot, "interruptCommand", builder, command_id, why).addCallback(lambda _: {})
+    def amp_InterruptCommand(self, builder: str, command_id: str, why: str) -> Deferred[Any]:
+        return call_bot(self.bot, "interruptCommand", builder, command_id, why)
 
-    def amp_Shutdown(self) -> Deferred[dict[str, Any]]:
-        return call_bot(self.bot, "shutdown").addCallback(lambda _: {})
+    def amp_Shutdown(self) -> Deferred[Any]:
+        return call_bot(self.bot, "shutdown")
 
     def amp_Ping(self) -> dict[str, Any]:
         return {}
