@@ -19,6 +19,7 @@ through :meth:`WireBroker.call`.
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import Any, Callable
 
 from twisted.internet import protocol
@@ -281,11 +282,11 @@ class WireBroker(FastBanana, pb.Broker):
 
     # -- serving calls ---------------------------------------------------------
 
-    def dispatch(self, target: Any, prefix: str, message: Any, netArgs: Any, netKw: Any) -> Deferred[Any]:
+    def dispatch(self, target: Any, prefix: str, message: Any, netArgs: Any, netKw: Any) -> Any:
         """Run ``target.<prefix><message>`` for a call from the peer.
 
-        Returns a Deferred of the serialized result; PB sends it as the answer
-        (or its failure as the error).
+        Returns the serialized result, or a Deferred of it (a failed one for
+        any error); PB sends it as the answer (or its failure as the error).
         """
         try:
             if isinstance(message, bytes):
@@ -305,9 +306,13 @@ class WireBroker(FastBanana, pb.Broker):
         method = getattr(target, prefix + message, None) if isinstance(message, str) else None
         if method is None:
             return fail(pb.NoSuchMethod(f"no such method: {prefix}{message}"))
-        d = maybeDeferred(method, *args, **kw)
-        d.addCallback(self._pack_result, message)
-        return d
+        try:
+            result = method(*args, **kw)
+            if not isinstance(result, (Deferred, Failure)) and type(result) is not CoroutineType:
+                return self._pack_result(result, message)  # answered at once: no Deferred
+        except BaseException:
+            return fail()
+        return maybeDeferred(lambda: result).addCallback(self._pack_result, message)
 
     def _unwrap(self, args: Any, kw: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
         if len(args) != 3 or kw:

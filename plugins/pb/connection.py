@@ -156,7 +156,7 @@ class PBConnection(BaseConnection):
     # -- primitives ---------------------------------------------------------------
 
     def _remote_print(self, message: str) -> Deferred[Any]:
-        return self._broker.call(self._bot, "print", message=message).addCallback(lambda _: None)
+        return self._broker.call(self._bot, "print", message=message).addCallback(_none)
 
     def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
         limit = node_limit(self.options.max_message_size)
@@ -219,6 +219,10 @@ class PBConnection(BaseConnection):
 
     def _lose_connection(self, abort: bool) -> None:
         self._broker.close(abort)
+
+
+def _none(result: object) -> None:
+    return None
 
 
 def _info(answer: Any, limit: int) -> dict[str, Any]:

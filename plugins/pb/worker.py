@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
 from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
@@ -134,8 +134,8 @@ class _Bot(Servant):
         self.link = link
         self.builders: dict[str, _Builder] = {}
 
-    def remote_print(self, message: Any) -> Deferred[Any]:
-        return call_bot(self.link.connector.bot, "print", plain(message, "message", self.link.limit))
+    def remote_print(self, message: Any) -> Any:
+        return call_bot_now(self.link.connector.bot, "print", plain(message, "message", self.link.limit))
 
     def remote_getWorkerInfo(self) -> Deferred[Any]:
         return call_bot(self.link.connector.bot, "getWorkerInfo")
