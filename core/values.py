@@ -23,7 +23,7 @@ import msgpack
 
 from .errors import ProtocolError, UnsupportedValue
 
-__all__ = ["Value", "check_value", "encode", "decode", "INT_MIN", "INT_MAX"]
+__all__ = ["Value", "check_value", "encode", "encode_pairs", "array_header", "decode", "INT_MIN", "INT_MAX"]
 
 Value = Union[None, bool, int, float, str, bytes, list[Any], dict[str, Any]]
 
@@ -142,6 +142,51 @@ def encode(value: object, where: str = "value", checked: bool = False) -> bytes:
     if not checked and not _valid(value, 0):
         _check(value, where, 0)
     return _pack(value)
+
+
+def encode_pairs(pairs: Any, big: int = 4096) -> tuple[list[bytes], int]:
+    """The encodings of ``[key, value]`` *pairs*, back to back: what follows a
+    MessagePack array header in :func:`encode` of a list of them (so several
+    such runs after a header for their total count decode as one list), as
+    pieces to concatenate, and their total length.
+
+    A text or bytes value longer than *big* bytes is a piece of its own (text
+    encoded to UTF-8 once, bytes not copied), so a sender can hand large
+    output on without copying it through a packer.  The caller has checked
+    the pairs (str keys, contract values).
+    """
+    pieces: list[bytes] = []
+    size = 0
+    for key, value in pairs:
+        kind = type(value)
+        if (kind is str or kind is bytes) and len(value) > big:
+            data = value.encode("utf-8") if kind is str else value
+            n = len(data)
+            marks = b"\xd9\xda\xdb" if kind is str else b"\xc4\xc5\xc6"
+            if n < 0x100:
+                head = marks[0:1] + bytes((n,))
+            elif n < 0x10000:
+                head = marks[1:2] + n.to_bytes(2, "big")
+            else:
+                head = marks[2:3] + n.to_bytes(4, "big")
+            prefix = b"\x92" + _pack(key) + head
+            pieces.append(prefix)
+            pieces.append(data)
+            size += len(prefix) + n
+        else:
+            piece = _pack([key, value])
+            pieces.append(piece)
+            size += len(piece)
+    return pieces, size
+
+
+def array_header(n: int) -> bytes:
+    """MessagePack's header of an array of *n* items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def decode(data: bytes, max_size: int | None = None) -> Any:

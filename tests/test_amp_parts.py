@@ -135,3 +135,42 @@ async def test_updates_of_one_turn_share_a_box(harness: Harness, reactor: Any) -
     await within(rc.done, reactor, what="the stream")
     assert rc.values("stdout") == [stream_line(i) for i in range(2000)]
     assert rc.update_calls < 200, f"{rc.update_calls} Update boxes for 2001 updates"
+
+
+@pytest.mark.parametrize("size", [1, 1000, MAX_CHUNK, MAX_CHUNK + 1, 3 * MAX_CHUNK + 17, 40 * MAX_CHUNK])
+def test_a_value_given_as_pieces_goes_as_its_concatenation(size: int) -> None:
+    """Inline, in parts or as a transfer, pieces arrive exactly as the joined
+    bytes would have, and a box with parts is written as AMP writes a box."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols import amp
+
+    from workerwire_amp.chunks import Part, split_pieces
+    from workerwire_amp.commands import Encoded
+    from workerwire_amp.wire import WireProtocol
+
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    cut = [0, size // 3, size // 3 + 7, size]
+    pieces = [data[a:b] for a, b in zip(cut, cut[1:])]
+    parts = split_pieces(pieces, size)
+    assert b"".join(b"".join(p.buffers) for p in parts) == data
+    assert [len(p) for p in parts[:-1]] == [MAX_CHUNK] * (len(parts) - 1)
+
+    proto = WireProtocol(LinkOptions(), Clock())
+    proto.peer_parts = True
+    proto.makeConnection(StringTransport())
+    strings: dict[bytes, object] = {}
+    proto._outgoing = Outgoing(10 * 1024 * 1024, TransferIds(), extra_keys=28)
+    proto.put_value(b"v", strings, Encoded(pieces=pieces, size=size))
+    transfers, proto._outgoing = proto._outgoing.transfers, None
+    if transfers:
+        assert strings == {b"v.transfer": b"1"} and transfers == [(1, data)]
+        return
+    joined = b"".join(b"".join(v.buffers) if isinstance(v, Part) else bytes(v)  # type: ignore[arg-type]
+                      for _, v in sorted(strings.items(), key=lambda kv: (len(kv[0]), kv[0])))
+    assert joined == data
+    proto.sendBox(amp.AmpBox(strings))  # type: ignore[arg-type]
+    plain = amp.AmpBox({k: b"".join(v.buffers) if isinstance(v, Part) else bytes(v)  # type: ignore[arg-type]
+                        for k, v in strings.items()})
+    assert proto.transport.value() == plain.serialize()  # type: ignore[union-attr]

@@ -120,3 +120,21 @@ def test_nesting_limit_is_the_same_for_both_checks(depth: int, leaf: object) -> 
     except UnsupportedValue:
         ok = False
     assert _valid(value, 0) is ok
+
+
+pair_values = st.one_of(
+    values, text.map(lambda t: t * 40), st.binary(min_size=4000, max_size=70_000),
+    st.sampled_from(["x" * 70_000, "é" * 5000, "x" * 4097, b"y" * 65_536, b"z" * 300]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(text, pair_values), max_size=6), st.lists(st.tuples(text, pair_values), max_size=6))
+def test_encoded_pairs_are_the_canonical_encoding(first: list[tuple[str, object]],
+                                                   second: list[tuple[str, object]]) -> None:
+    from workerwire.values import array_header, encode_pairs
+
+    (p1, n1), (p2, n2) = encode_pairs(first), encode_pairs(second)
+    assert n1 == sum(map(len, p1)) and n2 == sum(map(len, p2))
+    joined = array_header(len(first) + len(second)) + b"".join(p1 + p2)
+    assert joined == encode([[k, v] for k, v in first + second])

@@ -26,12 +26,15 @@ from typing import Iterator
 
 from workerwire.errors import ProtocolError
 
-__all__ = ["MAX_CHUNK", "IN_PARTS", "Assembler", "Outgoing", "TransferIds", "split_parts"]
+__all__ = ["MAX_CHUNK", "IN_PARTS", "TRANSFER", "Assembler", "Outgoing", "Part", "TransferIds", "split_parts",
+           "split_pieces"]
 
 #: Largest chunk (and largest inline Value, or part of one): the AMP value limit.
 MAX_CHUNK = 0xFFFF
 #: What :meth:`Outgoing.add` answers for a Value that goes inline in parts.
 IN_PARTS = 0
+#: What :meth:`Outgoing.plan` answers for a Value that needs a transfer.
+TRANSFER = object()
 
 
 @dataclass
@@ -152,16 +155,29 @@ class Outgoing:
 
         :raises ProtocolError: the box's Values together exceed *limit*.
         """
-        self.size += len(data)
+        how = self.plan(len(data))
+        return self.transfer(data) if how is TRANSFER else how  # type: ignore[return-value]
+
+    def plan(self, size: int) -> int | None | object:
+        """:meth:`add` for a Value of *size* bytes not assembled yet: ``None``,
+        :data:`IN_PARTS`, or :data:`TRANSFER` (then call :meth:`transfer`).
+
+        :raises ProtocolError: the box's Values together exceed *limit*.
+        """
+        self.size += size
         if self.size > self.limit:
             raise ProtocolError(
                 f"message of {self.size} bytes exceeds the limit of {self.limit} bytes")
-        if len(data) <= MAX_CHUNK:
+        if size <= MAX_CHUNK:
             return None
-        more = (len(data) - 1) // MAX_CHUNK  # keys beyond the Value's own
+        more = (size - 1) // MAX_CHUNK  # keys beyond the Value's own
         if more <= self.extra_keys:
             self.extra_keys -= more
             return IN_PARTS
+        return TRANSFER
+
+    def transfer(self, data: bytes) -> int:
+        """Plan *data* as a transfer; its id."""
         tid = self._next_id()
         self.transfers.append((tid, data))
         return tid
@@ -190,3 +206,41 @@ def split_parts(data: bytes) -> list[memoryview]:
     shorter), without copying."""
     view = memoryview(data)
     return [view[off:off + MAX_CHUNK] for off in range(0, len(data), MAX_CHUNK)]
+
+
+class Part:
+    """One AMP value made of several buffers written back to back (a part of a
+    Value encoded as pieces): never joined before the box is."""
+
+    __slots__ = ("buffers", "size")
+
+    def __init__(self, buffers: list[bytes | memoryview], size: int):
+        self.buffers = buffers
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def split_pieces(pieces: list[bytes], size: int) -> list[Part]:
+    """The concatenation of *pieces* (*size* bytes in all) as consecutive parts
+    of :data:`MAX_CHUNK` bytes (the last may be shorter), without copying."""
+    parts: list[Part] = []
+    current: list[bytes | memoryview] = []
+    room = MAX_CHUNK
+    for piece in pieces:
+        view: memoryview | None = None
+        start, n = 0, len(piece)
+        while n - start > room:
+            if view is None:
+                view = memoryview(piece)
+            current.append(view[start:start + room])
+            start += room
+            parts.append(Part(current, MAX_CHUNK))
+            current, room = [], MAX_CHUNK
+        if start < n:
+            current.append(piece if start == 0 else (view if view is not None else memoryview(piece))[start:])
+            room -= n - start
+    if current:
+        parts.append(Part(current, MAX_CHUNK - room))
+    return parts

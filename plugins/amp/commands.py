@@ -145,12 +145,18 @@ class Encoded:
 
     Passing it as a ``Value`` argument sends these bytes without encoding
     again (the worker's flow-control window sizes updates before sending).
+    With *pieces* (and their total *size*) instead of *data*, the encoding is
+    their concatenation, which a box in parts writes without joining them.
     """
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "pieces", "size")
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes | None = None, pieces: list[bytes] | None = None, size: int = 0):
+        if (data is None) == (pieces is None):
+            raise TypeError("Encoded takes data or pieces")
         self.data = data
+        self.pieces = pieces
+        self.size = len(data) if data is not None else size
 
 
 class ValueCarrier(Protocol):

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, ClassVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -30,7 +31,7 @@ from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.values import decode, encode
 
-from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, TransferIds, split_parts
+from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces
 from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
 from .errors import MAX_DESCRIPTION, error_answer
 
@@ -48,6 +49,7 @@ ABORT_AFTER = 10.0
 
 _KIND_OK: dict[type, tuple[type, ...]] = {list: (list, tuple), dict: (dict,), str: (str,), type(None): (type(None),)}
 _parse_int = Integer().fromString
+_H = struct.Struct("!H").pack
 
 
 class WireProtocol(amp.AMP):
@@ -391,21 +393,50 @@ class WireProtocol(amp.AMP):
         """Largest message this end sends: its own and the peer's limit."""
         return min(self.options.max_message_size, self.peer_max_message_size)
 
-    def put_value(self, key: bytes, strings: dict[bytes, bytes], value: Any) -> None:
+    def put_value(self, key: bytes, strings: dict[bytes, Any], value: Any) -> None:
         """Encode a ``Value`` argument (the ``ValueCarrier`` protocol)."""
         assert self._outgoing is not None, "Values are only sent through call() and answers"
+        pieces: list[bytes] | None = None
         if isinstance(value, Encoded):
-            data = value.data
+            data, pieces, size = value.data, value.pieces, value.size
         else:
             data = encode(value, where=key.decode())
-        tid = self._outgoing.add(data)
-        if tid is None:
+            size = len(data)
+        how = self._outgoing.plan(size)
+        if how is IN_PARTS:
+            parts: list[Any] = split_parts(data) if data is not None else split_pieces(pieces, size)  # type: ignore[arg-type]
+            for n, part in enumerate(parts):
+                strings[key + b".%d" % n if n else key] = part
+            return
+        if data is None:
+            data = b"".join(pieces)  # type: ignore[arg-type]
+        if how is None:
             strings[key] = data
-        elif tid == IN_PARTS:
-            for n, piece in enumerate(split_parts(data)):
-                strings[key + b".%d" % n if n else key] = piece  # type: ignore[assignment]
         else:
-            strings[key + TRANSFER_SUFFIX] = b"%d" % tid
+            strings[key + TRANSFER_SUFFIX] = b"%d" % self._outgoing.transfer(data)
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        """As AMP sends a box, but writing a Value's parts without joining
+        their pieces first (they are copied once, into the bytes written)."""
+        if self._locked or self.transport is None or self._startingTLSBuffer is not None:
+            super().sendBox(box)  # AMP's own checks and errors
+            return
+        out: list[Any] = []
+        for key, value in sorted(box.items()):
+            if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH:
+                raise amp.TooLong(True, True, key, None)
+            out.append(_H(len(key)))
+            out.append(key)
+            if type(value) is Part:
+                out.append(_H(value.size))
+                out.extend(value.buffers)
+            else:
+                if type(value) is str or len(value) > MAX_CHUNK:
+                    raise amp.TooLong(False, True, value, key)
+                out.append(_H(len(value)))
+                out.append(value)
+        out.append(b"\x00\x00")
+        self.transport.write(b"".join(out))
 
     @staticmethod
     def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
 from workerwire.master import Update as UpdatePair
-from workerwire.values import encode
+from workerwire.values import array_header, encode, encode_pairs
 from workerwire.worker import WorkerBot
 
 from .address import check_client_address
@@ -76,24 +76,24 @@ class _Channel(BaseCommandChannel):
 
     def _send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
         proto = self._session.proto
-        # update() has checked the values.
-        data = encode([[key, value] for key, value in updates], "updates", checked=True)
-        size = len(self._command_id) + len(data)
-        if size > proto.outgoing_limit:
+        # update() has checked the values; large output is not copied here.
+        pieces, size = encode_pairs(updates)
+        total = len(self._command_id) + len(array_header(len(updates))) + size
+        if total > proto.outgoing_limit:
             return _failed(ProtocolError(
-                f"update of {size} bytes exceeds the message limit of {proto.outgoing_limit} bytes"))
-        return self._session.window.send_mergeable(self, size, (len(updates), data), self._send_batch,
+                f"update of {total} bytes exceeds the message limit of {proto.outgoing_limit} bytes"))
+        return self._session.window.send_mergeable(self, total, (len(updates), pieces, size), self._send_batch,
                                                    self._label)
 
-    def _send_batch(self, batches: list[tuple[int, bytes]]) -> Deferred[Any]:
-        if len(batches) == 1:
-            data = batches[0][1]
-        else:
-            # One MessagePack array of every batch's items: a new header, then
-            # each encoding without its own.
-            count = sum(n for n, _ in batches)
-            data = b"".join([_array_header(count)] + [memoryview(d)[len(_array_header(n)):] for n, d in batches])
-        return self._session.proto.call(Update, command_id=Encoded(self._command_id), updates=Encoded(data))
+    def _send_batch(self, batches: list[tuple[int, list[bytes], int]]) -> Deferred[Any]:
+        # One MessagePack array of every batch's items: a header for their
+        # count, then their encodings, handed on as pieces.
+        header = array_header(sum(n for n, _, _ in batches))
+        pieces = [header]
+        for _, more, _ in batches:
+            pieces.extend(more)
+        updates = Encoded(pieces=pieces, size=len(header) + sum(size for _, _, size in batches))
+        return self._session.proto.call(Update, command_id=Encoded(self._command_id), updates=updates)
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
@@ -106,15 +106,6 @@ class _Channel(BaseCommandChannel):
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
             label=f"the completion of command {self.commandId!r}")
-
-
-def _array_header(n: int) -> bytes:
-    """MessagePack's header of an array of *n* items."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 0x10000:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _failed(error: BaseException) -> Deferred[None]:
