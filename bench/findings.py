@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = ["FINDINGS", "PROFILED"]
 
 #: When and against which code the findings were profiled.
-PROFILED = "2026-11-30, plugins/pb at f175999, plugins/amp at 6b93c80, plugins/null and core at 3a2081a, app at 64a1a9e"
+PROFILED = "2026-11-30, plugins/pb at f175999, plugins/amp at 0a40c5d, plugins/null and core at 3a2081a, app at 64a1a9e"
 
 #: (target, subject) -> explanation.  ``*`` as subject matches any subject.
 FINDINGS: dict[tuple[str, str], str] = {
@@ -23,23 +23,25 @@ FINDINGS: dict[tuple[str, str], str] = {
         "(`BaseConnection._call`'s own, which keeps the ConnectionLost guarantee); cProfile: 7 `_runCallbacks` "
         "per round trip (both ends) where raw AMP needs 6."),
     ("output streaming vs own transport", "amp"): (
-        "Parity within the noise: 0.95x and 0.98x raw AMP in two full runs (per-repetition amp 1,283-1,517 MB/s, "
-        "raw AMP 1,206-1,482 MB/s). The limit is the worker: 0.67-0.78 CPU s/GB against raw AMP's 0.60-0.78, "
-        "while amp's master needs 0.41 s/GB against raw AMP's 0.60 (parts and merged updates: one Update box per "
-        "4 updates). Of the worker's cost about 0.3 s/GB is system time (loopback TCP send, /proc) and the rest "
-        "Python per 64 KiB update: `channel.update`'s checks, a MessagePack encode, a Deferred from `SendWindow`, "
-        "the producer's resumption, and per box the AMP serialization and Twisted's write-buffer concatenation "
-        "(cProfile: `bytes.join` and `socket.send` lead). Intermittently (about 1 master process in 6) glibc "
-        "trims the heap after every ~300 KiB box and faults it back (600,000+ minor faults per GiB, master system "
-        "time 1.4 s/GB); with MALLOC_TRIM_THRESHOLD_=67108864 it did not happen in 6 runs. Worker RSS grows ~15 "
-        "MiB with the 4 MiB window (Twisted's write buffer and its concatenation), bounded."),
+        "Met in the last full run (1.08x; 0.95x and 0.98x in the two before the worker stopped copying output "
+        "twice), with per-repetition spreads that overlap (amp 1,290-1,641 MB/s, raw AMP 1,183-1,589), so a "
+        "loaded run can still miss. The limit is the worker: 0.56-0.78 CPU s/GB against raw AMP's 0.56-0.67, "
+        "while amp's master needs 0.40-0.47 against raw AMP's 0.62-0.83 (parts and merged updates: one Update box "
+        "per 4 updates). Of the worker's cost about 0.3 s/GB is system time (loopback TCP sends, /proc) and the "
+        "rest Python per 64 KiB update: `channel.update`'s checks, the pair encoding, a Deferred from "
+        "`SendWindow`, the producer's resumption, and per box the AMP framing and Twisted's write-buffer "
+        "concatenation. Intermittently (about 1 master process in 6) glibc trims the heap after every ~300 KiB "
+        "box and faults it back (600,000+ minor faults per GiB, master system time 1.4 s/GB); with "
+        "MALLOC_TRIM_THRESHOLD_=67108864 it did not happen in 6 runs. Worker RSS grows ~15 MiB with the 4 MiB "
+        "window (Twisted's write buffer and its concatenation), bounded."),
     ("fastest backend streaming vs raw TCP", "*"): (
-        "Raw TCP now streams ~4,000 MB/s at 0.23 (master) / 0.22 (worker) CPU s/GB, so 0.5x needs ~2,000 MB/s: "
-        "under ~0.5 s/GB on the busier side. The fastest backends (amp 1,333 MB/s, pb 1,310 MB/s) are limited by "
-        "their workers at 0.71-0.75 s/GB: about 0.3 s/GB of system time in loopback TCP sends (what raw TCP's "
-        "worker spends in all) plus ~0.4 s/GB of Python per 64 KiB update (see the amp streaming finding); the "
-        "masters are at 0.41-0.44 s/GB. Reaching 0.5x would take the worker's Python cost per update to about a "
-        "third (fewer, larger updates from the producer would, which the contract leaves to the worker)."),
+        "Raw TCP streams ~4,000 MB/s at 0.23 (master) / 0.22-0.26 (worker) CPU s/GB, so 0.5x needs ~2,000 MB/s: "
+        "under ~0.5 s/GB on the busier side. The fastest backend, amp, reaches ~1,450 MB/s (0.36x), limited by "
+        "its worker at 0.56-0.78 s/GB: about 0.3 s/GB of system time in loopback TCP sends (what raw TCP's worker "
+        "spends in all) plus ~0.35 s/GB of Python per 64 KiB update (see the amp streaming finding); its master "
+        "is at 0.41 s/GB. Reaching 0.5x would take the worker's Python cost per update to about a third (fewer, "
+        "larger updates from the producer would, which the contract leaves to the worker; 64 KiB is the bench's "
+        "choice)."),
     ("storm: all logged in", "pb"): (
         "The listen backlog. The pb listener opens `tcp:port=0:interface=127.0.0.1` (`loopback_port()`, and any "
         "`tcp:PORT` a user writes) with Twisted's default backlog of 50; under 1,000 simultaneous connects the "
