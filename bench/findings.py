@@ -63,7 +63,9 @@ FINDINGS: dict[tuple[str, str], str] = {
         "Raw PB's storm takes 7.2 KiB per connection; what else a workerwire pb login keeps per connection has not "
         "been broken down yet (tracemalloc of the master during a storm would)."),
     ("storm: time until all connected", "pb"): (
-        "Not every worker connected: see \"storm: all logged in\" (listen backlog of 50)."),
+        "Not profiled yet; measured with `--only pb --scenarios storm --reps 3`: 0.65-0.70 s at b1f700a~1 (backlog "
+        "1024, before the login guard), 1.66-3.05 s at b1f700a (the login guard) and 1.6-3.3 s since; all 1,000 log "
+        "in every time. The output-flow and codec commits did not move it (1.59-1.66 s before and after them)."),
     ("in-process delivery (rtt)", "null"): (
         "The floor is two `callLater(0)` hops and one Deferred (6.1 us per round trip). null now checks each "
         "message once per side (a path-free walk, `values._valid`), encodes and decodes it with one packer, and "
