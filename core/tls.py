@@ -597,6 +597,53 @@ def server_from_string(reactor: Any, description: str) -> Any:
     return serverFromString(reactor, with_default_backlog(description))
 
 
+def parse_server_port(reactor: Any, portStr: Any, backend: str) -> Any:
+    """The server endpoint a network backend listens on for *portStr*; nothing
+    listens yet.  A bare number ``9989`` means ``tcp:9989`` (as in Buildbot's
+    ``c['protocols']``); ``ssl:``/``tls:`` go through this module.
+
+    :raises AddressError: naming the string, what is wrong and what is valid.
+    """
+    example = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
+    if isinstance(portStr, int) and not isinstance(portStr, bool):
+        portStr = str(portStr)
+    if not isinstance(portStr, str) or not portStr.strip():
+        raise AddressError(f"a {backend} port must be a non-empty endpoint string such as {example}, not {portStr!r}")
+    description = portStr.strip()
+    if description.isdigit():
+        description = f"tcp:{description}"
+    try:
+        endpoint = server_from_string(reactor, description)
+    except AddressError:
+        raise
+    except Exception as e:
+        raise AddressError(f"{backend} port {portStr!r} is not a server endpoint string "
+                           f"({type(e).__name__}: {e}); use one such as {example}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise AddressError(f"{backend} port {portStr!r}: port {port} is outside 0..65535")
+    return endpoint
+
+
+def parse_client_address(reactor: Any, address: Any, backend: str) -> Any:
+    """The client endpoint a network backend's worker dials for *address*;
+    nothing connects yet.  ``tls:`` goes through this module.
+
+    :raises AddressError: naming the string, what is wrong and what is valid.
+    """
+    example = "'tcp:host=127.0.0.1:port=9989'"
+    if not isinstance(address, str) or not address:
+        raise AddressError(f"a {backend} master address must be a client endpoint string such as {example}, "
+                           f"not {address!r}")
+    try:
+        return client_from_string(reactor, address)
+    except AddressError:
+        raise
+    except Exception as e:
+        raise AddressError(f"{backend} master address {address!r} is not a client endpoint string "
+                           f"({type(e).__name__}: {e}); use one such as {example}") from None
+
+
 #: Listen backlog used when a TCP port string names none.  Twisted's default of
 #: 50 drops connections when hundreds of workers reconnect at once (a master
 #: restart), and a dropped PB handshake then waits for its login timeout.

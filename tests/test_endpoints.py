@@ -21,3 +21,20 @@ def test_an_explicit_backlog_is_kept() -> None:
 
 def test_other_kinds_are_left_alone() -> None:
     assert with_default_backlog("unix:/tmp/master.sock") == "unix:/tmp/master.sock"
+
+
+from workerwire import load_backend, backend_names  # noqa: E402
+from workerwire.errors import AddressError  # noqa: E402
+
+NETWORK_BACKENDS = [n for n in backend_names() if load_backend(n).network]
+
+
+@pytest.mark.parametrize("name", NETWORK_BACKENDS)
+def test_network_backends_accept_the_same_port_forms(name: str) -> None:
+    backend = load_backend(name)
+    for good in ("9989", "tcp:9989", "tcp:port=0:interface=127.0.0.1", "tcp6:port=0"):
+        backend.check_port(good)
+    for bad, why in (("tcp:99999", "outside 0..65535"), ("no-such-kind:1", "not a server endpoint"), ("", "non-empty")):
+        with pytest.raises(AddressError) as err:
+            backend.check_port(bad)
+        assert why in str(err.value) and name in str(err.value)

@@ -12,50 +12,28 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 from workerwire.errors import AddressError
-from workerwire.tls import client_from_string, server_from_string
+from workerwire.tls import parse_client_address, parse_server_port
 
 __all__ = ["check_server_port", "check_client_address", "client_address_for"]
 
-_SERVER_EXAMPLES = "'tcp:9990' or 'tcp:port=0:interface=127.0.0.1'"
-_CLIENT_EXAMPLES = "'tcp:host=127.0.0.1:port=9990'"
 
 
 def check_server_port(reactor: Any, portStr: str) -> Any:
-    """Parse *portStr* as a server endpoint without listening; return the endpoint.
+    """Parse *portStr* as a server endpoint without listening; return the endpoint
+    (see :func:`workerwire.tls.parse_server_port`).
 
     :raises AddressError: not a valid server endpoint string.
     """
-    if not isinstance(portStr, str) or not portStr:
-        raise AddressError(f"an amp port must be a non-empty endpoint string such as {_SERVER_EXAMPLES}")
-    try:
-        endpoint = server_from_string(reactor, portStr)  # ssl:/tls: through workerwire.tls
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(
-            f"{portStr!r} is not a server endpoint string ({type(e).__name__}: {e}); "
-            f"use one such as {_SERVER_EXAMPLES}") from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise AddressError(f"{portStr!r}: port {port} is outside 0..65535")
-    return endpoint
+    return parse_server_port(reactor, portStr, "amp")
 
 
 def check_client_address(reactor: Any, address: str) -> Any:
-    """Parse *address* as a client endpoint string; return the endpoint.
+    """Parse *address* as a client endpoint string; return the endpoint
+    (see :func:`workerwire.tls.parse_client_address`).
 
     :raises AddressError: not a valid client endpoint string.
     """
-    if not isinstance(address, str) or not address:
-        raise AddressError(f"an amp master address must be a client endpoint string such as {_CLIENT_EXAMPLES}")
-    try:
-        return client_from_string(reactor, address)  # tls: through workerwire.tls
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(
-            f"{address!r} is not a client endpoint string ({type(e).__name__}: {e}); "
-            f"use one such as {_CLIENT_EXAMPLES}") from None
+    return parse_client_address(reactor, address, "amp")
 
 
 def _escape(text: str) -> str:

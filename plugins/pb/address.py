@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 from workerwire.errors import AddressError
-from workerwire.tls import client_from_string, server_from_string
+from workerwire.tls import parse_client_address, parse_server_port
 
 __all__ = ["normalize_port", "server_endpoint", "client_endpoint", "client_address", "describe_peer"]
 
@@ -31,38 +31,21 @@ def normalize_port(portStr: Any) -> str:
 
 
 def server_endpoint(reactor: Any, portStr: str) -> Any:
-    """A server endpoint for *portStr*; nothing listens yet.
+    """A server endpoint for *portStr*; nothing listens yet (see
+    :func:`workerwire.tls.parse_server_port`).
 
     :raises AddressError: the string is not a valid server endpoint.
     """
-    description = normalize_port(portStr)
-    try:
-        return server_from_string(reactor, description)  # ssl:/tls: through workerwire.tls
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(
-            f"pb port {portStr!r} is not a valid Twisted server endpoint ({type(e).__name__}: {e}); "
-            f"use e.g. {_EXAMPLES}"
-        ) from None
+    return parse_server_port(reactor, portStr, "pb")
 
 
 def client_endpoint(reactor: Any, address: str) -> Any:
-    """A client endpoint for *address*; nothing connects yet.
+    """A client endpoint for *address*; nothing connects yet (see
+    :func:`workerwire.tls.parse_client_address`).
 
     :raises AddressError: the string is not a valid client endpoint.
     """
-    if not isinstance(address, str) or not address:
-        raise AddressError(f"a pb master address is an endpoint string such as 'tcp:host=H:port=N', not {address!r}")
-    try:
-        return client_from_string(reactor, address)  # tls: through workerwire.tls
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(
-            f"pb master address {address!r} is not a valid Twisted client endpoint ({type(e).__name__}: {e}); "
-            "use e.g. 'tcp:host=127.0.0.1:port=9989'"
-        ) from None
+    return parse_client_address(reactor, address, "pb")
 
 
 def _escape(text: str) -> str:
