@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -41,8 +40,10 @@ class KeepaliveMonitor:
         self._last_seen = clock.seconds()
         self._tick_call: IDelayedCall | None = None
         self._deadline_call: IDelayedCall | None = None
-        #: When the pings sent since the peer's last message went out (oldest first).
-        self._unanswered: deque[float] = deque()
+        #: When the pings sent since the peer's last message went out (oldest
+        #: first); at most ``timeout / interval + 1`` entries, so a list (a
+        #: deque would cost every idle connection a 600-byte block).
+        self._unanswered: list[float] = []
         self.pings_sent = 0
 
     @property
@@ -83,8 +84,10 @@ class KeepaliveMonitor:
     def _check(self) -> None:
         self._deadline_call = None
         pings = self._unanswered
-        while pings and pings[0] <= self._last_seen:
-            pings.popleft()  # the peer spoke after this ping went out
+        answered = 0
+        while answered < len(pings) and pings[answered] <= self._last_seen:
+            answered += 1  # the peer spoke after this ping went out
+        del pings[:answered]
         if not pings:
             return
         now = self._clock.seconds()

@@ -36,7 +36,7 @@ from workerwire.values import encode
 from .address import describe_peer
 from .codec import FastBanana
 from .errors import WireFailure, remote_type_name, wire_failure
-from .security import IncomingSecurity, OutgoingSecurity, fits
+from .security import INCOMING, OUTGOING, fits
 from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTransfer, pieces
 
 __all__ = ["WireBroker", "Servant"]
@@ -94,10 +94,10 @@ class WireBroker(FastBanana, pb.Broker):
     login_ticket: Any = None
 
     def __init__(self, isClient: bool, options: LinkOptions, reactor: Any):
-        super().__init__(isClient, security=IncomingSecurity())
+        super().__init__(isClient, security=INCOMING)
         self.options = options
         self.reactor = reactor
-        self._outgoing = OutgoingSecurity()
+        self._outgoing = OUTGOING
         self.peer = "?"
         self.peer_features: dict[str, Any] | None = None
         self._features_known = False
