@@ -12,7 +12,8 @@ The file is TOML (read with :mod:`tomllib`)::
     max_message_size = 67108864   # bytes
     login_timeout = 30            # s
     max_unauthenticated = 256     # connections not logged in yet (and 64 per host:
-                                  # max_unauthenticated_per_host); failed logins of a
+                                  # max_unauthenticated_per_host); over it up to
+                                  # max_waiting_logins = 1024 wait their turn; failed logins of a
                                   # host beyond failed_login_grace = 3 are answered after
                                   # failed_login_delay = 0.5 s, doubling to failed_login_max_delay = 10
 

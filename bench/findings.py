@@ -42,30 +42,30 @@ FINDINGS: dict[tuple[str, str], str] = {
         "is at 0.41 s/GB. Reaching 0.5x would take the worker's Python cost per update to about a third (fewer, "
         "larger updates from the producer would, which the contract leaves to the worker; 64 KiB is the bench's "
         "choice)."),
-    ("storm: all logged in", "pb"): (
-        "The listen backlog. The pb listener opens `tcp:port=0:interface=127.0.0.1` (`loopback_port()`, and any "
-        "`tcp:PORT` a user writes) with Twisted's default backlog of 50; under 1,000 simultaneous connects the "
-        "kernel drops handshakes, the PB client then waits for the server's banana banner that never comes, and "
-        "only the 30 s `login_timeout` retries it, past the storm's deadline (no attempt error is reported). The "
-        "same storm with `:backlog=1024` appended to the port string: 1,000 of 1,000 in 1.8 s, 11.1 KiB per "
-        "connection. Fix in `workerwire_pb.address.server_endpoint`: add `backlog=1024` (capped by "
-        "net.core.somaxconn) to TCP endpoint strings that do not set one; and a worker-side connect-to-banner "
-        "timeout much shorter than 30 s."),
-    ("storm: time until all connected", "amp"): (
-        "The same listen backlog of 50 as pb: amp's worker speaks first, so a dropped handshake is retried by TCP "
-        "within ~1-3 s instead of hanging, and all log in, but the slowest repetitions take several seconds. With "
-        "`:backlog=1024` on the port string the same storm takes 0.7 s. Fix in the amp listener: default the TCP "
-        "backlog to 1024."),
+    ("storm: all logged in", "*"): (
+        "Earlier misses had two causes, both fixed: Twisted's default listen backlog of 50 (every TCP port string "
+        "now gets `backlog=1024` unless it sets one, `workerwire.tls.DEFAULT_BACKLOG`), and the login guard "
+        "closing connections over its caps, which a connector retries only after its backoff. A miss now means "
+        "the master's `ulimit -n` or net.core.somaxconn is below the storm: see `master_guard` in the JSON "
+        "results (`closed_at_cap` counts connections closed because the waiting room was full)."),
+    ("storm: time until all connected", "*"): (
+        "Profiled 2026-11-30 (guard stats and `--only pb,amp --scenarios storm --reps 3`): with the login guard "
+        "closing every connection over `max_unauthenticated_per_host` (64; the storm comes from one address) at "
+        "once, 936 of the 1,000 workers were sent into reconnect backoff (0.5 s, doubling, jittered) and logged "
+        "in in waves: pb 1.6-3.6 s, amp 1.6 s. The guard now keeps such connections waiting, unread, and serves "
+        "them as slots free up (`LoginGuard.guarded`, `LinkOptions.max_waiting_logins`, docs/hostile-clients.md "
+        "section 2): pb 0.45-0.48 s, amp 0.38-0.40 s, 936 waited, none closed. A miss now points at the machine "
+        "(load, fd limits), not at backoff."),
     ("storm: master RSS per connection", "pb"): (
-        "Not profiled yet; measured (3 storms each): 12.6-12.7 KiB per connection at b1f700a~1, before the login "
-        "guard, once the listen backlog let all 1,000 log in (the 11.2 KiB of earlier runs counted only the ~670 "
-        "that got in), and 12.7-12.8 KiB since; the output-flow and codec commits after it did not move it. "
-        "Raw PB's storm takes 7.2 KiB per connection; what else a workerwire pb login keeps per connection has not "
-        "been broken down yet (tracemalloc of the master during a storm would)."),
-    ("storm: time until all connected", "pb"): (
-        "Not profiled yet; measured with `--only pb --scenarios storm --reps 3`: 0.65-0.70 s at b1f700a~1 (backlog "
-        "1024, before the login guard), 1.66-3.05 s at b1f700a (the login guard) and 1.6-3.3 s since; all 1,000 log "
-        "in every time. The output-flow and codec commits did not move it (1.59-1.66 s before and after them)."),
+        "tracemalloc of the master during a 1,000-worker pb storm (2026-11-30): 13.0 KiB traced per connection. "
+        "Two items were per-connection copies of shared state and are gone: each broker built its own jelly "
+        "security rules (two ~630-byte type tables) and each keepalive monitor a deque (a 600-byte block for a "
+        "few timestamps): 12.8 -> 10.2-10.4 KiB per connection. What is left above raw PB's 7.2 KiB: the "
+        "broker's attribute dict (1.6 KiB: PB, banana and workerwire state together outgrow CPython's shared-key "
+        "dict), banana's per-connection symbol table (1.2 KiB, raw PB has it too), the Connection, its keepalive "
+        "timer and subscriptions (~1.2 KiB), the workerwire extension object and the peer's feature dict "
+        "(~0.5 KiB). Reproduce with a tracemalloc snapshot before and after a storm (`bench.storm ww` as the "
+        "client)."),
     ("in-process delivery (rtt)", "null"): (
         "The floor is two `callLater(0)` hops and one Deferred (6.1 us per round trip). null now checks each "
         "message once per side (a path-free walk, `values._valid`), encodes and decodes it with one packer, and "

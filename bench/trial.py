@@ -174,6 +174,7 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     in_process = False
     argv: list[str]
     obj: Any
+    guard: Any = None
     if subject in ("raw-tcp", "raw-pb", "raw-amp"):
         if subject == "raw-tcp":
             from .sides import raw_tcp
@@ -195,6 +196,7 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
         backend, master, listener = start_listener(spec["backend"], reactor)
         master.on_connection = on_login
+        guard = getattr(listener, "login_guard", None)
         cleanup.append(listener.stopListening)
         port_str = backend.loopback_port()
         address = None
@@ -248,6 +250,9 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
         "deadline": deadline, "master_rss_before_kib": rss_before, "master_rss_after_kib": rss_after,
         "master_rss_per_conn_kib": (rss_after - rss_before) / master_n if master_n else None,
         "attempt_errors": outcome.get("errors", {}), "in_process": in_process,
+        # What the listener's login guard did: how many waited for a slot, were closed at a cap...
+        "master_guard": {k: guard.stats[k] for k in ("accepted", "waited", "closed_at_cap", "timed_out",
+                                                     "wait_timed_out")} if guard is not None else None,
     }}
 
 

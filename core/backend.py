@@ -33,9 +33,16 @@ class LinkOptions:
     Master side only (see :mod:`workerwire.login_guard`):
 
     :ivar max_unauthenticated: connections a listener holds that have not
-        logged in yet; beyond it new connections are closed at once.
+        logged in yet; beyond it new connections wait their turn unread (see
+        ``max_waiting_logins``).
     :ivar max_unauthenticated_per_host: the same, per source host (IPv4
         address, IPv6 /64).
+    :ivar max_waiting_logins: connections a listener keeps waiting, unread,
+        while a cap above is reached (each holds a file descriptor, nothing
+        else); they are served in turn, one host after another, as logins
+        finish, and closed if still waiting after ``login_timeout``.  Beyond
+        it new connections are closed at once; ``0`` closes every connection
+        over a cap at once.
     :ivar failed_login_grace: failed logins of one host answered at once.
     :ivar failed_login_delay: seconds the refusal of the next failure waits;
         doubled for each further failure of that host.
@@ -50,6 +57,7 @@ class LinkOptions:
     output_window: int = 4 * 1024 * 1024
     max_unauthenticated: int = field(default=256, metadata={"unit": "connections", "minimum": 1})
     max_unauthenticated_per_host: int = field(default=64, metadata={"unit": "connections", "minimum": 1})
+    max_waiting_logins: int = field(default=1024, metadata={"unit": "connections", "minimum": 0})
     failed_login_grace: int = field(default=3, metadata={"unit": "failed logins", "minimum": 0})
     failed_login_delay: float = 0.5
     failed_login_max_delay: float = 10.0
@@ -67,6 +75,8 @@ class LinkOptions:
             raise ValueError("output_window must be at least 1024 bytes")
         if self.max_unauthenticated < 1 or self.max_unauthenticated_per_host < 1:
             raise ValueError("max_unauthenticated and max_unauthenticated_per_host must be at least 1")
+        if self.max_waiting_logins < 0:
+            raise ValueError("max_waiting_logins must be 0 or more")
         if self.failed_login_grace < 0:
             raise ValueError("failed_login_grace must be 0 or more")
         if self.failed_login_delay <= 0 or self.failed_login_max_delay < self.failed_login_delay:

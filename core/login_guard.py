@@ -2,8 +2,19 @@
 
 A master's port faces whoever can reach it.  :class:`LoginGuard` (one per
 listener, ``BaseListener.login_guard``) is the protocol-neutral part of its
-defence; a backend's master side calls it at four points and nowhere else:
+defence; a backend's master side calls it at five points and nowhere else:
 
+0. **listen**: ``endpoint.listen(guard.guarded(factory))``.  A connection
+   that arrives while a cap below is reached then waits its turn in the
+   listener's *waiting room* instead of being closed: it is accepted but not
+   read, and the backend's factory builds its protocol only when a slot is
+   free (connections are served in arrival order, one host after another).
+   At most ``LinkOptions.max_waiting_logins`` wait; a connection still waiting
+   after ``login_timeout`` is closed (and its login timer starts afresh once
+   it is served).  So a fleet of workers that reconnects at once, even from
+   one address behind a NAT, logs in at the pace the master can check logins
+   instead of in waves of reconnect backoff, while a host that opens
+   connections and never logs in still holds at most its share of the slots.
 1. **accept**: ``ticket = guard.admit(addr, close)`` in the server factory's
    ``buildProtocol``.  ``None`` means the listener already holds
    ``LinkOptions.max_unauthenticated`` unauthenticated connections (or that
@@ -45,19 +56,20 @@ busiest hosts.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from .backend import LinkOptions
 
 __all__ = [
     "CloseAtOnce",
+    "GuardedFactory",
     "LoginGuard",
     "LoginTicket",
     "RateLimitedLog",
@@ -370,6 +382,17 @@ class LoginGuard:
         self._hosts: OrderedDict[str, _HostRecord] = OrderedDict()
         #: Cap bursts in progress: "*" (the listener's cap) or a host -> connections closed.
         self._bursts: dict[str, int] = {}
+        #: The waiting room: host -> its waiting connections, oldest first;
+        #: hosts in the order they are served next.
+        self._waiting: OrderedDict[str, deque[_WaitingLogin]] = OrderedDict()
+        self._waiting_count = 0
+        self._serve_call: Any = None
+        self._waiting_logged = False
+
+    @property
+    def waiting(self) -> int:
+        """Connections in the waiting room (accepted, not read, no protocol yet)."""
+        return self._waiting_count
 
     @property
     def unauthenticated(self) -> int:
@@ -391,6 +414,76 @@ class LoginGuard:
         return float(min(self.options.failed_login_max_delay,
                          self.options.failed_login_delay * 2.0 ** min(beyond - 1, 60)))
 
+    # -- listen -------------------------------------------------------------------
+
+    def guarded(self, factory: Factory) -> "GuardedFactory":
+        """*factory* behind this guard's waiting room: listen with the result."""
+        return GuardedFactory(self, factory)
+
+    def _has_room(self, host: str) -> bool:
+        """May a connection from *host* be served now, ahead of nobody?"""
+        if self._serve_call is not None or self._waiting.get(host):
+            return False  # others wait for the slot that was just freed
+        return (len(self._open) < self.options.max_unauthenticated
+                and self._per_host[host] < self.options.max_unauthenticated_per_host)
+
+    def _may_wait(self) -> bool:
+        return self._waiting_count < self.options.max_waiting_logins
+
+    def _enqueue(self, waiter: "_WaitingLogin") -> None:
+        queue = self._waiting.get(waiter.host)
+        if queue is None:
+            queue = self._waiting[waiter.host] = deque()
+        queue.append(waiter)
+        self._waiting_count += 1
+        self.stats["waited"] += 1
+        if not self._waiting_logged:
+            self._waiting_logged = True
+            self.log.emit(
+                "waiting room", "info",
+                "{backend}: at the cap of unauthenticated connections; new connections wait their turn "
+                "(at most {room}; the first from {peer})",
+                host=waiter.host, backend=self.backend, room=self.options.max_waiting_logins, peer=waiter.peer)
+
+    def _dequeue(self, waiter: "_WaitingLogin") -> None:
+        queue = self._waiting.get(waiter.host)
+        if queue is None:
+            return
+        try:
+            queue.remove(waiter)
+        except ValueError:
+            return
+        self._waiting_count -= 1
+        if not queue:
+            del self._waiting[waiter.host]
+
+    def _schedule_serving(self) -> None:
+        if self._waiting_count and self._serve_call is None:
+            # A turn later: a slot is freed deep inside a backend's login
+            # code, which should not run another connection's start there.
+            self._serve_call = self.clock.callLater(0, self._serve_waiting)
+
+    def _serve_waiting(self) -> None:
+        """Serve waiting connections while there are free slots, the hosts in turn."""
+        self._serve_call = None
+        cap, per_host = self.options.max_unauthenticated, self.options.max_unauthenticated_per_host
+        while self._waiting_count and len(self._open) < cap:
+            host = next((h for h in self._waiting if self._per_host[h] < per_host), None)
+            if host is None:
+                break  # every waiting host holds all its slots
+            queue = self._waiting[host]
+            waiter = queue.popleft()
+            self._waiting_count -= 1
+            if queue:
+                self._waiting.move_to_end(host)
+            else:
+                del self._waiting[host]
+            waiter.serve()
+        if not self._waiting_count and self._waiting_logged:
+            self._waiting_logged = False
+            self.log.emit("waiting room", "info", "{backend}: the waiting room is empty again",
+                          host="*", backend=self.backend)
+
     # -- accept -----------------------------------------------------------------
 
     def admit(self, addr: Any, close: Callable[[], None]) -> LoginTicket | None:
@@ -411,7 +504,7 @@ class LoginGuard:
         ticket._timer = self.clock.callLater(self.options.login_timeout, ticket._timed_out)
         return ticket
 
-    def _cap_hit(self, key: str, host: str, peer: str) -> None:
+    def _cap_hit(self, key: str, host: str, peer: str, waiting_room_full: bool = False) -> None:
         self.stats["closed_at_cap"] += 1
         if key in self._bursts:
             self._bursts[key] += 1
@@ -421,6 +514,8 @@ class LoginGuard:
             what = f"its cap of {self.options.max_unauthenticated} unauthenticated connections"
         else:
             what = f"its cap of {self.options.max_unauthenticated_per_host} unauthenticated connections from {host}"
+        if waiting_room_full:
+            what += f" and {self.options.max_waiting_logins} connections wait for a slot (max_waiting_logins)"
         self.log.emit(
             "unauthenticated cap", "warn",
             "{backend}: the listener is at {what}; closing new connections at once (the first from {peer})",
@@ -438,6 +533,7 @@ class LoginGuard:
         if self._bursts:
             self._end_burst(ticket.host, left, self.options.max_unauthenticated_per_host)
             self._end_burst("*", len(self._open), self.options.max_unauthenticated)
+        self._schedule_serving()
 
     def _end_burst(self, key: str, count: int, cap: int) -> None:
         if key not in self._bursts or count > cap * _BURST_END:
@@ -469,8 +565,136 @@ class LoginGuard:
     # -- the end ------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Close every connection still logging in; log pending summaries."""
+        """Close every connection still logging in or waiting; log pending summaries."""
+        if self._serve_call is not None and self._serve_call.active():
+            self._serve_call.cancel()
+        self._serve_call = None
+        for queue in list(self._waiting.values()):
+            for waiter in list(queue):
+                waiter.close()
         for ticket in list(self._open):
             ticket.done()
             ticket.close()
         self.log.flush()
+
+
+# -- the waiting room -------------------------------------------------------------
+
+
+class GuardedFactory(Factory):
+    """A server factory that lets connections over a cap wait (see the module
+    docstring, point 0); everything else is the wrapped factory's."""
+
+    noisy = False
+
+    def __init__(self, guard: LoginGuard, factory: Factory):
+        self.guard = guard
+        self.wrapped = factory
+        self._waiters: set[_WaitingLogin] = set()
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        # The port closed: nobody will serve what waits for it.
+        for waiter in list(self._waiters):
+            waiter.close()
+        self.wrapped.doStop()
+
+    def logPrefix(self) -> str:
+        prefix = getattr(self.wrapped, "logPrefix", None)
+        return prefix() if callable(prefix) else type(self.wrapped).__name__
+
+    def buildProtocol(self, addr: Any) -> Any:
+        guard = self.guard
+        host = host_key(addr)
+        if guard._has_room(host):
+            return self.wrapped.buildProtocol(addr)
+        if guard._may_wait():
+            return _WaitingLogin(self, addr, host)
+        over = "*" if len(guard._open) >= guard.options.max_unauthenticated else host
+        guard._cap_hit(over, host, describe_address(addr), waiting_room_full=True)
+        return CloseAtOnce()
+
+
+class _WaitingLogin(Protocol):
+    """A connection in the waiting room: unread until :meth:`serve` builds the
+    backend's protocol for it; then it only passes input and loss on."""
+
+    inner: Any = None
+
+    def __init__(self, factory: GuardedFactory, addr: Any, host: str):
+        self.owner = factory
+        self.addr = addr
+        self.host = host
+        self.peer = describe_address(addr)
+        self._timer: Any = None
+        self._early: list[bytes] = []
+
+    def logPrefix(self) -> str:
+        inner = self.inner
+        return inner.logPrefix() if inner is not None and hasattr(inner, "logPrefix") else "waiting login"
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        guard = self.owner.guard
+        self.owner._waiters.add(self)
+        self._timer = guard.clock.callLater(guard.options.login_timeout, self._waited_too_long)
+        guard._enqueue(self)
+
+    def serve(self) -> None:
+        """A slot is free: hand the connection to the backend's protocol."""
+        self._forget()
+        transport = self.transport
+        inner = self.owner.wrapped.buildProtocol(self.addr)
+        if inner is None:
+            transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self.inner = inner
+        inner.makeConnection(transport)
+        early, self._early = self._early, []
+        for data in early:
+            inner.dataReceived(data)
+        transport.resumeProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is not None:
+            inner.dataReceived(data)
+        elif sum(map(len, self._early)) + len(data) <= MAX_LOGIN_INPUT:
+            self._early.append(data)  # read before the pause took effect
+        else:
+            self.close()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        inner, self.inner = self.inner, None
+        if inner is not None:
+            inner.connectionLost(reason)
+            return
+        self._forget()
+        self.owner.guard._dequeue(self)
+
+    def _waited_too_long(self) -> None:
+        self._timer = None
+        guard = self.owner.guard
+        guard.stats["wait_timed_out"] += 1
+        guard.log.emit(
+            "login timeout", "info",
+            "{backend}: {peer} waited {timeout:g} s for a free login slot; closing the connection",
+            host=self.host, backend=guard.backend, peer=self.peer, timeout=guard.options.login_timeout,
+            login_timeout=True, peer_address=self.peer)
+        self.close()
+
+    def close(self) -> None:
+        """Leave the waiting room and drop the connection."""
+        self._forget()
+        self.owner.guard._dequeue(self)
+        transport = self.transport
+        if transport is not None and self.inner is None:
+            transport.abortConnection()  # type: ignore[union-attr]
+
+    def _forget(self) -> None:
+        self.owner._waiters.discard(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None

@@ -44,9 +44,10 @@ from twisted.internet.protocol import Factory, Protocol
 
 from workerwire import LinkOptions, load_backend
 from workerwire.conformance import ScriptedWorker
+from workerwire.conformance.harness import within
 from workerwire.errors import ConnectionLost, LoginRefused
 
-from test_app_support import REACTOR, EventLog, Processes, network_backends, processes, to_toml, until  # noqa: F401
+from test_app_support import DEADLINE, REACTOR, EventLog, Processes, network_backends, processes, to_toml, until  # noqa: F401
 
 SCALE = float(os.environ.get("WORKERWIRE_HOSTILE_SCALE", "1"))
 IDLE = int(300 * SCALE)              # idle unauthenticated connections
@@ -362,6 +363,11 @@ class LogLines:
 
         globalLogPublisher.removeObserver(self.events.append)
 
+    def formatted(self) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events]
+
     def with_field(self, key: str, value: Any = True) -> list[str]:
         from twisted.logger import formatEvent
 
@@ -377,10 +383,10 @@ async def _harness(backend_name: str, tmp_path: Path, **options: Any) -> Any:
 
 @pytest.mark.parametrize("backend_name", _params())
 @pytest_twisted.ensureDeferred
-async def test_caps_close_new_connections_at_once_and_the_login_timeout_the_rest(backend_name: str,
-                                                                                 tmp_path: Path) -> None:
+async def test_without_a_waiting_room_caps_close_new_connections_at_once_and_the_login_timeout_the_rest(
+        backend_name: str, tmp_path: Path) -> None:
     h = await _harness(backend_name, tmp_path, login_timeout=1.0, max_unauthenticated=8,
-                       max_unauthenticated_per_host=6)
+                       max_unauthenticated_per_host=6, max_waiting_logins=0)
     try:
         port = (await h.register("w1", "pw")).getPort()
         guard = h.listener.login_guard
@@ -399,6 +405,50 @@ async def test_caps_close_new_connections_at_once_and_the_login_timeout_the_rest
         assert len(log.with_field("login_timeout")) == 8
         w = await h.start_worker("w1", "pw")  # logins work again
         assert w.conn.isConnected
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("backend_name", _params())
+@pytest_twisted.ensureDeferred
+async def test_connections_over_a_cap_wait_their_turn_unread_and_a_worker_among_them_logs_in(
+        backend_name: str, tmp_path: Path) -> None:
+    # Long login timeout: every slot below is freed by a client closing, never by a timer.
+    h = await _harness(backend_name, tmp_path, login_timeout=60.0, max_unauthenticated=8,
+                       max_unauthenticated_per_host=6, max_waiting_logins=4)
+    try:
+        reg = await h.register("w1", "pw")
+        port = reg.getPort()
+        guard = h.listener.login_guard
+        with LogLines() as log:
+            first, _ = await open_raw(port, "127.0.0.2", None, count=6)  # the host's cap
+            await until(lambda: guard.unauthenticated == 6, "6 connections to be accepted")
+            # A real worker from the same host: over the host's cap, it waits instead of being closed.
+            bot = ScriptedWorker(str(tmp_path), REACTOR)
+            connector = h.backend.create_connector(bot, f"{reg.getAddress()}:bindAddress=127.0.0.2", "w1", "pw",
+                                                   LinkOptions(keepalive_interval=None), REACTOR)
+            connector.start()
+            await until(lambda: guard.waiting == 1, "the worker's connection to wait")
+            queued, _ = await open_raw(port, "127.0.0.2", None, count=3)
+            await until(lambda: guard.waiting == 4, "3 more to wait")
+            extra, _ = await open_raw(port, "127.0.0.2", None, count=1)  # the waiting room is full
+            await until(lambda: extra[0].lost.called, "a connection beyond the waiting room to be closed")
+            assert guard.stats["closed_at_cap"] == 1 and guard.stats["waited"] == 4
+            assert guard.unauthenticated == 6 and not h.master.connections
+            assert not any(c.lost.called for c in [*first, *queued])  # nobody else was closed
+            # One idle client leaves: the worker, first in line, is served and logs in.
+            first[0].transport.loseConnection()  # type: ignore[union-attr]
+            await within(connector.whenConnected(), REACTOR, DEADLINE, "the waiting worker to log in")
+            assert h.master.connections["w1"].isConnected
+            # Its login done, its slot went to the next in line; two more slots serve the last two.
+            await until(lambda: guard.waiting == 2 and guard.unauthenticated == 6, "the next one to be served")
+            for c in first[1:3]:
+                c.transport.loseConnection()  # type: ignore[union-attr]
+            await until(lambda: guard.waiting == 0 and guard.unauthenticated == 6,
+                        "the queued connections to be served")
+            assert not any(c.lost.called for c in queued)  # served, not closed
+        assert any("wait their turn" in line for line in log.formatted()), log.formatted()
+        await connector.stop()
     finally:
         await h.close()
 

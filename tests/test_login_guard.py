@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
 from workerwire import LinkOptions
@@ -191,3 +192,154 @@ def test_stop_closes_connections_still_logging_in() -> None:
     guard.stop()
     assert [c.closed for c in closers] == [0, 1, 1]
     assert guard.unauthenticated == 0 and not clock.getDelayedCalls()
+
+
+# -- the waiting room (GuardedFactory) ----------------------------------------------
+#
+# On a fake clock with Twisted's StringTransport: the order in which waiting
+# connections are served and when they time out are exact here; the same path
+# over real sockets with real workers is in tests/test_hostile_clients.py.
+
+
+class BackendProtocol(lg.Protocol):
+    """What a backend's factory builds: takes a ticket like pb and amp do."""
+
+    def __init__(self, ticket: Any, host: str) -> None:
+        self.ticket = ticket
+        self.host = host
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.ticket.done()
+
+
+class BackendFactory(lg.Factory):
+    def __init__(self, guard: LoginGuard) -> None:
+        self.guard = guard
+        self.built: list[BackendProtocol] = []
+        self.stopped = False
+
+    def buildProtocol(self, a: Any) -> Any:
+        ticket = self.guard.admit(a, Closer())
+        if ticket is None:
+            return lg.CloseAtOnce()
+        proto = BackendProtocol(ticket, a.host)
+        self.built.append(proto)
+        return proto
+
+    def doStop(self) -> None:
+        self.stopped = True
+
+
+def connect(factory: Any, host: str) -> tuple[Any, StringTransport]:
+    proto = factory.buildProtocol(addr(host))
+    transport = StringTransport(peerAddress=addr(host))
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def served_hosts(backend: BackendFactory) -> list[str]:
+    return [p.host for p in backend.built]
+
+
+def test_connections_over_a_cap_wait_unread_and_are_served_one_host_after_another(events: Any) -> None:
+    guard, clock = make(max_unauthenticated=4, max_unauthenticated_per_host=2, max_waiting_logins=5)
+    backend = BackendFactory(guard)
+    factory = guard.guarded(backend)
+    a1, _ = connect(factory, "10.0.0.1")
+    a2, _ = connect(factory, "10.0.0.1")
+    a3, t_a3 = connect(factory, "10.0.0.1")   # over 10.0.0.1's cap: waits, unread
+    b1, _ = connect(factory, "10.0.0.2")
+    b2, _ = connect(factory, "10.0.0.2")      # the listener's cap is reached
+    c1, t_c1 = connect(factory, "10.0.0.3")
+    a4, t_a4 = connect(factory, "10.0.0.1")
+    d1, t_d1 = connect(factory, "10.0.0.4")
+    e1, t_e1 = connect(factory, "10.0.0.5")   # 5 waiting: the room is full
+    f1, t_f1 = connect(factory, "10.0.0.6")   # closed at once
+    assert served_hosts(backend) == ["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2"]
+    assert guard.waiting == 5 and guard.stats["waited"] == 5 and guard.stats["closed_at_cap"] == 1
+    assert t_a3.producerState == "paused" and t_c1.producerState == "paused"
+    assert isinstance(f1, lg.CloseAtOnce) and t_f1.disconnecting
+    assert [e for e in events if e.get("log_kind") == "waiting room"]  # logged once when the wait began
+    a3.dataReceived(b"early")  # read before the pause took effect: kept for the backend's protocol
+    # A slot of 10.0.0.1 frees: served a turn later, the first in line (a3), then 10.0.0.1 goes last.
+    a1.ticket.done()
+    assert len(backend.built) == 4
+    clock.advance(0)
+    assert served_hosts(backend)[4:] == ["10.0.0.1"] and a3.inner is backend.built[4]
+    assert backend.built[4].received == [b"early"] and t_a3.producerState == "producing"
+    a3.dataReceived(b"more")
+    assert backend.built[4].received == [b"early", b"more"]  # input now goes to the backend's protocol
+    # A slot of 10.0.0.2 frees: the next host in turn is 10.0.0.3 (not 10.0.0.1 again).
+    b1.ticket.done()
+    clock.advance(0)
+    assert served_hosts(backend)[5:] == ["10.0.0.3"]
+    # The login timer of a served connection starts when it is served; the rest wait login_timeout at most.
+    clock.advance(guard.options.login_timeout - 0.001)
+    assert guard.waiting == 3 and not t_a4.disconnecting
+    clock.advance(0.001)
+    assert guard.stats["wait_timed_out"] == 3 and guard.waiting == 0
+    assert t_a4.disconnecting and t_d1.disconnecting and t_e1.disconnecting
+    lost = [e for e in events if e.get("login_timeout") and "waited" in formatEvent(e)]
+    assert lost, [formatEvent(e) for e in events]
+
+
+def test_a_waiting_connection_that_goes_leaves_the_room_and_is_never_served() -> None:
+    guard, clock = make(max_unauthenticated=1, max_unauthenticated_per_host=1, max_waiting_logins=10)
+    backend = BackendFactory(guard)
+    factory = guard.guarded(backend)
+    first, _ = connect(factory, "10.0.0.1")
+    gone, _ = connect(factory, "10.0.0.2")
+    stays, _ = connect(factory, "10.0.0.3")
+    assert guard.waiting == 2
+    gone.connectionLost(None)  # the client closed while waiting
+    assert guard.waiting == 1
+    first.ticket.done()
+    clock.advance(0)
+    assert served_hosts(backend) == ["10.0.0.1", "10.0.0.3"] and guard.waiting == 0
+    # A served connection's loss reaches the backend's protocol (which ends its ticket).
+    stays.connectionLost(None)
+    assert guard.unauthenticated == 0
+
+
+def test_new_arrivals_queue_behind_those_already_waiting() -> None:
+    guard, clock = make(max_unauthenticated=2, max_unauthenticated_per_host=2, max_waiting_logins=10)
+    backend = BackendFactory(guard)
+    factory = guard.guarded(backend)
+    first, _ = connect(factory, "10.0.0.1")
+    connect(factory, "10.0.0.1")
+    connect(factory, "10.0.0.2")            # waits
+    first.ticket.done()                     # a slot is free, but 10.0.0.2 is first in line
+    late, _ = connect(factory, "10.0.0.3")  # arrives before the serving turn: waits behind
+    assert guard.waiting == 2 and not hasattr(late, "ticket")
+    clock.advance(0)
+    assert served_hosts(backend) == ["10.0.0.1", "10.0.0.1", "10.0.0.2"] and guard.waiting == 1
+
+
+def test_without_a_waiting_room_connections_over_a_cap_are_closed_at_once() -> None:
+    guard, _ = make(max_unauthenticated=1, max_unauthenticated_per_host=1, max_waiting_logins=0)
+    factory = guard.guarded(BackendFactory(guard))
+    connect(factory, "10.0.0.1")
+    proto, transport = connect(factory, "10.0.0.2")
+    assert isinstance(proto, lg.CloseAtOnce) and transport.disconnecting
+    assert guard.stats["closed_at_cap"] == 1 and guard.waiting == 0
+    with pytest.raises(ValueError):
+        LinkOptions(max_waiting_logins=-1)
+
+
+def test_closing_the_port_or_the_listener_drops_what_waits() -> None:
+    guard, clock = make(max_unauthenticated=1, max_unauthenticated_per_host=1, max_waiting_logins=10)
+    backend = BackendFactory(guard)
+    factory = guard.guarded(backend)
+    connect(factory, "10.0.0.1")
+    _, t1 = connect(factory, "10.0.0.2")
+    factory.doStop()  # the port stopped listening
+    assert t1.disconnecting and backend.stopped
+    _, t2 = connect(factory, "10.0.0.3")
+    guard.stop()  # the listener stops
+    assert t2.disconnecting and guard.waiting == 0 and guard.unauthenticated == 0
+    clock.advance(guard.options.login_timeout * 2)  # no timer left behind that fires on closed connections
+    assert guard.stats["wait_timed_out"] == 0

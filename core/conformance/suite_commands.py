@@ -150,6 +150,25 @@ class ScaleTests:
             assert rc.values("stdout") == [h.name] and rc.completions == [None]
 
     @async_test
+    async def test_a_login_storm_beyond_the_caps_waits_its_turn(self, harness: Harness) -> None:
+        """More workers than ``max_unauthenticated`` (and its per-host share)
+        log in at once from one host: all get in, and a listener with a
+        :class:`~workerwire.login_guard.LoginGuard` closed none of them at a
+        cap (closing sends a worker into reconnect backoff: a fleet
+        restarting behind one NAT would log in in waves)."""
+        harness.use_options(harness.options.with_(max_unauthenticated=4, max_unauthenticated_per_host=2))
+        names = [f"s{i:02d}" for i in range(30)]
+        for n in names:
+            await harness.register(n, f"pw-{n}")
+        await within(gatherResults([_start(harness, n) for n in names]), harness.reactor,
+                     what="30 workers to log in through caps of 4 (2 per host)")
+        assert len(harness.listener.connections()) == 30
+        guard = getattr(harness.listener, "login_guard", None)
+        if guard is not None:
+            assert guard.stats["closed_at_cap"] == 0, dict(guard.stats)
+            assert guard.unauthenticated == 0 and guard.waiting == 0
+
+    @async_test
     async def test_hundred_concurrent_commands(self, harness: Harness) -> None:
         builders = [f"b{i:03d}" for i in range(100)]
         w = await harness.start_worker(builders=builders)

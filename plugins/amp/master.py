@@ -398,7 +398,7 @@ class AMPListener(BaseListener):
     async def _open(self, entry: OpenPort) -> None:
         endpoint = check_server_port(self.reactor, entry.port_str)
         try:
-            port = await endpoint.listen(_Factory(self, entry))
+            port = await endpoint.listen(self.login_guard.guarded(_Factory(self, entry)))
         except CannotListenError as e:
             raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
         entry.listening = port

@@ -194,7 +194,7 @@ class PBListener(BaseListener):
         endpoint = server_endpoint(self.reactor, entry.port_str)
         factory = _PortFactory(self, entry)
         try:
-            port = await endpoint.listen(factory)
+            port = await endpoint.listen(self.login_guard.guarded(factory))
         except Exception as e:
             raise AddressError(f"cannot listen on pb port {entry.port_str!r} "
                                f"({normalize_port(entry.port_str)}): {e}") from None
