@@ -35,6 +35,7 @@ from workerwire.errors import ConnectionLost, DuplicateWorker, LoginRefused, Wor
 from .asyncutil import TimedOut, wait_for
 from .config import ConfigError, ConfigErrors, JobConfig, MasterConfig, WorkerConfig, load_config
 from .events import EventLog
+from .limits import files_needed, raise_open_files_limit
 from .remote_command import RemoteCommand, failure_dict
 
 __all__ = ["Master"]
@@ -89,6 +90,8 @@ class Master:
         :raises ConfigErrors: a port cannot be opened (in use, not permitted);
             everything opened so far is closed again before this raises.
         """
+        raise_open_files_limit(files_needed(len(self.config.workers),
+                                            [p.options for p in self.config.protocols.values()]))
         for proto in self.config.protocols.values():
             self._listeners[proto.name] = proto.backend.create_listener(self, proto.options, self.reactor)
         try:
