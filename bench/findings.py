@@ -67,14 +67,18 @@ FINDINGS: dict[tuple[str, str], str] = {
         "(~0.5 KiB). Reproduce with a tracemalloc snapshot before and after a storm (`bench.storm ww` as the "
         "client)."),
     ("in-process delivery (rtt)", "null"): (
-        "The floor is two `callLater(0)` hops and one Deferred (6.1 us per round trip). null now checks each "
+        "The floor is two `callLater(0)` hops and one Deferred (5.9-6.1 us per round trip). null now checks each "
         "message once per side (a path-free walk, `values._valid`), encodes and decodes it with one packer, and "
-        "answers synchronous bot results without Deferreds: 13.1 us per round trip (was 19.2), 0.47x. What is "
-        "left is the contract's own work, not redundancy: per round trip two MessagePack encodes and decodes and "
-        "their checks, the Connection's pending-call Deferred and error translation, the pipe's two reactor hops "
-        "(`_drain`), `call_bot`'s result check (cProfile, 9,150 round trips: `_runCallbacks` 0.23 s cumulative, "
-        "`decode` 0.066 s, `_valid` 0.045 s of 0.54 s). 0.8x (7.6 us) would leave 1.5 us above the bare hops for "
-        "all of that: out of reach while null stays as strict as a network backend."),
+        "answers synchronous bot results without Deferreds: 13.1-14.3 us per round trip (was 19.2). Where the "
+        "other ~8 us go (2026-11-30, `timeit` of each piece, min of 5 x 200,000, and cProfile of 30,000 round "
+        "trips): the MessagePack work the contract asks of a link, 1.3 us (encode call 0.19, decode and check it "
+        "0.56, encode answer 0.13, decode answer 0.40); two more Deferreds than the floor's one, ~2.3 us (1.16 us "
+        "each with its callbacks: the backend call's own, and `BaseConnection._call`'s, which keeps the "
+        "ConnectionLost and error-translation guarantees); the rest, ~4.5 us, is the Python between them "
+        "(argument check, pending-call tables on both sides, dispatch by message kind, `call_bot_now`'s method "
+        "check, the pipe's send/schedule/drain). 0.8x (7.6 us) would leave 1.5 us above the bare hops for all of "
+        "that: less than the codec alone, so out of reach while null stays as strict as a network backend; "
+        "folding the two Deferreds into one would give ~11.5 us (0.53x), not 0.8x."),
     ("in-process delivery (pipelined)", "null"): (
         "As for the round trip: 0.54x (7.5 us per call against the floor's 4.1 us); per call two encodes and "
         "decodes with their checks and the Connection's Deferred against two bare `callLater(0)` hops."),
