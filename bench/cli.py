@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions (under a minute)")
-    mode.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition (a few seconds; for CI)")
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition (a few seconds; for trying changes to the bench code)")
     p.add_argument("--reps", type=int, help="repetitions (default: 5 full, 3 quick, 1 smoke)")
     p.add_argument("--backends", help="comma-separated backend names (default: every installed backend)")
     p.add_argument("--only", help="comma-separated subject ids to run (e.g. raw-pb,pb)")
@@ -106,7 +106,7 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 def missing_figures(results: dict[str, Any]) -> list[str]:
-    """Figures a complete run must have but this one lacks (used by the smoke test).
+    """Figures a complete run must have but this one lacks (used by tests/test_bench_quick.py).
 
     In-process subjects have no separate worker process, so no worker RSS;
     a storm in which some worker never connected has no "seconds until all

@@ -173,5 +173,5 @@ NOTES = [
     "call, raw TCP one frame round trip); time is from the first start to the last login seen by both ends; "
     "RSS per connection is the master's VmRSS growth divided by the logged-in workers.",
     "* Targets are ratios of medians from this run; timings are never asserted in tests "
-    "(`tests/test_bench_smoke.py` only checks that every figure is present).",
+    "(`tests/test_bench_quick.py` runs `--quick` and only checks that every figure is present).",
 ]
