@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pytest_twisted import ensureDeferred as async_test
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import formatEvent, globalLogPublisher
 
 from workerwire import LinkOptions, backend_names, load_backend
@@ -253,6 +253,26 @@ async def test_large_output_and_many_updates_arrive_intact_over_tls(harness: Har
     assert blob.completions == [None] and blob.text("stdout") == blob_text(size)
     stream = await harness.run(handle, "stream", {"count": 5000, "batch": 7})
     assert stream.text("stdout") == "".join(stream_line(i) for i in range(5000))
+
+
+@async_test
+async def test_tls_logins_over_the_caps_wait_their_turn_through_the_tls_layer(harness: Harness, pki: PKI,
+                                                                             log: Log) -> None:
+    """The waiting room pauses the TCP transport under TLS's wrapper and hands
+    the connection, handshake and all, to the backend's protocol when served."""
+    harness.use_options(harness.options.with_(max_unauthenticated=2, max_unauthenticated_per_host=1))
+    names = [f"t{i}" for i in range(8)]
+    regs = [await harness.register(n, f"pw-{n}", ssl_port(pki.master)) for n in names]
+    address = add_client_options(regs[0].getAddress(), ca_file=pki.ca)
+    handles = await within(gatherResults([ensureDeferred(harness.start_worker(n, f"pw-{n}", address=address))
+                                          for n in names]), harness.reactor,
+                           what="8 TLS workers through caps of 2 (1 per host)")
+    guard = harness.listener.login_guard  # type: ignore[attr-defined]
+    assert len(harness.listener.connections()) == 8
+    assert guard.stats["closed_at_cap"] == 0 and guard.stats["waited"] > 0, dict(guard.stats)
+    for handle in handles:  # every one of them works end to end
+        rc = await harness.run(handle, "echo", {"n": handle.name})
+        assert rc.values("echo") == [{"n": handle.name}]
 
 
 @async_test
