@@ -24,7 +24,7 @@ from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand,
 from .keepalive import KeepaliveMonitor
 from .master import Subscription, Update
 from .subscriptions import SubscriptionList
-from .values import check_value
+from .values import _valid, check_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
 __all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "call_bot_now", "BOT_METHODS"]
@@ -106,11 +106,12 @@ class BaseCommandChannel(CommandChannel):
             if not isinstance(updates, (list, tuple)):
                 raise TypeError("updates must be a list of (key, value) pairs")
             batch = []
-            for i, pair in enumerate(updates):
+            for pair in updates:
                 key, value = pair
                 if not isinstance(key, str):
-                    raise TypeError(f"update {i}: key must be a str, not {type(key).__name__}")
-                check_value(value, f"update {key!r}")
+                    raise TypeError(f"update {len(batch)}: key must be a str, not {type(key).__name__}")
+                if not _valid(value, 0):  # the path-free check first: no message built per update
+                    check_value(value, f"update {key!r}")
                 batch.append((key, value))
         except Exception as e:
             return fail(e)

@@ -179,9 +179,16 @@ class SendWindow:
             self.peak_buffered = buffered
         if item.key is not None and self.clock is not None:
             # Committed now; sent a turn later, with whatever follows it.
-            item.waiting = True
-            self._room_waiters.append(item)
-            self._release_room_waiters()
+            if buffered < self.limit and not self._room_waiters:
+                # Room, and no earlier update waits for it: fired before it is
+                # returned, so a producer awaiting it goes on without a
+                # reactor callback (also while the loop in
+                # _release_room_waiters resumes it).
+                item.done.callback(None)
+            else:
+                item.waiting = True
+                self._room_waiters.append(item)
+                self._release_room_waiters()
             if self._pump_call is None:
                 self._pump_call = self.clock.callLater(0, self._scheduled_pump)
         else:
