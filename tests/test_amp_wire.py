@@ -133,3 +133,58 @@ def test_the_box_parser_matches_amps_however_the_input_is_split(seed: int) -> No
         pos += step
     assert proto.received == [dict(b) for b in amp._ParserHelper.parseString(data)]
     assert proto._unprocessed == b"" and proto._need == 0
+
+
+class _Socket:
+    """Takes at most *room* bytes per sendmsg; or raises *error*."""
+
+    def __init__(self, room: int, error: OSError | None = None) -> None:
+        self.room, self.error, self.taken = room, error, b""
+
+    def sendmsg(self, buffers: list[bytes | memoryview]) -> int:
+        if self.error is not None:
+            raise self.error
+        data = b"".join(buffers)[:self.room]
+        self.taken += data
+        return len(data)
+
+
+class _Transport:
+    """The buffer state of Twisted's FileDescriptor that ``_write_pieces`` reads."""
+
+    def __init__(self, buffered: bytes = b"") -> None:
+        self._tempDataBuffer: list[bytes] = [buffered] if buffered else []
+        self.dataBuffer, self.offset, self.connected, self.disconnecting = b"", 0, 1, False
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        assert type(data) is bytes
+        self.written += data
+
+
+def _writer(sock: _Socket, transport: _Transport) -> WireProtocol:
+    proto = WireProtocol(LinkOptions(), Clock())
+    proto.transport = transport  # type: ignore[assignment]
+    proto._direct_socket = sock
+    return proto
+
+
+@pytest.mark.parametrize("room", [0, 1, 3, 4, 5, 9, 10, 11, 1000])
+def test_direct_writes_hand_the_transport_exactly_what_the_socket_did_not_take(room: int) -> None:
+    pieces: list[bytes | memoryview] = [b"abc", memoryview(b"-defg-")[1:5], b"", b"hijk"]
+    sock, transport = _Socket(room), _Transport()
+    _writer(sock, transport)._write_pieces(list(pieces))
+    assert sock.taken + transport.written == b"abcdefghijk"
+    assert len(sock.taken) == min(room, 11)
+
+
+def test_direct_writes_wait_behind_what_the_transport_holds() -> None:
+    sock, transport = _Socket(1000), _Transport(buffered=b"earlier")
+    _writer(sock, transport)._write_pieces([b"later"])
+    assert sock.taken == b"" and transport.written == b"later"  # after "earlier", in order
+
+
+def test_a_failing_socket_leaves_the_bytes_to_the_transport() -> None:
+    sock, transport = _Socket(1000, BrokenPipeError()), _Transport()
+    _writer(sock, transport)._write_pieces([b"ab", memoryview(b"cd")])
+    assert transport.written == b"abcd"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, ClassVar
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -50,6 +51,12 @@ ABORT_AFTER = 10.0
 _KIND_OK: dict[type, tuple[type, ...]] = {list: (list, tuple), dict: (dict,), str: (str,), type(None): (type(None),)}
 _parse_int = Integer().fromString
 _H = struct.Struct("!H").pack
+#: Transports written to with ``sendmsg`` while their own buffer is empty,
+#: and the buffer attributes that tell (Twisted's ``FileDescriptor``).
+_PLAIN_TCP = (tcp.Server, tcp.Client)
+_BUFFER_ATTRIBUTES = ("_tempDataBuffer", "dataBuffer", "offset", "connected", "disconnecting")
+#: Most pieces handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
+_MAX_IOV = 256
 
 
 class WireProtocol(amp.AMP):
@@ -77,6 +84,9 @@ class WireProtocol(amp.AMP):
         self.peer = "?"
         self._box_keys = 0
         self._abort_call: IDelayedCall | None = None
+        #: The socket of a plain TCP transport, written to directly (see
+        #: :meth:`_write_pieces`); None for TLS and anything else.
+        self._direct_socket: Any = None
         self._unprocessed = b""
         #: A long value still arriving: its pieces, their length, the length needed.
         self._pieces: list[Any] = []
@@ -116,6 +126,9 @@ class WireProtocol(amp.AMP):
         else:  # a UNIX socket: the peer is anonymous, name the socket
             name = getattr(peer, "name", None) or getattr(self.transport.getHost(), "name", None)
             self.peer = f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        transport: Any = self.transport
+        if type(transport) in _PLAIN_TCP and all(hasattr(transport, a) for a in _BUFFER_ATTRIBUTES):
+            self._direct_socket = getattr(transport, "socket", None)
         # TCP keepalive (the OS notices a vanished peer eventually, even with
         # our keepalive off) and no Nagle delay (calls are small and answered).
         for option in ("setTcpKeepAlive", "setTcpNoDelay"):
@@ -158,6 +171,7 @@ class WireProtocol(amp.AMP):
         self.assembler.clear()
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+        self._direct_socket = None
         self.link_lost(reason)
 
     def protocol_error(self, error: ProtocolError, box: amp.AmpBox | None = None) -> None:
@@ -417,7 +431,7 @@ class WireProtocol(amp.AMP):
 
     def sendBox(self, box: amp.AmpBox) -> None:
         """As AMP sends a box, but writing a Value's parts without joining
-        their pieces first (they are copied once, into the bytes written)."""
+        their pieces first (see :meth:`_write_pieces`)."""
         if self._locked or self.transport is None or self._startingTLSBuffer is not None:
             super().sendBox(box)  # AMP's own checks and errors
             return
@@ -436,7 +450,39 @@ class WireProtocol(amp.AMP):
                 out.append(_H(len(value)))
                 out.append(value)
         out.append(b"\x00\x00")
-        self.transport.write(b"".join(out))
+        self._write_pieces(out)
+
+    def _write_pieces(self, out: list[Any]) -> None:
+        """Write the concatenation of *out* (bytes and memoryviews).
+
+        On a plain TCP connection whose write buffer is empty, the pieces go
+        to the socket at once with one scatter-gather ``sendmsg``: no copy in
+        this process (joining them, then Twisted joining its write buffer,
+        were two copies of every output byte, and the worker's allocator
+        faulted the fresh buffers in).  Only what the socket did not take is
+        joined and handed to the transport, as everything is when its buffer
+        holds something (so the byte order is kept), over TLS, and for boxes
+        of more than :data:`_MAX_IOV` pieces."""
+        transport: Any = self.transport
+        sock = self._direct_socket
+        if (sock is not None and len(out) <= _MAX_IOV and not transport._tempDataBuffer
+                and transport.offset >= len(transport.dataBuffer) and transport.connected
+                and not transport.disconnecting):
+            try:
+                sent = sock.sendmsg(out)
+            except OSError:
+                sent = 0  # would block, or broken: the transport finds out
+            if sent:
+                for i, piece in enumerate(out):
+                    n = len(piece)
+                    if sent < n:
+                        out = out[i:]
+                        out[0] = memoryview(piece)[sent:]
+                        break
+                    sent -= n
+                else:
+                    return
+        transport.write(b"".join(out))
 
     @staticmethod
     def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:
@@ -456,13 +502,17 @@ class WireProtocol(amp.AMP):
             box = make(objects, self)
         finally:
             out, self._outgoing = self._outgoing, None
+        self._send_transfers(out)
+        return box
+
+    def _send_transfers(self, out: Outgoing) -> None:
+        """Send the ``Chunk`` boxes of the transfers a box being built needs."""
         for tid, data in out.transfers:
             total = b"%d" % len(data)
             for offset, piece in Outgoing.pieces(data):
                 self._sendBoxCommand(Chunk.commandName, amp.AmpBox({
                     b"transfer": b"%d" % tid, b"offset": b"%d" % offset, b"total": total, b"data": piece,
                 }), requiresAnswer=False)
-        return box
 
     def call(self, command: type[WireCommand], **kw: Any) -> Deferred[dict[str, Any]]:
         """Send *command*; fires with its parsed answer.
@@ -490,6 +540,30 @@ class WireProtocol(amp.AMP):
         # unhandled error (it would drop the connection).
         sent.addCallbacks(self._answered, result.errback, callbackArgs=(command, result))
         return result
+
+    def call_encoded(self, command: type[WireCommand], values: list[tuple[bytes, Encoded]]) -> Deferred[Any]:
+        """:meth:`call` for a command whose arguments are all ``Value``
+        arguments, given as :class:`Encoded` in the order of
+        ``command.arguments``, and whose answer has no fields (``Update``):
+        the box is built without AMP's per-argument machinery, and the
+        Deferred fires with the answer box (or fails as :meth:`call`'s does)."""
+        if self.lost or self.closing or self.transport is None:
+            return fail(ConnectionLost("the connection is closed"))
+        assert not command.response and command.requiresAnswer and len(values) == len(command.arguments)
+        box = amp.AmpBox()
+        try:
+            extra = MAX_KEYS - 2 - len(values) if self.peer_parts else 0
+            out = self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
+            try:
+                for key, value in values:
+                    self.put_value(key, box, value)
+            finally:
+                self._outgoing = None
+            if out.transfers:
+                self._send_transfers(out)
+        except Exception:
+            return fail()
+        return self._sendBoxCommand(command.commandName, box, True)
 
     def _answered(self, answer: amp.AmpBox, command: type[WireCommand], result: Deferred[dict[str, Any]]) -> None:
         if not command.response:

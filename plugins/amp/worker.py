@@ -72,6 +72,7 @@ class _Channel(BaseCommandChannel):
         super().__init__(builderName, commandId)
         self._session = session
         self._command_id = encode(commandId, "commandId")
+        self._encoded_id = Encoded(self._command_id)
         self._label = f"an update of command {commandId!r}"
 
     def _send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
@@ -93,7 +94,7 @@ class _Channel(BaseCommandChannel):
         for _, more, _ in batches:
             pieces.extend(more)
         updates = Encoded(pieces=pieces, size=len(header) + sum(size for _, _, size in batches))
-        return self._session.proto.call(Update, command_id=Encoded(self._command_id), updates=updates)
+        return self._session.proto.call_encoded(Update, [(b"command_id", self._encoded_id), (b"updates", updates)])
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
