@@ -11,7 +11,8 @@ from __future__ import annotations
 __all__ = ["FINDINGS", "PROFILED"]
 
 #: When and against which code the findings were profiled.
-PROFILED = "2026-11-30, plugins/pb at f175999, plugins/amp at 0a40c5d, plugins/null and core at 3a2081a, app at 64a1a9e"
+PROFILED = ("2026-11-30, plugins/pb at f175999, plugins/amp at 8c871bd (with core's output window at b661993), "
+            "plugins/null and core at 3a2081a, app at 64a1a9e")
 
 #: (target, subject) -> explanation.  ``*`` as subject matches any subject.
 FINDINGS: dict[tuple[str, str], str] = {
@@ -23,25 +24,28 @@ FINDINGS: dict[tuple[str, str], str] = {
         "(`BaseConnection._call`'s own, which keeps the ConnectionLost guarantee); cProfile: 7 `_runCallbacks` "
         "per round trip (both ends) where raw AMP needs 6."),
     ("output streaming vs own transport", "amp"): (
-        "Met in the last full run (1.08x; 0.95x and 0.98x in the two before the worker stopped copying output "
-        "twice), with per-repetition spreads that overlap (amp 1,290-1,641 MB/s, raw AMP 1,183-1,589), so a "
-        "loaded run can still miss. The limit is the worker: 0.56-0.78 CPU s/GB against raw AMP's 0.56-0.67, "
-        "while amp's master needs 0.40-0.47 against raw AMP's 0.62-0.83 (parts and merged updates: one Update box "
-        "per 4 updates). Of the worker's cost about 0.3 s/GB is system time (loopback TCP sends, /proc) and the "
-        "rest Python per 64 KiB update: `channel.update`'s checks, the pair encoding, a Deferred from "
-        "`SendWindow`, the producer's resumption, and per box the AMP framing and Twisted's write-buffer "
-        "concatenation. Intermittently (about 1 master process in 6) glibc trims the heap after every ~300 KiB "
-        "box and faults it back (600,000+ minor faults per GiB, master system time 1.4 s/GB); with "
-        "MALLOC_TRIM_THRESHOLD_=67108864 it did not happen in 6 runs. Worker RSS grows ~15 MiB with the 4 MiB "
-        "window (Twisted's write buffer and its concatenation), bounded."),
+        "Met by a wide margin since 8c871bd: 3,700-4,450 MB/s against raw AMP's 1,250-1,475 (2.5-3.5x; three "
+        "`--only raw-tcp,raw-amp,amp --scenarios stream --reps 3` runs, 2026-11-30), at 0.21-0.23 (master) and "
+        "0.22-0.26 (worker) CPU s/GB; before, 1,308 MB/s (0.92x) at 0.42 / 0.75 s/GB. Profiled (cProfile of both "
+        "ends, per-process user/system time and minor faults): the worker's box was joined, then Twisted joined "
+        "its write buffer again (two copies of every byte, ~50,000 faults per GB, 14 MiB RSS growth); now a box "
+        "goes to the socket with one scatter-gather `sendmsg` while Twisted's buffer is empty "
+        "(`WireProtocol._write_pieces`), Update boxes skip AMP's argument machinery (`call_encoded`), and an "
+        "update that finds room fires before `update()` returns (no producer resumption per update). That made "
+        "the master the limit: it read 64 KiB per `recv` (now 256 KiB, `wire.READ_SIZE`: system time ~0.25 -> "
+        "~0.10 s/GB), and in about a third of its processes glibc trimmed the heap after every box and faulted "
+        "it back (600,000 faults per GB, 1.7 s/GB, ~600 MB/s); one 8 MiB block freed at the first connection "
+        "raises glibc's thresholds (`wire._raise_allocator_thresholds`): 0 of 16 processes since. That in turn "
+        "made 1 MiB Update boxes cheaper than 288 KiB ones for both ends (`workerwire_amp.flow.BATCH`; per box: "
+        "framing, a Deferred, an answer, a wake-up). A miss now: check the master's minor faults per GB (the "
+        "allocator) and the machine's load; RSS growth is ~3 MiB on either side."),
     ("fastest backend streaming vs raw TCP", "*"): (
-        "Raw TCP streams ~4,000 MB/s at 0.23 (master) / 0.22-0.26 (worker) CPU s/GB, so 0.5x needs ~2,000 MB/s: "
-        "under ~0.5 s/GB on the busier side. The fastest backend, amp, reaches ~1,450 MB/s (0.36x), limited by "
-        "its worker at 0.56-0.78 s/GB: about 0.3 s/GB of system time in loopback TCP sends (what raw TCP's worker "
-        "spends in all) plus ~0.35 s/GB of Python per 64 KiB update (see the amp streaming finding); its master "
-        "is at 0.41 s/GB. Reaching 0.5x would take the worker's Python cost per update to about a third (fewer, "
-        "larger updates from the producer would, which the contract leaves to the worker; 64 KiB is the bench's "
-        "choice)."),
+        "Met since 8c871bd: amp streams 3,700-4,450 MB/s against raw TCP's 4,180-4,220 (0.89-1.06x; 1,346 MB/s, "
+        "0.34x, in the last full run before), at 0.21-0.23 (master) / 0.22-0.26 (worker) CPU s/GB against raw "
+        "TCP's 0.23 / 0.22-0.26 (see the amp streaming finding for what changed). Both ends now spend about what "
+        "raw TCP does per GB, so a run where one of amp's repetitions is low (2,780-3,200 MB/s, one of three in each "
+        "run) is the scheduling of two busy processes on two cores, not amp's per-byte cost; a miss below "
+        "~2,000 MB/s would mean the master's allocator trims again (its minor faults per GB) or another load."),
     ("storm: all logged in", "*"): (
         "Earlier misses had two causes, both fixed: Twisted's default listen backlog of 50 (every TCP port string "
         "now gets `backlog=1024` unless it sets one, `workerwire.tls.DEFAULT_BACKLOG`), and the login guard "
