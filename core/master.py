@@ -167,7 +167,8 @@ class Connection(abc.ABC):
 
     @abc.abstractmethod
     def get_peer(self) -> str:
-        """``"host:port"`` for network backends; a stable description otherwise."""
+        """``"host:port"`` for network backends (``"[v6 address]:port"`` for
+        IPv6, ``"unix:PATH"`` for UNIX sockets); a stable description otherwise."""
 
     @property
     @abc.abstractmethod

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import error as net_error
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -75,6 +76,7 @@ __all__ = [
     "server_from_string",
     "client_from_string",
     "dial_address",
+    "client_address_for",
     "add_client_options",
 ]
 
@@ -753,11 +755,34 @@ def client_from_string(reactor: Any, description: str) -> Any:
 # -- addresses -----------------------------------------------------------------------
 
 
+def client_address_for(host: Any) -> str:
+    """The client endpoint string that reaches a listening port whose address
+    is *host* (``port.getHost()``), the same for every backend.
+
+    A wildcard interface is reached through loopback:
+    ``tcp:host=127.0.0.1:port=N``, and ``tcp:host=\\:\\:1:port=N`` for IPv6
+    (Twisted's ``tcp:`` client endpoint takes IPv6 literals; there is no
+    ``tcp6:`` client endpoint); a UNIX socket is ``unix:path=PATH``.
+
+    :raises AddressError: *host* is no TCP or UNIX address.
+    """
+    if isinstance(host, IPv4Address):
+        ip = host.host if host.host not in ("0.0.0.0", "") else "127.0.0.1"
+        return f"tcp:host={ip}:port={host.port}"
+    if isinstance(host, IPv6Address):
+        ip = host.host if host.host not in ("::", "") else "::1"
+        return f"tcp:host={_escape(ip)}:port={host.port}"
+    if isinstance(host, UNIXAddress):
+        name = host.name.decode() if isinstance(host.name, bytes) else str(host.name)
+        return f"unix:path={_escape(name)}"
+    raise AddressError(f"cannot make a client address for {host!r}")
+
+
 def dial_address(port_str: str, address: str) -> str:
     """The address a worker dials for a port listening on *port_str*.
 
     For an ``ssl:``/``tls:`` port, the backend's plain address of the bound
-    socket (``tcp:host=127.0.0.1:port=N``, ``tcp6:host=\\:\\:1:port=N``)
+    socket (``tcp:host=127.0.0.1:port=N``, ``tcp:host=\\:\\:1:port=N``)
     becomes ``tls:host=127.0.0.1:port=N``: it verifies against the system's
     trust store and the host name, so a worker with a private CA adds
     ``caCertsFile=`` (:func:`add_client_options`).  Other addresses are

@@ -72,7 +72,7 @@ async def test_ipv6_and_unix_ports_give_dialable_addresses(harness: Harness, tmp
         pytest.skip(f"cannot listen on {port}: {e}")
     w = await harness.start_worker("w1", "pw", builders=[])
     assert reg.getAddress().startswith("tcp:host=\\:\\:1:port=" if kind == "tcp6" else "unix:path=")
-    assert w.conn.get_peer().startswith("::1:" if kind == "tcp6" else "unix:")
+    assert w.conn.get_peer().startswith("[::1]:" if kind == "tcp6" else "unix:")
     assert isinstance(await w.conn.remoteGetWorkerInfo(), dict)
 
 

@@ -1,8 +1,12 @@
-"""Server endpoint strings: the listen backlog a master gets by default."""
+"""Endpoint strings: the listen backlog a master gets by default, the port forms
+every network backend accepts, and the address a registration gives workers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import pytest_twisted
 from twisted.internet import reactor
 
 from workerwire.tls import DEFAULT_BACKLOG, server_from_string, with_default_backlog
@@ -38,3 +42,68 @@ def test_network_backends_accept_the_same_port_forms(name: str) -> None:
         with pytest.raises(AddressError) as err:
             backend.check_port(bad)
         assert why in str(err.value) and name in str(err.value)
+
+
+# -- the address a registration hands to workers -------------------------------------
+
+import socket  # noqa: E402
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress  # noqa: E402
+
+from workerwire import LinkOptions  # noqa: E402
+from workerwire.conformance import Harness  # noqa: E402
+from workerwire.tls import client_address_for  # noqa: E402
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_client_addresses_are_spelled_one_way_for_every_backend() -> None:
+    assert client_address_for(IPv4Address("TCP", "0.0.0.0", 5)) == "tcp:host=127.0.0.1:port=5"
+    assert client_address_for(IPv4Address("TCP", "10.0.0.2", 5)) == "tcp:host=10.0.0.2:port=5"
+    assert client_address_for(IPv6Address("TCP", "::", 5)) == r"tcp:host=\:\:1:port=5"
+    assert client_address_for(IPv6Address("TCP", "fe80::1%eth0", 5)) == r"tcp:host=fe80\:\:1%eth0:port=5"
+    assert client_address_for(UNIXAddress(b"/tmp/m.sock")) == "unix:path=/tmp/m.sock"
+    with pytest.raises(AddressError):
+        client_address_for(object())
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to listen on")
+@pytest.mark.parametrize("name", NETWORK_BACKENDS)
+@pytest.mark.parametrize("port", [r"tcp6:port=0:interface=\:\:1", r"tcp:port=0:interface=\:\:1", "tcp6:0"])
+@pytest_twisted.ensureDeferred
+async def test_a_worker_dials_the_address_of_an_ipv6_registration(name: str, port: str, tmp_path: Any) -> None:
+    """The address a registration gives out is one the backend's own connector dials
+    (pb once gave ``tcp6:host=...``, which no Twisted client endpoint parses)."""
+    h = Harness(load_backend(name), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    try:
+        reg = await h.register("w1", "pw", port)
+        assert reg.getAddress() == rf"tcp:host=\:\:1:port={reg.getPort()}"
+        w = await h.start_worker("w1", "pw")
+        assert w.conn.get_peer().startswith("[::1]:")  # the peer, spelled as on every backend
+        rc = await h.run(w, "echo", {"over": "ipv6"})
+        assert rc.values("echo") == [{"over": "ipv6"}]
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("name", NETWORK_BACKENDS)
+@pytest_twisted.ensureDeferred
+async def test_a_worker_dials_the_address_of_a_unix_socket_registration(name: str, tmp_path: Any) -> None:
+    h = Harness(load_backend(name), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
+    path = tmp_path / "master.sock"
+    try:
+        reg = await h.register("w1", "pw", f"unix:{path}")
+        assert reg.getAddress() == f"unix:path={path}"
+        w = await h.start_worker("w1", "pw")
+        assert w.conn.get_peer().startswith("unix:")
+        rc = await h.run(w, "echo", {"over": "unix"})
+        assert rc.values("echo") == [{"over": "unix"}]
+    finally:
+        await h.close()

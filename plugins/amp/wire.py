@@ -156,7 +156,7 @@ class WireProtocol(amp.AMP):
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
         if host is not None:
-            self.peer = f"{host}:{port}"
+            self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # as every backend spells it
         else:  # a UNIX socket: the peer is anonymous, name the socket
             name = getattr(peer, "name", None) or getattr(self.transport.getHost(), "name", None)
             self.peer = f"unix:{name.decode() if isinstance(name, bytes) else name}"

@@ -15,7 +15,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from workerwire.errors import AddressError
 from workerwire.tls import parse_client_address, parse_server_port
 
-__all__ = ["normalize_port", "server_endpoint", "client_endpoint", "client_address", "describe_peer"]
+__all__ = ["normalize_port", "server_endpoint", "client_endpoint", "describe_peer"]
 
 _EXAMPLES = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
 
@@ -46,28 +46,6 @@ def client_endpoint(reactor: Any, address: str) -> Any:
     :raises AddressError: the string is not a valid client endpoint.
     """
     return parse_client_address(reactor, address, "pb")
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def client_address(host_address: Any) -> str:
-    """The client endpoint string that reaches a port listening at *host_address*.
-
-    A wildcard interface is reached through loopback:
-    ``tcp:host=127.0.0.1:port=N`` (``tcp6:host=\\:\\:1:port=N`` for IPv6).
-    """
-    if isinstance(host_address, IPv4Address):
-        host = host_address.host if host_address.host not in ("", "0.0.0.0") else "127.0.0.1"
-        return f"tcp:host={host}:port={host_address.port}"
-    if isinstance(host_address, IPv6Address):
-        host = host_address.host if host_address.host not in ("", "::") else "::1"
-        return f"tcp6:host={_escape(host)}:port={host_address.port}"
-    if isinstance(host_address, UNIXAddress):
-        name = host_address.name.decode() if isinstance(host_address.name, bytes) else str(host_address.name)
-        return f"unix:path={_escape(name)}"
-    return str(host_address)
 
 
 def describe_peer(address: Any) -> str:

@@ -27,9 +27,9 @@ from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError
 from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce, refusal_reason
-from workerwire.tls import dial_address
+from workerwire.tls import client_address_for, dial_address
 
-from .address import client_address, normalize_port, server_endpoint
+from .address import normalize_port, server_endpoint
 from .broker import Servant, WireBroker
 from .connection import PBConnection
 
@@ -201,7 +201,7 @@ class PBListener(BaseListener):
         entry.listening = (port, factory)
         host = port.getHost()
         entry.port = getattr(host, "port", None) or str(host)
-        entry.address = dial_address(entry.port_str, client_address(host))  # tls:host=... for a TLS port
+        entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
         _log.info("pb listening on {port} (workers dial {address})", port=entry.port_str, address=entry.address)
 
     def _close_port(self, entry: OpenPort) -> Deferred[None]:
