@@ -77,6 +77,8 @@ __all__ = [
     "client_from_string",
     "dial_address",
     "client_address_for",
+    "bound_port_of",
+    "describe_peer",
     "add_client_options",
 ]
 
@@ -776,6 +778,33 @@ def client_address_for(host: Any) -> str:
         name = host.name.decode() if isinstance(host.name, bytes) else str(host.name)
         return f"unix:path={_escape(name)}"
     raise AddressError(f"cannot make a client address for {host!r}")
+
+
+def bound_port_of(host: Any) -> int | str:
+    """What ``Registration.getPort()`` says of a port bound at *host*
+    (``port.getHost()``): the TCP port number, or a UNIX socket's path."""
+    port = getattr(host, "port", None)
+    if isinstance(port, int):
+        return port
+    name = getattr(host, "name", None)
+    if isinstance(name, bytes):
+        return name.decode("utf-8", "surrogateescape")
+    return str(name) if name else str(host)
+
+
+def describe_peer(transport: Any) -> str:
+    """``Connection.get_peer()`` of a connection on *transport*, the same for
+    every backend: ``host:port``, ``[v6 address]:port``, or ``unix:PATH``
+    (a UNIX socket's peer is usually anonymous: then the path is the
+    listening socket's)."""
+    peer = transport.getPeer()
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if isinstance(host, str) and host:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(peer, "name", None) or getattr(transport.getHost(), "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "surrogateescape")
+    return f"unix:{name or '?'}" if isinstance(peer, UNIXAddress) or name else str(peer)
 
 
 def dial_address(port_str: str, address: str) -> str:

@@ -84,6 +84,7 @@ async def test_a_worker_dials_the_address_of_an_ipv6_registration(name: str, por
     h = Harness(load_backend(name), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
     try:
         reg = await h.register("w1", "pw", port)
+        assert isinstance(reg.getPort(), int) and reg.getPort() > 0
         assert reg.getAddress() == rf"tcp:host=\:\:1:port={reg.getPort()}"
         w = await h.start_worker("w1", "pw")
         assert w.conn.get_peer().startswith("[::1]:")  # the peer, spelled as on every backend
@@ -101,6 +102,7 @@ async def test_a_worker_dials_the_address_of_a_unix_socket_registration(name: st
     try:
         reg = await h.register("w1", "pw", f"unix:{path}")
         assert reg.getAddress() == f"unix:path={path}"
+        assert reg.getPort() == str(path)  # the path, as for every backend (pb once gave "UNIXAddress('...')")
         w = await h.start_worker("w1", "pw")
         assert w.conn.get_peer().startswith("unix:")
         rc = await h.run(w, "echo", {"over": "unix"})

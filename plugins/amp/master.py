@@ -40,7 +40,7 @@ from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
 from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks, Update as UpdatePair
-from workerwire.tls import dial_address
+from workerwire.tls import bound_port_of, dial_address
 
 from .address import check_server_port, client_address_for
 from .auth import ChallengeResponse, IAMPWorker, new_challenge
@@ -403,8 +403,7 @@ class AMPListener(BaseListener):
             raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
         entry.listening = port
         host = port.getHost()
-        name = getattr(host, "name", host)  # a UNIX socket has a path, not a port
-        entry.port = getattr(host, "port", None) or (name.decode() if isinstance(name, bytes) else str(name))
+        entry.port = bound_port_of(host)  # a UNIX socket has a path, not a port
         entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
         _log.info("amp master: listening on {address} ({port_str})", address=entry.address,
                   port_str=entry.port_str)

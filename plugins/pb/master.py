@@ -27,7 +27,7 @@ from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError
 from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce, refusal_reason
-from workerwire.tls import client_address_for, dial_address
+from workerwire.tls import bound_port_of, client_address_for, dial_address
 
 from .address import normalize_port, server_endpoint
 from .broker import Servant, WireBroker
@@ -200,7 +200,7 @@ class PBListener(BaseListener):
                                f"({normalize_port(entry.port_str)}): {e}") from None
         entry.listening = (port, factory)
         host = port.getHost()
-        entry.port = getattr(host, "port", None) or str(host)
+        entry.port = bound_port_of(host)  # a UNIX socket's path, not its address object
         entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
         _log.info("pb listening on {port} (workers dial {address})", port=entry.port_str, address=entry.address)
 
