@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.values import decode, encode
@@ -62,35 +63,6 @@ _MAX_IOV = 256
 #: less system time (fewer wake-ups and window-update ACKs on loopback) and
 #: less Python per byte.
 READ_SIZE = 256 * 1024
-
-
-#: Size of the block :func:`_raise_allocator_thresholds` frees, once per process.
-ALLOCATOR_PRIME = 8 * 1024 * 1024
-_allocator_primed = False
-
-
-def _raise_allocator_thresholds() -> None:
-    """Allocate and free one block of :data:`ALLOCATOR_PRIME` bytes, once per process.
-
-    glibc's malloc serves a block above its mmap threshold (128 KiB at
-    first) with mmap, and when it frees one, raises that threshold to the
-    block's size and its heap-trim threshold to twice that.  A process
-    receiving output boxes (~300 KiB, with about three times that alive
-    while one is parsed and decoded) otherwise ends with a trim threshold of
-    about two boxes, and unless a long-lived block happens to sit above them
-    it gives the memory back to the OS after each box and page-faults it in
-    again for the next: in about a third of amp master processes, ~600,000
-    minor faults and 1.2 s/GB more system time, a third of the throughput.
-    After this, blocks up to 8 MiB come from the heap and it is trimmed once
-    16 MiB at its top are free, as glibc would set itself after one 8 MiB
-    message.  ``bytes(n)`` of a fresh mapping touches no page; with other
-    allocators this is one allocation and nothing else.
-    """
-    global _allocator_primed
-    if not _allocator_primed:
-        _allocator_primed = True
-        block = bytes(ALLOCATOR_PRIME)
-        del block
 
 
 class WireProtocol(amp.AMP):
@@ -160,7 +132,7 @@ class WireProtocol(amp.AMP):
         else:  # a UNIX socket: the peer is anonymous, name the socket
             name = getattr(peer, "name", None) or getattr(self.transport.getHost(), "name", None)
             self.peer = f"unix:{name.decode() if isinstance(name, bytes) else name}"
-        _raise_allocator_thresholds()
+        prime_allocator()
         transport: Any = self.transport
         if type(transport) in _PLAIN_TCP and all(hasattr(transport, a) for a in _BUFFER_ATTRIBUTES):
             self._direct_socket = getattr(transport, "socket", None)
