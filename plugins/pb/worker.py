@@ -35,6 +35,11 @@ __all__ = ["PBConnector"]
 
 _VERSION = "workerwire-pb/1"
 
+#: Most bytes of updates merged into one ``packedUpdate`` (a workerwire
+#: master's extension; core's default, kept for ``update`` to a stock master,
+#: is 288 KiB).
+PACKED_BATCH = 1024 * 1024
+
 
 def _core(d: Deferred[Any]) -> Deferred[None]:
     """Result dropped, native failures translated."""
@@ -233,6 +238,8 @@ class _Link(WorkerSession):
             return
         self.logged_in = True
         self._stop_timer()
+        if self.broker.peer_features and self.broker.peer_features.get("packed_updates"):
+            self.window.batch_limit = PACKED_BATCH
         self.result.callback(self)
 
     def _refused(self, failure: Failure) -> None:
