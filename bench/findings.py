@@ -11,8 +11,8 @@ from __future__ import annotations
 __all__ = ["FINDINGS", "PROFILED"]
 
 #: When and against which code the findings were profiled.
-PROFILED = ("2026-11-30, plugins/pb at f175999, plugins/amp at 8c871bd (with core's output window at b661993), "
-            "plugins/null and core at 3a2081a, app at 64a1a9e")
+PROFILED = ("2026-11-30, plugins/pb at 2761628 (with core's allocator priming at 7455202), plugins/amp at 8c871bd "
+            "(with core's output window at b661993), plugins/null and core at 3a2081a, app at 64a1a9e")
 
 #: (target, subject) -> explanation.  ``*`` as subject matches any subject.
 FINDINGS: dict[tuple[str, str], str] = {
@@ -35,10 +35,23 @@ FINDINGS: dict[tuple[str, str], str] = {
         "the master the limit: it read 64 KiB per `recv` (now 256 KiB, `wire.READ_SIZE`: system time ~0.25 -> "
         "~0.10 s/GB), and in about a third of its processes glibc trimmed the heap after every box and faulted "
         "it back (600,000 faults per GB, 1.7 s/GB, ~600 MB/s); one 8 MiB block freed at the first connection "
-        "raises glibc's thresholds (`wire._raise_allocator_thresholds`): 0 of 16 processes since. That in turn "
+        "raises glibc's thresholds (`workerwire.allocator.prime_allocator`): 0 of 16 processes since. That in turn "
         "made 1 MiB Update boxes cheaper than 288 KiB ones for both ends (`workerwire_amp.flow.BATCH`; per box: "
         "framing, a Deferred, an answer, a wake-up). A miss now: check the master's minor faults per GB (the "
         "allocator) and the machine's load; RSS growth is ~3 MiB on either side."),
+    ("output streaming vs own transport", "pb"): (
+        "Met by a wide margin since 2761628: 2,500-3,600 MB/s against raw PB's 410-770 (5.1-5.9x; three "
+        "`--only raw-pb,pb --scenarios stream --reps 3` runs, 2026-11-30), at 0.24-0.34 (master) and 0.26-0.37 "
+        "(worker) CPU s/GB; before, 1,200-1,470 MB/s at 0.43 / 0.71 s/GB with 14.7 MiB worker RSS growth. As for "
+        "amp: the worker's banana messages of 32 KiB or more go to the socket with one `sendmsg` while Twisted's "
+        "buffer is empty (`codec.write_pieces`; worker 0.52 -> 0.26 s/GB, RSS growth 12.4 -> 3.6 MiB), a "
+        "connection whose read fills 64 KiB reads 256 KiB at a time (`broker.READ_SIZE`; master 0.58-0.61 -> "
+        "0.44-0.48 s/GB), and `packedUpdate` messages to a workerwire master carry up to 1 MiB "
+        "(`worker.PACKED_BATCH`; master 0.44-0.48 -> 0.23-0.26, worker 0.37-0.39 -> 0.26-0.30 s/GB; 576 KiB and "
+        "1.5 MiB were slower), which pays only with glibc's thresholds raised (`workerwire.allocator`: without it "
+        "the master trimmed and faulted its heap per message in 12 of 12 runs, 1.17 s/GB, ~850 MB/s). A stock "
+        "master still gets Buildbot-form updates in 288 KiB batches. A miss now: check the master's minor faults "
+        "per GB (the allocator) and the machine's load; RSS growth is ~2 MiB (master) and ~3.6 MiB (worker)."),
     ("fastest backend streaming vs raw TCP", "*"): (
         "Met since 8c871bd: amp streams 3,700-4,450 MB/s against raw TCP's 4,180-4,220 (0.89-1.06x; 1,346 MB/s, "
         "0.34x, in the last full run before), at 0.21-0.23 (master) / 0.22-0.26 (worker) CPU s/GB against raw "
