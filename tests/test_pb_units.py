@@ -12,7 +12,6 @@ from pytest_twisted import ensureDeferred as async_test
 from twisted.cred import error as cred_error
 from twisted.internet import error as net_error
 from twisted.internet import protocol
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.python.failure import Failure
@@ -32,7 +31,7 @@ from workerwire.errors import (
     UnsupportedValue,
 )
 from workerwire.values import encode
-from workerwire_pb.address import describe_peer, normalize_port
+from workerwire_pb.address import normalize_port
 from workerwire_pb.broker import WireBroker
 from workerwire_pb.connection import normalize_updates
 from workerwire_pb.errors import NO_TRACEBACK, core_error, wire_failure
@@ -211,9 +210,6 @@ def test_port_strings(reactor: Any) -> None:
         backend.create_connector(ScriptedWorker("/tmp", reactor), "127.0.0.1:9989", "w", "p")
 
 
-def test_peers() -> None:
-    assert describe_peer(IPv4Address("TCP", "127.0.0.1", 7)) == "127.0.0.1:7"
-    assert describe_peer(IPv6Address("TCP", "::1", 7)) == "[::1]:7"
 
 
 @async_test

@@ -21,7 +21,6 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, ClassVar
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -31,6 +30,8 @@ from twisted.python.failure import Failure
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
+from workerwire.socket_write import direct_socket, write_pieces
+from workerwire.tls import describe_peer
 from workerwire.values import decode, encode
 
 from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces
@@ -52,12 +53,6 @@ ABORT_AFTER = 10.0
 _KIND_OK: dict[type, tuple[type, ...]] = {list: (list, tuple), dict: (dict,), str: (str,), type(None): (type(None),)}
 _parse_int = Integer().fromString
 _H = struct.Struct("!H").pack
-#: Transports written to with ``sendmsg`` while their own buffer is empty,
-#: and the buffer attributes that tell (Twisted's ``FileDescriptor``).
-_PLAIN_TCP = (tcp.Server, tcp.Client)
-_BUFFER_ATTRIBUTES = ("_tempDataBuffer", "dataBuffer", "offset", "connected", "disconnecting")
-#: Most pieces handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
-_MAX_IOV = 256
 #: Bytes asked of a plain TCP socket per read (Twisted's default is 64 KiB).
 #: Four times fewer reads of streamed output: an amp master spent ~0.15 s/GB
 #: less system time (fewer wake-ups and window-update ACKs on loopback) and
@@ -91,7 +86,7 @@ class WireProtocol(amp.AMP):
         self._box_keys = 0
         self._abort_call: IDelayedCall | None = None
         #: The socket of a plain TCP transport, written to directly (see
-        #: :meth:`_write_pieces`); None for TLS and anything else.
+        #: :mod:`workerwire.socket_write`); None for TLS and anything else.
         self._direct_socket: Any = None
         self._unprocessed = b""
         #: A long value still arriving: its pieces, their length, the length needed.
@@ -125,17 +120,11 @@ class WireProtocol(amp.AMP):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        peer = self.transport.getPeer()
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        if host is not None:
-            self.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # as every backend spells it
-        else:  # a UNIX socket: the peer is anonymous, name the socket
-            name = getattr(peer, "name", None) or getattr(self.transport.getHost(), "name", None)
-            self.peer = f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        self.peer = describe_peer(self.transport)
         prime_allocator()
         transport: Any = self.transport
-        if type(transport) in _PLAIN_TCP and all(hasattr(transport, a) for a in _BUFFER_ATTRIBUTES):
-            self._direct_socket = getattr(transport, "socket", None)
+        self._direct_socket = direct_socket(transport)
+        if self._direct_socket is not None:
             transport.bufferSize = READ_SIZE
         # TCP keepalive (the OS notices a vanished peer eventually, even with
         # our keepalive off) and no Nagle delay (calls are small and answered).
@@ -439,7 +428,7 @@ class WireProtocol(amp.AMP):
 
     def sendBox(self, box: amp.AmpBox) -> None:
         """As AMP sends a box, but writing a Value's parts without joining
-        their pieces first (see :meth:`_write_pieces`)."""
+        their pieces first (:mod:`workerwire.socket_write`)."""
         if self._locked or self.transport is None or self._startingTLSBuffer is not None:
             super().sendBox(box)  # AMP's own checks and errors
             return
@@ -458,39 +447,7 @@ class WireProtocol(amp.AMP):
                 out.append(_H(len(value)))
                 out.append(value)
         out.append(b"\x00\x00")
-        self._write_pieces(out)
-
-    def _write_pieces(self, out: list[Any]) -> None:
-        """Write the concatenation of *out* (bytes and memoryviews).
-
-        On a plain TCP connection whose write buffer is empty, the pieces go
-        to the socket at once with one scatter-gather ``sendmsg``: no copy in
-        this process (joining them, then Twisted joining its write buffer,
-        were two copies of every output byte, and the worker's allocator
-        faulted the fresh buffers in).  Only what the socket did not take is
-        joined and handed to the transport, as everything is when its buffer
-        holds something (so the byte order is kept), over TLS, and for boxes
-        of more than :data:`_MAX_IOV` pieces."""
-        transport: Any = self.transport
-        sock = self._direct_socket
-        if (sock is not None and len(out) <= _MAX_IOV and not transport._tempDataBuffer
-                and transport.offset >= len(transport.dataBuffer) and transport.connected
-                and not transport.disconnecting):
-            try:
-                sent = sock.sendmsg(out)
-            except OSError:
-                sent = 0  # would block, or broken: the transport finds out
-            if sent:
-                for i, piece in enumerate(out):
-                    n = len(piece)
-                    if sent < n:
-                        out = out[i:]
-                        out[0] = memoryview(piece)[sent:]
-                        break
-                    sent -= n
-                else:
-                    return
-        transport.write(b"".join(out))
+        write_pieces(self.transport, self._direct_socket, out)
 
     @staticmethod
     def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Port strings, client addresses and peer descriptions for the pb backend.
+"""Port strings and client endpoints for the pb backend.
 
 A port string is a Twisted server endpoint string (``tcp:9989``,
 ``tcp:port=0:interface=127.0.0.1``, ``unix:/path``, ...); a bare number
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-
 from workerwire.errors import AddressError
 from workerwire.tls import parse_client_address, parse_server_port
 
-__all__ = ["normalize_port", "server_endpoint", "client_endpoint", "describe_peer"]
+__all__ = ["normalize_port", "server_endpoint", "client_endpoint"]
 
 _EXAMPLES = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
 
@@ -46,15 +44,3 @@ def client_endpoint(reactor: Any, address: str) -> Any:
     :raises AddressError: the string is not a valid client endpoint.
     """
     return parse_client_address(reactor, address, "pb")
-
-
-def describe_peer(address: Any) -> str:
-    """``"host:port"`` for TCP peers; a stable description otherwise."""
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name.decode() if isinstance(address.name, bytes) else address.name
-        return f"unix:{name or '?'}"
-    return str(address)

@@ -32,10 +32,11 @@ from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.errors import ProtocolError, UnsupportedValue
 from workerwire.login_guard import MAX_LOGIN_INPUT
+from workerwire.socket_write import direct_socket
+from workerwire.tls import describe_peer
 from workerwire.values import encode
 
-from .address import describe_peer
-from .codec import PLAIN_TCP, FastBanana
+from .codec import FastBanana
 from .errors import WireFailure, remote_type_name, wire_failure
 from .security import INCOMING, OUTGOING, fits
 from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTransfer, pieces
@@ -127,7 +128,7 @@ class WireBroker(FastBanana, pb.Broker):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = describe_peer(self.transport)
         prime_allocator()
         try:
             self.transport.setTcpKeepAlive(1)
@@ -180,7 +181,7 @@ class WireBroker(FastBanana, pb.Broker):
         if self.login_ticket is not None and not self.login_ticket.take(len(data)):
             self.protocol_error(f"more than {MAX_LOGIN_INPUT} bytes before logging in")
             return
-        if len(data) == _DEFAULT_READ and type(self.transport) in PLAIN_TCP:
+        if len(data) == _DEFAULT_READ and direct_socket(self.transport) is not None:
             self.transport.bufferSize = READ_SIZE
         try:
             super().dataReceived(data)

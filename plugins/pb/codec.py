@@ -18,7 +18,7 @@ enough to be a vocabulary word.
 
 A message of at least :data:`DIRECT_MIN` bytes on a plain TCP transport
 whose write buffer is empty goes to the socket with one scatter-gather
-``sendmsg`` of its tokens and strings (:func:`write_pieces`): the same bytes,
+``sendmsg`` of its tokens and strings (:mod:`workerwire.socket_write`): the same bytes,
 without joining them and without Twisted joining its write buffer again.
 
 It also enforces the broker's message size limit while decoding (see
@@ -33,12 +33,12 @@ import re
 import struct
 from typing import Any, Callable
 
-from twisted.internet import tcp
 from twisted.spread import banana
 
 from workerwire.errors import ProtocolError
+from workerwire.socket_write import direct_socket, write_pieces
 
-__all__ = ["FastBanana", "b128", "write_pieces", "PLAIN_TCP", "DIRECT_MIN"]
+__all__ = ["FastBanana", "b128", "DIRECT_MIN"]
 
 _LIST, _INT, _STRING, _NEG, _FLOAT, _LONGINT, _LONGNEG, _VOCAB = range(0x80, 0x88)
 _SIZE_LIMIT = banana.SIZE_LIMIT
@@ -59,12 +59,6 @@ def _item_matcher(prefix_limit: int) -> Callable[..., Any]:
 
 _SMALL = [bytes((i,)) for i in range(128)]
 
-#: Transports written to with ``sendmsg`` while their own buffer is empty
-#: (Twisted's ``FileDescriptor`` buffer: ``_tempDataBuffer``, ``dataBuffer``
-#: from ``offset``); TLS and anything else get ``transport.write``.
-PLAIN_TCP = (tcp.Server, tcp.Client)
-#: Most pieces handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
-_MAX_IOV = 256
 #: Smallest message sent with ``sendmsg`` at once; smaller ones (calls,
 #: answers) are joined and left to the transport, which sends all that one
 #: reactor turn wrote with one ``send``.
@@ -82,36 +76,6 @@ def b128(n: int) -> bytes:
         out.append(n & 0x7F)
         n >>= 7
     return bytes(out)
-
-
-def write_pieces(transport: Any, sock: Any, out: list[Any]) -> None:
-    """Write the concatenation of *out* (bytes and memoryviews) to *transport*,
-    a plain TCP transport whose socket is *sock* (None once it is closed).
-
-    While the transport's write buffer is empty, the pieces go to the socket
-    at once with one scatter-gather ``sendmsg``: no copy in this process
-    (joining them, then Twisted joining its write buffer, were two copies of
-    every output byte, and the allocator faulted the fresh buffers in).  Only
-    what the socket did not take is joined and handed to the transport, as
-    everything is when its buffer holds something (so the byte order is
-    kept)."""
-    if (sock is not None and not transport._tempDataBuffer and transport.offset >= len(transport.dataBuffer)
-            and transport.connected and not transport.disconnecting):
-        try:
-            sent = sock.sendmsg(out)
-        except OSError:
-            sent = 0  # would block, or broken: the transport finds out
-        if sent:
-            for i, piece in enumerate(out):
-                n = len(piece)
-                if sent < n:
-                    out = out[i:]
-                    out[0] = memoryview(piece)[sent:]
-                    break
-                sent -= n
-            else:
-                return
-    transport.write(b"".join(out))
 
 
 class FastBanana:
@@ -273,8 +237,8 @@ class FastBanana:
             self._max_symbol = max((len(s) for s in self.outgoingSymbols), default=0)
         self._encode_into(obj, parts.append, self.currentDialect == b"pb")
         transport = self.transport
-        if type(transport) in PLAIN_TCP and len(parts) <= _MAX_IOV and sum(map(len, parts)) >= DIRECT_MIN:
-            write_pieces(transport, getattr(transport, "socket", None), parts)
+        if sum(map(len, parts)) >= DIRECT_MIN:
+            write_pieces(transport, direct_socket(transport), parts)
         else:
             transport.write(b"".join(parts))
 
