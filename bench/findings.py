@@ -61,7 +61,7 @@ FINDINGS: dict[tuple[str, str], str] = {
         "~2,000 MB/s would mean the master's allocator trims again (its minor faults per GB) or another load."),
     ("storm: all logged in", "*"): (
         "Earlier misses had two causes, both fixed: Twisted's default listen backlog of 50 (every TCP port string "
-        "now gets `backlog=1024` unless it sets one, `workerwire.tls.DEFAULT_BACKLOG`), and the login guard "
+        "now gets `backlog=1024` unless it sets one, `workerwire.addresses.DEFAULT_BACKLOG`), and the login guard "
         "closing connections over its caps, which a connector retries only after its backoff. A miss now means "
         "the master's `ulimit -n` or net.core.somaxconn is below the storm: see `master_guard` in the JSON "
         "results (`closed_at_cap` counts connections closed because the waiting room was full)."),

@@ -1,11 +1,12 @@
 """TLS for every network backend, in one protocol-neutral place.
 
 A backend never builds TLS itself: it parses its port strings with
-:func:`server_from_string` and its master addresses with
-:func:`client_from_string` (drop-in replacements for Twisted's
-``serverFromString`` / ``clientFromString``), and turns the address of a
-listening port into a dialable one with :func:`dial_address`.  Plain strings
-(``tcp:...``, ``unix:...``) go to Twisted unchanged.
+:func:`workerwire.endpoints.server_from_string` and its master addresses with
+:func:`workerwire.endpoints.client_from_string` (drop-in replacements for
+Twisted's ``serverFromString`` / ``clientFromString``, which hand ``ssl:`` and
+``tls:`` strings to :func:`tls_server_endpoint` / :func:`tls_client_endpoint`
+here), and turns the address of a listening port into a dialable one with
+:func:`dial_address`.  Plain strings (``tcp:...``, ``unix:...``) go to Twisted.
 
 **Master** (server) port strings, ``ssl:`` or ``tls:`` (the same meaning)::
 
@@ -52,8 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import error as net_error
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, clientFromString, serverFromString
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLServerConnectionCreator,
@@ -65,20 +65,19 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .addresses import DEFAULT_BACKLOG, describe_peer, escape_value, parse_bool, port_number, scheme_of, split_description
 from .errors import AddressError
 
 __all__ = [
     "SERVER_SCHEMES",
     "SERVER_KEYS",
     "CLIENT_KEYS",
+    "CLIENT_EXAMPLE",
     "TLSFailed",
     "is_tls",
-    "server_from_string",
-    "client_from_string",
+    "tls_server_endpoint",
+    "tls_client_endpoint",
     "dial_address",
-    "client_address_for",
-    "bound_port_of",
-    "describe_peer",
     "add_client_options",
 ]
 
@@ -92,9 +91,7 @@ SERVER_KEYS = ("port", "interface", "backlog", "privateKey", "certKey", "extraCe
 CLIENT_KEYS = ("host", "port", "caCertsFile", "certificate", "privateKey", "verify", "hostname", "timeout")
 
 _SERVER_EXAMPLE = "'ssl:9989:privateKey=master.key:certKey=master.crt'"
-_CLIENT_EXAMPLE = "'tls:host=master.example:port=9989:caCertsFile=ca.pem'"
-_YES = ("yes", "true", "on", "1")
-_NO = ("no", "false", "off", "0")
+CLIENT_EXAMPLE = "'tls:host=master.example:port=9989:caCertsFile=ca.pem'"
 
 
 class TLSFailed(net_error.ConnectionLost):
@@ -112,77 +109,9 @@ class TLSFailed(net_error.ConnectionLost):
         return f"TLS: {self.message}"
 
 
-# -- endpoint-string syntax ------------------------------------------------------
-
-
-def _split(description: str) -> tuple[str, list[str], dict[str, str]]:
-    r"""``scheme:a:k=v`` -> ``("scheme", ["a"], {"k": "v"})``; ``\`` escapes ``:``, ``=`` and itself."""
-    parts: list[list[str]] = [[]]
-    current: list[str] = []
-    i = 0
-    while i < len(description):
-        ch = description[i]
-        if ch == "\\" and i + 1 < len(description):
-            current.append(description[i + 1])
-            i += 2
-            continue
-        if ch == ":":
-            parts[-1].append("".join(current))
-            parts.append([])
-            current = []
-        elif ch == "=" and len(parts[-1]) == 0:
-            parts[-1].append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    parts[-1].append("".join(current))
-    scheme = parts[0][0] if len(parts[0]) == 1 else ":".join(parts[0])
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    for part in parts[1:]:
-        if len(part) == 1:
-            args.append(part[0])
-        else:
-            key, value = part[0], "=".join(part[1:])
-            if key in kwargs:
-                raise AddressError(f"{description!r}: key {key!r} given twice")
-            kwargs[key] = value
-    return scheme, args, kwargs
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def _scheme(description: Any) -> str:
-    if not isinstance(description, str):
-        return ""
-    return description.split(":", 1)[0].strip().lower()
-
-
 def is_tls(description: Any) -> bool:
     """True for an ``ssl:`` or ``tls:`` endpoint string (server or client)."""
-    return _scheme(description) in SERVER_SCHEMES
-
-
-def _bool(description: str, key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in _YES:
-        return True
-    if v in _NO:
-        return False
-    raise AddressError(f"{description!r}: {key}={value!r} must be yes or no")
-
-
-def _port_number(description: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise AddressError(f"{description!r}: port {value!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise AddressError(f"{description!r}: port {port} is outside 0..65535")
-    return port
+    return scheme_of(description) in SERVER_SCHEMES
 
 
 # -- certificates and keys -----------------------------------------------------
@@ -485,13 +414,9 @@ class _Watch(ProtocolWrapper):
 
 def _describe(transport: Any) -> str:
     try:
-        peer = transport.getPeer()
+        return describe_peer(transport)
     except Exception:
         return "?"
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if host is None:
-        return str(peer)
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 class _WatchFactory(WrappingFactory):
@@ -555,9 +480,10 @@ class _ServerCreator:
         return connection
 
 
-def _server(reactor: Any, description: str) -> TLSServerEndpoint:
+def tls_server_endpoint(reactor: Any, description: str) -> TLSServerEndpoint:
+    """The endpoint of a master's ``ssl:``/``tls:`` port string (see the module docstring)."""
     ssl, _ = _ssl_modules()
-    scheme, args, kw = _split(description)
+    scheme, args, kw = split_description(description)
     unknown = sorted(set(kw) - set(SERVER_KEYS))
     if unknown:
         raise AddressError(f"{description!r}: unknown key(s) {', '.join(unknown)}; "
@@ -567,7 +493,7 @@ def _server(reactor: Any, description: str) -> TLSServerEndpoint:
     port_text = args[0] if args else kw.get("port")
     if port_text is None:
         raise AddressError(f"{description!r} names no port; use e.g. {_SERVER_EXAMPLE}")
-    port = _port_number(description, port_text)
+    port = port_number(description, port_text)
     try:
         backlog = int(kw.get("backlog", str(DEFAULT_BACKLOG)))
     except ValueError:
@@ -587,80 +513,6 @@ def _server(reactor: Any, description: str) -> TLSServerEndpoint:
     options = ssl.CertificateOptions(
         trustRoot=_trust_root(cas) if cas else None, raiseMinimumTo=_min_version(), **identity.options())
     return TLSServerEndpoint(reactor, port, kw.get("interface", ""), backlog, options, side)
-
-
-def server_from_string(reactor: Any, description: str) -> Any:
-    """A server endpoint for *description*: ``ssl:``/``tls:`` as this module
-    says, anything else through Twisted's ``serverFromString``.
-
-    :raises AddressError: a TLS string with unknown keys, a missing port or key,
-        or unreadable / mismatched certificate files.
-    """
-    if is_tls(description):
-        return _server(reactor, description)
-    return serverFromString(reactor, with_default_backlog(description))
-
-
-def parse_server_port(reactor: Any, portStr: Any, backend: str) -> Any:
-    """The server endpoint a network backend listens on for *portStr*; nothing
-    listens yet.  A bare number ``9989`` means ``tcp:9989`` (as in Buildbot's
-    ``c['protocols']``); ``ssl:``/``tls:`` go through this module.
-
-    :raises AddressError: naming the string, what is wrong and what is valid.
-    """
-    example = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
-    if isinstance(portStr, int) and not isinstance(portStr, bool):
-        portStr = str(portStr)
-    if not isinstance(portStr, str) or not portStr.strip():
-        raise AddressError(f"a {backend} port must be a non-empty endpoint string such as {example}, not {portStr!r}")
-    description = portStr.strip()
-    if description.isdigit():
-        description = f"tcp:{description}"
-    try:
-        endpoint = server_from_string(reactor, description)
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(f"{backend} port {portStr!r} is not a server endpoint string "
-                           f"({type(e).__name__}: {e}); use one such as {example}") from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise AddressError(f"{backend} port {portStr!r}: port {port} is outside 0..65535")
-    return endpoint
-
-
-def parse_client_address(reactor: Any, address: Any, backend: str) -> Any:
-    """The client endpoint a network backend's worker dials for *address*;
-    nothing connects yet.  ``tls:`` goes through this module.
-
-    :raises AddressError: naming the string, what is wrong and what is valid.
-    """
-    example = "'tcp:host=127.0.0.1:port=9989'"
-    if not isinstance(address, str) or not address:
-        raise AddressError(f"a {backend} master address must be a client endpoint string such as {example}, "
-                           f"not {address!r}")
-    try:
-        return client_from_string(reactor, address)
-    except AddressError:
-        raise
-    except Exception as e:
-        raise AddressError(f"{backend} master address {address!r} is not a client endpoint string "
-                           f"({type(e).__name__}: {e}); use one such as {example}") from None
-
-
-#: Listen backlog used when a TCP port string names none.  Twisted's default of
-#: 50 drops connections when hundreds of workers reconnect at once (a master
-#: restart), and a dropped PB handshake then waits for its login timeout.
-DEFAULT_BACKLOG = 1024
-
-
-def with_default_backlog(description: str) -> str:
-    """*description* with ``backlog=DEFAULT_BACKLOG`` added to a ``tcp:``/``tcp6:``
-    string that sets no backlog of its own."""
-    scheme = _scheme(description)
-    if scheme not in ("tcp", "tcp6") or "backlog=" in description:
-        return description
-    return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
 # -- the worker: client endpoints --------------------------------------------------
@@ -692,15 +544,16 @@ class TLSClientEndpoint:
         return connecting.addCallback(lambda tls: tls.wrappedProtocol.wrappedProtocol)
 
 
-def _client(reactor: Any, description: str) -> TLSClientEndpoint:
+def tls_client_endpoint(reactor: Any, description: str) -> TLSClientEndpoint:
+    """The endpoint of a worker's ``tls:`` address (see the module docstring)."""
     ssl, _ = _ssl_modules()
-    _, args, kw = _split(description)
+    _, args, kw = split_description(description)
     unknown = sorted(set(kw) - set(CLIENT_KEYS))
     if unknown:
         raise AddressError(f"{description!r}: unknown key(s) {', '.join(unknown)}; "
                            f"a tls: address takes {', '.join(CLIENT_KEYS)}")
     if len(args) > 2:
-        raise AddressError(f"{description!r}: too many values without a key; use e.g. {_CLIENT_EXAMPLE}")
+        raise AddressError(f"{description!r}: too many values without a key; use e.g. {CLIENT_EXAMPLE}")
     positional = dict(zip(("host", "port"), args))
     for key in positional:
         if key in kw:
@@ -708,13 +561,13 @@ def _client(reactor: Any, description: str) -> TLSClientEndpoint:
     kw = {**positional, **kw}
     host, port_text = kw.get("host"), kw.get("port")
     if not host or port_text is None:
-        raise AddressError(f"{description!r} needs host= and port=, e.g. {_CLIENT_EXAMPLE}")
-    port = _port_number(description, port_text)
+        raise AddressError(f"{description!r} needs host= and port=, e.g. {CLIENT_EXAMPLE}")
+    port = port_number(description, port_text)
     try:
         timeout = float(kw.get("timeout", "30"))
     except ValueError:
         raise AddressError(f"{description!r}: timeout must be a number of seconds") from None
-    verify = _bool(description, "verify", kw.get("verify", "yes"))
+    verify = parse_bool(description, "verify", kw.get("verify", "yes"))
     hostname = kw.get("hostname") or host
     cert_path, key_path = kw.get("certificate"), kw.get("privateKey")
     if bool(cert_path) != bool(key_path):
@@ -738,73 +591,7 @@ def _client(reactor: Any, description: str) -> TLSClientEndpoint:
     return TLSClientEndpoint(reactor, host, port, timeout, creator, side, verify=True)
 
 
-def client_from_string(reactor: Any, description: str) -> Any:
-    """A client endpoint for *description*: ``tls:`` as this module says,
-    anything else through Twisted's ``clientFromString``.
-
-    :raises AddressError: an ``ssl:`` client string (it would verify no host
-        name), or a ``tls:`` string with unknown keys or unreadable files.
-    """
-    scheme = _scheme(description)
-    if scheme == "ssl":
-        raise AddressError(f"{description!r}: a worker dials a TLS master with tls:host=H:port=N "
-                           f"(which verifies the master's certificate and host name), e.g. {_CLIENT_EXAMPLE}")
-    if scheme == "tls":
-        return _client(reactor, description)
-    return clientFromString(reactor, description)
-
-
 # -- addresses -----------------------------------------------------------------------
-
-
-def client_address_for(host: Any) -> str:
-    """The client endpoint string that reaches a listening port whose address
-    is *host* (``port.getHost()``), the same for every backend.
-
-    A wildcard interface is reached through loopback:
-    ``tcp:host=127.0.0.1:port=N``, and ``tcp:host=\\:\\:1:port=N`` for IPv6
-    (Twisted's ``tcp:`` client endpoint takes IPv6 literals; there is no
-    ``tcp6:`` client endpoint); a UNIX socket is ``unix:path=PATH``.
-
-    :raises AddressError: *host* is no TCP or UNIX address.
-    """
-    if isinstance(host, IPv4Address):
-        ip = host.host if host.host not in ("0.0.0.0", "") else "127.0.0.1"
-        return f"tcp:host={ip}:port={host.port}"
-    if isinstance(host, IPv6Address):
-        ip = host.host if host.host not in ("::", "") else "::1"
-        return f"tcp:host={_escape(ip)}:port={host.port}"
-    if isinstance(host, UNIXAddress):
-        name = host.name.decode() if isinstance(host.name, bytes) else str(host.name)
-        return f"unix:path={_escape(name)}"
-    raise AddressError(f"cannot make a client address for {host!r}")
-
-
-def bound_port_of(host: Any) -> int | str:
-    """What ``Registration.getPort()`` says of a port bound at *host*
-    (``port.getHost()``): the TCP port number, or a UNIX socket's path."""
-    port = getattr(host, "port", None)
-    if isinstance(port, int):
-        return port
-    name = getattr(host, "name", None)
-    if isinstance(name, bytes):
-        return name.decode("utf-8", "surrogateescape")
-    return str(name) if name else str(host)
-
-
-def describe_peer(transport: Any) -> str:
-    """``Connection.get_peer()`` of a connection on *transport*, the same for
-    every backend: ``host:port``, ``[v6 address]:port``, or ``unix:PATH``
-    (a UNIX socket's peer is usually anonymous: then the path is the
-    listening socket's)."""
-    peer = transport.getPeer()
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if isinstance(host, str) and host:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(peer, "name", None) or getattr(transport.getHost(), "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "surrogateescape")
-    return f"unix:{name or '?'}" if isinstance(peer, UNIXAddress) or name else str(peer)
 
 
 def dial_address(port_str: str, address: str) -> str:
@@ -819,10 +606,10 @@ def dial_address(port_str: str, address: str) -> str:
     """
     if not is_tls(port_str):
         return address
-    scheme, _, kw = _split(address)
+    scheme, _, kw = split_description(address)
     if scheme not in ("tcp", "tcp6") or "host" not in kw or "port" not in kw:
         return address
-    return f"tls:host={_escape(kw['host'])}:port={kw['port']}"
+    return f"tls:host={escape_value(kw['host'])}:port={kw['port']}"
 
 
 def add_client_options(
@@ -843,10 +630,10 @@ def add_client_options(
     given: dict[str, str] = {k: v for k, v in wanted.items() if v is not None}
     if not given:
         return address
-    if _scheme(address) != "tls":
-        raise AddressError(f"TLS options need a tls: master address such as {_CLIENT_EXAMPLE}, not {address!r}")
-    _, _, kw = _split(address)
+    if scheme_of(address) != "tls":
+        raise AddressError(f"TLS options need a tls: master address such as {CLIENT_EXAMPLE}, not {address!r}")
+    _, _, kw = split_description(address)
     both = sorted(set(given) & set(kw))
     if both:
         raise AddressError(f"{address!r} already gives {', '.join(both)}")
-    return address + "".join(f":{k}={_escape(v)}" for k, v in given.items())
+    return address + "".join(f":{k}={escape_value(v)}" for k, v in given.items())

@@ -9,7 +9,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from workerwire.tls import DEFAULT_BACKLOG, server_from_string, with_default_backlog
+from workerwire.addresses import DEFAULT_BACKLOG, with_default_backlog
+from workerwire.endpoints import server_from_string
 
 
 @pytest.mark.parametrize("description", ["tcp:9989", "tcp:port=0:interface=127.0.0.1", "tcp6:port=0"])
@@ -52,7 +53,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress  # no
 
 from workerwire import LinkOptions  # noqa: E402
 from workerwire.conformance import Harness  # noqa: E402
-from workerwire.tls import client_address_for  # noqa: E402
+from workerwire.addresses import client_address_for  # noqa: E402
 
 
 def _has_ipv6_loopback() -> bool:

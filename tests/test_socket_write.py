@@ -1,5 +1,5 @@
 """workerwire.socket_write: pieces reach the peer exactly as one joined write
-would send them, whatever the socket takes; and workerwire.tls.describe_peer.
+would send them, whatever the socket takes; and workerwire.addresses.describe_peer.
 
 The socket and transport here are stand-ins that record what they are given:
 partial sends and a failing socket cannot be provoked at will on a real one.
@@ -22,7 +22,7 @@ from twisted.internet.testing import StringTransport
 
 from workerwire.conformance.harness import within
 from workerwire.socket_write import MAX_IOV, direct_socket, write_pieces
-from workerwire.tls import describe_peer
+from workerwire.addresses import describe_peer
 
 
 class RecordingSocket:

@@ -28,7 +28,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from workerwire import LinkOptions, backend_names, load_backend
 from workerwire.conformance import Harness, within
 from workerwire.errors import AddressError, ConnectionLost
-from workerwire.tls import add_client_options, client_from_string, dial_address, server_from_string
+from workerwire.endpoints import client_from_string, server_from_string
+from workerwire.tls import add_client_options, dial_address
 
 NETWORK_BACKENDS = [name for name in backend_names() if load_backend(name).network]
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from workerwire.tls import client_address_for, parse_client_address, parse_server_port
+from workerwire.addresses import client_address_for
+from workerwire.endpoints import parse_client_address, parse_server_port
 
 __all__ = ["check_server_port", "check_client_address", "client_address_for"]
 
 
 def check_server_port(reactor: Any, portStr: str) -> Any:
     """Parse *portStr* as a server endpoint without listening; return the endpoint
-    (see :func:`workerwire.tls.parse_server_port`).
+    (see :func:`workerwire.endpoints.parse_server_port`).
 
     :raises AddressError: not a valid server endpoint string.
     """
@@ -25,7 +26,7 @@ def check_server_port(reactor: Any, portStr: str) -> Any:
 
 def check_client_address(reactor: Any, address: str) -> Any:
     """Parse *address* as a client endpoint string; return the endpoint
-    (see :func:`workerwire.tls.parse_client_address`).
+    (see :func:`workerwire.endpoints.parse_client_address`).
 
     :raises AddressError: not a valid client endpoint string.
     """

@@ -34,13 +34,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from workerwire.addresses import bound_port_of
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
 from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks, Update as UpdatePair
-from workerwire.tls import bound_port_of, dial_address
+from workerwire.tls import dial_address
 
 from .address import check_server_port, client_address_for
 from .auth import ChallengeResponse, IAMPWorker, new_challenge

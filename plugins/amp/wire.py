@@ -27,11 +27,11 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from workerwire.addresses import describe_peer
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.socket_write import direct_socket, write_pieces
-from workerwire.tls import describe_peer
 from workerwire.values import decode, encode
 
 from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces

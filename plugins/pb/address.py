@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workerwire.errors import AddressError
-from workerwire.tls import parse_client_address, parse_server_port
+from workerwire.endpoints import parse_client_address, parse_server_port
 
 __all__ = ["normalize_port", "server_endpoint", "client_endpoint"]
 
@@ -30,7 +30,7 @@ def normalize_port(portStr: Any) -> str:
 
 def server_endpoint(reactor: Any, portStr: str) -> Any:
     """A server endpoint for *portStr*; nothing listens yet (see
-    :func:`workerwire.tls.parse_server_port`).
+    :func:`workerwire.endpoints.parse_server_port`).
 
     :raises AddressError: the string is not a valid server endpoint.
     """
@@ -39,7 +39,7 @@ def server_endpoint(reactor: Any, portStr: str) -> Any:
 
 def client_endpoint(reactor: Any, address: str) -> Any:
     """A client endpoint for *address*; nothing connects yet (see
-    :func:`workerwire.tls.parse_client_address`).
+    :func:`workerwire.endpoints.parse_client_address`).
 
     :raises AddressError: the string is not a valid client endpoint.
     """

@@ -28,12 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 
+from workerwire.addresses import describe_peer
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.errors import ProtocolError, UnsupportedValue
 from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.socket_write import direct_socket
-from workerwire.tls import describe_peer
 from workerwire.values import encode
 
 from .codec import FastBanana

@@ -23,11 +23,12 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
+from workerwire.addresses import bound_port_of, client_address_for
 from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError
 from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce, refusal_reason
-from workerwire.tls import bound_port_of, client_address_for, dial_address
+from workerwire.tls import dial_address
 
 from .address import normalize_port, server_endpoint
 from .broker import Servant, WireBroker
