@@ -24,7 +24,7 @@ from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand,
 from .keepalive import KeepaliveMonitor
 from .master import Subscription, Update
 from .subscriptions import SubscriptionList
-from .values import _valid, check_value
+from .values import check_value, is_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
 __all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "call_bot_now", "BOT_METHODS"]
@@ -110,7 +110,7 @@ class BaseCommandChannel(CommandChannel):
                 key, value = pair
                 if not isinstance(key, str):
                     raise TypeError(f"update {len(batch)}: key must be a str, not {type(key).__name__}")
-                if not _valid(value, 0):  # the path-free check first: no message built per update
+                if not is_value(value):  # no message built per update unless it is needed
                     check_value(value, f"update {key!r}")
                 batch.append((key, value))
         except Exception as e:

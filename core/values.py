@@ -23,7 +23,7 @@ import msgpack
 
 from .errors import ProtocolError, UnsupportedValue
 
-__all__ = ["Value", "check_value", "encode", "encode_pairs", "array_header", "decode", "INT_MIN", "INT_MAX"]
+__all__ = ["Value", "check_value", "is_value", "encode", "encode_pairs", "array_header", "decode", "INT_MIN", "INT_MAX"]
 
 Value = Union[None, bool, int, float, str, bytes, list[Any], dict[str, Any]]
 
@@ -42,6 +42,13 @@ def check_value(value: object, where: str = "value") -> None:
     """
     if not _valid(value, 0):
         _check(value, where, 0)
+
+
+def is_value(value: object) -> bool:
+    """True if *value* is a contract value: :func:`check_value` without the
+    error (no path is built, so a caller checking many values pays only for
+    the walk and calls :func:`check_value` for the message when this fails)."""
+    return _valid(value, 0)
 
 
 def _valid(value: object, depth: int) -> bool:

@@ -138,3 +138,17 @@ def test_encoded_pairs_are_the_canonical_encoding(first: list[tuple[str, object]
     assert n1 == sum(map(len, p1)) and n2 == sum(map(len, p2))
     joined = array_header(len(first) + len(second)) + b"".join(p1 + p2)
     assert joined == encode([[k, v] for k, v in first + second])
+
+
+def test_is_value_agrees_with_check_value() -> None:
+    from workerwire.values import is_value
+
+    good = [None, True, 1, -(2**63), 2**64 - 1, 1.5, "é", b"\x00", [1, ["a"]], {"k": {"n": [None]}}]
+    bad = [2**64, -(2**63) - 1, object(), {1: "x"}, ["ok", set()], "\ud800", {"k": (1, object())}]
+    for value in good:
+        assert is_value(value)
+        check_value(value)
+    for value in bad:
+        assert not is_value(value)
+        with pytest.raises(UnsupportedValue):
+            check_value(value)
