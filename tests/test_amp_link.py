@@ -57,25 +57,6 @@ async def test_registration_address_is_a_tcp_client_endpoint_string(harness: Har
     assert port_of(reg.getAddress()) == reg.getPort()
 
 
-@pytest.mark.parametrize("kind", ["tcp6", "unix"])
-@async_test
-async def test_ipv6_and_unix_ports_give_dialable_addresses(harness: Harness, tmp_path: Any, kind: str) -> None:
-    if kind == "tcp6":
-        if not socket.has_ipv6:
-            pytest.skip("no IPv6 on this host")
-        port = r"tcp6:port=0:interface=\:\:1"
-    else:
-        port = f"unix:{tmp_path}/amp.sock"
-    try:
-        reg = await harness.register("w1", "pw", port=port)
-    except AddressError as e:
-        pytest.skip(f"cannot listen on {port}: {e}")
-    w = await harness.start_worker("w1", "pw", builders=[])
-    assert reg.getAddress().startswith("tcp:host=\\:\\:1:port=" if kind == "tcp6" else "unix:path=")
-    assert w.conn.get_peer().startswith("[::1]:" if kind == "tcp6" else "unix:")
-    assert isinstance(await w.conn.remoteGetWorkerInfo(), dict)
-
-
 def test_check_port_validates_without_listening() -> None:
     backend = load_backend("amp")
     assert backend.name == "amp" and backend.network

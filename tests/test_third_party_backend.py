@@ -57,6 +57,15 @@ class Misnamed(AcmeLoop):
     name = "something-else"
 
 
+class Deaf(AcmeLoop):
+    """Offers no way to blackhole its links (and its addresses are not tcp:)."""
+    name = "acme-deaf"
+    make_interposer = None
+
+
+deaf = Deaf()
+
+
 not_a_backend = object()
 '''
 
@@ -75,6 +84,7 @@ def third_party_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         acme-broken = acme_broken:backend
         acme-incomplete = acme_loop:Incomplete
         acme-misnamed = acme_loop:Misnamed
+        acme-deaf = acme_loop:deaf
         acme-object = acme_loop:not_a_backend
         """))
     (dist / "RECORD").write_text("")
@@ -107,6 +117,18 @@ def test_conformance_suite_runs_against_the_third_party_backend(third_party_path
     tail = out.stdout[-3000:]
     assert out.returncode == 0, tail + out.stderr[-2000:]
     assert " passed" in tail and "failed" not in tail and "skipped" not in tail, tail
+
+
+def test_a_backend_the_suite_cannot_blackhole_fails_the_dead_peer_tests_rather_than_skipping_them(
+        third_party_path: Path) -> None:
+    """The five tests that need to blackhole the link fail, naming what is missing."""
+    out = _run(third_party_path, "-m", "workerwire.conformance", "acme-deaf", "-q", "-p", "no:randomly",
+               "-k", "silent_worker or silent_master or dead_peer or outage_shorter or closing_a_dead_link")
+    tail = out.stdout[-4000:]
+    assert out.returncode == 1, tail + out.stderr[-2000:]
+    assert "5 failed" in tail and "passed" not in tail and "skipped" not in tail, tail
+    assert out.stdout.count("without it the keepalive and dead-peer guarantees are unproven") >= 5, tail
+    assert "make_interposer(address, reactor)" in out.stdout, tail
 
 
 def test_conformance_command_refuses_an_unknown_backend(third_party_path: Path) -> None:
