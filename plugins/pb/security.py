@@ -38,7 +38,25 @@ MAX_DEPTH = 256
 _COPIED_FAILURE = b"twisted.spread.pb.CopyableFailure"
 
 
-class IncomingSecurity(jelly.SecurityOptions):
+class _AllowList(jelly.SecurityOptions):
+    """Jelly rules that allow exactly the type names in :attr:`ALLOWED`:
+    no modules, no classes."""
+
+    ALLOWED: frozenset[bytes] = frozenset()
+
+    def isTypeAllowed(self, typeName: Any) -> bool:
+        if isinstance(typeName, str):
+            typeName = typeName.encode("utf-8")
+        return typeName in self.ALLOWED
+
+    def isModuleAllowed(self, moduleName: Any) -> bool:
+        return False
+
+    def isClassAllowed(self, klass: Any) -> bool:
+        return False
+
+
+class IncomingSecurity(_AllowList):
     """Unjelly only plain data, remote references and copied failures."""
 
     ALLOWED = frozenset({
@@ -46,19 +64,8 @@ class IncomingSecurity(jelly.SecurityOptions):
         b"reference", b"dereference", b"remote", _COPIED_FAILURE,
     })
 
-    def isTypeAllowed(self, typeName: Any) -> bool:
-        if isinstance(typeName, str):
-            typeName = typeName.encode("utf-8")
-        return typeName in self.ALLOWED
 
-    def isModuleAllowed(self, moduleName: Any) -> bool:
-        return False
-
-    def isClassAllowed(self, klass: Any) -> bool:
-        return False
-
-
-class OutgoingSecurity(jelly.SecurityOptions):
+class OutgoingSecurity(_AllowList):
     """Jelly only the builtin plain types (plus PB's own jellyables:
     references and failures, which jelly handles before asking)."""
 
@@ -66,17 +73,6 @@ class OutgoingSecurity(jelly.SecurityOptions):
         f"builtins.{name}".encode() for name in
         ("str", "bytes", "int", "float", "bool", "NoneType", "list", "tuple", "dict")
     )
-
-    def isTypeAllowed(self, typeName: Any) -> bool:
-        if isinstance(typeName, str):
-            typeName = typeName.encode("utf-8")
-        return typeName in self.ALLOWED
-
-    def isModuleAllowed(self, moduleName: Any) -> bool:
-        return False
-
-    def isClassAllowed(self, klass: Any) -> bool:
-        return False
 
 
 #: The rules every broker shares: they hold no per-connection state, and one
