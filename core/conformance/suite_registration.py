@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.logger import formatEvent, globalLogPublisher
@@ -154,8 +156,9 @@ class LoginTests:
         peer = w.conn.get_peer()
         assert isinstance(peer, str) and peer
         if harness.backend.network:
-            host, _, port = peer.rpartition(":")
-            assert host and port.isdigit(), f"get_peer() must be host:port, not {peer!r}"
+            # One spelling on every backend: IPv4 host:port, [IPv6]:port, or unix:PATH.
+            assert re.fullmatch(r"(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.%\w]+\]):\d+|unix:.+", peer), (
+                f"get_peer() must be host:port ([v6]:port for IPv6, unix:PATH), not {peer!r}")
 
     @async_test
     async def test_wrong_password_is_refused(self, harness: Harness) -> None:
