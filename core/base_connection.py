@@ -31,6 +31,7 @@ from .errors import (
 from .keepalive import KeepaliveMonitor
 from .master import CommandTarget, Connection, MasterHooks, Subscription, Update
 from .subscriptions import SubscriptionList
+from .transfer import HandleRef, HandleTable, split_handles
 from .values import check_value
 
 __all__ = ["BaseConnection"]
@@ -74,6 +75,9 @@ class BaseConnection(Connection):
         self._keepalive: KeepaliveMonitor | None = None
         self._close_timer: IDelayedCall | None = None
         self.mind: object = None
+        #: Transfer handles of the running commands (see :mod:`workerwire.transfer`).
+        self.transfer_handles = HandleTable(options.output_window, f"worker {workerName!r}")
+        self.transfer_handles.on_release = self._transfer_handles_released
 
     # -- backend primitives -------------------------------------------------
 
@@ -94,7 +98,14 @@ class BaseConnection(Connection):
         self, builderName: str, commandId: str, commandName: str, args: dict[str, Any]
     ) -> Deferred[Any]:
         """Send the start; the worker's updates come back through
-        :meth:`_on_update` / :meth:`_on_complete` with this *commandId*."""
+        :meth:`_on_update` / :meth:`_on_complete` with this *commandId*.
+
+        Where the master put a transfer handle, *args* holds a
+        :class:`~workerwire.transfer.HandleRef` (top level, key ``writer`` or
+        ``reader``); the backend carries it its own way (e.g.
+        :func:`~workerwire.transfer.split_refs`) so that the worker gets a
+        :class:`~workerwire.transfer.TransferProxy`, and reports the worker's
+        calls on it through :meth:`_on_transfer_call`."""
 
     @abc.abstractmethod
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]: ...
@@ -112,6 +123,10 @@ class BaseConnection(Connection):
 
         The backend reports the loss through :meth:`_on_connection_lost`.
         """
+
+    def _transfer_handles_released(self, handle_ids: list[int]) -> None:
+        """These handles were released (their command is over, or the link
+        went): a backend frees whatever it made for them.  Default: nothing."""
 
     def _translate_failure(self, failure: Failure) -> Failure:
         """Turn a backend-native failure into a core error; the one place a
@@ -166,6 +181,24 @@ class BaseConnection(Connection):
         if cmd.accepted:
             self._finish(cmd)
 
+    def _on_transfer_call(self, commandId: str | None, handleId: Any, method: str, args: Any) -> Deferred[Any]:
+        """The worker called a transfer handle; fires with the answer
+        (``None``, or bytes for ``read``).
+
+        Fails with :class:`ProtocolError` for an unknown, released, closed or
+        other command's handle, an unknown method or bad arguments (nothing
+        reaches any handle), and with the handle's own exception otherwise
+        (the backend sends its type name and message: the worker sees
+        ``RemoteCallFailed``).
+
+        :param commandId: the command the worker names; ``None`` when the
+            carrying ties a handle to its command already (pb references).
+        """
+        self._on_traffic()
+        if self._lost is not None:
+            return fail(self._lost)
+        return self.transfer_handles.call(commandId, handleId, method, args)
+
     def _on_worker_keepalive(self) -> None:
         self._on_traffic()
 
@@ -190,6 +223,7 @@ class BaseConnection(Connection):
             d.errback(Failure(self._lost))
         commands, self._commands = self._commands, {}
         self._busy_builders.clear()
+        self.transfer_handles.release_all()
         for cmd in commands.values():
             if cmd.accepted:
                 done = cmd.pending_complete[0] if cmd.pending_complete else self._lost
@@ -296,6 +330,7 @@ class BaseConnection(Connection):
                     raise TypeError(f"{where} must be a str, not {type(value).__name__}")
             if not isinstance(args, dict):
                 raise TypeError(f"args must be a dict, not {type(args).__name__}")
+            args, handles = split_handles(args)
             check_value(args, "args")
         except Exception as e:
             return fail(e)
@@ -309,6 +344,9 @@ class BaseConnection(Connection):
         cmd = _Command(builderName, commandId, remoteCommand)
         self._commands[commandId] = cmd
         self._busy_builders[builderName] = commandId
+        if handles:
+            for key, (handle_id, kind) in self.transfer_handles.register(commandId, handles).items():
+                args[key] = HandleRef(handle_id, kind)
 
         def accepted(result: object) -> None:
             cmd.accepted = True
@@ -320,6 +358,7 @@ class BaseConnection(Connection):
             if self._commands.get(commandId) is cmd:
                 del self._commands[commandId]
                 self._busy_builders.pop(builderName, None)
+                self.transfer_handles.release_command(commandId)
             return failure
 
         d = self._call(self._remote_start_command, builderName, commandId, commandName, args)
@@ -405,6 +444,7 @@ class BaseConnection(Connection):
         del self._commands[cmd.commandId]
         if self._busy_builders.get(cmd.builderName) == cmd.commandId:
             del self._busy_builders[cmd.builderName]
+        self.transfer_handles.release_command(cmd.commandId)
         self._deliver_complete(cmd, cmd.pending_complete[0])
 
     def _deliver_complete(self, cmd: _Command, error: WorkerwireError | None) -> None:

@@ -29,6 +29,7 @@ from .suite_calls import CallTests
 from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
 from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
 from .suite_registration import LoginTests, RegistrationTests
+from .suite_transfer import TransferTests
 
 __all__ = [
     "ConformanceSuite",
@@ -43,6 +44,7 @@ __all__ = [
     "KeepaliveTests",
     "ShutdownTests",
     "ScaleTests",
+    "TransferTests",
     "Harness",
     "RecordingCommand",
     "RecordingMaster",
@@ -68,6 +70,7 @@ class ConformanceSuite(
     KeepaliveTests,
     ShutdownTests,
     ScaleTests,
+    TransferTests,
 ):
     """Every conformance test; a backend's test class provides ``backend_name``."""
 

@@ -14,11 +14,26 @@ update sequence a backend must deliver:
 ``wait``     runs until interrupted; then sends a header naming why and ``rc`` -2.
 ``hang``     accepts and never reports (for disconnect tests).
 ``fail``     completes with ``ValueError(args["message"])``.
+``upload``   ``{"writer": W, "data": bytes}`` or ``{"writer": W, "size": N, "seed": S}``
+             (+ ``"block"`` bytes per write, ``"pipeline"`` writes in flight,
+             ``"utime": [atime, mtime]``, ``"unpack": bool``, ``"stall_after": bytes``)
+             writes the data (:func:`transfer_data` for size/seed), then utime,
+             unpack and close as asked; updates ``("sha256", hex)``, ``("size", n)``.
+``download`` ``{"reader": R, "block": B, "pipeline": K}`` reads to the end, closes;
+             updates ``("sha256", hex)``, ``("size", n)``.
+
+Every command's ``args`` are kept in ``args[commandId]`` (a transfer test takes
+the worker's proxies from there); a transfer's outcome (``sha256``, ``size``,
+``error``: the exception a call failed with, or None) in ``transfers[commandId]``,
+also fired through :meth:`ScriptedWorker.whenTransferDone`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -29,7 +44,18 @@ from ..worker import CommandChannel, WorkerBot
 
 __all__ = ["ScriptedWorker", "stream_line", "blob_text", "COMMANDS"]
 
-COMMANDS = ("emit", "stream", "blob", "chunks", "echo", "wait", "hang", "fail")
+COMMANDS = ("emit", "stream", "blob", "chunks", "echo", "wait", "hang", "fail", "upload", "download")
+
+
+def transfer_data(size: int, seed: int, block: int = 256 * 1024) -> "Any":
+    """The bytes ``upload`` sends for *size* and *seed*, as blocks (a generator,
+    so 256 MiB are never in memory at once): pseudo-random, reproducible."""
+    rng = random.Random(seed)
+    sent = 0
+    while sent < size:
+        n = min(block, size - sent)
+        yield rng.randbytes(n)
+        sent += n
 
 
 def stream_line(i: int) -> str:
@@ -68,6 +94,10 @@ class ScriptedWorker(WorkerBot):
         self.on_link_lost: Callable[[], object] = lambda: None
         self.errors: list[Failure] = []
         self.sent: dict[str, int] = {}
+        self.args: dict[str, dict[str, Any]] = {}
+        self.transfers: dict[str, dict[str, Any]] = {}
+        self._transfer_waiters: dict[str, list[Deferred[dict[str, Any]]]] = {}
+        self.stalled: dict[str, Deferred[None]] = {}
 
     # -- calls from the master ------------------------------------------------
 
@@ -116,6 +146,7 @@ class ScriptedWorker(WorkerBot):
         if commandName not in COMMANDS:
             raise UnknownCommand(f"no command {commandName!r}; this worker offers {', '.join(COMMANDS)}")
         self.channels[commandId] = channel
+        self.args[commandId] = args
         run = getattr(self, "_cmd_" + commandName)
         # Run after the start was answered, as a real worker runs in the background.
         self.reactor.callLater(0, self._run, run, channel, commandId, args)
@@ -195,6 +226,108 @@ class ScriptedWorker(WorkerBot):
 
     async def _cmd_fail(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
         await channel.complete(ValueError(str(args.get("message", "command failed"))))
+
+
+    # -- transfers ---------------------------------------------------------------
+
+    def whenTransferDone(self, commandId: str) -> Deferred[dict[str, Any]]:
+        """Fires with ``transfers[commandId]`` once that transfer ended."""
+        d: Deferred[dict[str, Any]] = Deferred()
+        if commandId in self.transfers:
+            d.callback(self.transfers[commandId])
+        else:
+            self._transfer_waiters.setdefault(commandId, []).append(d)
+        return d
+
+    def whenStalled(self, commandId: str) -> Deferred[None]:
+        """Fires once an ``upload`` with ``stall_after`` wrote that much and stalled."""
+        return self.stalled.setdefault(commandId, Deferred())
+
+    def _transfer_ended(self, commandId: str, outcome: dict[str, Any]) -> None:
+        self.transfers[commandId] = outcome
+        for d in self._transfer_waiters.pop(commandId, []):
+            d.callback(outcome)
+
+    async def _finish_transfer(self, channel: CommandChannel, commandId: str, digest: Any, size: int,
+                               error: BaseException | None) -> None:
+        outcome = {"sha256": digest.hexdigest(), "size": size, "error": error}
+        self._transfer_ended(commandId, outcome)
+        try:
+            if error is None:
+                await channel.update([("sha256", outcome["sha256"]), ("size", size), ("rc", 0)])
+            await channel.complete(error)
+        except Exception:
+            pass  # the link is gone: the outcome above says why
+
+    async def _cmd_upload(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        writer = args["writer"]
+        block = int(args.get("block", 256 * 1024))
+        if "data" in args:
+            data = args["data"]
+            blocks: Any = (data[i:i + block] for i in range(0, len(data), block))
+        else:
+            blocks = transfer_data(int(args["size"]), int(args.get("seed", 0)), block)
+        pipeline = int(args.get("pipeline", 8))
+        stall_after = args.get("stall_after")
+        digest, size = hashlib.sha256(), 0
+        in_flight: deque[Deferred[Any]] = deque()
+        try:
+            for piece in blocks:
+                digest.update(piece)
+                size += len(piece)
+                in_flight.append(writer.callRemote("write", piece))
+                del piece
+                while len(in_flight) >= pipeline:
+                    await in_flight.popleft()
+                if stall_after is not None and size >= int(stall_after):
+                    while in_flight:
+                        await in_flight.popleft()
+                    self.whenStalled(commandId).callback(None)
+                    hang: Deferred[None] = Deferred()
+                    self.hanging.append(hang)
+                    await hang
+            while in_flight:
+                await in_flight.popleft()
+            if args.get("utime") is not None:
+                await writer.callRemote("utime", tuple(args["utime"]))
+            if args.get("unpack"):
+                await writer.callRemote("unpack")
+            await writer.callRemote("close")
+        except Exception as e:
+            for d in in_flight:
+                d.addErrback(lambda f: None)
+            await self._finish_transfer(channel, commandId, digest, size, e)
+            return
+        await self._finish_transfer(channel, commandId, digest, size, None)
+
+    async def _cmd_download(self, channel: CommandChannel, commandId: str, args: dict[str, Any]) -> None:
+        reader = args["reader"]
+        block = int(args.get("block", 256 * 1024))
+        pipeline = int(args.get("pipeline", 4))
+        digest, size = hashlib.sha256(), 0
+        in_flight: deque[Deferred[Any]] = deque()
+        try:
+            at_end = False
+            while not at_end:
+                while len(in_flight) < pipeline:
+                    in_flight.append(reader.callRemote("read", block))
+                data = await in_flight.popleft()
+                if not data:
+                    at_end = True
+                digest.update(data)
+                size += len(data)
+                del data
+            while in_flight:
+                rest = await in_flight.popleft()
+                if rest:
+                    raise AssertionError("the reader answered data after the end")
+            await reader.callRemote("close")
+        except Exception as e:
+            for d in in_flight:
+                d.addErrback(lambda f: None)
+            await self._finish_transfer(channel, commandId, digest, size, e)
+            return
+        await self._finish_transfer(channel, commandId, digest, size, None)
 
 
 def _make_error(type_name: str, message: str) -> BaseException:

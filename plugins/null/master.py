@@ -14,6 +14,7 @@ from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+from workerwire.transfer import split_refs
 
 from .network import PipeEnd, network_for
 from .rpc import MessagePeer
@@ -61,7 +62,10 @@ class NullConnection(BaseConnection):
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
-        return self._peer.call("startCommand", builderName, commandId, commandName, args)
+        plain, handles = split_refs(args)
+        if handles:  # transfer handles travel as {key: [id, kind]} after the args
+            return self._peer.call("startCommand", builderName, commandId, commandName, plain, handles)
+        return self._peer.call("startCommand", builderName, commandId, commandName, plain)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._peer.call("interruptCommand", builderName, commandId, why, checked=True)
@@ -86,6 +90,11 @@ class NullConnection(BaseConnection):
         elif method == "complete":
             commandId, err = args
             self._on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))
+        elif method == "transfer":
+            commandId, handleId, name, call_args = args
+            if not isinstance(call_args, list):
+                raise ProtocolError("transfer(command_id, handle_id, method, [args])")
+            return self._on_transfer_call(str(commandId), handleId, str(name), call_args)
         elif method == "keepalive":
             self._on_worker_keepalive()
         elif method == "shutdown":

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ConnectionLost, error_to_wire
 from workerwire.master import Update
+from workerwire.transfer import TransferLink, attach_proxies
 
 from .master import parse_port
 from .network import network_for
@@ -38,6 +39,11 @@ class _Session(WorkerSession):
         self.connector = connector
         self.peer_rpc: MessagePeer = None  # type: ignore[assignment]
         self.peer = connector.address
+        #: Transfer calls of the commands' handles, under the output window.
+        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
+
+    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+        return self.peer_rpc.call("transfer", commandId, handleId, method, args)
 
     def keepalive(self) -> Deferred[None]:
         return self.peer_rpc.call("keepalive")
@@ -52,7 +58,9 @@ class _Session(WorkerSession):
         if method == "ping":
             return None
         if method == "startCommand":
-            builderName, commandId, commandName, cmd_args = args
+            builderName, commandId, commandName, cmd_args = args[:4]
+            if len(args) == 5:  # transfer handles: {key: [id, kind]}
+                cmd_args = attach_proxies(cmd_args, args[4], self.transfers, str(commandId))
             channel = _Channel(self, str(builderName), str(commandId))
             self.connector._register_channel(channel)
             d = call_bot(self.connector.bot, "startCommand", channel, builderName, commandId, commandName, cmd_args)
@@ -86,6 +94,7 @@ class NullConnector(BaseWorkerConnector):
         logged_in = False
 
         def lost(reason: str) -> None:
+            session.transfers.lost(reason)
             if logged_in:
                 self._session_lost(session, reason)
             elif not result.called:

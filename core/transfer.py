@@ -1,0 +1,684 @@
+"""File transfer through the contract: writer and reader handles.
+
+A master puts a handle in a command's ``args`` where Buildbot does: a
+:class:`FileWriter` under ``args["writer"]`` (``uploadFile``,
+``uploadDirectory``) or a :class:`FileReader` under ``args["reader"]``
+(``downloadFile``).  Handles are allowed there only: as a top-level value of
+the ``args`` of :meth:`~workerwire.master.Connection.remoteStartCommand`;
+anywhere else :mod:`workerwire.values` refuses them like any other object.
+
+On the worker the handle arrives as a :class:`TransferProxy`, whose
+``callRemote(method, *args)`` returns a Deferred (the shape of a PB
+``RemoteReference``, so worker code reads like buildbot-worker's).  The methods
+are those of Buildbot's ``FileWriterImpl`` / ``FileReaderImpl``: writer
+``write(data)``, ``utime((atime, mtime))``, ``unpack()``, ``close()``; reader
+``read(max_length)`` (``b""`` at the end), ``close()``.
+
+What core promises, whichever backend carries the calls:
+
+* each connection keeps a :class:`HandleTable`: a handle has an id unique in
+  the process, belongs to one command of one connection, and is released
+  when that command completes, when its start is refused, or when the link
+  drops (a handle released before it was closed is ``cancel()``-ed, so a
+  writer never leaves a complete-looking destination behind);
+* a call naming an unknown, released or closed handle, or a handle of another
+  command, fails with :class:`~workerwire.errors.ProtocolError` and reaches
+  no handle;
+* calls on one handle run one after another in the order they arrived, each
+  after the previous one's Deferred fired;
+* an exception of the master-side handle fails the worker's call with
+  :class:`~workerwire.errors.RemoteCallFailed` (its type name and message);
+  a lost link fails it with :class:`~workerwire.errors.ConnectionLost`;
+* window: the worker keeps at most ``LinkOptions.output_window`` bytes of
+  transfer calls unanswered (write data, and the lengths asked by reads); the
+  master refuses a worker that exceeds it (``ProtocolError``) and answers no
+  read with more than the window, so neither end holds more than the window
+  of a transfer in memory.
+"""
+
+from __future__ import annotations
+
+import abc
+import bz2
+import gzip
+import io
+import itertools
+import os
+import tarfile
+import tempfile
+from collections import deque
+from typing import Any, Callable, Union
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .errors import ConnectionLost, ProtocolError, UnsupportedValue, WorkerwireError
+
+__all__ = [
+    "FileWriter",
+    "FileReader",
+    "LocalFileWriter",
+    "DirectoryWriter",
+    "LocalFileReader",
+    "BuildbotWriterAdapter",
+    "BuildbotReaderAdapter",
+    "as_handle",
+    "handle_kind",
+    "split_handles",
+    "HANDLE_KEYS",
+    "WRITER_METHODS",
+    "READER_METHODS",
+    "METHODS",
+    "HandleTable",
+    "TransferProxy",
+    "TransferLink",
+    "check_call",
+]
+
+_log = Logger()
+
+#: Calls a worker may make on a writer handle, and on a reader handle.
+WRITER_METHODS = ("write", "utime", "unpack", "close")
+READER_METHODS = ("read", "close")
+METHODS = {"writer": WRITER_METHODS, "reader": READER_METHODS}
+#: The ``args`` keys where a handle may appear, and the kind each holds.
+HANDLE_KEYS = {"writer": "writer", "reader": "reader"}
+
+
+class FileWriter(abc.ABC):
+    """Master side of an upload (Buildbot's ``FileWriterImpl`` role).
+
+    Each method may return a value or a Deferred; an exception (or a failed
+    Deferred) fails the worker's call with ``RemoteCallFailed``.
+    """
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> Any:
+        """Append *data*."""
+
+    def utime(self, times: tuple[float, float]) -> Any:
+        """Set the destination's ``(atime, mtime)`` (applied at close)."""
+        raise NotImplementedError(f"{type(self).__name__} does not set times")
+
+    def unpack(self) -> Any:
+        """Unpack what was written (a tar archive, for ``uploadDirectory``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not unpack")
+
+    @abc.abstractmethod
+    def close(self) -> Any:
+        """The upload is complete: make the destination appear."""
+
+    def cancel(self) -> Any:
+        """The upload was abandoned (link lost, command over before
+        ``close``): remove anything half-written.  Default: nothing."""
+        return None
+
+
+class FileReader(abc.ABC):
+    """Master side of a download (Buildbot's ``FileReaderImpl`` role)."""
+
+    @abc.abstractmethod
+    def read(self, max_length: int) -> Any:
+        """Up to *max_length* bytes; ``b""`` at the end."""
+
+    @abc.abstractmethod
+    def close(self) -> Any:
+        """The download is over."""
+
+    def cancel(self) -> Any:
+        """The download was abandoned; default: :meth:`close`."""
+        return self.close()
+
+
+# -- ready-made handles ---------------------------------------------------------
+
+
+class LocalFileWriter(FileWriter):
+    """Writes to a temporary file beside *path*, renamed to *path* at
+    :meth:`close`: the destination never exists half-written.
+
+    :param maxsize: refuse writes beyond this many bytes in total.
+    :param mode: file mode applied at close (e.g. ``0o644``).
+    """
+
+    def __init__(self, path: str, maxsize: int | None = None, mode: int | None = None):
+        self.path = os.path.abspath(path)
+        self.maxsize = maxsize
+        self.mode = mode
+        self.size = 0
+        self._times: tuple[float, float] | None = None
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        fd, self.temp_path = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".part",
+                                              dir=directory)
+        self._file: io.BufferedWriter | None = os.fdopen(fd, "wb")
+
+    def _open(self) -> io.BufferedWriter:
+        if self._file is None:
+            raise ValueError(f"writer of {self.path} is closed")
+        return self._file
+
+    def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"write takes bytes, not {type(data).__name__}")
+        f = self._open()
+        if self.maxsize is not None and self.size + len(data) > self.maxsize:
+            self.cancel()
+            raise OSError(f"upload to {self.path} exceeds its maximum size of {self.maxsize} bytes")
+        f.write(data)
+        self.size += len(data)
+
+    def utime(self, times: Any) -> None:
+        atime, mtime = times
+        self._times = (float(atime), float(mtime))
+
+    def close(self) -> None:
+        f = self._open()
+        self._file = None
+        f.close()
+        if self.mode is not None:
+            os.chmod(self.temp_path, self.mode)
+        os.replace(self.temp_path, self.path)
+        if self._times is not None:
+            os.utime(self.path, self._times)
+
+    def cancel(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
+
+
+class DirectoryWriter(LocalFileWriter):
+    """Receives a tar archive (gzip, bzip2 or none, detected from its first
+    bytes) and unpacks it into *directory* on :meth:`unpack`.
+
+    Members that would land outside *directory* (absolute paths, ``..``,
+    links pointing out) are refused with ``ValueError``; nothing is unpacked
+    then.
+    """
+
+    def __init__(self, directory: str, maxsize: int | None = None):
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        super().__init__(os.path.join(self.directory, ".workerwire-upload.tar"), maxsize)
+        self._unpacked = False
+
+    def unpack(self) -> None:
+        f = self._open()
+        f.flush()
+        with open(self.temp_path, "rb") as archive:
+            head = archive.read(3)
+        opener = {b"\x1f\x8b": gzip.open}.get(head[:2]) or (bz2.open if head == b"BZh" else open)
+        with opener(self.temp_path, "rb") as raw:  # type: ignore[operator]
+            with tarfile.open(fileobj=raw, mode="r|") as tar:
+                tar.extractall(self.directory, filter="data")
+        self._unpacked = True
+
+    def close(self) -> None:
+        f = self._open()
+        self._file = None
+        f.close()
+        os.unlink(self.temp_path)
+
+
+class LocalFileReader(FileReader):
+    """Reads a local file in the pieces the worker asks for."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: io.BufferedReader | None = open(path, "rb")
+
+    def read(self, max_length: int) -> bytes:
+        if self._file is None:
+            raise ValueError(f"reader of {self.path} is closed")
+        return self._file.read(max(0, int(max_length)))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class BuildbotWriterAdapter(FileWriter):
+    """A :class:`FileWriter` over an object with Buildbot's ``remote_write``,
+    ``remote_utime``, ``remote_unpack``, ``remote_close`` (and optionally
+    ``cancel``) methods, e.g. Buildbot's own ``FileWriterImpl``."""
+
+    def __init__(self, impl: Any):
+        self.impl = impl
+
+    def write(self, data: bytes) -> Any:
+        return self.impl.remote_write(data)
+
+    def utime(self, times: tuple[float, float]) -> Any:
+        return self.impl.remote_utime(times)
+
+    def unpack(self) -> Any:
+        return self.impl.remote_unpack()
+
+    def close(self) -> Any:
+        return self.impl.remote_close()
+
+    def cancel(self) -> Any:
+        cancel = getattr(self.impl, "cancel", None)
+        return cancel() if cancel is not None else None
+
+
+class BuildbotReaderAdapter(FileReader):
+    """A :class:`FileReader` over an object with ``remote_read`` / ``remote_close``."""
+
+    def __init__(self, impl: Any):
+        self.impl = impl
+
+    def read(self, max_length: int) -> Any:
+        return self.impl.remote_read(max_length)
+
+    def close(self) -> Any:
+        return self.impl.remote_close()
+
+
+Handle = Union[FileWriter, FileReader]
+
+
+def handle_kind(obj: object) -> str | None:
+    """``"writer"``, ``"reader"`` or ``None`` (not a handle, nor adaptable)."""
+    if isinstance(obj, FileWriter):
+        return "writer"
+    if isinstance(obj, FileReader):
+        return "reader"
+    if callable(getattr(obj, "remote_write", None)) and callable(getattr(obj, "remote_close", None)):
+        return "writer"
+    if callable(getattr(obj, "remote_read", None)) and callable(getattr(obj, "remote_close", None)):
+        return "reader"
+    return None
+
+
+def as_handle(obj: object) -> Handle:
+    """*obj* as a core handle (Buildbot-style objects are adapted)."""
+    if isinstance(obj, (FileWriter, FileReader)):
+        return obj
+    kind = handle_kind(obj)
+    if kind == "writer":
+        return BuildbotWriterAdapter(obj)
+    if kind == "reader":
+        return BuildbotReaderAdapter(obj)
+    raise UnsupportedValue(f"{type(obj).__name__} is neither a FileWriter nor a FileReader")
+
+
+def split_handles(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Handle]]:
+    """``(args without handles, {key: handle})``.
+
+    :raises UnsupportedValue: a handle under a key other than ``writer`` /
+        ``reader``, or of the wrong kind for its key.
+    """
+    plain: dict[str, Any] = {}
+    handles: dict[str, Handle] = {}
+    for key, value in args.items():
+        kind = handle_kind(value)
+        if kind is None:
+            plain[key] = value
+            continue
+        if HANDLE_KEYS.get(key) != kind:
+            raise UnsupportedValue(
+                f"args[{key!r}]: a {kind} handle may appear only as args['{kind}'] "
+                "(where Buildbot puts it for uploadFile/uploadDirectory/downloadFile)")
+        handles[key] = as_handle(value)
+    return plain, handles
+
+
+# -- master side: the handle table ----------------------------------------------
+
+
+_ids = itertools.count(1)
+
+
+class _Entry:
+    __slots__ = ("handle_id", "command_id", "kind", "handle", "closed", "finished", "tail", "busy")
+
+    def __init__(self, handle_id: int, command_id: str, kind: str, handle: Handle):
+        self.handle_id = handle_id
+        self.command_id = command_id
+        self.kind = kind
+        self.handle = handle
+        self.closed = False  # close was called: later calls are refused
+        self.finished = False  # close succeeded: nothing to cancel
+        self.tail: Deferred[Any] | None = None  # the last call, which the next waits for
+        self.busy = 0  # calls queued or running
+
+
+def check_call(kind: str, method: str, args: Any) -> tuple[Any, ...]:
+    """Check a transfer call's method and arguments; returns them as handed
+    to the handle (``utime``'s pair as a tuple of floats).
+
+    :raises ProtocolError: an unknown method or malformed arguments.
+    """
+    if method not in METHODS[kind]:
+        raise ProtocolError(f"{kind} handles have no method {method!r}; valid: {', '.join(METHODS[kind])}")
+    args = tuple(args)
+    if method == "write":
+        if len(args) != 1 or not isinstance(args[0], bytes):
+            raise ProtocolError("write takes one bytes argument")
+    elif method == "utime":
+        if (len(args) != 1 or not isinstance(args[0], (list, tuple)) or len(args[0]) != 2
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in args[0])):
+            raise ProtocolError("utime takes one (atime, mtime) pair of numbers")
+        args = ((float(args[0][0]), float(args[0][1])),)
+    elif method == "read":
+        if len(args) != 1 or type(args[0]) is not int or args[0] < 0:
+            raise ProtocolError("read takes one non-negative int (the most bytes wanted)")
+    elif args:
+        raise ProtocolError(f"{method} takes no arguments")
+    return args
+
+
+class HandleTable:
+    """The transfer handles of one connection (master side).
+
+    :param window: most bytes of write data queued or running at once (and
+        the largest read answered): ``LinkOptions.output_window``.
+    :param describe: names the connection in log lines and errors.
+    """
+
+    def __init__(self, window: int, describe: str = "worker"):
+        self.window = window
+        self.describe = describe
+        self._entries: dict[int, _Entry] = {}
+        self._by_command: dict[str, list[int]] = {}
+        self._in_flight = 0
+        #: Most write bytes ever queued or running at once (tests, benchmarks).
+        self.peak_in_flight = 0
+        #: Called with the released handle ids (a backend frees what it sent for them).
+        self.on_release: Callable[[list[int]], None] = lambda ids: None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def register(self, command_id: str, handles: dict[str, Handle]) -> dict[str, tuple[int, str]]:
+        """Give each handle of a command an id; ``{key: (id, kind)}``."""
+        out: dict[str, tuple[int, str]] = {}
+        for key, handle in handles.items():
+            kind = "writer" if isinstance(handle, FileWriter) else "reader"
+            entry = _Entry(next(_ids), command_id, kind, handle)
+            self._entries[entry.handle_id] = entry
+            self._by_command.setdefault(command_id, []).append(entry.handle_id)
+            out[key] = (entry.handle_id, kind)
+        return out
+
+    def kind_of(self, handle_id: int) -> str | None:
+        entry = self._entries.get(handle_id)
+        return entry.kind if entry is not None else None
+
+    def call(self, command_id: str | None, handle_id: Any, method: str, args: Any) -> Deferred[Any]:
+        """Run a worker's call on a handle, after the calls before it on the
+        same handle.
+
+        :param command_id: the command the worker calls from; ``None`` when
+            the carrying already ties the call to its command (a pb reference
+            given to one command only).
+        :returns: a Deferred of the handle's result (``None`` except for
+            ``read``'s bytes); failed with ProtocolError for a bad call,
+            RemoteCallFailed-able exceptions of the handle as they are.
+        """
+        entry = self._entries.get(handle_id) if type(handle_id) is int else None
+        if entry is None:
+            return fail(ProtocolError(
+                f"no transfer handle {handle_id!r} on this connection to {self.describe}: never given, or "
+                "released (its command is over)"))
+        if command_id is not None and entry.command_id != command_id:
+            return fail(ProtocolError(
+                f"transfer handle {handle_id} belongs to command {entry.command_id!r}, not {command_id!r}"))
+        if entry.closed:
+            return fail(ProtocolError(f"transfer handle {handle_id} is closed"))
+        try:
+            call_args = check_call(entry.kind, str(method), args)
+        except ProtocolError as e:
+            return fail(e)
+        size = len(call_args[0]) if method == "write" else 0
+        if size and self._in_flight and self._in_flight + size > self.window:
+            return fail(ProtocolError(
+                f"the worker exceeded the transfer window: {self._in_flight + size} bytes of writes "
+                f"unanswered, window {self.window}"))
+        if method == "read":
+            call_args = (min(call_args[0], self.window),)
+        if method == "close":
+            entry.closed = True  # later calls are refused at once; this one still runs in turn
+        self._in_flight += size
+        if self._in_flight > self.peak_in_flight:
+            self.peak_in_flight = self._in_flight
+        entry.busy += 1
+        previous = entry.tail
+        out: Deferred[Any] = Deferred()
+        entry.tail = out
+
+        def run(_: object) -> Deferred[Any]:
+            if self._entries.get(entry.handle_id) is not entry:
+                return fail(ConnectionLost(f"transfer handle {entry.handle_id} was released"))
+            return maybeDeferred(getattr(entry.handle, method), *call_args)
+
+        def done(result: object) -> object:
+            self._in_flight -= size
+            entry.busy -= 1
+            if entry.tail is out:
+                entry.tail = None
+            if isinstance(result, Failure):
+                return result
+            if method == "close":
+                entry.finished = True
+            if method == "read":
+                if not isinstance(result, bytes) or len(result) > call_args[0]:
+                    return Failure(ProtocolError(
+                        f"the master's reader answered {type(result).__name__} of "
+                        f"{len(result) if isinstance(result, bytes) else '?'} bytes to read({call_args[0]})"))
+                return result
+            return None
+
+        start: Deferred[Any] = succeed(None) if previous is None else _after(previous)
+        start.addCallback(run).addBoth(done).chainDeferred(out)
+        return out
+
+    def release_command(self, command_id: str) -> None:
+        """The command is over: forget its handles (cancelling unclosed ones)."""
+        ids = self._by_command.pop(command_id, [])
+        self._release(ids)
+
+    def release_all(self) -> None:
+        """The link is gone: forget every handle."""
+        ids = list(self._entries)
+        self._by_command.clear()
+        self._release(ids)
+
+    def _release(self, ids: list[int]) -> None:
+        released = []
+        for handle_id in ids:
+            entry = self._entries.pop(handle_id, None)
+            if entry is None:
+                continue
+            released.append(handle_id)
+            entry.closed = True
+            if not entry.finished:
+                entry.finished = True
+                d = maybeDeferred(entry.handle.cancel)
+                d.addErrback(lambda f, e=entry: _log.failure(
+                    "cancelling transfer handle {id} of command {cid} failed", f, id=e.handle_id, cid=e.command_id))
+        if released:
+            try:
+                self.on_release(released)
+            except Exception:
+                _log.failure("releasing transfer handles raised")
+
+
+def _after(previous: Deferred[Any]) -> Deferred[None]:
+    """Fires (with None) once *previous* settled, whatever its result."""
+    d: Deferred[None] = Deferred()
+
+    def settled(result: object) -> object:
+        d.callback(None)
+        return result
+
+    previous.addBoth(settled)
+    return d
+
+
+# -- worker side: the proxy -------------------------------------------------------
+
+
+class TransferLink:
+    """The worker's end of one link's transfer calls, shared by its proxies.
+
+    :param send: ``send(command_id, handle_id, method, args) -> Deferred`` —
+        the backend's carrying; fails only with core errors.
+    :param window: most bytes of transfer calls unanswered at once
+        (``LinkOptions.output_window``); a call beyond it waits its turn.
+    """
+
+    def __init__(self, send: Callable[[str, int, str, list[Any]], Deferred[Any]], window: int):
+        self._send = send
+        self.window = window
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        self._lost: ConnectionLost | None = None
+
+    def lost(self, reason: str) -> None:
+        """The link is gone: every waiting and later call fails with ConnectionLost."""
+        if self._lost is None:
+            self._lost = ConnectionLost(f"link to the master lost: {reason}")
+            waiting, self._waiting = self._waiting, deque()
+            for _, go in waiting:
+                go()
+
+    def call(self, command_id: str, handle_id: int, method: str, args: list[Any], size: int) -> Deferred[Any]:
+        if self._lost is not None:
+            return fail(self._lost)
+        out: Deferred[Any] = Deferred()
+
+        def go() -> None:
+            if self._lost is not None:
+                out.errback(Failure(self._lost))
+                return
+            self.in_flight += size
+            if self.in_flight > self.peak_in_flight:
+                self.peak_in_flight = self.in_flight
+            try:
+                d = self._send(command_id, handle_id, method, args)
+            except BaseException:
+                d = fail()
+
+            def answered(result: object) -> object:
+                self.in_flight -= size
+                self._pump()
+                if isinstance(result, Failure) and self._lost is not None and result.check(ConnectionLost):
+                    return Failure(self._lost)
+                return result
+
+            d.addBoth(answered).chainDeferred(out)
+
+        if not self._waiting and (self.in_flight == 0 or self.in_flight + size <= self.window):
+            go()
+        else:
+            self._waiting.append((size, go))
+        return out
+
+    def _pump(self) -> None:
+        while self._waiting and (self.in_flight == 0 or self.in_flight + self._waiting[0][0] <= self.window):
+            _, go = self._waiting.popleft()
+            go()
+
+
+class TransferProxy:
+    """A master-side handle as the worker holds it.
+
+    ``callRemote(method, *args)`` returns a Deferred of the answer (``None``,
+    or ``bytes`` for ``read``), failing with a core error:
+    :class:`~workerwire.errors.RemoteCallFailed` (the master's handle raised),
+    :class:`~workerwire.errors.ConnectionLost` or
+    :class:`~workerwire.errors.ProtocolError` (unknown, closed or another
+    command's handle; an unknown method).
+    """
+
+    def __init__(self, link: TransferLink, command_id: str, handle_id: int, kind: str):
+        self.link = link
+        self.command_id = command_id
+        self.handle_id = handle_id
+        self.kind = kind
+
+    def callRemote(self, method: str, *args: Any) -> Deferred[Any]:
+        try:
+            if method not in METHODS[self.kind]:
+                raise ProtocolError(
+                    f"{self.kind} handles have no method {method!r}; valid: {', '.join(METHODS[self.kind])}")
+            wire_args = [list(a) if isinstance(a, tuple) else a for a in args]
+            check_call(self.kind, method, wire_args)
+        except WorkerwireError as e:
+            return fail(e)
+        if method == "write":
+            size = len(wire_args[0])
+        elif method == "read":
+            wire_args[0] = min(wire_args[0], self.link.window)
+            size = wire_args[0]
+        else:
+            size = 0
+        return self.link.call(self.command_id, self.handle_id, method, wire_args, size)
+
+    def __repr__(self) -> str:
+        return f"<TransferProxy {self.kind} {self.handle_id} of command {self.command_id!r}>"
+
+
+def attach_proxies(args: dict[str, Any], handles: Any, link: TransferLink, command_id: str) -> dict[str, Any]:
+    """Worker side: *args* with a :class:`TransferProxy` under each key of
+    *handles* (``{key: [id, kind]}`` as it came over the wire).
+
+    :raises ProtocolError: a malformed handle description.
+    """
+    if not handles:
+        return args
+    if not isinstance(handles, dict):
+        raise ProtocolError("startCommand handles must be {key: [id, kind]}")
+    out = dict(args)
+    for key, spec in handles.items():
+        if (not isinstance(spec, (list, tuple)) or len(spec) != 2 or type(spec[0]) is not int
+                or HANDLE_KEYS.get(key) != spec[1]):
+            raise ProtocolError(f"startCommand handle {key!r}: expected [id, {HANDLE_KEYS.get(key, 'kind')!r}]")
+        out[key] = TransferProxy(link, command_id, spec[0], spec[1])
+    return out
+
+
+__all__.append("attach_proxies")
+
+
+class HandleRef:
+    """What a backend's ``_remote_start_command`` finds in ``args`` where the
+    master put a handle: the handle's id and kind, to carry its own way."""
+
+    __slots__ = ("handle_id", "kind")
+
+    def __init__(self, handle_id: int, kind: str):
+        self.handle_id = handle_id
+        self.kind = kind
+
+    def wire(self) -> list[Any]:
+        return [self.handle_id, self.kind]
+
+    def __repr__(self) -> str:
+        return f"<HandleRef {self.kind} {self.handle_id}>"
+
+
+def split_refs(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Backend side of ``_remote_start_command``: ``(plain args, {key: [id,
+    kind]})`` — the description :func:`attach_proxies` turns back into proxies."""
+    plain = {}
+    refs: dict[str, list[Any]] = {}
+    for key, value in args.items():
+        if type(value) is HandleRef:
+            refs[key] = value.wire()
+        else:
+            plain[key] = value
+    return plain, refs
+
+
+__all__ += ["HandleRef", "split_refs"]
