@@ -20,11 +20,12 @@ from twisted.spread import pb
 from workerwire.base_connection import BaseConnection
 from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError
 from workerwire.master import Update
+from workerwire.transfer import HandleRef
 from workerwire.values import decode
 
 from .broker import Servant, WireBroker
 from .errors import core_error
-from .security import DEFAULT_NODES, node_limit, plain
+from .security import ATOM_LIMIT, DEFAULT_NODES, node_limit, plain
 
 __all__ = ["PBConnection", "normalize_updates"]
 
@@ -128,6 +129,44 @@ class _CommandRef(Servant):
         self.conn._broker.release(self)  # the command is over: nothing more may arrive here
 
 
+class _WriterRef(Servant):
+    """A master-side writer handle as Buildbot's worker sees it (its
+    ``FileWriterImpl``): ``write(data)``, ``utime((atime, mtime))``,
+    ``unpack()``, ``close()``.  The reference itself names the handle; it is
+    given to one command and released when that command ends."""
+
+    def __init__(self, conn: "PBConnection", handleId: int):
+        self.conn = conn
+        self.handleId = handleId
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        return self.conn._on_transfer_call(None, self.handleId, method, list(args))
+
+    def remote_write(self, data: Any) -> Deferred[Any]:
+        return self._call("write", data)
+
+    def remote_utime(self, times: Any) -> Deferred[Any]:
+        return self._call("utime", times)
+
+    def remote_unpack(self) -> Deferred[Any]:
+        return self._call("unpack")
+
+    def remote_close(self) -> Deferred[Any]:
+        return self._call("close")
+
+
+class _ReaderRef(_WriterRef):
+    """A master-side reader handle (Buildbot's ``FileReaderImpl``):
+    ``read(maxLength)``, ``close()``."""
+
+    remote_write = remote_utime = remote_unpack = None  # type: ignore[assignment]
+
+    def remote_read(self, max_length: Any) -> Deferred[Any]:
+        if type(max_length) is int and max_length > ATOM_LIMIT:
+            max_length = ATOM_LIMIT  # one banana string; a reader may answer less than asked
+        return self._call("read", max_length)
+
+
 class PBConnection(BaseConnection):
     """One worker logged in over PB.
 
@@ -139,6 +178,7 @@ class PBConnection(BaseConnection):
         self._broker = broker
         self._bot = bot
         self.builders: dict[str, pb.RemoteReference] = {}
+        self._handle_refs: dict[int, _WriterRef] = {}
         self.perspective = _Perspective(self)
         broker.on_traffic = self._on_traffic
         broker.on_lost = self._on_connection_lost
@@ -197,6 +237,11 @@ class PBConnection(BaseConnection):
         except UnknownBuilder as e:
             return fail(e)
         command_ref = _CommandRef(self, commandId)
+        for key, value in list(args.items()):
+            if type(value) is HandleRef:  # a transfer handle: a reference, as Buildbot sends it
+                servant = (_WriterRef if value.kind == "writer" else _ReaderRef)(self, value.handle_id)
+                self._handle_refs[value.handle_id] = servant
+                args[key] = servant
 
         def refused(failure: Failure) -> Failure:
             self._broker.release(command_ref)
@@ -204,6 +249,12 @@ class PBConnection(BaseConnection):
 
         d = self._broker.call(ref, "startCommand", command_ref, commandId, commandName, args)
         return d.addCallbacks(lambda _: None, refused)
+
+    def _transfer_handles_released(self, handle_ids: list[int]) -> None:
+        for handle_id in handle_ids:
+            servant = self._handle_refs.pop(handle_id, None)
+            if servant is not None:
+                self._broker.release(servant)  # later calls: ProtocolError, reaching nothing
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         ref = self.builders.get(builderName)

@@ -13,6 +13,7 @@ the login answer is still pending (a PB master attaches before answering).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet import protocol
@@ -24,6 +25,7 @@ from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, Work
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
 from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
+from workerwire.transfer import HANDLE_KEYS, TransferLink, TransferProxy
 from workerwire.values import encode
 
 from .address import client_endpoint
@@ -34,6 +36,9 @@ from .security import ATOM_LIMIT, fits, node_limit, plain
 __all__ = ["PBConnector"]
 
 _VERSION = "workerwire-pb/1"
+
+#: Worker-side ids of the transfer references the masters gave (unique in the process).
+_handle_ids = itertools.count(1)
 
 #: Most bytes of updates merged into one ``packedUpdate`` (a workerwire
 #: master's extension; core's default, kept for ``update`` to a stock master,
@@ -91,6 +96,7 @@ class _Channel(BaseCommandChannel):
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
+        self._link.forget_handles(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.broker, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
@@ -112,9 +118,16 @@ class _Builder(Servant):
             raise ProtocolError("startCommand expects a command reference first")
         limit = self.link.limit
         commandId, commandName = plain(commandId, "commandId", limit), plain(commandName, "commandName", limit)
+        handles: dict[str, pb.RemoteReference] = {}
+        if isinstance(args, dict):
+            # Transfer handles: references where Buildbot puts them, nowhere else.
+            handles = {k: v for k, v in args.items() if k in HANDLE_KEYS and isinstance(v, pb.RemoteReference)}
+            args = {k: v for k, v in args.items() if k not in handles}
         args = plain(args, "args", limit)
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
+        for key, ref in handles.items():
+            args[key] = self.link.proxy(commandId, HANDLE_KEYS[key], ref)
         connector = self.link.connector
         channel = _Channel(self.link, self.name, commandId, command_ref)
         connector._register_channel(channel)
@@ -185,6 +198,33 @@ class _Link(WorkerSession):
         #: Flow control of the commands' output (``LinkOptions.output_window``).
         self.window = SendWindow(connector.options.output_window, clock=self.reactor, translate=_core_failure,
                                  name="pb worker")
+        #: Transfer calls of the commands' handles (references), under the same window size.
+        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
+        self._handle_refs: dict[tuple[str, int], pb.RemoteReference] = {}
+        self._handles_of: dict[str, list[int]] = {}
+
+    # -- transfer handles ---------------------------------------------------------
+
+    def proxy(self, commandId: str, kind: str, ref: pb.RemoteReference) -> TransferProxy:
+        """The core proxy of a handle reference the master gave *commandId*."""
+        handle_id = next(_handle_ids)
+        self._handle_refs[(commandId, handle_id)] = ref
+        self._handles_of.setdefault(commandId, []).append(handle_id)
+        return TransferProxy(self.transfers, commandId, handle_id, kind)
+
+    def forget_handles(self, commandId: str) -> None:
+        for handle_id in self._handles_of.pop(commandId, []):
+            self._handle_refs.pop((commandId, handle_id), None)
+
+    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+        ref = self._handle_refs.get((commandId, handleId))
+        if ref is None:
+            # A reference is given to one command on one link: any other
+            # pairing names nothing the master gave (as an unknown object id).
+            return fail(ProtocolError(f"no transfer handle {handleId} for command {commandId!r} on this link"))
+        if method == "utime":
+            args = [tuple(args[0])]  # Buildbot's FileWriterImpl unpacks (atime, mtime)
+        return self.broker.call(ref, method, *args).addErrback(_core_failure)
 
     # -- dialling and login -----------------------------------------------------
 
@@ -257,6 +297,7 @@ class _Link(WorkerSession):
 
     def _lost(self, reason: str) -> None:
         self.window.lost(reason)
+        self.transfers.lost(reason)
         if self.logged_in:
             self.connector._session_lost(self, reason)
         else:
