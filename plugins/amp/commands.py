@@ -43,6 +43,7 @@ __all__ = [
     "Integer",
     "TextList",
     "Value",
+    "OptionalValue",
     "Encoded",
     "ValueCarrier",
     "WireCommand",
@@ -63,6 +64,7 @@ __all__ = [
     "Complete",
     "Keepalive",
     "ShutdownRequest",
+    "TransferCall",
     "COMMANDS",
     "type_name",
 ]
@@ -73,7 +75,7 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 
 #: Capabilities of dialect version 1 (see the spec, "Capabilities").
-CAPABILITIES = ("chunks", "window", "parts")
+CAPABILITIES = ("chunks", "window", "parts", "transfers")
 #: A worker lacking one of these is refused by the master.
 REQUIRED_BY_MASTER = frozenset({"chunks", "window"})
 #: A master lacking one of these is refused by the worker.
@@ -191,6 +193,25 @@ class Value(amp.Argument):
             name, strings, self.kinds)
 
 
+class OptionalValue(Value):
+    """A ``Value`` argument that may be absent (both its keys missing): ``None``."""
+
+    @property
+    def wire_type(self) -> str:
+        return super().wire_type + "?"
+
+    def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
+        value = objects.pop(amp._wireNameToPythonIdentifier(name), None)
+        if value is not None:
+            proto.put_value(name, strings, value)
+
+    def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
+        if name not in strings and name + TRANSFER_SUFFIX not in strings:
+            objects[amp._wireNameToPythonIdentifier(name)] = None
+            return
+        super().fromBox(name, strings, objects, proto)
+
+
 def type_name(argument: amp.Argument) -> str:
     """The type name of *argument* as the spec writes it."""
     explicit = getattr(argument, "wire_type", None)
@@ -303,6 +324,7 @@ class StartCommand(WireCommand):
         (b"command_id", Value(str)),
         (b"command_name", Value(str)),
         (b"args", Value(dict)),
+        (b"handles", OptionalValue(dict)),
     ]
     errors = {
         UnknownBuilder: b"UnknownBuilder",
@@ -351,6 +373,21 @@ class Complete(WireCommand):
     errors = {ProtocolError: b"ProtocolError"}
 
 
+class TransferCall(WireCommand):
+    """A call on a transfer handle the master put in a command's args
+    (capability ``transfers``)."""
+
+    direction = "worker→master"
+    arguments = [
+        (b"command_id", Value(str)),
+        (b"handle", Integer()),
+        (b"method", Value(str)),
+        (b"args", Value(list)),
+    ]
+    response = [(b"result", Value())]
+    errors = {ProtocolError: b"ProtocolError"}
+
+
 class Keepalive(WireCommand):
     direction = "worker→master"
 
@@ -374,6 +411,7 @@ COMMANDS: tuple[type[WireCommand], ...] = (
     Ping,
     Update,
     Complete,
+    TransferCall,
     Keepalive,
     ShutdownRequest,
 )

@@ -27,7 +27,7 @@ from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -38,10 +38,11 @@ from workerwire.addresses import bound_port_of
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
-from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+from workerwire.errors import AddressError, LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
 from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks, Update as UpdatePair
 from workerwire.tls import dial_address
+from workerwire.transfer import split_refs
 
 from .address import check_server_port, client_address_for
 from .auth import ChallengeResponse, IAMPWorker, new_challenge
@@ -65,6 +66,7 @@ from .commands import (
     ShutdownRequest,
     StartBuild,
     StartCommand,
+    TransferCall,
     Update,
     VersionMismatch,
     WireCommand,
@@ -76,7 +78,7 @@ __all__ = ["AMPListener", "AMPConnection", "MasterProtocol"]
 
 _log = Logger()
 
-_AFTER_LOGIN = frozenset({Chunk, Update, Complete, Keepalive, ShutdownRequest})
+_AFTER_LOGIN = frozenset({Chunk, Update, Complete, TransferCall, Keepalive, ShutdownRequest})
 _ALLOWED: dict[str, frozenset[type[WireCommand]]] = {
     "hello": frozenset({Hello}),
     "login": frozenset({Login}),
@@ -113,8 +115,14 @@ class AMPConnection(BaseConnection):
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
+        plain, handles = split_refs(args)
+        if handles and not self._proto.peer_transfers:
+            return fail(UnsupportedValue(
+                f"worker {self.workerName!r} does not announce the amp capability 'transfers': "
+                "it cannot take file transfer handles"))
         return self._proto.call(
-            StartCommand, builder=builderName, command_id=commandId, command_name=commandName, args=args,
+            StartCommand, builder=builderName, command_id=commandId, command_name=commandName, args=plain,
+            handles=handles or None,
         ).addCallback(lambda _: None)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
@@ -156,7 +164,7 @@ class MasterProtocol(WireProtocol):
     side = "master"
     responders = {
         command.commandName: (command, "amp_" + command.__name__)
-        for command in (Hello, Login, Chunk, Update, Complete, Keepalive, ShutdownRequest)
+        for command in (Hello, Login, Chunk, Update, Complete, TransferCall, Keepalive, ShutdownRequest)
     }
 
     def __init__(self, listener: "AMPListener", entry: OpenPort):
@@ -170,6 +178,8 @@ class MasterProtocol(WireProtocol):
         #: Set by the factory: the login timer, input limit and refusal delays.
         self.ticket: LoginTicket | None = None
         self._unacked = 0
+        self._transfer_unacked = 0
+        self.peer_transfers = False
         self.on_traffic = self._traffic
 
     def who(self) -> str:
@@ -241,6 +251,7 @@ class MasterProtocol(WireProtocol):
             raise error
         self.peer_max_message_size = max_message_size
         self.peer_parts = "parts" in capabilities
+        self.peer_transfers = "transfers" in capabilities
         self._challenge = new_challenge()
         self.phase = "login"
         return {
@@ -320,6 +331,23 @@ class MasterProtocol(WireProtocol):
         if pending is None:
             return acked(None)
         return pending.addBoth(acked)
+
+    def amp_TransferCall(self, command_id: str, handle: int, method: str, args: list[Any]) -> Any:
+        size = self.box_value_bytes
+        if self._transfer_unacked > 0 and self._transfer_unacked + size > self.window:
+            self.protocol_error(ProtocolError(
+                f"the worker exceeded the flow-control window with transfer calls: "
+                f"{self._transfer_unacked + size} bytes unanswered, window {self.window}"))
+            raise ProtocolError("flow-control window exceeded")
+        assert self.conn is not None
+        self._transfer_unacked += size
+
+        def answered(result: object) -> object:
+            self._transfer_unacked -= size
+            return result
+
+        d = self.conn._on_transfer_call(command_id, handle, method, args)
+        return d.addBoth(answered).addCallback(lambda result: {"result": result})
 
     def amp_Complete(self, command_id: str, error: list[Any] | None) -> dict[str, Any]:
         if error is not None:

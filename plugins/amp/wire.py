@@ -566,7 +566,7 @@ def _kind_checks(schema: list[tuple[bytes, Any]]) -> list[tuple[str, tuple[type,
         checks = []
         for key, arg in schema:
             kinds = getattr(arg, "kinds", None)
-            if kinds is None or object in kinds:
+            if kinds is None or object in kinds or getattr(arg, "optional", False):
                 continue
             checks.append((key.decode(), kinds, tuple(ok for k in kinds for ok in _KIND_OK[k]) + (Encoded,)))
         entry = _KIND_CHECKS[id(schema)] = (schema, checks)

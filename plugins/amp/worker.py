@@ -23,6 +23,7 @@ from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
 from workerwire.master import Update as UpdatePair
+from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import array_header, encode, encode_pairs
 from workerwire.worker import WorkerBot
 
@@ -48,6 +49,7 @@ from .commands import (
     ShutdownRequest,
     StartBuild,
     StartCommand,
+    TransferCall,
     Update,
     WireCommand,
 )
@@ -123,6 +125,9 @@ class _Session(WorkerSession):
         self.proto = proto
         self.peer = proto.peer
         self.window = SendWindow(connector.window, clock=connector.reactor)
+        #: Transfer calls of the commands' handles (``TransferCall``), under
+        #: the same window size (set again from the master's ``Hello`` answer).
+        self.transfers = TransferLink(self._send_transfer, connector.window)
         self.logged_in = False
         self.channels: dict[str, _Channel] = {}
         #: Told about a loss that happens before the login completed.
@@ -140,6 +145,10 @@ class _Session(WorkerSession):
     def _call(self, command: type[WireCommand]) -> Deferred[None]:
         return self.proto.call(command).addCallbacks(lambda _: None, translate_failure)
 
+    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+        d = self.proto.call(TransferCall, command_id=commandId, handle=handleId, method=method, args=args)
+        return d.addCallbacks(lambda answer: answer["result"], translate_failure)
+
     def add_channel(self, channel: _Channel) -> None:
         self.channels[channel.commandId] = channel
         self.connector._register_channel(channel)
@@ -151,6 +160,7 @@ class _Session(WorkerSession):
 
     def lost(self, reason: str) -> None:
         self.window.lost(reason)
+        self.transfers.lost(reason)
         channels, self.channels = self.channels, {}
         for channel in channels.values():
             channel.link_lost(reason)
@@ -214,9 +224,11 @@ class WorkerProtocol(WireProtocol):
         return call_bot(self.bot, "startBuild", builder)
 
     def amp_StartCommand(self, builder: str, command_id: str, command_name: str,
-                         args: dict[str, Any]) -> Deferred[dict[str, Any]]:
+                         args: dict[str, Any], handles: dict[str, Any] | None = None) -> Deferred[dict[str, Any]]:
         assert self.session is not None
         session = self.session
+        if handles is not None:
+            args = attach_proxies(args, handles, session.transfers, command_id)
         channel = _Channel(session, builder, command_id)
         session.add_channel(channel)
         d = call_bot(self.bot, "startCommand", channel, builder, command_id, command_name, args)
@@ -326,6 +338,7 @@ class _Attempt:
         self.proto.peer_parts = "parts" in answer["capabilities"]
         window = self.session.window
         window.limit = min(self.connector.window, answer["window"])
+        self.session.transfers.window = window.limit
         window.batch_limit = min(window.batch_limit, self.proto.outgoing_limit)
         self.proto.phase = "serving"
         self.proto.call(
