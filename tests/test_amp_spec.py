@@ -106,11 +106,11 @@ def test_the_example_box_is_what_the_spec_says() -> None:
     text = SPEC.read_text("utf-8")
     hexdump = text.split("```hex\n", 1)[1].split("```", 1)[0]
     data = bytes.fromhex(hexdump)
-    assert len(data) == 127
+    assert len(data) == 138
     (box,) = amp._ParserHelper.parseString(data)
     assert box == {
         b"_ask": b"1", b"_command": b"Hello", b"min_version": b"1", b"max_version": b"1",
-        b"max_message_size": b"67108864", b"capabilities": TextList().toString(["chunks", "window", "parts"]),
+        b"max_message_size": b"67108864", b"capabilities": TextList().toString(["chunks", "window", "parts", "transfers"]),
     }
 
 

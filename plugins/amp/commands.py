@@ -196,6 +196,10 @@ class Value(amp.Argument):
 class OptionalValue(Value):
     """A ``Value`` argument that may be absent (both its keys missing): ``None``."""
 
+    def __init__(self, *kinds: type):
+        super().__init__(*kinds)
+        self.optional = True
+
     @property
     def wire_type(self) -> str:
         return super().wire_type + "?"
