@@ -21,8 +21,9 @@ What core promises, whichever backend carries the calls:
   when that command completes, when its start is refused, or when the link
   drops (a handle released before it was closed is ``cancel()``-ed, so a
   writer never leaves a complete-looking destination behind);
-* a call naming an unknown, released or closed handle, or a handle of another
-  command, fails with :class:`~workerwire.errors.ProtocolError` and reaches
+* a call naming an unknown, released or closed handle (after ``close``, a
+  writer takes ``utime`` only: buildbot-worker sends it then), or a handle of
+  another command, fails with :class:`~workerwire.errors.ProtocolError` and reaches
   no handle;
 * calls on one handle run one after another in the order they arrived, each
   after the previous one's Deferred fired;
@@ -98,7 +99,8 @@ class FileWriter(abc.ABC):
         """Append *data*."""
 
     def utime(self, times: tuple[float, float]) -> Any:
-        """Set the destination's ``(atime, mtime)`` (applied at close)."""
+        """Set the destination's ``(atime, mtime)``.  May come before or
+        after :meth:`close` (buildbot-worker sends it after)."""
         raise NotImplementedError(f"{type(self).__name__} does not set times")
 
     def unpack(self) -> Any:
@@ -172,6 +174,8 @@ class LocalFileWriter(FileWriter):
     def utime(self, times: Any) -> None:
         atime, mtime = times
         self._times = (float(atime), float(mtime))
+        if self._file is None and os.path.exists(self.path):
+            os.utime(self.path, self._times)  # after close, as buildbot-worker sends it
 
     def close(self) -> None:
         f = self._open()
@@ -432,7 +436,8 @@ class HandleTable:
         if command_id is not None and entry.command_id != command_id:
             return fail(ProtocolError(
                 f"transfer handle {handle_id} belongs to command {entry.command_id!r}, not {command_id!r}"))
-        if entry.closed:
+        if entry.closed and not (method == "utime" and entry.kind == "writer"):
+            # buildbot-worker sends utime after close (keepstamp): the one call a closed writer takes.
             return fail(ProtocolError(f"transfer handle {handle_id} is closed"))
         try:
             call_args = check_call(entry.kind, str(method), args)
