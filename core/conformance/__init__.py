@@ -29,7 +29,7 @@ from .suite_calls import CallTests
 from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
 from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
 from .suite_registration import LoginTests, RegistrationTests
-from .suite_transfer import TransferTests
+from .suite_transfer import TransferTests, TransferWindowTests
 
 __all__ = [
     "ConformanceSuite",
@@ -45,6 +45,7 @@ __all__ = [
     "ShutdownTests",
     "ScaleTests",
     "TransferTests",
+    "TransferWindowTests",
     "Harness",
     "RecordingCommand",
     "RecordingMaster",
@@ -71,6 +72,7 @@ class ConformanceSuite(
     ShutdownTests,
     ScaleTests,
     TransferTests,
+    TransferWindowTests,
 ):
     """Every conformance test; a backend's test class provides ``backend_name``."""
 

@@ -17,10 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from ..errors import ConnectionLost, ProtocolError, RemoteCallFailed, UnsupportedValue
-from ..transfer import DirectoryWriter, FileWriter, LocalFileReader, LocalFileWriter, TransferProxy
+from ..transfer import DirectoryWriter, FileWriter, LocalFileReader, LocalFileWriter, TransferLink, TransferProxy
 from .harness import Harness, RecordingCommand, within
 
-__all__ = ["TransferTests", "RecordingWriter"]
+__all__ = ["TransferTests", "TransferWindowTests", "RecordingWriter"]
 
 MiB = 1024 * 1024
 
@@ -66,6 +66,25 @@ class RecordingWriter(FileWriter):
     @property
     def data(self) -> bytes:
         return b"".join(arg for method, arg in self.calls if method == "write")
+
+
+class _SlowWriter(RecordingWriter):
+    """Holds each write's answer until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[None]] = []
+
+    def write(self, data: bytes) -> Deferred[None]:
+        self._record("write", data)
+        d: Deferred[None] = Deferred()
+        self.pending.append(d)
+        return d
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d in pending:
+            d.callback(None)
 
 
 class _StallingWriter(LocalFileWriter):
@@ -320,3 +339,29 @@ class _BytesReader(LocalFileReader):
     def __init__(self, data: bytes):
         self.path = "<memory>"
         self._file = io.BytesIO(data)  # type: ignore[assignment]
+
+
+class TransferWindowTests:
+    @async_test
+    async def test_transfer_a_worker_ignoring_the_window_is_refused(self, harness: Harness) -> None:
+        w = await harness.start_worker()
+        writer = _SlowWriter()
+        rc = RecordingCommand()
+        await w.conn.remoteStartCommand(rc, "b1", "greedy", "wait", {"writer": writer})
+        proxy: TransferProxy = w.bot.args["greedy"]["writer"]
+        window = harness.options.output_window
+        # A worker that sends past the window: its own link allows ten windows.
+        greedy = TransferLink(proxy.link._send, 10 * window)
+        block = b"w" * (window // 2 + 1)
+        calls = [greedy.call("greedy", proxy.handle_id, "write", [block], len(block)) for _ in range(3)]
+        # The first write is taken (held by the slow writer); the second would
+        # put the master over the window: refused, as is the third.
+        for d in calls[1:]:
+            with pytest.raises(ProtocolError):
+                await within(d, harness.reactor, what="a write beyond the window to be refused")
+        assert writer.pending and not calls[0].called
+        writer.release()
+        await within(calls[0], harness.reactor, what="the first write")
+        assert writer.data == block, "only the write within the window reached the writer"
+        await w.conn.remoteInterruptCommand("b1", "greedy", "test over")
+        await within(rc.done, harness.reactor, what="the command to end")

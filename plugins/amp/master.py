@@ -178,7 +178,6 @@ class MasterProtocol(WireProtocol):
         #: Set by the factory: the login timer, input limit and refusal delays.
         self.ticket: LoginTicket | None = None
         self._unacked = 0
-        self._transfer_unacked = 0
         self.peer_transfers = False
         self.on_traffic = self._traffic
 
@@ -333,21 +332,11 @@ class MasterProtocol(WireProtocol):
         return pending.addBoth(acked)
 
     def amp_TransferCall(self, command_id: str, handle: int, method: str, args: list[Any]) -> Any:
-        size = self.box_value_bytes
-        if self._transfer_unacked > 0 and self._transfer_unacked + size > self.window:
-            self.protocol_error(ProtocolError(
-                f"the worker exceeded the flow-control window with transfer calls: "
-                f"{self._transfer_unacked + size} bytes unanswered, window {self.window}"))
-            raise ProtocolError("flow-control window exceeded")
+        # Core checks the handle and the transfer window (ProtocolError answers,
+        # the connection stays open, as on every backend).
         assert self.conn is not None
-        self._transfer_unacked += size
-
-        def answered(result: object) -> object:
-            self._transfer_unacked -= size
-            return result
-
         d = self.conn._on_transfer_call(command_id, handle, method, args)
-        return d.addBoth(answered).addCallback(lambda result: {"result": result})
+        return d.addCallback(lambda result: {"result": result})
 
     def amp_Complete(self, command_id: str, error: list[Any] | None) -> dict[str, Any]:
         if error is not None:
