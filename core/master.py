@@ -232,11 +232,20 @@ class Connection(abc.ABC):
         end reaches ``remoteCommand.remote_complete`` exactly once.  If the
         start fails, ``remote_complete`` is never called.
 
+        File transfer: ``args['writer']`` may be a
+        :class:`~workerwire.transfer.FileWriter` and ``args['reader']`` a
+        :class:`~workerwire.transfer.FileReader` (or Buildbot-style objects
+        with ``remote_write`` / ``remote_read``...); the worker calls them back
+        over this connection until the command completes (see
+        :mod:`workerwire.transfer` for order, lifetime, errors and window).
+
         :raises UnknownBuilder: no such builder on the worker.
         :raises UnknownCommand: the worker does not offer *commandName*.
         :raises BuilderBusy: a command is already running on *builderName*.
         :raises DuplicateCommandId: *commandId* is already running here.
-        :raises UnsupportedValue: *args* holds a value no backend can carry.
+        :raises UnsupportedValue: *args* holds a value no backend can carry
+            (a handle anywhere but ``args['writer']`` / ``args['reader']``
+            included).
         """
 
     @abc.abstractmethod

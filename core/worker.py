@@ -85,7 +85,13 @@ class WorkerBot(abc.ABC):
         args: dict[str, Any],
     ) -> Any:
         """Accept (return) or refuse (raise) a command; run it in the background,
-        reporting through *channel* and finishing with ``channel.complete``."""
+        reporting through *channel* and finishing with ``channel.complete``.
+
+        Where the master passed a file transfer handle (``args['writer']``,
+        ``args['reader']``), *args* holds a
+        :class:`~workerwire.transfer.TransferProxy`: ``callRemote("write",
+        data)`` and so on, each a Deferred failing only with core errors;
+        usable until the command completes."""
 
     @abc.abstractmethod
     def remote_interruptCommand(self, builderName: str, commandId: str, why: str) -> Any:
