@@ -337,8 +337,8 @@ class _BytesReader(LocalFileReader):
     """A reader over bytes in memory."""
 
     def __init__(self, data: bytes):
-        self.path = "<memory>"
-        self._file = io.BytesIO(data)  # type: ignore[assignment]
+        super().__init__("<memory>")
+        self._file = io.BytesIO(data)
 
 
 class TransferWindowTests:

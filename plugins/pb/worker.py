@@ -135,6 +135,7 @@ class _Builder(Servant):
 
         def refused(failure: Failure) -> Failure:
             connector._forget_channel(channel)
+            self.link.forget_handles(commandId)
             return failure
 
         return d.addErrback(refused)
