@@ -13,6 +13,10 @@ Every backend carries exactly these values and refuses anything else with
 :class:`~workerwire.errors.UnsupportedValue`, so a master developed against one
 backend never meets a surprise on another.  Sizes are not limited by the
 contract: a backend that has a frame limit chunks.
+
+File transfer handles are not values (nothing here accepts them): they may
+appear only as ``args['writer']`` / ``args['reader']`` of a command start,
+which :mod:`workerwire.transfer` takes out before the args are checked.
 """
 
 from __future__ import annotations
