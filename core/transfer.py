@@ -21,9 +21,9 @@ What core promises, whichever backend carries the calls:
   when that command completes, when its start is refused, or when the link
   drops (a handle released before it was closed is ``cancel()``-ed, so a
   writer never leaves a complete-looking destination behind);
-* a call naming an unknown, released or closed handle (after ``close``, a
-  writer takes ``utime`` only: buildbot-worker sends it then), or a handle of
-  another command, fails with :class:`~workerwire.errors.ProtocolError` and reaches
+* a call naming an unknown, released or closed handle (after ``close`` or
+  ``unpack``, a writer takes ``utime`` only, and ``close`` after ``unpack``:
+  buildbot-worker sends those), or a handle of another command, fails with :class:`~workerwire.errors.ProtocolError` and reaches
   no handle;
 * calls on one handle run one after another in the order they arrived, each
   after the previous one's Deferred fired;
@@ -104,7 +104,9 @@ class FileWriter(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not set times")
 
     def unpack(self) -> Any:
-        """Unpack what was written (a tar archive, for ``uploadDirectory``)."""
+        """Unpack what was written (a tar archive, for ``uploadDirectory``);
+        this ends the upload like :meth:`close` (buildbot-worker sends no
+        ``close`` after it; a ``close`` that does follow must be harmless)."""
         raise NotImplementedError(f"{type(self).__name__} does not unpack")
 
     @abc.abstractmethod
@@ -230,17 +232,24 @@ class DirectoryWriter(LocalFileWriter):
         return opener(self.temp_path, "rb")
 
     def unpack(self) -> None:
+        """Unpack the archive and remove it: the upload is over (as with
+        Buildbot's ``DirectoryWriter``, no ``close`` needs to follow)."""
         self._open().flush()
-        os.makedirs(self.directory, exist_ok=True)
-        with self._members() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            for member in tar:  # check all first: nothing unpacked from a bad archive
-                tarfile.data_filter(member, self.directory)
-        with self._members() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            tar.extractall(self.directory, filter="data")
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            with self._members() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+                for member in tar:  # check all first: nothing unpacked from a bad archive
+                    tarfile.data_filter(member, self.directory)
+            with self._members() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+                tar.extractall(self.directory, filter="data")
+        finally:
+            self.cancel()  # the archive itself is not kept
 
     def close(self) -> None:
+        if self._done:
+            return  # after unpack
         self._open()
-        self.cancel()  # the archive itself is not kept
+        self.cancel()  # closed without unpack: nothing to deliver
 
 
 class LocalFileReader(FileReader):
@@ -361,7 +370,7 @@ _ids = itertools.count(1)
 
 
 class _Entry:
-    __slots__ = ("handle_id", "command_id", "kind", "handle", "closed", "finished", "tail", "busy")
+    __slots__ = ("handle_id", "command_id", "kind", "handle", "closed", "unpacked", "finished", "tail", "busy")
 
     def __init__(self, handle_id: int, command_id: str, kind: str, handle: Handle):
         self.handle_id = handle_id
@@ -369,7 +378,8 @@ class _Entry:
         self.kind = kind
         self.handle = handle
         self.closed = False  # close was called: later calls are refused
-        self.finished = False  # close succeeded: nothing to cancel
+        self.unpacked = False  # unpack was called (a close may still follow)
+        self.finished = False  # close or unpack succeeded: nothing to cancel
         self.tail: Deferred[Any] | None = None  # the last call, which the next waits for
         self.busy = 0  # calls queued or running
 
@@ -455,8 +465,8 @@ class HandleTable:
         if command_id is not None and entry.command_id != command_id:
             return fail(ProtocolError(
                 f"transfer handle {handle_id} belongs to command {entry.command_id!r}, not {command_id!r}"))
-        if entry.closed and not (method == "utime" and entry.kind == "writer"):
-            # buildbot-worker sends utime after close (keepstamp): the one call a closed writer takes.
+        if entry.closed and not (method == "utime" or (method == "close" and entry.unpacked)):
+            # buildbot-worker sends utime after close (keepstamp); a close may follow unpack.
             return fail(ProtocolError(f"transfer handle {handle_id} is closed"))
         try:
             call_args = check_call(entry.kind, str(method), args)
@@ -469,8 +479,11 @@ class HandleTable:
                 f"unanswered, window {self.window}"))
         if method == "read":
             call_args = (min(call_args[0], self.window),)
-        if method == "close":
-            entry.closed = True  # later calls are refused at once; this one still runs in turn
+        if method == "close" or method == "unpack":
+            # Later calls are refused at once; this one still runs in turn.
+            # unpack ends an upload as close does (buildbot-worker sends no close after it).
+            entry.unpacked = entry.unpacked or method == "unpack"
+            entry.closed = True
         self._in_flight += size
         if self._in_flight > self.peak_in_flight:
             self.peak_in_flight = self._in_flight
@@ -491,7 +504,7 @@ class HandleTable:
                 entry.tail = None
             if isinstance(result, Failure):
                 return result
-            if method == "close":
+            if method == "close" or method == "unpack":
                 entry.finished = True
             if method == "read":
                 if not isinstance(result, bytes) or len(result) > call_args[0]:

@@ -252,3 +252,22 @@ def test_local_file_reader_reads_in_pieces(tmp_path: Any) -> None:
     reader.close()
     with pytest.raises(ValueError):
         reader.read(1)
+
+
+def test_unpack_ends_an_upload_as_buildbot_worker_sends_it(tmp_path: Any) -> None:
+    # buildbot-worker's uploadDirectory: write..., unpack, and no close.
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        info = tarfile.TarInfo("inside.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    table = HandleTable(window=1 << 20)
+    writer = DirectoryWriter(str(tmp_path / "dest"))
+    ((handle_id, _),) = table.register("c1", {"writer": writer}).values()
+    assert _result(table.call("c1", handle_id, "write", [raw.getvalue()])) is None
+    assert _result(table.call("c1", handle_id, "unpack", [])) is None
+    assert _result(table.call("c1", handle_id, "write", [b"late"])).check(ProtocolError)
+    assert _result(table.call("c1", handle_id, "close", [])) is None, "a close after unpack is harmless"
+    table.release_command("c1")
+    assert (tmp_path / "dest" / "inside.txt").read_bytes() == b"abc"
+    assert sorted(os.listdir(tmp_path)) == ["dest"], "the archive is gone"
