@@ -313,9 +313,13 @@ async def _ww_subject(reactor: Any, name: str, size: int, reps: int) -> dict[str
             await step()
 
 
+#: Bytes per write / read of the workerwire worker (``--block-kib``).
+WW_BLOCK = [BLOCK]
+
+
 def _ww_args(kind: str, handle: Any, size: int) -> tuple[str, dict[str, Any]]:
     key = "writer" if kind == "upload" else "reader"
-    return kind, {key: handle, "size": size, "block": BLOCK}
+    return kind, {key: handle, "size": size, "block": WW_BLOCK[0]}
 
 
 async def _measure(reactor: Any, conn: Connection, pid: int | None, size: int, reps: int,
@@ -412,8 +416,8 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _report(results: dict[str, dict[str, list[dict[str, Any]]]], size: int, reps: int, blocksize: int) -> str:
-    lines = [f"transfer: {size // MiB} MiB each way, median of {reps}; handles and raw TCP in {BLOCK // 1024} KiB "
-             f"blocks, buildbot-worker with blocksize {blocksize // 1024} KiB", ""]
+    lines = [f"transfer: {size // MiB} MiB each way, median of {reps}; workerwire calls of {WW_BLOCK[0] // 1024} KiB, "
+             f"raw TCP writes of {BLOCK // 1024} KiB, buildbot-worker with blocksize {blocksize // 1024} KiB", ""]
     raw = {k: _median(results["raw-tcp"][k], "mb_per_s") for k in ("upload", "download")} if "raw-tcp" in results else {}
     bbw = {k: _median(results["bbw-pb"][k], "mb_per_s") for k in ("upload", "download")} if "bbw-pb" in results else {}
     head = (f"{'subject':<10} {'dir':<9} {'MB/s':>8} {'×raw':>6} {'×bbw':>6} {'master ΔRSS':>12} "
@@ -498,10 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", help="comma-separated: raw-tcp, ww-<backend>, bbw-pb (default all)")
     p.add_argument("--bbw-blocksize-kib", type=int, default=256,
                    help="blocksize buildbot-worker is given (Buildbot's FileUpload default: 256)")
+    p.add_argument("--block-kib", type=int, default=BLOCK // 1024,
+                   help="bytes per write/read call of the workerwire worker, in KiB (default 256)")
     p.add_argument("--worker", nargs=2, metavar=("BACKEND", "ADDRESS"), help=argparse.SUPPRESS)
     p.add_argument("--raw-send", nargs=2, type=int, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS)
     p.add_argument("--raw-receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    WW_BLOCK[0] = args.block_kib * 1024
     if args.worker or args.raw_send or args.raw_receive:
         _child_main(args)
         return 0
