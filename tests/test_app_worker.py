@@ -161,7 +161,8 @@ async def test_silence_timeout_kills_with_failure_reason(tmp_path: Path) -> None
         result, updates = await s.run("shell", {"command": ["sleep", "30"], "timeout": 0.3})
     assert result.rc == -1 and result.failure_reason == "timeout_without_output"
     assert "command timed out: 0.3 seconds without output" in headers(updates)
-    assert "process killed by signal 15" in headers(updates)
+    # Without sigtermTime, buildbot-worker sends interruptSignal (default KILL) at once.
+    assert "process killed by signal 9" in headers(updates)
     assert result.elapsed is not None and result.elapsed < 10
 
 
@@ -211,8 +212,8 @@ async def test_interrupt_escalates_to_sigkill_after_the_grace_period(tmp_path: P
         await until(lambda: "ready" in text(updates, "stdout"), "'ready' on stdout")
         await s.conn.remoteInterruptCommand("b1", "c1", "enough")
         result = await target.done
-    assert result.rc == -1
-    assert "sending SIGKILL" in headers(updates) and "process killed by signal 9" in headers(updates)
+    # SIGTERM (ignored), then after sigtermTime the interrupt signal (default KILL).
+    assert result.rc == -1 and "process killed by signal 9" in headers(updates)
 
 
 @pytest_twisted.ensureDeferred
@@ -329,7 +330,9 @@ async def test_worker_info_has_the_keys_a_master_reads(tmp_path: Path) -> None:
     for key in ("version", "worker_commands", "basedir", "system", "host", "admin", "access_uri", "environ",
                 "numcpus"):
         assert key in info, key
-    assert info["admin"] == "Ada <ada@example.org>" and info["basedir"] == s.runtime.basedir
+    # As buildbot-worker: info files are sent whole (trailing newline kept); missing ones are None.
+    assert info["admin"] == "Ada <ada@example.org>\n" and info["basedir"] == s.runtime.basedir
+    assert info["host"] is None and info["access_uri"] is None and info["delete_leftover_dirs"] == 0
     assert set(info["worker_commands"]) == set(COMMANDS)
 
 
@@ -443,7 +446,7 @@ async def test_a_slow_link_pauses_reading_the_process_output(tmp_path: Path) -> 
 def test_signal_numbers() -> None:
     from workerwire_app.worker_runtime.shell import _signal_number
 
-    assert _signal_number(None) == signal.SIGTERM and _signal_number("INT") == signal.SIGINT
+    assert _signal_number(None) == signal.SIGKILL and _signal_number("INT") == signal.SIGINT
     assert _signal_number("SIGKILL") == signal.SIGKILL
     with pytest.raises(ValueError):
         _signal_number("NOPE")

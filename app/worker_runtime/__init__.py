@@ -1,8 +1,10 @@
 """The worker runtime: a :class:`~workerwire.WorkerBot` that runs real commands.
 
 :class:`WorkerRuntime` manages builder directories under a base directory and
-runs Buildbot-compatible commands (``shell``, ``mkdir``, ``rmdir``, ``stat``,
-``listdir``, ``glob``, ``rmfile``) sent by a master through any backend.
+runs the commands ``buildbot-worker`` 4.3 runs (``shell``, ``uploadFile``,
+``uploadDirectory``, ``downloadFile``, ``mkdir``, ``rmdir``, ``cpdir``,
+``stat``, ``listdir``, ``glob``, ``rmfile``), with the same arguments and
+updates, sent by a master through any backend.
 """
 
 from .bot import COMMANDS, DEFAULT_LOST_LINK_GRACE, WorkerRuntime

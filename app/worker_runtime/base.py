@@ -15,7 +15,8 @@ from workerwire.errors import ConnectionLost
 
 from .paths import PathPolicy
 
-__all__ = ["Command", "CommandContext", "UpdateSender", "arg_str", "arg_number", "errno_rc", "header_line"]
+__all__ = ["Command", "CommandContext", "UpdateSender", "arg_str", "arg_number", "arg_seconds", "arg_flag",
+           "errno_rc", "header_line"]
 
 _log = Logger()
 
@@ -120,6 +121,10 @@ class Command(abc.ABC):
         self.sender = UpdateSender(channel)
         self.finished: Deferred[None] = Deferred()
         self.interrupted = False
+        #: when :meth:`start` was called (reactor seconds); ``elapsed`` is measured from it
+        self.started_at = ctx.reactor.seconds()
+        #: set once the command sent its own ``elapsed`` update (else :meth:`finish` sends one)
+        self.elapsed_sent = False
         self._done = False
 
     @property
@@ -138,10 +143,16 @@ class Command(abc.ABC):
         self.sender.send(updates)
 
     def finish(self, error: BaseException | None = None) -> None:
-        """Complete the command once every update was accepted."""
+        """Complete the command once every update was accepted.
+
+        Like ``buildbot-worker``, every command's last update is ``elapsed``
+        (seconds since it started); it is added here unless the command sent it.
+        """
         if self._done:
             return
         self._done = True
+        if not self.elapsed_sent:
+            self.send([("elapsed", self.ctx.reactor.seconds() - self.started_at)])
 
         def complete(_: object) -> None:
             if not self.sender.lost:
@@ -167,6 +178,27 @@ def arg_number(args: dict[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"argument {key!r} must be a positive number of seconds or None, not {value!r}")
     return float(value)
+
+
+def arg_seconds(args: dict[str, Any], key: str, allow_zero: bool = False) -> float | int | None:
+    """A duration in seconds, as given (an int stays an int, for Buildbot's header text), or None."""
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+        valid = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        raise ValueError(f"argument {key!r} must be {valid} or None, not {value!r}")
+    return value
+
+
+def arg_flag(args: dict[str, Any], key: str, default: bool) -> bool:
+    """A yes/no argument; Buildbot masters send bools, ``0``/``1`` or None (the default)."""
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise ValueError(f"argument {key!r} must be true or false, not {value!r}")
 
 
 def errno_rc(error: OSError) -> int:

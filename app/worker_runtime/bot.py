@@ -18,13 +18,15 @@ from .fs import FS_COMMANDS
 from .info import worker_info
 from .paths import PathPolicy
 from .shell import ShellCommand
+from .transfer import TRANSFER_COMMANDS
 
 __all__ = ["WorkerRuntime", "COMMANDS", "DEFAULT_LOST_LINK_GRACE"]
 
 _log = Logger()
 
-#: The commands a worker offers, by Buildbot name.
-COMMANDS: dict[str, type[Command]] = {"shell": ShellCommand, **FS_COMMANDS}
+#: The commands a worker offers, by Buildbot name: the names buildbot-worker 4.3 offers, each at
+#: its version (3.3), so a Buildbot master's version checks choose the same code paths.
+COMMANDS: dict[str, type[Command]] = {"shell": ShellCommand, **TRANSFER_COMMANDS, **FS_COMMANDS}
 
 #: Seconds a command keeps running after the link to its master is lost.
 DEFAULT_LOST_LINK_GRACE = 10.0

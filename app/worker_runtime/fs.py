@@ -15,7 +15,12 @@ stat       ``file`` (+ optional ``workdir``) or ``path``  ``stat`` (10 ints)
 listdir    ``dir`` or ``path``                          ``files``
 glob       ``path`` (a pattern; ``**`` recurses)        ``files``
 rmfile     ``path``                                     —
+cpdir      ``fromdir``, ``todir`` (+ ``timeout``,        as ``shell``
+           ``maxTime``, ``logEnviron``)
 =========  ===========================================  ====================
+
+``cpdir`` runs ``cp -R -P -p -v FROM TO`` in the worker's base directory, as
+``buildbot-worker`` does on POSIX, so its log shows what was copied.
 
 Slow work (``rmdir``, ``glob``) runs in the reactor's thread pool, never in
 the reactor thread.
@@ -36,8 +41,10 @@ from twisted.python.failure import Failure
 from workerwire import CommandChannel
 
 from .base import Command, CommandContext, errno_rc, header_line
+from .shell import ShellCommand
 
-__all__ = ["MakeDirectory", "RemoveDirectory", "StatFile", "ListDir", "GlobPath", "RemoveFile", "FS_COMMANDS"]
+__all__ = ["MakeDirectory", "RemoveDirectory", "StatFile", "ListDir", "GlobPath", "RemoveFile", "CopyDirectory",
+           "FS_COMMANDS"]
 
 
 def _path_list(args: dict[str, Any], single: str, many: str) -> list[str]:
@@ -226,6 +233,36 @@ class RemoveFile(_FileCommand):
         self._report([("rc", 0)])
 
 
+class CopyDirectory(ShellCommand):
+    """``cpdir``: copy ``fromdir`` to ``todir`` (both relative to the builder's directory)."""
+
+    name = "cpdir"
+
+    def __init__(self, ctx: CommandContext, channel: CommandChannel, args: dict[str, Any]):
+        from_key, from_dir = _one_path(args, "fromdir", "from_path")
+        to_key, to_dir = _one_path(args, "todir", "to_path")
+        self.from_path = ctx.paths.resolve(from_dir, ctx.builder_dir, from_key)
+        self.to_path = ctx.paths.resolve(to_dir, ctx.builder_dir, to_key)
+        shell_args = {
+            "command": ["cp", "-R", "-P", "-p", "-v", self.from_path, self.to_path],
+            "workdir": ctx.paths.basedir,
+            "timeout": args.get("timeout", 120),
+            "maxTime": args.get("maxTime"),
+            "logEnviron": args.get("logEnviron", True),
+        }
+        super().__init__(ctx, channel, shell_args)
+        self.args = args
+
+    def start(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.to_path), exist_ok=True)
+        except OSError as e:
+            self.send([header_line(f"cpdir: {e.strerror or e}: {self.to_path}"), ("rc", errno_rc(e))])
+            self.finish(None)
+            return
+        super().start()
+
+
 FS_COMMANDS: dict[str, type[Command]] = {
-    cls.name: cls for cls in (MakeDirectory, RemoveDirectory, StatFile, ListDir, GlobPath, RemoveFile)
+    cls.name: cls for cls in (MakeDirectory, RemoveDirectory, StatFile, ListDir, GlobPath, RemoveFile, CopyDirectory)
 }
