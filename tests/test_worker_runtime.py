@@ -443,3 +443,57 @@ async def test_log_environ_is_on_by_default_as_in_buildbot(tmp_path: Path) -> No
     async with Setup(tmp_path) as s:
         _, updates = await s.run("shell", {"command": ["true"], "env": {"WW_MARK": "marked"}})
     assert " environment:\n" in headers(updates) and "  WW_MARK=marked\n" in headers(updates)
+
+
+# -- worker info, against a real buildbot-worker ----------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_info_has_a_real_buildbot_workers_keys_and_types(tmp_path: Path) -> None:
+    """A stock buildbot-worker (its own create-worker, its own process) and a WorkerRuntime log in
+    to the same workerwire pb master; their getWorkerInfo answers agree in keys and value types."""
+    from test_pb_buildbot_worker import START_TIMEOUT, StockWorker
+
+    from workerwire import Backoff, LinkOptions, load_backend
+    from workerwire.conformance import RecordingMaster, within
+    from workerwire_app import __version__
+    from workerwire_app.worker_runtime import WorkerRuntime
+
+    backend = load_backend("pb")
+    master = RecordingMaster(REACTOR)
+    listener = backend.create_listener(master, LinkOptions(keepalive_interval=None), REACTOR)
+    stock_reg = await listener.updateRegistration("stock", "pw-stock", "tcp:port=0:interface=127.0.0.1")
+    await listener.updateRegistration("ours", "pw-ours", "tcp:port=0:interface=127.0.0.1")
+    port = stock_reg.getPort()
+    stock = StockWorker(REACTOR, str(tmp_path / "stock"))
+    runtime = WorkerRuntime(str(tmp_path / "ours"), REACTOR)
+    connector = backend.create_connector(runtime, f"tcp:host=127.0.0.1:port={port}", "ours", "pw-ours",
+                                         LinkOptions(keepalive_interval=None), REACTOR, Backoff(initial=0.05))
+    try:
+        await stock.create(port, "stock", "pw-stock")
+        # The same info files as create-worker wrote for the stock worker.
+        (tmp_path / "ours" / "info").mkdir()
+        for name in os.listdir(tmp_path / "stock" / "info"):
+            (tmp_path / "ours" / "info" / name).write_bytes((tmp_path / "stock" / "info" / name).read_bytes())
+        stock_conn = master.whenConnection("stock")
+        our_conn = master.whenConnection("ours")
+        stock.start()
+        connector.start()
+        theirs = await (await within(stock_conn, REACTOR, START_TIMEOUT, what="buildbot-worker's login")
+                        ).remoteGetWorkerInfo()
+        ours = await (await within(our_conn, REACTOR, START_TIMEOUT, what="our worker's login")).remoteGetWorkerInfo()
+    finally:
+        await connector.stop()
+        await stock.stop()
+        await listener.stopListening()
+    # The contract also promises access_uri; with no info/access_uri file it is None (a master reads
+    # a missing key as None).
+    assert "access_uri" not in theirs and ours.pop("access_uri") is None
+    assert sorted(ours) == sorted(theirs)
+    assert {k: type(v) for k, v in ours.items()} == {k: type(v) for k, v in theirs.items()}
+    for key in ("admin", "host", "system", "numcpus", "worker_commands", "delete_leftover_dirs"):
+        assert ours[key] == theirs[key], key
+    assert ours["admin"].endswith("\n") and ours["delete_leftover_dirs"] == 0
+    assert {k: v for k, v in ours.items() if k.startswith("os_")} == \
+        {k: v for k, v in theirs.items() if k.startswith("os_")}
+    assert ours["version"] == __version__ and ours["basedir"] == str(tmp_path / "ours")
