@@ -338,7 +338,7 @@ class BuildbotMaster:
         except OSError:
             return ""
 
-    async def wait_for_log(self, text: str, timeout: float, since_start: bool = True) -> None:
+    async def wait_for_log(self, text: str, timeout: float) -> None:
         """Wait until the master's ``twistd.log`` holds *text*; fail early if the master exited."""
 
         def check() -> bool | None:

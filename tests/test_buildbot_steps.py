@@ -10,7 +10,8 @@ downloaded file on the worker, the log text).
 The transfer steps (FileUpload, DirectoryUpload, MultipleFileUpload,
 FileDownload, StringDownload, JSONStringDownload) need the pb backend to carry
 Buildbot's writer/reader references (branch ``transfer``); before that is
-merged they end with EXCEPTION on the workerwire worker and these tests fail.
+merged they end with EXCEPTION on the workerwire worker and these tests fail
+(merged with ``transfer`` at 48efcd7, all of them pass).
 """
 
 from __future__ import annotations
@@ -156,9 +157,20 @@ async def _run_kind(kind: str, root: Path, repo: Path, download_src: Path) -> Ki
     return run
 
 
+@dataclass
+class Runs:
+    """Both worker kinds' runs, and the master-side file the download builds fetch."""
+
+    kinds: dict[str, KindRun]
+    download_src: Path
+
+    def __getitem__(self, kind: str) -> KindRun:
+        return self.kinds[kind]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KindRun]:
-    """Both worker kinds' builds (their masters run at the same time)."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Both worker kinds' builds (their masters run at the same time, each with every build at once)."""
     base = tmp_path_factory.mktemp("buildbot-steps")
     repo = base / "repo"
     _git_repo(repo)
@@ -167,13 +179,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KindRun]:
     done = DeferredList([ensureDeferred(_run_kind(kind, base / kind, repo, download_src)) for kind in KINDS],
                         consumeErrors=True)
     results = pytest_twisted.blockon(done)
-    out: dict[str, KindRun] = {}
+    kinds: dict[str, KindRun] = {}
     for kind, (ok, value) in zip(KINDS, results):
         if not ok:
             raise HarnessError(f"{kind}: {value.getErrorMessage()}")
-        out[kind] = value
-    out["download_src"] = download_src  # type: ignore[assignment]
-    return out
+        kinds[kind] = value
+    return Runs(kinds, download_src)
 
 
 def _failed_logs(build: BuildResult) -> str:
@@ -181,7 +192,7 @@ def _failed_logs(build: BuildResult) -> str:
                      for name in s.logs)
 
 
-def same_steps(runs: dict[str, KindRun], builder: str, expected: int = SUCCESS) -> tuple[BuildResult, BuildResult]:
+def same_steps(runs: Runs, builder: str, expected: int = SUCCESS) -> tuple[BuildResult, BuildResult]:
     """The two builds of *builder*: same step results, and the build ended with *expected*."""
     stock, ours = (runs[k].build(builder) for k in KINDS)
     assert ours.summary() == stock.summary(), f"{builder}: stock {stock.summary()} != workerwire {ours.summary()}"
@@ -190,19 +201,19 @@ def same_steps(runs: dict[str, KindRun], builder: str, expected: int = SUCCESS) 
     return stock, ours
 
 
-def test_plain_shell(runs: dict[str, KindRun]) -> None:
+def test_plain_shell(runs: Runs) -> None:
     for build in same_steps(runs, "shell"):
         stdio = build.step("shell")
         assert stdio.log_text("stdio", "o") == "hello\n" and stdio.log_text("stdio", "e") == "oops\n"
 
 
-def test_mkdir_stat_rmdir(runs: dict[str, KindRun]) -> None:
+def test_mkdir_stat_rmdir(runs: Runs) -> None:
     same_steps(runs, "fileops")
     for kind in KINDS:
         assert not runs[kind].on_worker("fileops", "build", "mk").exists()
 
 
-def test_file_upload_keeps_content_and_stamp(runs: dict[str, KindRun]) -> None:
+def test_file_upload_keeps_content_and_stamp(runs: Runs) -> None:
     same_steps(runs, "upload")
     for kind in KINDS:
         path = runs[kind].uploaded("up.txt")
@@ -214,22 +225,22 @@ def _tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_directory_upload_plain_and_gz(runs: dict[str, KindRun]) -> None:
+def test_directory_upload_plain_and_gz(runs: Runs) -> None:
     same_steps(runs, "dirupload")
     for kind in KINDS:
         for name in ("tree", "tree_gz"):
             assert _tree(runs[kind].uploaded(name)) == {"a/b.txt": "b\n", "c.txt": "c\n"}, (kind, name)
 
 
-def test_multiple_file_upload_with_glob(runs: dict[str, KindRun]) -> None:
+def test_multiple_file_upload_with_glob(runs: Runs) -> None:
     same_steps(runs, "multiupload")
     for kind in KINDS:
         assert _tree(runs[kind].uploaded("multi")) == {"m1.txt": "one\n", "m2.txt": "two\n"}, kind
 
 
-def test_file_string_and_json_downloads(runs: dict[str, KindRun]) -> None:
+def test_file_string_and_json_downloads(runs: Runs) -> None:
     builds = same_steps(runs, "download")
-    src: Path = runs["download_src"]  # type: ignore[assignment]
+    src = runs.download_src
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     for kind, build in zip(KINDS, builds):
         data = runs[kind].on_worker("download", "build", "dl", "data.bin")
@@ -240,21 +251,21 @@ def test_file_string_and_json_downloads(runs: dict[str, KindRun]) -> None:
         assert build.steps[-1].log_text("stdio", "o").startswith(digest), kind
 
 
-def test_copy_directory(runs: dict[str, KindRun]) -> None:
+def test_copy_directory(runs: Runs) -> None:
     same_steps(runs, "cpdir")
     for kind in KINDS:
         assert runs[kind].on_worker("cpdir", "build", "dstdir", "x", "y.txt").read_text() == "y\n", kind
         assert runs[kind].on_worker("cpdir", "build", "srcdir", "x", "y.txt").exists(), kind
 
 
-def test_git_full_copy(runs: dict[str, KindRun]) -> None:
+def test_git_full_copy(runs: Runs) -> None:
     builds = same_steps(runs, "git")
     for kind, build in zip(KINDS, builds):
         assert build.steps[-1].log_text("stdio", "o") == "from the test repository\n", kind
         assert runs[kind].on_worker("git", "source", "README").exists(), kind
 
 
-def test_shell_logfiles_fill_the_log(runs: dict[str, KindRun]) -> None:
+def test_shell_logfiles_fill_the_log(runs: Runs) -> None:
     builds = same_steps(runs, "logfiles")
     for kind, build in zip(KINDS, builds):
         step = build.steps[-1]
@@ -262,7 +273,7 @@ def test_shell_logfiles_fill_the_log(runs: dict[str, KindRun]) -> None:
         assert " watching logfiles {'mylog': 'some.log'}\n" in step.log_text("stdio", "h"), kind
 
 
-def test_use_pty_runs_on_a_terminal(runs: dict[str, KindRun]) -> None:
+def test_use_pty_runs_on_a_terminal(runs: Runs) -> None:
     builds = same_steps(runs, "pty")
     for kind, build in zip(KINDS, builds):
         step = build.steps[-1]
@@ -270,7 +281,7 @@ def test_use_pty_runs_on_a_terminal(runs: dict[str, KindRun]) -> None:
         assert " using PTY: True\n" in step.log_text("stdio", "h"), kind
 
 
-def test_timeout_sends_sigterm_first_and_the_trap_runs(runs: dict[str, KindRun]) -> None:
+def test_timeout_sends_sigterm_first_and_the_trap_runs(runs: Runs) -> None:
     builds = same_steps(runs, "sigterm", expected=FAILURE)
     for kind, build in zip(KINDS, builds):
         step = build.steps[-1]
@@ -280,7 +291,7 @@ def test_timeout_sends_sigterm_first_and_the_trap_runs(runs: dict[str, KindRun])
         assert "program finished with exit code 3" in headers, kind
 
 
-def test_no_step_ended_in_exception(runs: dict[str, KindRun]) -> None:
+def test_no_step_ended_in_exception(runs: Runs) -> None:
     """An EXCEPTION would also quarantine the worker on the master."""
     for kind in KINDS:
         bad = [(name, b.summary()) for name, b in runs[kind].builds.items() if b.result == EXCEPTION]

@@ -28,6 +28,8 @@ message; more than ``maxsize`` bytes end with ``rc`` 1 and "Maximum filesize
 reached" (as in ``buildbot-worker``, also when the file is exactly
 ``maxsize`` bytes).  A handle call that fails ends the command with that
 failure.  An interrupt stops the transfer at the next block with ``rc`` 1.
+With ``keepstamp`` and a source that cannot be read, no ``utime`` is sent
+(``buildbot-worker`` sends ``utime((None, None))``, which fails on the master).
 
 Unlike ``buildbot-worker``, which waits for each block's answer before
 sending the next, up to :data:`WINDOW` bytes of blocks are in flight at once
@@ -103,6 +105,9 @@ def _swallow(f: Failure) -> None:
 class _Transfer(Command):
     """Shared ending: ``rc`` and ``stderr`` as buildbot-worker's ``TransferCommand`` sends them."""
 
+    #: the worker-side file or directory (set by each command)
+    path: str
+
     def __init__(self, ctx: CommandContext, channel: CommandChannel, args: dict[str, Any]):
         super().__init__(ctx, channel, args)
         self.blocksize = _size(args, "blocksize", required=True)
@@ -163,8 +168,6 @@ class _Transfer(Command):
         finally:
             for d in in_flight:  # after a failure: the later answers do not matter
                 d.addErrback(_swallow)
-
-    path: str
 
 
 class UploadFile(_Transfer):
