@@ -8,10 +8,8 @@ the step results, and the content (the uploaded file on the master, the
 downloaded file on the worker, the log text).
 
 The transfer steps (FileUpload, DirectoryUpload, MultipleFileUpload,
-FileDownload, StringDownload, JSONStringDownload) need the pb backend to carry
-Buildbot's writer/reader references (branch ``transfer``); before that is
-merged they end with EXCEPTION on the workerwire worker and these tests fail
-(merged with ``transfer`` at 48efcd7, all of them pass).
+FileDownload, StringDownload, JSONStringDownload) go through the pb backend's
+transfer handles: the Buildbot master's own FileWriter/FileReader references.
 """
 
 from __future__ import annotations
