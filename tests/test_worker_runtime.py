@@ -2,11 +2,12 @@
 logfiles / usePTY / sigtermTime / max_lines / initial_stdin, raw_output, worker info.
 
 Shell and file commands run through a real master over the ``null`` backend
-(:class:`test_app_worker.Setup`).  The transfer commands are driven directly:
-until the ``transfer`` branch lets backends carry writer/reader handles, the
-:class:`RecordingWriter` / :class:`RecordingReader` here stand in for the
-contract's proxies (same ``callRemote(method, *args) -> Deferred`` interface,
-answering asynchronously and in order, as a link does).
+(:class:`test_app_worker.Setup`).  The transfer commands are driven directly,
+without a link: :class:`RecordingWriter` / :class:`RecordingReader` stand in
+for the contract's handle proxies (same ``callRemote(method, *args) ->
+Deferred`` interface, answering asynchronously and in order, as a link does)
+so a test can fail a chosen call; ``test_buildbot_steps.py`` runs the same
+commands with a real Buildbot master's handles over pb.
 """
 
 from __future__ import annotations
