@@ -1,0 +1,163 @@
+"""What a stock Buildbot peer needs that two workerwire ends do not.
+
+A stock **buildbot-worker** (``--protocol msgpack_experimental_v7``) expects the
+master to do what Buildbot's ``worker/protocols/msgpack.py`` does: send
+``set_worker_settings`` before any command, emulate the builder list with
+``listdir`` / ``mkdir`` commands on absolute paths, turn a command's
+builder-relative paths into absolute ones, and rename the transfer commands.
+It sends output as Buildbot's line-info values.  A stock **Buildbot master**
+sends exactly those messages to a workerwire worker, which maps them back.
+Both directions are here, so the rest of the backend speaks the contract.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import PurePath, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from workerwire.errors import ProtocolError, UnknownBuilder
+from workerwire.master import Update
+
+__all__ = [
+    "WORKER_SETTINGS",
+    "StockWorkerPaths",
+    "updates_from_stock_worker",
+    "updates_for_stock_master",
+    "COMMAND_NAMES_FROM_MASTER",
+    "ROOT_BUILDER",
+]
+
+#: What Buildbot 4.3's master sends in ``set_worker_settings``.
+WORKER_SETTINGS = {
+    "newline_re": r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)",
+    "max_line_length": 4096,
+    "buffer_timeout": 5,
+    "buffer_size": 64 * 1024,
+}
+
+#: Buildbot's master renames these commands on the msgpack wire; a workerwire
+#: worker maps them back to the contract's names.
+COMMAND_NAMES_FROM_MASTER = {
+    "upload_file": "uploadFile",
+    "upload_directory": "uploadDirectory",
+    "download_file": "downloadFile",
+}
+_COMMAND_NAMES_TO_WORKER = {v: k for k, v in COMMAND_NAMES_FROM_MASTER.items()}
+
+#: The builder a workerwire worker runs a stock master's builder-less commands
+#: on (the ``listdir`` / ``mkdir`` / ``stat`` / ``rmdir`` of its builder-list
+#: emulation, all on absolute paths).
+ROOT_BUILDER = "buildbot-master-builder-list"
+
+
+class StockWorkerPaths:
+    """The master side's view of a stock worker's directories."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] | None = None
+        self.builder_dirs: dict[str, PurePath] = {}
+
+    @property
+    def path_cls(self) -> type[PurePath]:
+        return PureWindowsPath if (self.info or {}).get("system") == "nt" else PurePosixPath
+
+    @property
+    def basedir(self) -> PurePath:
+        if self.info is None or not isinstance(self.info.get("basedir"), str):
+            raise ProtocolError("the worker's info (its basedir) is not known yet")
+        return self.path_cls(self.info["basedir"])
+
+    def builder_dir(self, builder: str) -> PurePath:
+        try:
+            return self.builder_dirs[builder]
+        except KeyError:
+            raise UnknownBuilder(f"no builder named {builder!r} on this worker; "
+                                 f"valid: {', '.join(sorted(self.builder_dirs)) or 'none'}") from None
+
+    def translate(self, builder: str, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """``(command name, args)`` as a stock worker takes them."""
+        base = self.builder_dir(builder)
+        args = dict(args)
+
+        def join(*parts: Any) -> str:
+            return str(base.joinpath(*[str(p) for p in parts]))
+
+        def many(key: str) -> list[str]:
+            value = args.pop(key)
+            return [join(v) for v in (value if isinstance(value, list) else [value])]
+
+        if name in ("mkdir", "rmdir") and "dir" in args:
+            args["paths"] = many("dir")
+        elif name == "cpdir" and "fromdir" in args:
+            args["from_path"] = join(args.pop("fromdir"))
+            args["to_path"] = join(args.pop("todir"))
+        elif name == "stat" and "file" in args:
+            args["path"] = join(args.get("workdir", ""), args.pop("file"))
+        elif name == "glob" and "path" in args:
+            args["path"] = join(args["path"])
+        elif name == "listdir" and "dir" in args:
+            args["path"] = join(args.pop("dir"))
+        elif name == "rmfile" and "path" in args:
+            args["path"] = join(args["path"])
+        elif name == "shell" and "workdir" in args:
+            args["workdir"] = join(args["workdir"])
+        elif name in ("uploadFile", "uploadDirectory") and "workersrc" in args:
+            args["path"] = join(args.get("workdir", ""), args["workersrc"])
+        elif name == "downloadFile" and "workerdest" in args:
+            args["path"] = join(args.get("workdir", ""), args["workerdest"])
+        for key in ("want_stdout", "want_stderr"):
+            if key in args:
+                args[key] = bool(args[key])
+        return _COMMAND_NAMES_TO_WORKER.get(name, name), args
+
+
+def _text(value: Any) -> Any:
+    """The text of Buildbot's line info ``[text, line ends, times]``."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], (str, bytes)):
+        return value[0]
+    return value
+
+
+def updates_from_stock_worker(args: Any) -> list[Update]:
+    """A stock worker's ``update`` args (``[[key, value], ...]``, output as line
+    info) as contract updates.
+
+    :raises ProtocolError: not a list of ``[key, value]`` pairs.
+    """
+    if not isinstance(args, list):
+        raise ProtocolError("update args must be a list of [key, value] pairs")
+    pairs: list[Update] = []
+    for pair in args:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ProtocolError(f"update args must be [key, value] pairs, not {pair!r:.80}")
+        key, value = pair
+        if key in ("stdout", "stderr", "header"):
+            value = _text(value)
+        elif key == "log" and isinstance(value, list) and len(value) == 2:
+            value = [value[0], _text(value[1])]
+        pairs.append((key, value))
+    return pairs
+
+
+def _line_info(text: Any, now: float) -> list[Any]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str):
+        return [str(text), [], []]
+    ends = [i for i, c in enumerate(text) if c == "\n"]
+    return [text, ends, [now] * len(ends)]
+
+
+def updates_for_stock_master(updates: list[Update]) -> list[list[Any]]:
+    """Contract updates as a stock Buildbot master reads them (output as line info)."""
+    now = time.time()
+    out: list[list[Any]] = []
+    for key, value in updates:
+        if key in ("stdout", "stderr", "header"):
+            out.append([key, _line_info(value, now)])
+        elif key == "log" and isinstance(value, (list, tuple)) and len(value) == 2:
+            out.append([key, [value[0], _line_info(value[1], now)]])
+        else:
+            out.append([key, value])
+    return out

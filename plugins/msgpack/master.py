@@ -1,0 +1,466 @@
+"""Master side of the msgpack backend: one WebSocket port per port string.
+
+The login is the HTTP upgrade (Basic authentication); until the credentials
+are verified the listener's :mod:`~workerwire.login_guard` caps the
+connection's input, its time and the connections per host, and delays
+repeated refusals.  A wrong password is answered ``401`` before any
+WebSocket exists.  Good credentials open the WebSocket; then the connection
+is offered to the master (``listener.attach``), which may already call the
+worker; a refusal then (a duplicate worker) closes the WebSocket with code
+4003 and the reason.  A workerwire worker is told the login finished with a
+``ww_attached`` request.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from workerwire.addresses import bound_port_of, client_address_for, describe_peer
+from workerwire.backend import LinkOptions
+from workerwire.base_connection import BaseConnection
+from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.endpoints import parse_server_port
+from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed, error_from_wire, error_to_wire
+from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
+from workerwire.master import MasterHooks
+from workerwire.tls import dial_address
+
+from .buildbot import WORKER_SETTINGS, StockWorkerPaths, updates_from_stock_worker
+from .errors import translate_failure
+from .wire import CLOSE_REFUSED, DIALECT_HEADER, DIALECT_VERSION, MAX_MESSAGE_HEADER, WINDOW_HEADER, MessageLink
+
+__all__ = ["MsgpackListener", "MsgpackConnection", "MasterProtocol", "parse_basic_auth"]
+
+_log = Logger()
+
+
+def parse_basic_auth(value: str) -> tuple[str, str]:
+    """``(name, password)`` of an HTTP ``Authorization: Basic`` header.
+
+    :raises ValueError: not Basic, not base64, not UTF-8 or without a colon.
+    """
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        raise ValueError("the Authorization header must be 'Basic <base64 of name:password>'")
+    try:
+        text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except Exception:
+        raise ValueError("the Authorization header's credentials are not base64 of UTF-8 text") from None
+    name, colon, password = text.partition(":")
+    if not colon or not name:
+        raise ValueError("the Authorization header's credentials must be 'name:password'")
+    return name, password
+
+
+class MsgpackConnection(BaseConnection):
+    """One worker logged in over msgpack."""
+
+    def __init__(self, listener: "MsgpackListener", workerName: str, proto: "MasterProtocol"):
+        super().__init__(listener.master, workerName, "msgpack", listener.options, listener.reactor)
+        self._proto = proto
+        #: Set for a stock buildbot-worker, whose paths the master makes absolute.
+        self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
+        self._settings_sent = False
+        #: Commands of the builder-list emulation: command id -> collected updates.
+        self._internal: dict[str, tuple[dict[str, Any], Deferred[dict[str, Any]]]] = {}
+        self._next_internal = 0
+
+    def get_peer(self) -> str:
+        return self._proto.link_peer
+
+    # -- primitives ---------------------------------------------------------
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self._proto.request("print", message=message).addCallback(lambda _: None)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        def got(info: Any) -> dict[str, Any]:
+            if not isinstance(info, dict):
+                raise ProtocolError(f"get_worker_info answered {type(info).__name__}, not a map")
+            if self.stock is not None:
+                self.stock.info = info
+            return info
+
+        return self._proto.request("get_worker_info").addCallback(got)
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        if self.stock is None:
+            return self._proto.request("set_builder_list", builders=builders)
+        return ensureDeferred(self._emulate_set_builder_list(builders))
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        if self.stock is None:
+            return self._proto.request("start_build", builder_name=builderName).addCallback(lambda _: None)
+        self.stock.builder_dir(builderName)  # Buildbot sends nothing; an unknown builder still fails here
+        return succeed(None)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        if self.stock is not None:
+            commandName, args = self.stock.translate(builderName, commandName, args)
+        return self._proto.request("start_command", builder_name=builderName, command_id=commandId,
+                                   command_name=commandName, args=args).addCallback(lambda _: None)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        return self._proto.request("interrupt_command", builder_name=builderName, command_id=commandId,
+                                   why=why).addCallback(lambda _: None)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self._proto.request("shutdown").addCallback(lambda _: None)
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self._proto.request("keepalive").addCallback(lambda _: None)
+
+    def _lose_connection(self, abort: bool) -> None:
+        self._proto.close(abort=abort)
+
+    def _translate_failure(self, failure: Failure) -> Failure:
+        return translate_failure(failure)
+
+    # -- a stock worker's builder list ----------------------------------------
+
+    async def _emulate_set_builder_list(self, builders: list[list[str]]) -> list[str]:
+        """What Buildbot's master does for ``remoteSetBuilderList`` over msgpack:
+        settings once, ``listdir`` of the base directory, ``mkdir`` of the missing
+        builder directories (leftovers are left alone)."""
+        stock = self.stock
+        assert stock is not None
+        if stock.info is None:
+            await self._remote_get_worker_info()
+        if not self._settings_sent:
+            await self._proto.request("set_worker_settings", args=dict(WORKER_SETTINGS))
+            self._settings_sent = True
+        basedir = stock.basedir
+        listing = await self._internal_command("listdir", {"path": str(basedir)})
+        present = set(listing.get("files") or [])
+        wanted = {builddir for _, builddir in builders} | {"info"}
+        missing = sorted(d for d in wanted if d not in present)
+        if missing:
+            await self._internal_command("mkdir", {"paths": [str(basedir.joinpath(d)) for d in missing]})
+        stock.builder_dirs = {name: basedir.joinpath(builddir) for name, builddir in builders}
+        return [name for name, _ in builders]
+
+    async def _internal_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        command_id = f"ww-builder-list-{self._next_internal}"
+        self._next_internal += 1
+        done: Deferred[dict[str, Any]] = Deferred()
+        self._internal[command_id] = ({}, done)
+        try:
+            await self._proto.request("start_command", command_id=command_id, command_name=name, args=args)
+        except Exception:
+            self._internal.pop(command_id, None)
+            raise
+        return await done
+
+    def _internal_update(self, command_id: str, updates: list[Any]) -> bool:
+        entry = self._internal.get(command_id)
+        if entry is None:
+            return False
+        for key, value in updates:
+            entry[0].setdefault(key, value)
+        return True
+
+    def _internal_complete(self, command_id: str, error: Any) -> bool:
+        entry = self._internal.pop(command_id, None)
+        if entry is None:
+            return False
+        results, done = entry
+        rc = results.get("rc")
+        if error is not None or rc != 0:
+            done.errback(Failure(RemoteCallFailed(
+                "RemoteWorkerError", f"the worker could not set up its builder directories "
+                f"(rc {rc!r}{', ' + str(error) if error else ''})")))
+        else:
+            done.callback(results)
+        return True
+
+    def _internal_lost(self) -> None:
+        internal, self._internal = self._internal, {}
+        for _, done in internal.values():
+            done.errback(Failure(RemoteCallFailed("ConnectionLost", "the link closed during the builder list")))
+
+    # -- from the worker ------------------------------------------------------
+
+    def worker_update(self, msg: dict[str, Any]) -> Any:
+        command_id, args = msg.get("command_id"), msg.get("args")
+        if not isinstance(command_id, str):
+            raise ProtocolError("update without a command_id string")
+        if self.stock is not None:
+            pairs = updates_from_stock_worker(args)
+            if self._internal_update(command_id, pairs):
+                return None
+        else:
+            if not isinstance(args, list) or not all(
+                    isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in args):
+                raise ProtocolError("update args must be a list of [key, value] pairs")
+            pairs = [(key, value) for key, value in args]
+        pending = self._on_update(command_id, pairs)
+        return pending.addCallback(lambda _: None) if isinstance(pending, Deferred) else None
+
+    def worker_complete(self, msg: dict[str, Any]) -> None:
+        command_id = msg.get("command_id")
+        if not isinstance(command_id, str):
+            raise ProtocolError("complete without a command_id string")
+        args = msg.get("args")
+        if self.stock is not None and self._internal_complete(command_id, args):
+            return None
+        error = None
+        detail = msg.get("error")
+        if isinstance(detail, list) and len(detail) >= 2 and all(isinstance(p, str) for p in detail[:3]):
+            error = error_from_wire(detail[0], detail[1], detail[2] if len(detail) > 2 else None)
+        elif args is not None:
+            error = RemoteCallFailed("Failure", str(args))
+        self._on_complete(command_id, error)
+        return None
+
+    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+        self._internal_lost()
+        super()._on_connection_lost(reason)
+
+
+@implementer(IRealm)
+class _Realm:
+    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> Any:
+        return (Interface, avatarId.decode("utf-8"), lambda: None)
+
+
+class MasterProtocol(MessageLink, WebSocketServerProtocol):
+    """The master's end of one worker's WebSocket."""
+
+    side = "master"
+
+    def __init__(self, listener: "MsgpackListener", entry: OpenPort, ticket: LoginTicket):
+        WebSocketServerProtocol.__init__(self)
+        self.link_setup(listener.options, listener.reactor)
+        self.listener = listener
+        self.entry = entry
+        self.ticket: LoginTicket | None = ticket
+        self.verified = False
+        self.worker_name: str | None = None
+        self.conn: MsgpackConnection | None = None
+        self.on_traffic = self._traffic
+        self.handlers.update({
+            "update": self._update,
+            "complete": self._complete,
+            "keepalive": self._keepalive,
+            "shutdown": self._shutdown_request,
+        })
+
+    def who(self) -> str:
+        if self.worker_name is not None:
+            return f"worker {self.worker_name!r} at {self.link_peer}"
+        return self.link_peer
+
+    def _traffic(self) -> None:
+        if self.conn is not None:
+            self.conn._on_traffic()
+
+    def connectionMade(self) -> None:
+        self.link_peer = describe_peer(self.transport)
+        self.listener._protocols.add(self)
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.ticket is not None and not self.verified and not self.ticket.take(len(data)):
+            _log.warn("msgpack master: {peer} sent more than {limit} bytes before logging in; closed",
+                      peer=self.link_peer, limit=MAX_LOGIN_INPUT)
+            self.closing = True
+            self.transport.abortConnection()
+            return
+        super().dataReceived(data)
+
+    # -- the login: the HTTP upgrade --------------------------------------------
+
+    def onConnect(self, request: Any) -> Deferred[Any]:
+        return ensureDeferred(self._login(request))
+
+    async def _login(self, request: Any) -> Any:
+        ticket = self.ticket
+        value = request.headers.get("authorization")
+        if value is None:
+            if ticket is not None:
+                await ticket.refused("?", "no Authorization header in the WebSocket upgrade")
+            raise ConnectionDeny(401, "Unauthorized: HTTP Basic credentials (worker name and password) required")
+        try:
+            name, password = parse_basic_auth(value)
+        except ValueError as e:
+            if ticket is not None:
+                await ticket.refused("?", str(e))
+            raise ConnectionDeny(400, f"Bad request: {e}") from None
+        if ticket is not None and not ticket.may_check():
+            ticket.throttled(name)
+            raise ConnectionDeny(401, GENERIC_REFUSAL)
+        portal = Portal(_Realm(), [self.entry.checker])
+        try:
+            _, avatar, _ = await portal.login(UsernamePassword(name.encode("utf-8"), password.encode("utf-8")),
+                                              self, Interface)
+        except UnauthorizedLogin as e:
+            if ticket is not None:
+                await ticket.refused(name, refusal_reason(e))
+            else:
+                _log.warn("msgpack master: refused {name!r} from {peer}", name=name, peer=self.link_peer)
+            raise ConnectionDeny(401, GENERIC_REFUSAL) from None
+        except Exception:
+            _log.failure("msgpack master: checking the login of {name!r} failed", name=name)
+            raise ConnectionDeny(500, "the master could not check the login") from None
+        if ticket is not None:
+            ticket.verified()
+        self.verified = True
+        self.worker_name = str(avatar)
+        self.extended = request.headers.get(DIALECT_HEADER.lower()) == DIALECT_VERSION
+        if not self.extended:
+            return None
+        try:
+            self.peer_max_message_size = max(1024, int(request.headers.get(MAX_MESSAGE_HEADER.lower(), "")))
+        except ValueError:
+            raise ConnectionDeny(400, f"Bad request: {MAX_MESSAGE_HEADER} must be an integer") from None
+        return (None, {
+            DIALECT_HEADER: DIALECT_VERSION,
+            WINDOW_HEADER: str(self.listener.options.output_window),
+            MAX_MESSAGE_HEADER: str(self.options.max_message_size),
+        })
+
+    def onOpen(self) -> None:
+        self.link_opened()
+        ensureDeferred(self._attach()).addErrback(
+            lambda f: _log.failure("msgpack master: attaching {who} failed", f, who=self.who()))
+
+    async def _attach(self) -> None:
+        assert self.worker_name is not None
+        self.conn = conn = MsgpackConnection(self.listener, self.worker_name, self)
+        try:
+            await self.listener.attach(conn, self)
+        except LoginRefused as e:
+            self._done()
+            type_name, message = error_to_wire(e)
+            self.close_with(CLOSE_REFUSED, f"{type_name}: {message or GENERIC_REFUSAL}")
+            return
+        self._done()
+        if self.extended and self.lost is None:
+            self.request("ww_attached").addErrback(lambda _: None)
+
+    def _done(self) -> None:
+        if self.ticket is not None:
+            self.ticket.done()
+            self.ticket = None
+
+    def link_lost(self, reason: str, code: int | None, text: str | None) -> None:
+        self._done()
+        self.listener._protocols.discard(self)
+        if self.conn is not None:
+            self.conn._on_connection_lost(reason)
+
+    # -- requests from the worker ----------------------------------------------
+
+    def _connection(self) -> MsgpackConnection:
+        if self.conn is None:
+            raise ProtocolError("Worker not authenticated.")
+        return self.conn
+
+    def _update(self, msg: dict[str, Any]) -> Any:
+        try:
+            return self._connection().worker_update(msg)
+        except ProtocolError as e:
+            self.protocol_error(e)
+            raise
+
+    def _complete(self, msg: dict[str, Any]) -> None:
+        try:
+            self._connection().worker_complete(msg)
+        except ProtocolError as e:
+            self.protocol_error(e)
+            raise
+
+    def _keepalive(self, msg: dict[str, Any]) -> None:
+        self._connection()._on_worker_keepalive()
+
+    def _shutdown_request(self, msg: dict[str, Any]) -> None:
+        self._connection()._on_shutdown_request()
+
+
+class _Factory(WebSocketServerFactory):
+    def __init__(self, listener: "MsgpackListener", entry: OpenPort):
+        super().__init__()
+        self.listener = listener
+        self.entry = entry
+        self.noisy = False
+        self.setProtocolOptions(
+            maxMessagePayloadSize=listener.options.max_message_size,
+            maxFramePayloadSize=listener.options.max_message_size,
+            # The login guard times the upgrade; the close handshake is bounded by keepalive_timeout.
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=min(5.0, listener.options.keepalive_timeout),
+        )
+
+    def buildProtocol(self, addr: Any) -> Any:
+        box: list[MasterProtocol] = []
+
+        def close() -> None:
+            if box and box[0].transport is not None:
+                box[0].closing = True
+                box[0].transport.abortConnection()
+
+        ticket = self.listener.login_guard.admit(addr, close)
+        if ticket is None:
+            return CloseAtOnce()
+        proto = MasterProtocol(self.listener, self.entry, ticket)
+        proto.factory = self
+        box.append(proto)
+        return proto
+
+
+class MsgpackListener(BaseListener):
+    """Listens on server endpoint strings (``tcp:9989``, ``ssl:...``); Buildbot's
+    bare port number is accepted too."""
+
+    backendName = "msgpack"
+
+    def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None):
+        super().__init__(master, options, reactor)
+        self._protocols: set[MasterProtocol] = set()
+
+    def _check_port_str(self, portStr: str) -> None:
+        parse_server_port(self.reactor, portStr, "msgpack")
+
+    def _open_port(self, entry: OpenPort) -> Deferred[None]:
+        return ensureDeferred(self._open(entry))
+
+    async def _open(self, entry: OpenPort) -> None:
+        endpoint = parse_server_port(self.reactor, entry.port_str, "msgpack")
+        try:
+            port = await endpoint.listen(self.login_guard.guarded(_Factory(self, entry)))
+        except CannotListenError as e:
+            raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
+        entry.listening = port
+        host = port.getHost()
+        entry.port = bound_port_of(host)
+        entry.address = dial_address(entry.port_str, client_address_for(host))
+        _log.info("msgpack master: listening on {address} ({port_str})", address=entry.address,
+                  port_str=entry.port_str)
+
+    def _close_port(self, entry: OpenPort) -> Deferred[None]:
+        return maybeDeferred(entry.listening.stopListening)
+
+    def stopListening(self) -> Deferred[None]:
+        """As the contract says; also drops connections that have not logged in."""
+        d = super().stopListening()
+
+        def drop_unauthenticated(result: object) -> object:
+            for proto in list(self._protocols):
+                if proto.conn is None:
+                    proto.close(abort=True)
+            return result
+
+        return d.addBoth(drop_unauthenticated)

@@ -1,0 +1,295 @@
+"""One msgpack-over-WebSocket link: requests by ``seq_number``, their answers,
+the workerwire extension's parts, and closing (``docs/protocols/msgpack.md``).
+
+:class:`MessageLink` is mixed into an autobahn protocol (server or client);
+the master's and the worker's protocols add their handlers in
+:attr:`MessageLink.handlers` (``op`` -> callable taking the message and
+returning the result, a Deferred of it, or raising).
+
+Every WebSocket message is one MessagePack map, binary.  Between two
+workerwire ends (negotiated in the HTTP upgrade, see :data:`DIALECT_HEADER`)
+an encoded message larger than :data:`PART_SIZE` travels as ``ww_part``
+messages of at most that many bytes each, reassembled up to
+``LinkOptions.max_message_size``; a stock Buildbot peer never sees a part.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import msgpack
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.backend import LinkOptions
+from workerwire.errors import ConnectionLost, ProtocolError
+from workerwire.values import decode
+
+from .errors import RemoteError, error_fields, error_from_answer
+
+__all__ = [
+    "MessageLink",
+    "DIALECT_HEADER",
+    "DIALECT_VERSION",
+    "WINDOW_HEADER",
+    "MAX_MESSAGE_HEADER",
+    "PART_SIZE",
+    "PART_OP",
+    "CLOSE_REFUSED",
+    "CLOSE_PROTOCOL_ERROR",
+]
+
+_log = Logger()
+
+#: Request and answer header of the workerwire extension; its value is the version.
+DIALECT_HEADER = "X-Workerwire-Dialect"
+DIALECT_VERSION = "1"
+#: Answer header: the master's flow-control window in bytes.
+WINDOW_HEADER = "X-Workerwire-Window"
+#: Request and answer header: the largest message (reassembled) the sender accepts.
+MAX_MESSAGE_HEADER = "X-Workerwire-Max-Message-Size"
+#: Largest WebSocket message one workerwire end sends another.
+PART_SIZE = 1024 * 1024
+#: Slack above PART_SIZE for a part's own map and keys.
+_PART_SLACK = 1024
+PART_OP = "ww_part"
+#: WebSocket close code: the login was refused after the upgrade (the reason says why).
+CLOSE_REFUSED = 4003
+#: WebSocket close code: the peer broke the dialect.
+CLOSE_PROTOCOL_ERROR = 4002
+
+
+def _pack(msg: dict[str, Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+class MessageLink:
+    """Requests, answers and parts over an autobahn WebSocket protocol."""
+
+    side = "?"
+    #: Set from the upgrade: the peer speaks the workerwire extension.
+    extended = False
+    #: Called for every inbound message (keepalive bookkeeping).
+    on_traffic: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
+
+    def link_setup(self, options: LinkOptions, clock: Any) -> None:
+        self.options = options
+        self.clock = clock
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.peer_max_message_size = options.max_message_size
+        self.lost: str | None = None
+        self.closing = False
+        self.link_peer = "?"
+        self._seq = 0
+        self._waiting: dict[int, Deferred[Any]] = {}
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._pongs: list[Deferred[None]] = []
+
+    def who(self) -> str:
+        return self.link_peer
+
+    def link_opened(self) -> None:
+        """The upgrade is done: bound what one WebSocket message may hold."""
+        limit = PART_SIZE + _PART_SLACK if self.extended else self.options.max_message_size
+        self.maxMessagePayloadSize = limit  # type: ignore[attr-defined]
+        self.maxFramePayloadSize = limit  # type: ignore[attr-defined]
+
+    # -- sending ----------------------------------------------------------------
+
+    def request(self, op: str, **fields: Any) -> Deferred[Any]:
+        """Send a request; the Deferred fires with the answer's ``result`` or
+        fails with :class:`RemoteError` / :class:`ConnectionLost`."""
+        if self.lost is not None or self.closing:
+            return fail(ConnectionLost(f"link to {self.who()} is {'lost: ' + self.lost if self.lost else 'closing'}"))
+        seq = self._seq
+        self._seq = seq + 1
+        msg = {"op": op, "seq_number": seq}
+        msg.update(fields)
+        try:
+            data = _pack(msg)
+        except Exception as e:
+            return fail(ProtocolError(f"cannot encode {op!r}: {e}"))
+        if len(data) > self.peer_max_message_size:
+            return fail(ProtocolError(
+                f"{op} message of {len(data)} bytes exceeds the peer's limit of {self.peer_max_message_size} bytes"))
+        d: Deferred[Any] = Deferred()
+        self._waiting[seq] = d
+        self._send_bytes(data)
+        return d
+
+    def answer(self, msg: dict[str, Any], result: Any) -> None:
+        if self.lost is not None:
+            return
+        reply = {"op": "response", "seq_number": msg["seq_number"], "result": result}
+        try:
+            data = _pack(reply)
+        except Exception as e:
+            return self.answer_error(msg, ProtocolError(f"cannot encode the result of {msg['op']}: {e}"))
+        if len(data) > self.peer_max_message_size:
+            return self.answer_error(msg, ProtocolError(
+                f"the answer to {msg['op']} ({len(data)} bytes) exceeds the peer's limit of "
+                f"{self.peer_max_message_size} bytes"))
+        self._send_bytes(data)
+
+    def answer_error(self, msg: dict[str, Any], exc: BaseException) -> None:
+        if self.lost is not None:
+            return
+        reply = {"op": "response", "seq_number": msg["seq_number"]}
+        reply.update(error_fields(exc, self.extended, self.options.send_tracebacks))
+        self._send_bytes(_pack(reply))
+
+    def _send_bytes(self, data: bytes) -> None:
+        if getattr(self, "state", None) != self.STATE_OPEN:  # type: ignore[attr-defined]
+            return  # closing: the peer learns from the close (pending requests fail then)
+        if self.extended and len(data) > PART_SIZE:
+            view = memoryview(data)
+            last = len(data) - PART_SIZE
+            for start in range(0, len(data), PART_SIZE):
+                part = {"op": PART_OP, "data": bytes(view[start:start + PART_SIZE]), "last": start >= last}
+                self.sendMessage(_pack(part), isBinary=True)  # type: ignore[attr-defined]
+        else:
+            self.sendMessage(data, isBinary=True)  # type: ignore[attr-defined]
+
+    def ping(self) -> Deferred[None]:
+        """A WebSocket ping; fires at the pong (every peer answers one)."""
+        if self.lost is not None:
+            return fail(ConnectionLost(f"link to {self.who()} is lost: {self.lost}"))
+        d: Deferred[None] = Deferred()
+        self._pongs.append(d)
+        self.sendPing()  # type: ignore[attr-defined]
+        return d
+
+    def onPong(self, payload: bytes) -> None:
+        self.on_traffic()
+        if self._pongs:
+            self._pongs.pop(0).callback(None)
+
+    def onPing(self, payload: bytes) -> None:
+        self.on_traffic()
+        super().onPing(payload)  # type: ignore[misc]
+
+    # -- receiving ----------------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.closing or self.lost is not None:
+            return
+        self.on_traffic()
+        if not isBinary:
+            return self.protocol_error(ProtocolError("a text message; the dialect uses binary MessagePack messages"))
+        try:
+            msg = decode(payload)
+        except ProtocolError as e:
+            return self.protocol_error(e)
+        if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+            return self.protocol_error(ProtocolError("a message that is not a map with an 'op' string"))
+        if msg["op"] == PART_OP and self.extended:
+            return self._part(msg)
+        self._dispatch(msg)
+
+    def _part(self, msg: dict[str, Any]) -> None:
+        data = msg.get("data")
+        if not isinstance(data, bytes) or not isinstance(msg.get("last"), bool):
+            return self.protocol_error(ProtocolError("a ww_part needs 'data' (bytes) and 'last' (bool)"))
+        self._parts_size += len(data)
+        if self._parts_size > self.options.max_message_size:
+            return self.protocol_error(ProtocolError(
+                f"a message in parts exceeds the limit of {self.options.max_message_size} bytes"))
+        self._parts.append(data)
+        if not msg["last"]:
+            return
+        whole = b"".join(self._parts)
+        self._parts, self._parts_size = [], 0
+        try:
+            inner = decode(whole)
+        except ProtocolError as e:
+            return self.protocol_error(e)
+        if not isinstance(inner, dict) or not isinstance(inner.get("op"), str) or inner["op"] == PART_OP:
+            return self.protocol_error(ProtocolError("parts that do not make one message"))
+        self._dispatch(inner)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        seq = msg.get("seq_number")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return self.protocol_error(ProtocolError(f"{op} message without an integer seq_number"))
+        if op == "response":
+            d = self._waiting.pop(seq, None)
+            if d is None:
+                return self.protocol_error(ProtocolError(f"an answer to seq_number {seq}, which is not waiting"))
+            if msg.get("is_exception"):
+                d.errback(Failure(RemoteError(error_from_answer(msg))))
+            else:
+                d.callback(msg.get("result"))
+            return
+        handler = self.handlers.get(op)
+        if handler is None:
+            # What Buildbot answers too.
+            return self.answer_error(msg, ProtocolError(f"Command {op} does not exist."))
+        try:
+            result = handler(msg)
+        except Exception as e:
+            return self.answer_error(msg, e)
+        if isinstance(result, Deferred):
+            result.addCallbacks(lambda value: self.answer(msg, value), lambda f: self.answer_error(msg, f.value))
+        else:
+            self.answer(msg, result)
+
+    # -- closing ------------------------------------------------------------------
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        """The peer broke the dialect: log it and close."""
+        if self.closing:
+            return
+        _log.warn("msgpack {side}: protocol error from {who}: {error}", side=self.side, who=self.who(),
+                  error=str(error))
+        self.close_with(CLOSE_PROTOCOL_ERROR, str(error))
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Close with a WebSocket close code and reason (at most 123 bytes of UTF-8)."""
+        if self.closing or self.lost is not None:
+            return
+        self.closing = True
+        self.sendClose(code=code, reason=reason.encode("utf-8")[:120].decode("utf-8", "ignore"))  # type: ignore
+
+    def close(self, abort: bool = False) -> None:
+        if self.lost is not None:
+            return
+        transport = getattr(self, "transport", None)
+        if abort:
+            self.closing = True
+            if transport is not None:
+                transport.abortConnection()
+            return
+        if self.closing:
+            return
+        self.closing = True
+        if getattr(self, "state", None) == self.STATE_OPEN:  # type: ignore[attr-defined]
+            self.sendClose(code=1000)  # type: ignore[attr-defined]
+        elif transport is not None:
+            transport.loseConnection()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.lost is not None:
+            return
+        self.lost = self.describe_close(wasClean, code, reason)
+        error = ConnectionLost(f"link to {self.who()} lost: {self.lost}")
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(Failure(error))
+        pongs, self._pongs = self._pongs, []
+        for d in pongs:
+            d.errback(Failure(error))
+        self.link_lost(self.lost, code, reason)
+
+    def describe_close(self, wasClean: bool, code: int | None, reason: str | None) -> str:
+        if code in (CLOSE_REFUSED, CLOSE_PROTOCOL_ERROR) and reason:
+            return reason
+        if wasClean:
+            return "connection closed"
+        why = getattr(self, "wasNotCleanReason", None)
+        return f"connection lost: {why}" if why else "connection lost"
+
+    def link_lost(self, reason: str, code: int | None, text: str | None) -> None:
+        """The link is gone (subclasses report it)."""

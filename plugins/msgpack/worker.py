@@ -1,0 +1,414 @@
+"""Worker side of the msgpack backend: dials a master's WebSocket and serves a bot.
+
+The login is the upgrade request's ``Authorization: Basic`` header.  Against a
+workerwire master (it answers the upgrade with ``X-Workerwire-Dialect``) the
+login has finished when the master's ``ww_attached`` request arrives, and a
+refusal after the upgrade arrives as WebSocket close code 4003 with the reason;
+against a stock Buildbot master the login has finished when the WebSocket is
+open (Buildbot has nothing later to wait for).  The master's calls are served
+from the moment the WebSocket is open.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Callable
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.addresses import describe_peer, split_description
+from workerwire.backend import LinkOptions
+from workerwire.backoff import Backoff
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.endpoints import parse_client_address
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
+from workerwire.flow import SendWindow, approx_size
+from workerwire.login_guard import GENERIC_REFUSAL
+from workerwire.master import Update
+from workerwire.worker import WorkerBot
+
+from .buildbot import COMMAND_NAMES_FROM_MASTER, ROOT_BUILDER, updates_for_stock_master
+from .errors import describe_loss, translate_failure
+from .wire import (
+    CLOSE_REFUSED,
+    DIALECT_HEADER,
+    DIALECT_VERSION,
+    MAX_MESSAGE_HEADER,
+    PART_SIZE,
+    WINDOW_HEADER,
+    MessageLink,
+)
+
+__all__ = ["MsgpackConnector", "WorkerProtocol", "websocket_url"]
+
+_log = Logger()
+
+#: Most bytes of updates in one ``update`` message.
+BATCH = 1024 * 1024
+
+
+def websocket_url(address: str) -> str:
+    """The ``ws://`` / ``wss://`` URL (for the upgrade's Host header) of a client endpoint string."""
+    try:
+        scheme, _, kwargs = split_description(address)
+    except Exception:
+        scheme, kwargs = "tcp", {}
+    host = kwargs.get("host", "localhost")
+    if ":" in host:
+        host = f"[{host}]"
+    port = kwargs.get("port", "")
+    return f"{'wss' if scheme == 'tls' else 'ws'}://{host}{':' + port if port else ''}/"
+
+
+class _Channel(BaseCommandChannel):
+    """One running command's way back to the master, through the session's window."""
+
+    def __init__(self, session: "_Session", builderName: str, commandId: str):
+        super().__init__(builderName, commandId)
+        self._session = session
+        self._label = f"an update of command {commandId!r}"
+
+    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+        return self._session.window.send_mergeable(self, approx_size(updates), updates, self._send_batch, self._label)
+
+    def _send_batch(self, batches: list[list[Update]]) -> Deferred[Any]:
+        pairs = [pair for batch in batches for pair in batch]
+        proto = self._session.proto
+        args: list[Any] = (updates_for_stock_master(pairs) if not proto.extended
+                           else [[key, value] for key, value in pairs])
+        return proto.request("update", command_id=self.commandId, args=args)
+
+    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+        self._session.forget_channel(self)
+        proto = self._session.proto
+        fields: dict[str, Any] = {"command_id": self.commandId, "args": None}
+        if failure is not None:
+            type_name, message = error_to_wire(failure)
+            fields["args"] = f"{type_name}: {message}"
+            if proto.extended:
+                fields["error"] = [type_name, message]
+        return self._session.window.send_ordered(lambda: proto.request("complete", **fields),
+                                                 label=f"the completion of command {self.commandId!r}")
+
+
+class _Session(WorkerSession):
+    """One WebSocket to the master, from the upgrade on."""
+
+    def __init__(self, connector: "MsgpackConnector", proto: "WorkerProtocol"):
+        self.connector = connector
+        self.proto = proto
+        self.peer = proto.link_peer
+        self.window = SendWindow(connector.options.output_window, clock=connector.reactor, batch_limit=BATCH,
+                                 translate=translate_failure, name="msgpack worker")
+        self.logged_in = False
+        self.channels: dict[str, _Channel] = {}
+        #: Builders told to the bot for a stock master (all at the base directory).
+        self.stock_builders: dict[str, str] = {}
+        self.lost_before_login: Callable[[str], None] = lambda reason: None
+
+    def keepalive(self) -> Deferred[None]:
+        if self.proto.extended:
+            return self.proto.request("keepalive").addCallbacks(lambda _: None, translate_failure)
+        # A stock Buildbot master has no keepalive request for workers; every
+        # WebSocket peer answers a ping.
+        return self.proto.ping()
+
+    def request_shutdown(self) -> Deferred[None]:
+        if not self.proto.extended:
+            return fail(ProtocolError(
+                "a Buildbot master's msgpack dialect has no worker-initiated shutdown "
+                "(its master answers 'Command shutdown does not exist.'); stop the worker instead"))
+        return self.proto.request("shutdown").addCallbacks(lambda _: None, translate_failure)
+
+    def close(self, abort: bool = False) -> None:
+        self.proto.close(abort=abort)
+
+    def add_channel(self, channel: _Channel) -> None:
+        self.channels[channel.commandId] = channel
+        self.connector._register_channel(channel)
+
+    def forget_channel(self, channel: _Channel) -> None:
+        if self.channels.get(channel.commandId) is channel:
+            del self.channels[channel.commandId]
+        self.connector._forget_channel(channel)
+
+    def lost(self, reason: str) -> None:
+        self.window.lost(reason)
+        channels, self.channels = self.channels, {}
+        for channel in channels.values():
+            channel.link_lost(reason)
+        if self.logged_in:
+            self.connector._session_lost(self, reason)
+        else:
+            self.lost_before_login(reason)
+
+
+class WorkerProtocol(MessageLink, WebSocketClientProtocol):
+    """The worker's end of the WebSocket: serves the master's requests."""
+
+    side = "worker"
+
+    def __init__(self, connector: "MsgpackConnector", attempt: "_Attempt"):
+        WebSocketClientProtocol.__init__(self)
+        self.link_setup(connector.options, connector.reactor)
+        self.connector = connector
+        self.attempt = attempt
+        self.bot: WorkerBot = connector.bot
+        self.session: _Session | None = None
+        self.window = connector.options.output_window
+        self.refused_status: int | None = None
+        self.on_traffic = connector._on_traffic
+        self.handlers.update({
+            "print": lambda msg: call_bot(self.bot, "print", self._str(msg, "message")),
+            "keepalive": lambda msg: None,
+            "get_worker_info": lambda msg: call_bot(self.bot, "getWorkerInfo"),
+            "set_worker_settings": lambda msg: None,  # Buildbot's line buffering; this worker sends as it goes
+            "set_builder_list": self._set_builder_list,
+            "start_build": lambda msg: call_bot(self.bot, "startBuild", self._str(msg, "builder_name")),
+            "start_command": self._start_command,
+            "interrupt_command": self._interrupt_command,
+            "shutdown": lambda msg: call_bot(self.bot, "shutdown"),
+            "ww_attached": self._attached,
+        })
+
+    def who(self) -> str:
+        return f"master at {self.link_peer}"
+
+    def _str(self, msg: dict[str, Any], key: str) -> str:
+        value = msg.get(key)
+        if not isinstance(value, str):
+            error = ProtocolError(f"{msg['op']} needs {key!r} as a string")
+            self.protocol_error(error)
+            raise error
+        return value
+
+    # -- the upgrade ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.link_peer = describe_peer(self.transport)
+        super().connectionMade()
+
+    def onConnect(self, response: Any) -> None:
+        headers = response.headers
+        self.extended = headers.get(DIALECT_HEADER.lower()) == DIALECT_VERSION
+        if self.extended:
+            try:
+                self.peer_max_message_size = max(1024, int(headers.get(MAX_MESSAGE_HEADER.lower(), "")))
+                self.window = max(1024, int(headers.get(WINDOW_HEADER.lower(), "")))
+            except ValueError:
+                self.extended = False
+                raise ProtocolError(f"the master's {MAX_MESSAGE_HEADER} / {WINDOW_HEADER} headers are not integers")
+
+    def failHandshake(self, reason: str, *args: Any, **kwargs: Any) -> None:
+        status_line = getattr(self, "http_status_line", "") or ""
+        parts = status_line.split()
+        if len(parts) > 1 and parts[1].isdigit():
+            self.refused_status = int(parts[1])
+        super().failHandshake(reason, *args, **kwargs)
+
+    def onOpen(self) -> None:
+        self.link_opened()
+        self.session = session = _Session(self.connector, self)
+        session.window.limit = min(session.window.limit, self.window)
+        session.window.batch_limit = min(BATCH, self.peer_max_message_size - 4096)
+        self.attempt.opened(self)
+        if not self.extended:
+            self.attempt.logged_in()  # Buildbot's master has nothing later to say
+
+    def _attached(self, msg: dict[str, Any]) -> None:
+        self.attempt.logged_in()
+
+    def link_lost(self, reason: str, code: int | None, text: str | None) -> None:
+        if code == CLOSE_REFUSED:
+            self.attempt.refused(text or GENERIC_REFUSAL)
+        elif self.refused_status in (401, 403):
+            self.attempt.refused(f"{GENERIC_REFUSAL} (HTTP {self.refused_status})")
+        elif self.refused_status is not None:
+            self.attempt.failed(f"the master refused the WebSocket upgrade (HTTP {self.refused_status})")
+        if self.session is not None:
+            self.session.lost(reason)
+        else:
+            self.attempt.failed(reason)
+
+    # -- requests from the master ------------------------------------------------
+
+    def _set_builder_list(self, msg: dict[str, Any]) -> Deferred[Any]:
+        builders = msg.get("builders")
+        if not isinstance(builders, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in builders):
+            error = ProtocolError("set_builder_list needs 'builders' as a list of [name, builddir] pairs")
+            self.protocol_error(error)
+            raise error
+        return call_bot(self.bot, "setBuilderList", [(name, builddir) for name, builddir in builders])
+
+    def _start_command(self, msg: dict[str, Any]) -> Any:
+        session = self.session
+        assert session is not None
+        command_id = self._str(msg, "command_id")
+        name = self._str(msg, "command_name")
+        args = msg.get("args")
+        if not isinstance(args, dict):
+            raise ProtocolError("start_command needs 'args' as a map")
+        builder = msg.get("builder_name")
+        if self.extended:
+            builder = self._str(msg, "builder_name")
+            return self._run(session, builder, command_id, name, args)
+        # A stock Buildbot master: builder-less commands of its builder-list
+        # emulation, absolute paths, Buildbot's names for the transfers.
+        builder = builder if isinstance(builder, str) and builder else ROOT_BUILDER
+        name = COMMAND_NAMES_FROM_MASTER.get(name, name)
+        if builder in session.stock_builders:
+            return self._run(session, builder, command_id, name, args)
+        session.stock_builders[builder] = "."
+        d = call_bot(self.bot, "setBuilderList", sorted(session.stock_builders.items()))
+        return d.addCallback(lambda _: self._run(session, builder, command_id, name, args))
+
+    def _run(self, session: _Session, builder: str, command_id: str, name: str,
+             args: dict[str, Any]) -> Deferred[Any]:
+        channel = _Channel(session, builder, command_id)
+        session.add_channel(channel)
+        d = call_bot(self.bot, "startCommand", channel, builder, command_id, name, args)
+
+        def refused(failure: Failure) -> Failure:
+            session.forget_channel(channel)
+            return failure
+
+        return d.addCallbacks(lambda _: None, refused)
+
+    def _interrupt_command(self, msg: dict[str, Any]) -> Deferred[Any]:
+        command_id = self._str(msg, "command_id")
+        builder = msg.get("builder_name")
+        if not isinstance(builder, str):
+            channel = self.session.channels.get(command_id) if self.session else None
+            builder = channel.builderName if channel is not None else ROOT_BUILDER
+        why = msg.get("why")
+        return call_bot(self.bot, "interruptCommand", builder, command_id, str(why))
+
+
+class _Attempt:
+    """One dial-and-login; :attr:`result` fires with the session."""
+
+    def __init__(self, connector: "MsgpackConnector"):
+        self.connector = connector
+        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
+        self.proto: WorkerProtocol | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._timer: IDelayedCall | None = None
+
+    def start(self) -> Deferred[WorkerSession]:
+        c = self.connector
+        self._timer = c.reactor.callLater(c.options.login_timeout, self._timed_out)
+        factory = _ClientFactory(c, self)
+        self._connecting = c.endpoint.connect(factory)
+        self._connecting.addCallbacks(self._connected, self._connect_failed)
+        return self.result
+
+    def _finish(self, outcome: WorkerSession | Failure) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.result.called:
+            return
+        if isinstance(outcome, Failure):
+            if self.proto is not None:
+                self.proto.close(abort=True)
+            self.result.errback(outcome)
+        else:
+            self.result.callback(outcome)
+
+    def _cancel(self, d: Deferred[WorkerSession]) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        if self.proto is not None:
+            self.proto.close(abort=True)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        self._finish(Failure(ConnectionLost(
+            f"no login answer from {self.connector.address} within {self.connector.options.login_timeout:g} s")))
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        self._finish(Failure(ConnectionLost(
+            f"cannot reach the master at {self.connector.address}: {describe_loss(failure)}")))
+
+    def _connected(self, proto: WorkerProtocol) -> None:
+        self._connecting = None
+        self.proto = proto
+        if self.result.called:
+            proto.close(abort=True)
+
+    # -- told by the protocol --------------------------------------------------
+
+    def opened(self, proto: WorkerProtocol) -> None:
+        self.proto = proto
+        assert proto.session is not None
+        proto.session.lost_before_login = self.failed
+
+    def logged_in(self) -> None:
+        if self.result.called or self.proto is None or self.proto.session is None:
+            return
+        self.proto.session.logged_in = True
+        self._finish(self.proto.session)
+
+    def refused(self, reason: str) -> None:
+        # A workerwire master's close reason is "<error type>: <message>".
+        type_name, sep, message = reason.partition(": ")
+        error = error_from_wire(type_name, message) if sep else None
+        if not isinstance(error, LoginRefused):
+            error = LoginRefused(reason)
+        self._finish(Failure(error))
+
+    def failed(self, reason: str) -> None:
+        self._finish(Failure(ConnectionLost(f"link closed during login: {reason}")))
+
+
+class _ClientFactory(WebSocketClientFactory):
+    def __init__(self, connector: "MsgpackConnector", attempt: _Attempt):
+        credentials = f"{connector.name}:{connector.password}".encode("utf-8")
+        super().__init__(connector.url, headers={
+            "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+            DIALECT_HEADER: DIALECT_VERSION,
+            MAX_MESSAGE_HEADER: str(connector.options.max_message_size),
+        })
+        self.noisy = False
+        self.connector = connector
+        self.attempt = attempt
+        limit = max(connector.options.max_message_size, PART_SIZE + 1024)
+        self.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit,
+                                openHandshakeTimeout=0,
+                                closeHandshakeTimeout=min(5.0, connector.options.keepalive_timeout))
+
+    def buildProtocol(self, addr: Any) -> WorkerProtocol:
+        proto = WorkerProtocol(self.connector, self.attempt)
+        proto.factory = self
+        return proto
+
+
+class MsgpackConnector(BaseWorkerConnector):
+    """Dials a msgpack master (a workerwire master or a stock Buildbot one) at a
+    client endpoint string and serves a bot.
+
+    :raises AddressError: *address* is not a client endpoint string.
+    """
+
+    backendName = "msgpack"
+
+    def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
+                 options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None):
+        super().__init__(bot, address, name, password, options, reactor, backoff)
+        if ":" in name:
+            raise ValueError("a msgpack worker name cannot contain ':' (HTTP Basic authentication)")
+        self.endpoint = parse_client_address(self.reactor, address, "msgpack")
+        self.url = websocket_url(address)
+
+    def _connect_once(self) -> Deferred[WorkerSession]:
+        return _Attempt(self).start()
