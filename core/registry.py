@@ -12,9 +12,14 @@ from stevedore.exception import NoMatches
 from .backend import Backend
 from .errors import BackendLoadFailed, BackendNotFound
 
-__all__ = ["ENTRY_POINT_GROUP", "BackendInfo", "load_backend", "list_backends", "backend_names"]
+__all__ = ["ENTRY_POINT_GROUP", "ALIASES", "BackendInfo", "load_backend", "list_backends", "backend_names",
+           "canonical_name"]
 
 ENTRY_POINT_GROUP = "workerwire.backends"
+
+#: Other names a config may use for a backend: Buildbot's own protocol names.
+#: An installed backend registered under the alias itself takes precedence.
+ALIASES = {"msgpack_experimental_v7": "msgpack"}
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,18 @@ def _as_backend(name: str, obj: object) -> Backend:
     return obj
 
 
+def canonical_name(name: str) -> str:
+    """*name*, or the backend it is an alias of (see :data:`ALIASES`) when no
+    backend is registered under *name* itself."""
+    target = ALIASES.get(name)
+    if target is not None and not any(ep.name == name for ep in _entry_points()):
+        return target
+    return name
+
+
 def load_backend(name: str) -> Backend:
-    """Load the backend registered under *name*.
+    """Load the backend registered under *name* (or under the name it is an
+    alias of, :data:`ALIASES`).
 
     :raises BackendNotFound: nothing is registered under *name*; the message
         lists the installed backends.
@@ -71,6 +86,7 @@ def load_backend(name: str) -> Backend:
         a :class:`~workerwire.backend.Backend` (abstract methods left
         unimplemented fail here, not in the middle of a build).
     """
+    name = canonical_name(name)
     failures: list[str] = []
 
     def on_failure(manager: object, ep: metadata.EntryPoint, err: BaseException) -> None:
