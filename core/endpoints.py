@@ -7,6 +7,10 @@ Twisted (a TCP port with :data:`~workerwire.addresses.DEFAULT_BACKLOG` unless
 it names a backlog).  :func:`parse_server_port` and
 :func:`parse_client_address` add the checks and error messages a backend
 gives its users.
+
+A worker behind an HTTP proxy adds ``proxy=http://HOST:PORT`` to a ``tcp:`` or
+``tls:`` client address (:mod:`workerwire.http_proxy`); the backend's protocol
+then runs through the proxy's ``CONNECT`` tunnel, TLS end to end with the master.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from .addresses import scheme_of, with_default_backlog
+from .addresses import port_number, scheme_of, split_description, with_default_backlog
 from .errors import AddressError
+from .http_proxy import HTTPConnectEndpoint, take_proxy
 from .tls import CLIENT_EXAMPLE, is_tls, tls_client_endpoint, tls_server_endpoint
 
 __all__ = ["server_from_string", "client_from_string", "parse_server_port", "parse_client_address"]
@@ -42,6 +47,9 @@ def client_from_string(reactor: Any, description: str) -> Any:
     :raises AddressError: an ``ssl:`` client string (it would verify no host
         name), or a ``tls:`` string with unknown keys or unreadable files.
     """
+    description, proxy = take_proxy(description)
+    if proxy is not None:
+        return _through_proxy(reactor, description, proxy)
     scheme = scheme_of(description)
     if scheme == "ssl":
         raise AddressError(f"{description!r}: a worker dials a TLS master with tls:host=H:port=N "
@@ -49,6 +57,35 @@ def client_from_string(reactor: Any, description: str) -> Any:
     if scheme == "tls":
         return tls_client_endpoint(reactor, description)
     return clientFromString(reactor, description)
+
+
+def _through_proxy(reactor: Any, description: str, proxy: tuple[str, int]) -> Any:
+    """The endpoint of a ``tcp:`` or ``tls:`` address reached through an HTTP proxy."""
+    scheme = scheme_of(description)
+    if scheme not in ("tcp", "tls"):
+        raise AddressError(f"{description!r}: proxy= applies to tcp:host=H:port=N and tls:host=H:port=N "
+                           f"addresses, not {scheme}:")
+    _, args, kw = split_description(description)
+    kw = {**dict(zip(("host", "port"), args)), **kw}
+    host, port_text = kw.get("host"), kw.get("port")
+    if not host or port_text is None:
+        raise AddressError(f"{description!r} needs host= and port= to go through a proxy")
+    port = port_number(description, port_text)
+    try:
+        timeout = float(kw.get("timeout", "30"))
+    except ValueError:
+        raise AddressError(f"{description!r}: timeout must be a number of seconds") from None
+    unknown = sorted(set(kw) - {"host", "port", "timeout"}) if scheme == "tcp" else []
+    if unknown:
+        raise AddressError(f"{description!r}: through a proxy a tcp: address takes host, port and timeout, "
+                           f"not {', '.join(unknown)}")
+    tunnel = HTTPConnectEndpoint(reactor, proxy[0], proxy[1], host, port, timeout)
+    if scheme == "tcp":
+        return tunnel
+    endpoint = tls_client_endpoint(reactor, description)
+    # TLS runs inside the tunnel: the TLS endpoint dials through it instead of TCP.
+    endpoint._tcp = tunnel
+    return endpoint
 
 
 def parse_server_port(reactor: Any, portStr: Any, backend: str) -> Any:

@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import msgpack
+from autobahn.wamp.types import TransportDetails
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,7 +28,7 @@ from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.values import decode
 
-from .errors import RemoteError, error_fields, error_from_answer
+from .errors import RemoteError, describe_loss, error_fields, error_from_answer
 
 __all__ = [
     "MessageLink",
@@ -89,6 +91,41 @@ class MessageLink:
 
     def who(self) -> str:
         return self.link_peer
+
+    # -- autobahn hooks --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # autobahn's own connectionMade reads TLS details (channel id, peer
+        # certificate) straight from the transport, which fails on
+        # workerwire.tls's wrapper; its checks are workerwire.tls's anyway, so
+        # describe the transport without them and start the WebSocket.
+        self.made = True
+        self._transport_details = TransportDetails(
+            channel_type=TransportDetails.CHANNEL_TYPE_TCP,
+            channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET,
+            peer=self.link_peer, is_server=self.side == "master", is_secure=False)
+        self.peer = self.link_peer
+        try:
+            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+        except Exception:
+            pass  # a UNIX socket has no Nagle
+        self._connectionMade()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not getattr(self, "made", False):
+            # A wrapper (TLS) that fails before it connected us: autobahn never
+            # set up, so only our own end is reported.
+            self._loss = reason
+            self.onClose(False, None, None)
+            return
+        self._loss = reason
+        super().connectionLost(reason)  # type: ignore[misc]
+
+    def _onOpen(self) -> None:
+        # autobahn would read the TLS channel id and peer certificate from the
+        # transport here; ours may be workerwire.tls's wrapper, and neither is
+        # used (the certificate checks are workerwire.tls's).
+        self.onOpen()  # type: ignore[attr-defined]
 
     def link_opened(self) -> None:
         """The upgrade is done: bound what one WebSocket message may hold."""
@@ -288,6 +325,9 @@ class MessageLink:
             return reason
         if wasClean:
             return "connection closed"
+        loss = getattr(self, "_loss", None)
+        if loss is not None and not loss.check(ConnectionDone):
+            return describe_loss(loss)  # e.g. why TLS failed, from workerwire.tls
         why = getattr(self, "wasNotCleanReason", None)
         return f"connection lost: {why}" if why else "connection lost"
 
