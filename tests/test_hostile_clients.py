@@ -86,6 +86,8 @@ def stuff(backend: str) -> bytes | None:
         return bytes(prefix) + b"\x82" + b"x" * STUFF_BYTES
     if backend == "amp":  # a box of 65,535-byte values under distinct keys, never terminated
         return b"".join(b"\x00\x02k%d\xff\xff" % i + b"x" * 0xFFFF for i in range(STUFF_BYTES // 0xFFFF + 1))
+    if backend == "msgpack":  # a WebSocket upgrade request whose header never ends
+        return b"GET / HTTP/1.1\r\nHost: master\r\nUpgrade: websocket\r\nX-Stuff: " + b"x" * STUFF_BYTES
     return None  # a third-party backend: its frames are unknown here; idle connections and logins still run
 
 

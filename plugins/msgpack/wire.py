@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import msgpack
+import txaio
 from autobahn.wamp.types import TransportDetails
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
@@ -66,8 +67,31 @@ def _pack(msg: dict[str, Any]) -> bytes:
     return msgpack.packb(msg, use_bin_type=True)
 
 
+class _AutobahnLog:
+    """autobahn's per-connection log, errors only.
+
+    autobahn logs every failed upgrade and unclean drop (``warn`` / ``info``):
+    under a flood of bad logins that is a line per connection, bypassing the
+    login guard's rate-limited log, which already says what matters.
+    """
+
+    def __init__(self) -> None:
+        self._log = txaio.make_logger()
+
+    def __getattr__(self, level: str) -> Any:
+        if level in ("error", "critical", "failure"):
+            return getattr(self._log, level)
+        return _ignore
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class MessageLink:
     """Requests, answers and parts over an autobahn WebSocket protocol."""
+
+    log = _AutobahnLog()
 
     side = "?"
     #: Set from the upgrade: the peer speaks the workerwire extension.
