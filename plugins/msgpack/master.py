@@ -251,6 +251,12 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):
         self.worker_name: str | None = None
         self.conn: MsgpackConnection | None = None
         self.on_traffic = self._traffic
+        #: Bytes of updates received and not yet acknowledged (held by a slow master).
+        self._unacked = 0
+        #: A workerwire worker counts the window in its own estimate of the
+        #: updates' size; the master allows twice the window (plus a batch)
+        #: before it calls the worker hostile.
+        self.window_bound = 2 * listener.options.output_window + 1024 * 1024
         self.handlers.update({
             "update": self._update,
             "complete": self._complete,
@@ -370,11 +376,26 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):
         return self.conn
 
     def _update(self, msg: dict[str, Any]) -> Any:
+        size = self.message_size
+        if self.extended and self._unacked > 0 and self._unacked + size > self.window_bound:
+            error = ProtocolError(f"the worker exceeded the flow-control window: {self._unacked + size} bytes "
+                                  f"of updates unacknowledged, window {self.listener.options.output_window}")
+            self.protocol_error(error)
+            raise error
         try:
-            return self._connection().worker_update(msg)
+            pending = self._connection().worker_update(msg)
         except ProtocolError as e:
             self.protocol_error(e)
             raise
+        if pending is None:
+            return None
+        self._unacked += size
+
+        def acked(result: object) -> object:
+            self._unacked -= size
+            return result
+
+        return pending.addBoth(acked)
 
     def _complete(self, msg: dict[str, Any]) -> None:
         try:

@@ -112,6 +112,8 @@ class MessageLink:
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._pongs: list[Deferred[None]] = []
+        #: Bytes of the encoding of the message being dispatched.
+        self.message_size = 0
 
     def who(self) -> str:
         return self.link_peer
@@ -247,6 +249,7 @@ class MessageLink:
             return self.protocol_error(ProtocolError("a message that is not a map with an 'op' string"))
         if msg["op"] == PART_OP and self.extended:
             return self._part(msg)
+        self.message_size = len(payload)
         self._dispatch(msg)
 
     def _part(self, msg: dict[str, Any]) -> None:
@@ -268,6 +271,7 @@ class MessageLink:
             return self.protocol_error(e)
         if not isinstance(inner, dict) or not isinstance(inner.get("op"), str) or inner["op"] == PART_OP:
             return self.protocol_error(ProtocolError("parts that do not make one message"))
+        self.message_size = len(whole)
         self._dispatch(inner)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
