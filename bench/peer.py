@@ -1,6 +1,6 @@
 """The worker side of a link trial, in its own process.
 
-``python -m bench.peer raw-tcp|raw-pb|raw-amp HOST PORT``
+``python -m bench.peer raw-tcp|raw-pb|raw-amp|raw-ws HOST PORT``
 ``python -m bench.peer ww BACKEND ADDRESS NAME PASSWORD``
 
 Runs until its stdin closes (the measuring master ends it) or a time cap.
@@ -32,6 +32,10 @@ def main(argv: list[str]) -> int:
         from .sides import raw_amp
 
         raw_amp.run_worker(reactor, rest[0], int(rest[1]))
+    elif kind == "raw-ws":
+        from .sides import raw_ws
+
+        raw_ws.run_worker(reactor, rest[0], int(rest[1]))
     elif kind == "ww":
         from .sides import ww
 

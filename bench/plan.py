@@ -57,7 +57,7 @@ class Subject:
 
 
 #: The raw baseline each in-tree backend is compared with (others: raw TCP).
-BASELINE_OF = {"pb": "raw-pb", "amp": "raw-amp"}
+BASELINE_OF = {"pb": "raw-pb", "amp": "raw-amp", "msgpack": "raw-ws"}
 
 
 def baselines() -> list[Subject]:
@@ -72,6 +72,8 @@ def baselines() -> list[Subject]:
                 {"subject": "raw-pb", "chunk": 256 * KiB, "window": 16}, ("stream",)),
         Subject("raw-amp", "raw twisted.protocols.amp callRemote (60 KiB x 16)",
                 {"subject": "raw-amp", "chunk": 60 * KiB, "window": 16}, LINK_SCENARIOS, storm=True),
+        Subject("raw-ws", "raw autobahn WebSocket + msgpack messages (64 KiB x 16)",
+                {"subject": "raw-ws", "chunk": 64 * KiB, "window": 16}, LINK_SCENARIOS),
     ]
 
 

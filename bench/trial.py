@@ -30,7 +30,7 @@ async def open_subject(reactor: Any, spec: dict[str, Any]) -> Link:
         from .sides.floor import FloorLink
 
         return FloorLink(reactor, chunk)
-    if subject in ("raw-tcp", "raw-pb", "raw-amp"):
+    if subject in ("raw-tcp", "raw-pb", "raw-amp", "raw-ws"):
         return await _open_raw(reactor, subject, chunk, window, timeout)
     if subject == "bbw":
         from .sides.bbw import open_bbw_link
@@ -70,6 +70,11 @@ async def _open_raw(reactor: Any, subject: str, chunk: int, window: int, timeout
 
         root, port = raw_pb.listen(reactor, chunk, window)
         first = root.first
+    elif subject == "raw-ws":
+        from .sides import raw_ws
+
+        factory, port = raw_ws.listen(reactor, chunk, window)
+        first = factory.first
     else:
         from .sides import raw_amp
 
