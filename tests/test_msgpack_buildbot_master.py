@@ -16,7 +16,6 @@ import os
 import socket
 import sqlite3
 import sys
-import textwrap
 from typing import Any, AsyncIterator
 
 import pytest
