@@ -26,6 +26,9 @@ __all__ = [
     "updates_for_stock_master",
     "COMMAND_NAMES_FROM_MASTER",
     "ROOT_BUILDER",
+    "STOCK_TRANSFER_OPS",
+    "stock_transfer_message",
+    "TRANSFER_COMMANDS",
 ]
 
 #: What Buildbot 4.3's master sends in ``set_worker_settings``.
@@ -161,3 +164,44 @@ def updates_for_stock_master(updates: list[Update]) -> list[list[Any]]:
         else:
             out.append([key, value])
     return out
+
+
+#: Buildbot's transfer messages (worker -> master): op -> (handle key, the
+#: handle's method, the message keys that are the method's arguments).
+STOCK_TRANSFER_OPS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "update_upload_file_write": ("writer", "write", ("args",)),
+    "update_upload_file_utime": ("writer", "utime", ("access_time", "modified_time")),
+    "update_upload_file_close": ("writer", "close", ()),
+    "update_upload_directory_write": ("writer", "write", ("args",)),
+    "update_upload_directory_unpack": ("writer", "unpack", ()),
+    "update_read_file": ("reader", "read", ("length",)),
+    "update_read_file_close": ("reader", "close", ()),
+}
+
+#: The commands a stock master gives a handle (kept on its side), by the
+#: contract's name: the handle's key.
+TRANSFER_COMMANDS = {"uploadFile": "writer", "uploadDirectory": "writer", "downloadFile": "reader"}
+
+
+def stock_transfer_message(command_name: str, kind: str, method: str, args: list[Any]) -> dict[str, Any]:
+    """The message a stock master takes for ``handle.callRemote(method, *args)``
+    of a command named *command_name* (the contract's name).
+
+    :raises ProtocolError: a method Buildbot's dialect cannot carry.
+    """
+    directory = command_name == "uploadDirectory"
+    if kind == "writer" and method == "write":
+        op = "update_upload_directory_write" if directory else "update_upload_file_write"
+        return {"op": op, "args": args[0]}
+    if kind == "writer" and method == "utime":
+        access, modified = args[0]
+        return {"op": "update_upload_file_utime", "access_time": access, "modified_time": modified}
+    if kind == "writer" and method == "close":
+        return {"op": "update_upload_file_close"}
+    if kind == "writer" and method == "unpack":
+        return {"op": "update_upload_directory_unpack"}
+    if kind == "reader" and method == "read":
+        return {"op": "update_read_file", "length": args[0]}
+    if kind == "reader" and method == "close":
+        return {"op": "update_read_file_close"}
+    raise ProtocolError(f"Buildbot's msgpack dialect has no message for {kind}.{method}")

@@ -36,8 +36,9 @@ from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteC
 from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks
 from workerwire.tls import dial_address
+from workerwire.transfer import split_refs
 
-from .buildbot import WORKER_SETTINGS, StockWorkerPaths, updates_from_stock_worker
+from .buildbot import STOCK_TRANSFER_OPS, WORKER_SETTINGS, StockWorkerPaths, updates_from_stock_worker
 from .errors import translate_failure
 from .wire import CLOSE_REFUSED, DIALECT_HEADER, DIALECT_VERSION, MAX_MESSAGE_HEADER, WINDOW_HEADER, MessageLink
 
@@ -73,6 +74,9 @@ class MsgpackConnection(BaseConnection):
         #: Set for a stock buildbot-worker, whose paths the master makes absolute.
         self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
         self._settings_sent = False
+        #: A stock worker's transfer messages name the command, not the
+        #: handle: command id -> {"writer"/"reader": handle id}.
+        self._stock_handles: dict[str, dict[str, int]] = {}
         #: Commands of the builder-list emulation: command id -> collected updates.
         self._internal: dict[str, tuple[dict[str, Any], Deferred[dict[str, Any]]]] = {}
         self._next_internal = 0
@@ -108,10 +112,23 @@ class MsgpackConnection(BaseConnection):
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
+        plain, handles = split_refs(args)
+        fields: dict[str, Any] = {}
         if self.stock is not None:
-            commandName, args = self.stock.translate(builderName, commandName, args)
-        return self._proto.request("start_command", builder_name=builderName, command_id=commandId,
-                                   command_name=commandName, args=args).addCallback(lambda _: None)
+            # Buildbot keeps the writer/reader on the master and takes them out of the args.
+            commandName, plain = self.stock.translate(builderName, commandName, plain)
+            if handles:
+                self._stock_handles[commandId] = {key: spec[0] for key, spec in handles.items()}
+        elif handles:
+            fields["handles"] = handles
+        d = self._proto.request("start_command", builder_name=builderName, command_id=commandId,
+                                command_name=commandName, args=plain, **fields)
+
+        def refused(failure: Failure) -> Failure:
+            self._stock_handles.pop(commandId, None)
+            return failure
+
+        return d.addCallbacks(lambda _: None, refused)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._proto.request("interrupt_command", builder_name=builderName, command_id=commandId,
@@ -216,6 +233,7 @@ class MsgpackConnection(BaseConnection):
         args = msg.get("args")
         if self.stock is not None and self._internal_complete(command_id, args):
             return None
+        self._stock_handles.pop(command_id, None)
         error = None
         detail = msg.get("error")
         if isinstance(detail, list) and len(detail) >= 2 and all(isinstance(p, str) for p in detail[:3]):
@@ -225,7 +243,28 @@ class MsgpackConnection(BaseConnection):
         self._on_complete(command_id, error)
         return None
 
+    def worker_transfer(self, msg: dict[str, Any]) -> Deferred[Any]:
+        """``ww_transfer {command_id, handle, method, args}`` from a workerwire worker."""
+        command_id, args = msg.get("command_id"), msg.get("args")
+        if not isinstance(command_id, str) or not isinstance(msg.get("method"), str) or not isinstance(args, list):
+            raise ProtocolError("ww_transfer needs command_id (str), handle (int), method (str) and args (list)")
+        return self._on_transfer_call(command_id, msg.get("handle"), msg["method"], args)
+
+    def stock_transfer(self, msg: dict[str, Any]) -> Deferred[Any]:
+        """One of Buildbot's ``update_upload_*`` / ``update_read_file*`` messages."""
+        key, method, arg_keys = STOCK_TRANSFER_OPS[msg["op"]]
+        command_id = msg.get("command_id")
+        handle = self._stock_handles.get(command_id, {}).get(key) if isinstance(command_id, str) else None
+        if handle is None:
+            raise ProtocolError(f"{msg['op']} for command {command_id!r}, which has no {key} handle")
+        if method == "utime":
+            args: list[Any] = [[msg.get("access_time"), msg.get("modified_time")]]
+        else:
+            args = [msg.get(k) for k in arg_keys]
+        return self._on_transfer_call(command_id, handle, method, args)
+
     def _on_connection_lost(self, reason: str = "connection closed") -> None:
+        self._stock_handles.clear()
         self._internal_lost()
         super()._on_connection_lost(reason)
 
@@ -262,7 +301,10 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):
             "complete": self._complete,
             "keepalive": self._keepalive,
             "shutdown": self._shutdown_request,
+            "ww_transfer": lambda msg: self._connection().worker_transfer(msg),
         })
+        for op in STOCK_TRANSFER_OPS:
+            self.handlers[op] = lambda msg: self._connection().stock_transfer(msg)
 
     def who(self) -> str:
         if self.worker_name is not None:

@@ -29,9 +29,16 @@ from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error
 from workerwire.flow import SendWindow, approx_size
 from workerwire.login_guard import GENERIC_REFUSAL
 from workerwire.master import Update
+from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.worker import WorkerBot
 
-from .buildbot import COMMAND_NAMES_FROM_MASTER, ROOT_BUILDER, updates_for_stock_master
+from .buildbot import (
+    COMMAND_NAMES_FROM_MASTER,
+    ROOT_BUILDER,
+    TRANSFER_COMMANDS,
+    stock_transfer_message,
+    updates_for_stock_master,
+)
 from .errors import describe_loss, translate_failure
 from .wire import (
     CLOSE_REFUSED,
@@ -104,6 +111,11 @@ class _Session(WorkerSession):
         self.peer = proto.link_peer
         self.window = SendWindow(connector.options.output_window, clock=connector.reactor, batch_limit=BATCH,
                                  translate=translate_failure, name="msgpack worker")
+        #: Transfer calls of the commands' handles, under the same window.
+        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
+        #: For a stock master: handle id -> (command id, command name, kind).
+        self.stock_handles: dict[int, tuple[str, str, str]] = {}
+        self._next_handle = 0
         self.logged_in = False
         self.channels: dict[str, _Channel] = {}
         #: Builders told to the bot for a stock master (all at the base directory).
@@ -127,6 +139,30 @@ class _Session(WorkerSession):
     def close(self, abort: bool = False) -> None:
         self.proto.close(abort=abort)
 
+    def stock_handles_for(self, command_id: str, command_name: str) -> dict[str, list[Any]]:
+        """The handle a stock master keeps for a transfer command, as core describes handles."""
+        key = TRANSFER_COMMANDS.get(command_name)
+        if key is None:
+            return {}
+        handle_id = self._next_handle
+        self._next_handle += 1
+        self.stock_handles[handle_id] = (command_id, command_name, key)
+        return {key: [handle_id, key]}
+
+    def _send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
+        if self.proto.extended:
+            d = self.proto.request("ww_transfer", command_id=command_id, handle=handle_id, method=method, args=args)
+        else:
+            entry = self.stock_handles.get(handle_id)
+            if entry is None or entry[0] != command_id:
+                return fail(ProtocolError(f"no transfer handle {handle_id} for command {command_id!r}"))
+            try:
+                fields = stock_transfer_message(entry[1], entry[2], method, args)
+            except ProtocolError as e:
+                return fail(e)
+            d = self.proto.request(fields.pop("op"), command_id=command_id, **fields)
+        return d.addErrback(translate_failure)
+
     def add_channel(self, channel: _Channel) -> None:
         self.channels[channel.commandId] = channel
         self.connector._register_channel(channel)
@@ -134,10 +170,13 @@ class _Session(WorkerSession):
     def forget_channel(self, channel: _Channel) -> None:
         if self.channels.get(channel.commandId) is channel:
             del self.channels[channel.commandId]
+        for handle_id in [h for h, entry in self.stock_handles.items() if entry[0] == channel.commandId]:
+            del self.stock_handles[handle_id]
         self.connector._forget_channel(channel)
 
     def lost(self, reason: str) -> None:
         self.window.lost(reason)
+        self.transfers.lost(reason)
         channels, self.channels = self.channels, {}
         for channel in channels.values():
             channel.link_lost(reason)
@@ -215,6 +254,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):
         self.session = session = _Session(self.connector, self)
         session.window.limit = min(session.window.limit, self.window)
         session.window.batch_limit = min(BATCH, self.peer_max_message_size - 4096)
+        session.transfers.window = session.window.limit
         self.attempt.opened(self)
         if not self.extended:
             self.attempt.logged_in()  # Buildbot's master has nothing later to say
@@ -256,11 +296,15 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):
         builder = msg.get("builder_name")
         if self.extended:
             builder = self._str(msg, "builder_name")
+            handles = msg.get("handles")
+            if handles is not None:
+                args = attach_proxies(args, handles, session.transfers, command_id)
             return self._run(session, builder, command_id, name, args)
         # A stock Buildbot master: builder-less commands of its builder-list
         # emulation, absolute paths, Buildbot's names for the transfers.
         builder = builder if isinstance(builder, str) and builder else ROOT_BUILDER
         name = COMMAND_NAMES_FROM_MASTER.get(name, name)
+        args = attach_proxies(args, session.stock_handles_for(command_id, name), session.transfers, command_id)
         if builder in session.stock_builders:
             return self._run(session, builder, command_id, name, args)
         session.stock_builders[builder] = "."
