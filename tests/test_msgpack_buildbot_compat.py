@@ -64,6 +64,8 @@ def test_text_to_a_stock_master_becomes_line_info() -> None:
     assert log == ["log", ["build.log", ["x\n", [1], log[1][1][2]]]]
     assert rc == ["rc", 0]
     assert raw[1][0] == "\ufffdz\n"  # Buildbot's master takes text
+    # ... and whole lines only: a partial last line is ended, as buildbot-worker does.
+    assert updates_for_stock_master([("stdout", "no newline")])[0][1][:2] == ["no newline\n", [10]]
 
 
 def test_websocket_url_of_a_worker_address() -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "STOCK_TRANSFER_OPS",
     "stock_transfer_message",
     "TRANSFER_COMMANDS",
+    "absolute_transfer_paths",
 ]
 
 #: What Buildbot 4.3's master sends in ``set_worker_settings``.
@@ -147,7 +148,11 @@ def _line_info(text: Any, now: float) -> list[Any]:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if not isinstance(text, str):
-        return [str(text), [], []]
+        text = str(text)
+    if not text.endswith("\n"):
+        # Buildbot's master takes whole lines only (its log asserts it);
+        # buildbot-worker ends a partial last line with "\n" the same way.
+        text += "\n"
     ends = [i for i, c in enumerate(text) if c == "\n"]
     return [text, ends, [now] * len(ends)]
 
@@ -205,3 +210,20 @@ def stock_transfer_message(command_name: str, kind: str, method: str, args: list
     if kind == "reader" and method == "close":
         return {"op": "update_read_file_close"}
     raise ProtocolError(f"Buildbot's msgpack dialect has no message for {kind}.{method}")
+
+
+def absolute_transfer_paths(command_name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A stock master's transfer args with its absolute ``path`` as the file.
+
+    Buildbot's msgpack master sends ``path`` (builder directory, workdir and
+    file joined) beside the relative ``workdir`` / ``workersrc`` /
+    ``workerdest``; a workerwire worker runs every builder of a stock master
+    at its base directory, so only the absolute path names the right file.
+    """
+    path = args.get("path")
+    key = {"uploadFile": "workersrc", "uploadDirectory": "workersrc", "downloadFile": "workerdest"}.get(command_name)
+    if key is None or not isinstance(path, str):
+        return args
+    out = dict(args)
+    out[key] = path
+    return out

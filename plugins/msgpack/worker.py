@@ -36,6 +36,7 @@ from .buildbot import (
     COMMAND_NAMES_FROM_MASTER,
     ROOT_BUILDER,
     TRANSFER_COMMANDS,
+    absolute_transfer_paths,
     stock_transfer_message,
     updates_for_stock_master,
 )
@@ -304,6 +305,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):
         # emulation, absolute paths, Buildbot's names for the transfers.
         builder = builder if isinstance(builder, str) and builder else ROOT_BUILDER
         name = COMMAND_NAMES_FROM_MASTER.get(name, name)
+        args = absolute_transfer_paths(name, args)
         args = attach_proxies(args, session.stock_handles_for(command_id, name), session.transfers, command_id)
         if builder in session.stock_builders:
             return self._run(session, builder, command_id, name, args)
