@@ -29,6 +29,12 @@ class LinkOptions:
     :ivar send_tracebacks: send tracebacks of failed calls to the peer.
     :ivar output_window: bytes of command output a worker may have sent and
         not yet had acknowledged; backends with flow control honour it.
+    :ivar send_queue_limit: bytes a link may hold queued for its peer (the
+        transport's write buffer plus what the backend holds for it) before
+        it stops reading from that peer (:mod:`workerwire.budget`).
+    :ivar send_queue_resume: reading resumes once the queue is down to this.
+    :ivar send_queue_timeout: seconds a peer may take nothing of a queue over
+        the limit before the link is closed as a misbehaving peer.
 
     Master side only (see :mod:`workerwire.login_guard`):
 
@@ -55,6 +61,9 @@ class LinkOptions:
     login_timeout: float = 30.0
     send_tracebacks: bool = False
     output_window: int = 4 * 1024 * 1024
+    send_queue_limit: int = field(default=16 * 1024 * 1024, metadata={"unit": "bytes", "minimum": 64 * 1024})
+    send_queue_resume: int = field(default=4 * 1024 * 1024, metadata={"unit": "bytes", "minimum": 0})
+    send_queue_timeout: float = 30.0
     max_unauthenticated: int = field(default=256, metadata={"unit": "connections", "minimum": 1})
     max_unauthenticated_per_host: int = field(default=64, metadata={"unit": "connections", "minimum": 1})
     max_waiting_logins: int = field(default=1024, metadata={"unit": "connections", "minimum": 0})
@@ -73,6 +82,10 @@ class LinkOptions:
             raise ValueError("login_timeout must be positive")
         if self.output_window < 1024:
             raise ValueError("output_window must be at least 1024 bytes")
+        if self.send_queue_limit < 64 * 1024 or not 0 <= self.send_queue_resume < self.send_queue_limit:
+            raise ValueError("send_queue_limit must be at least 64 KiB and send_queue_resume 0 or more and below it")
+        if self.send_queue_timeout <= 0:
+            raise ValueError("send_queue_timeout must be positive")
         if self.max_unauthenticated < 1 or self.max_unauthenticated_per_host < 1:
             raise ValueError("max_unauthenticated and max_unauthenticated_per_host must be at least 1")
         if self.max_waiting_logins < 0:
@@ -135,6 +148,19 @@ class Backend(abc.ABC):
     def loopback_port(self) -> str:
         """A port string that listens on loopback with an ephemeral port
         (``tcp:port=0:interface=127.0.0.1`` for TCP backends)."""
+
+    def raw_frames(self, connector: WorkerConnector) -> Any:
+        """Take over the logged-in link of *connector* (one this backend made)
+        for the hostile-peer conformance tests: a
+        :class:`workerwire.conformance.raw_frames.RawFrames` that builds this
+        backend's frames by hand and writes them as they are.  A backend that
+        does not offer it fails those tests (they do not skip).
+
+        :raises NotImplementedError: not offered by this backend.
+        """
+        raise NotImplementedError(
+            f"backend {self.name!r} offers no raw_frames() hook: the hostile-peer conformance tests need one "
+            "(see docs/writing-a-backend.md)")
 
     def check_port(self, portStr: str) -> None:
         """Raise :class:`AddressError` unless *portStr* is a listening address

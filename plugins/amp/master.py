@@ -180,6 +180,7 @@ class MasterProtocol(WireProtocol):
         self._unacked = 0
         self.peer_transfers = False
         self.on_traffic = self._traffic
+        self.budget_stats = listener.login_guard.stats
 
     def who(self) -> str:
         if self.conn is not None:
@@ -219,7 +220,7 @@ class MasterProtocol(WireProtocol):
         self._cancel_login_timer()
         self.listener._protocols.discard(self)
         if self.conn is not None:
-            self.conn._on_connection_lost(describe_loss(reason))
+            self.conn._on_connection_lost(self.drop_reason or describe_loss(reason))
 
     def _refuse(self, why: object, logged: bool = False) -> None:
         """The refusal is being answered; close once the answer is written."""

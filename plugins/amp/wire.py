@@ -30,13 +30,14 @@ from twisted.python.failure import Failure
 from workerwire.addresses import describe_peer
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
-from workerwire.errors import ConnectionLost, ProtocolError, UnsupportedValue
+from workerwire.budget import SendBudget, transport_queued
+from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.socket_write import direct_socket, write_pieces
 from workerwire.values import decode, encode
 
 from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces
 from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
-from .errors import MAX_DESCRIPTION, error_answer
+from .errors import error_answer
 
 __all__ = ["WireProtocol", "MAX_KEYS", "ABORT_AFTER"]
 
@@ -97,6 +98,12 @@ class WireProtocol(amp.AMP):
         self.box_value_bytes = 0
         #: Called for every box that arrives.
         self.on_traffic: Callable[[], None] = lambda: None
+        #: Bounds what this link holds queued for the peer (from connectionMade on).
+        self.budget: SendBudget | None = None
+        #: Counters the budget adds to (a master sets its listener's stats).
+        self.budget_stats: Any = None
+        #: Why this end dropped the link, when it did (for the loss report).
+        self.drop_reason: str | None = None
 
     # -- subclass hooks -----------------------------------------------------
 
@@ -126,6 +133,9 @@ class WireProtocol(amp.AMP):
         self._direct_socket = direct_socket(transport)
         if self._direct_socket is not None:
             transport.bufferSize = READ_SIZE
+        self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
+                                 self.pauseProducing, self._resume_reading, self._drop_misbehaving,
+                                 self.who, f"amp {self.side}", self.budget_stats)
         # TCP keepalive (the OS notices a vanished peer eventually, even with
         # our keepalive off) and no Nagle delay (calls are small and answered).
         for option in ("setTcpKeepAlive", "setTcpNoDelay"):
@@ -149,6 +159,15 @@ class WireProtocol(amp.AMP):
         if self._abort_call is None:
             self._abort_call = self.clock.callLater(ABORT_AFTER, self._abort)
 
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.lost and not self.closing:
+            self.resumeProducing()  # also parses what was read before the pause
+
+    def _drop_misbehaving(self, why: str) -> None:
+        self.drop_reason = f"dropped as a misbehaving peer: {why}"
+        self.closing = True
+        self.close(abort=True)
+
     def _abort(self) -> None:
         self._abort_call = None
         if self.transport is not None and not self.lost:
@@ -158,6 +177,8 @@ class WireProtocol(amp.AMP):
         if self.lost:
             return
         self.lost = True
+        if self.budget is not None:
+            self.budget.stop()
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
@@ -178,7 +199,7 @@ class WireProtocol(amp.AMP):
         self._log_protocol_error(error)
         self.closing = True
         if box is not None and amp.ASK in box and amp.COMMAND in box and not self.lost:
-            description = str(error).encode("utf-8", "replace")[:MAX_DESCRIPTION]
+            description = str(error).encode("utf-8", "replace")[:MAX_ECHO]
             try:
                 self.sendBox(amp.AmpBox({
                     amp.ERROR: box[amp.ASK], amp.ERROR_CODE: b"ProtocolError",
@@ -287,6 +308,8 @@ class WireProtocol(amp.AMP):
             self.protocol_error(e, box)
         except (KeyError, ValueError, TypeError, UnicodeError, amp.AmpError) as e:
             self.protocol_error(ProtocolError(f"malformed box: {type(e).__name__}: {e}"), box)
+        if self.budget is not None and not self.closing:
+            self.budget.after_read()  # over the limit: parsing stops here (self.paused)
 
     def _box_received(self, box: amp.AmpBox) -> None:
         name = box.get(amp.COMMAND)
@@ -374,7 +397,9 @@ class WireProtocol(amp.AMP):
         if self.box_value_bytes > self.options.max_message_size:
             raise ProtocolError(
                 f"message of {self.box_value_bytes} bytes exceeds the limit of {self.options.max_message_size} bytes")
-        value = decode(data, self.options.max_message_size)
+        # An Update's pairs are framing: its values count their nesting from
+        # themselves, as they do on every backend.
+        value = decode(data, self.options.max_message_size, 2 if key == b"updates" else 0)
         if object not in kinds and type(value) not in kinds:
             raise ProtocolError(f"argument {key.decode()!r} must be {_kinds(kinds)}, not {type(value).__name__}")
         return value

@@ -199,7 +199,7 @@ class WorkerProtocol(WireProtocol):
 
     def link_lost(self, reason: Failure) -> None:
         if self.session is not None:
-            self.session.lost(describe_loss(reason))
+            self.session.lost(self.drop_reason or describe_loss(reason))
 
     # -- calls from the master ----------------------------------------------
 

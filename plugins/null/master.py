@@ -13,7 +13,7 @@ from zope.interface import implementer
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
-from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire
+from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire, peer_text
 from workerwire.transfer import split_refs
 
 from .network import PipeEnd, network_for
@@ -100,7 +100,7 @@ class NullConnection(BaseConnection):
         elif method == "shutdown":
             self._on_shutdown_request()
         else:
-            raise ProtocolError(f"unknown call {method!r} from the worker")
+            raise ProtocolError(f"unknown call {peer_text(method)} from the worker")
         return None
 
 
@@ -142,7 +142,7 @@ class NullListener(BaseListener):
             if conn is not None:
                 return conn.serve(method, args)
             if method != "login" or state.get("logging_in"):
-                raise ProtocolError(f"{method!r} before login; log in first")
+                raise ProtocolError(f"{peer_text(method)} before login; log in first")
             state["logging_in"] = True
             name, password = str(args[0]), str(args[1])
             return self._login(portal, peer, name, password, state, timeout)
@@ -157,7 +157,8 @@ class NullListener(BaseListener):
             if state["conn"] is not None:
                 state["conn"]._on_traffic()
 
-        peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic)
+        peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic, self.options, "master",
+                           self.login_guard.stats)
 
     async def _login_async(self, portal: Portal, peer: MessagePeer, name: str, password: str,
                            state: dict[str, Any], timeout: Any) -> None:
@@ -168,6 +169,7 @@ class NullListener(BaseListener):
             _log.warn("null login refused for {name!r} from {peer}", name=name, peer=peer.pipe.description)
             raise LoginRefused(str(e)) from None
         conn = NullConnection(self, avatar_name, peer)
+        peer.worker_name = avatar_name
         state["conn"] = conn
         try:
             await self.attach(conn, peer)

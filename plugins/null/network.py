@@ -41,6 +41,26 @@ class PipeEnd:
         self.closed = False
         self._close_reason = ""
         self.silent = False  # a blackholed link: sends vanish, nothing is noticed
+        #: Bytes of the messages in the inbox (what the peer has queued for this end).
+        self.inbox_bytes = 0
+        #: Not reading: the inbox is not delivered (like a paused transport).
+        self.paused = False
+
+    @property
+    def queued(self) -> int:
+        """Bytes this end sent that the peer has not taken yet (its write buffer)."""
+        peer = self.peer
+        return 0 if peer is None else peer.inbox_bytes
+
+    def pauseProducing(self) -> None:
+        """Stop delivering received messages (they wait in the inbox)."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """Deliver received messages again."""
+        if self.paused:
+            self.paused = False
+            self._schedule()
 
     def send(self, data: bytes) -> None:
         if self.closed:
@@ -49,11 +69,13 @@ class PipeEnd:
         if peer is None or peer.closed or self.silent or peer.silent:
             return
         peer._inbox.append(data)
+        peer.inbox_bytes += len(data)
         peer._schedule()
 
     def close(self, reason: str = "closed by peer") -> None:
         """Close both ends; each side's ``on_close`` runs once, a turn later."""
         if self.closed:
+            self.resumeProducing()  # closed by the peer while paused: deliver that now
             return
         self._shut(f"closed locally: {reason}", discard=True)
         peer = self.peer
@@ -65,6 +87,8 @@ class PipeEnd:
         self._close_reason = reason
         if discard:
             self._inbox.clear()
+            self.inbox_bytes = 0
+            self.paused = False  # closed here: the close is delivered at once
         self._schedule()
 
     def _schedule(self) -> None:
@@ -75,14 +99,19 @@ class PipeEnd:
         self._drain_call = None
         # A bounded batch per turn keeps one busy pipe from starving the reactor.
         for _ in range(256):
-            if not self._inbox:
+            if not self._inbox or self.paused:
                 break
-            self.on_message(self._inbox.popleft())
+            data = self._inbox.popleft()
+            self.inbox_bytes -= len(data)
+            self.on_message(data)
+        if self.paused:
+            return  # resumeProducing schedules the rest
         if self._inbox:
             self._schedule()
         elif self.closed and self._close_reason is not None:
             reason, self._close_reason = self._close_reason, None  # type: ignore[assignment]
             self._inbox.clear()
+            self.inbox_bytes = 0
             self.on_close(reason)
 
 

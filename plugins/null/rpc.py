@@ -13,7 +13,9 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from workerwire.errors import ConnectionLost, ProtocolError, error_from_wire, error_to_wire
+from workerwire.backend import LinkOptions
+from workerwire.budget import SendBudget
+from workerwire.errors import ConnectionLost, ProtocolError, error_from_wire, error_to_wire, peer_text
 from workerwire.values import decode, encode
 
 from .network import PipeEnd
@@ -39,6 +41,9 @@ class MessagePeer:
         on_lost: Callable[[str], None],
         max_message_size: int,
         on_traffic: Callable[[], None] = lambda: None,
+        options: LinkOptions | None = None,
+        side: str = "master",
+        stats: Any = None,
     ):
         self.pipe = pipe
         self._serve = serve
@@ -50,6 +55,21 @@ class MessagePeer:
         self.lost = False
         pipe.on_message = self._received
         pipe.on_close = self._closed
+        #: The name of the worker, once known (for log lines).
+        self.worker_name: str | None = None
+        #: Why this end dropped the link, when the budget did.
+        self.drop_reason: str | None = None
+        #: Bounds what this end holds queued for the peer: the peer's inbox.
+        self.budget = SendBudget(options or LinkOptions(), pipe._reactor, lambda: pipe.queued, pipe.pauseProducing,
+                                 pipe.resumeProducing, self._drop_misbehaving, self._who, f"null {side}", stats)
+
+    def _who(self) -> str:
+        name = self.pipe.description
+        return f"worker {self.worker_name!r} at {name}" if self.worker_name else name
+
+    def _drop_misbehaving(self, why: str) -> None:
+        self.drop_reason = f"dropped as a misbehaving peer: {why}"
+        self.pipe.close(self.drop_reason)
 
     def call(self, method: str, *args: Any, checked: bool = False) -> Deferred[Any]:
         """Call *method* on the peer; fires with its result.
@@ -80,7 +100,9 @@ class MessagePeer:
     def _received(self, data: bytes) -> None:
         self._on_traffic()
         try:
-            msg = decode(data, self._max)
+            # ["call", id, "update", [id, [[key, value]...]]]: the values of
+            # updates (and of arguments, two levels less) count from themselves.
+            msg = decode(data, self._max, 4)
             kind = msg[0]
             if kind == "call":
                 _, call_id, method, args = msg
@@ -92,16 +114,19 @@ class MessagePeer:
                 _, call_id, type_name, message = msg
                 self._resolve(call_id).errback(Failure(error_from_wire(str(type_name), str(message))))
             else:
-                raise ProtocolError(f"unknown message kind {kind!r}")
+                raise ProtocolError(f"unknown message kind {peer_text(kind)}")
         except (ValueError, TypeError, IndexError, KeyError, ProtocolError) as e:
             why = e if isinstance(e, ProtocolError) else ProtocolError(f"malformed message: {e}")
             _log.warn("protocol error from {peer}: {why}; closing the link", peer=self.pipe.description, why=why)
             self.pipe.close(f"protocol error: {why}")
+            return
+        if not self.pipe.closed:
+            self.budget.after_read()
 
     def _resolve(self, call_id: Any) -> Deferred[Any]:
         d = self._pending.pop(call_id, None)
         if d is None:
-            raise ProtocolError(f"answer to call {call_id!r}, which was never made or already answered")
+            raise ProtocolError(f"answer to call {peer_text(call_id)}, which was never made or already answered")
         return d
 
     def _dispatch(self, call_id: int, method: str, args: list[Any]) -> None:
@@ -133,6 +158,7 @@ class MessagePeer:
         if self.lost:
             return
         self.lost = True
+        self.budget.stop()
         pending, self._pending = self._pending, {}
         for d in pending.values():
             d.errback(Failure(ConnectionLost(reason)))

@@ -100,7 +100,8 @@ class NullConnector(BaseWorkerConnector):
             elif not result.called:
                 result.errback(Failure(ConnectionLost(f"link closed during login: {reason}")))
 
-        session.peer_rpc = MessagePeer(pipe, session.serve, lost, self.options.max_message_size, self._on_traffic)
+        session.peer_rpc = MessagePeer(pipe, session.serve, lost, self.options.max_message_size, self._on_traffic,
+                                       self.options, "worker")
         # Calls from the master are served from here on, before the login answer.
         d = session.peer_rpc.call("login", self.name, self.password)
 

@@ -31,7 +31,8 @@ from twisted.spread import jelly, pb
 from workerwire.addresses import describe_peer
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
-from workerwire.errors import ProtocolError, UnsupportedValue
+from workerwire.budget import SendBudget, transport_queued
+from workerwire.errors import ProtocolError, UnsupportedValue, peer_text
 from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.socket_write import direct_socket
 from workerwire.values import encode
@@ -122,6 +123,12 @@ class WireBroker(FastBanana, pb.Broker):
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
         self.on_connected: Callable[["WireBroker"], None] = lambda broker: None
+        #: Bounds what this link holds queued for the peer (from connectionMade on).
+        self.budget: SendBudget | None = None
+        #: Counters the budget adds to (a master sets its listener's stats).
+        self.budget_stats: Any = None
+        #: The worker's name once it logged in (for log lines).
+        self.worker_name: str | None = None
         self.setNameForLocal(EXT_NAME, _Extension(self))
 
     # -- connection events ------------------------------------------------------
@@ -135,7 +142,29 @@ class WireBroker(FastBanana, pb.Broker):
             self.transport.setTcpNoDelay(1)  # calls are small and wait for answers
         except Exception:
             pass  # not a TCP transport
+        self.budget = SendBudget(self.options, self.reactor, lambda: transport_queued(self.transport),
+                                 self._pause_reading, self._resume_reading, self._drop_misbehaving, self._who,
+                                 "pb " + ("worker" if self.isClient else "master"), self.budget_stats)
         self.on_connected(self)
+
+    def _who(self) -> str:
+        return f"worker {self.worker_name!r} at {self.peer}" if self.worker_name else self.peer
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resumeProducing()
+
+    def _drop_misbehaving(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.lost_reason = f"dropped as a misbehaving peer: {why}"
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def connectionReady(self) -> None:
         super().connectionReady()
@@ -169,6 +198,8 @@ class WireBroker(FastBanana, pb.Broker):
                                         "")
         why = self.lost_reason or _reason_text(reason)
         self.closing = True
+        if self.budget is not None:
+            self.budget.stop()
         super().connectionLost(reason)
         self._features_settled(None)
         self.on_lost(why)
@@ -187,6 +218,8 @@ class WireBroker(FastBanana, pb.Broker):
             super().dataReceived(data)
         except Exception as e:
             self.protocol_error(_describe(e))
+        if self.budget is not None and not self.closing:
+            self.budget.after_read()
 
     def callExpressionReceived(self, obj: Any) -> None:
         if self.closing:
@@ -207,7 +240,7 @@ class WireBroker(FastBanana, pb.Broker):
         if isinstance(command, bytes):
             command = command.decode("utf-8")
         if command not in _PROTO:
-            raise ProtocolError(f"unknown PB message {command!r}")
+            raise ProtocolError(f"unknown PB message {peer_text(command)}")
         getattr(self, "proto_" + command)(*sexp[1:])
 
     def localObjectForID(self, luid: Any) -> Any:
@@ -313,11 +346,11 @@ class WireBroker(FastBanana, pb.Broker):
             if message == EXT_CALL:
                 message, args, kw = self._unwrap(args, kw)
         except Exception as e:
-            self.protocol_error(f"unacceptable call {message!r}: {_describe(e)}")
+            self.protocol_error(f"unacceptable call {peer_text(message)}: {_describe(e)}")
             return fail(ProtocolError("unacceptable call"))
         method = getattr(target, prefix + message, None) if isinstance(message, str) else None
         if method is None:
-            return fail(pb.NoSuchMethod(f"no such method: {prefix}{message}"))
+            return fail(pb.NoSuchMethod(f"no such method: {prefix}{peer_text(message)}"))
         try:
             result = method(*args, **kw)
             if not isinstance(result, (Deferred, Failure)) and type(result) is not CoroutineType:

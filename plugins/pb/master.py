@@ -151,6 +151,7 @@ class _PortFactory(protocol.ServerFactory):
         if ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         broker.login_ticket = ticket
+        broker.budget_stats = self.listener.login_guard.stats
         broker.factory = self
         broker.setNameForLocal("root", _LoginRoot(self, broker))
         broker.on_connected = self._connected
