@@ -27,6 +27,7 @@ from .errors import (
     ProtocolError,
     RemoteCallFailed,
     WorkerwireError,
+    peer_text,
 )
 from .keepalive import KeepaliveMonitor
 from .master import CommandTarget, Connection, MasterHooks, Subscription, Update
@@ -156,7 +157,7 @@ class BaseConnection(Connection):
         """
         cmd = self._commands.get(commandId)
         if cmd is None or cmd.pending_complete:
-            raise ProtocolError(f"update for command {commandId!r}, which is not running")
+            raise ProtocolError(f"update for command {peer_text(commandId)}, which is not running")
         try:
             result = cmd.target.remote_update(updates)
         except Exception:
@@ -176,7 +177,7 @@ class BaseConnection(Connection):
         """
         cmd = self._commands.get(commandId)
         if cmd is None or cmd.pending_complete:
-            raise ProtocolError(f"completion of command {commandId!r}, which is not running")
+            raise ProtocolError(f"completion of command {peer_text(commandId)}, which is not running")
         cmd.pending_complete.append(error)
         if cmd.accepted:
             self._finish(cmd)

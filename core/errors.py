@@ -27,7 +27,24 @@ __all__ = [
     "BackendLoadFailed",
     "error_to_wire",
     "error_from_wire",
+    "peer_text",
+    "MAX_ECHO",
 ]
+
+#: Most characters of the peer's own input an error message repeats
+#: (:func:`peer_text`), and of a :class:`ProtocolError`'s message sent back
+#: (:func:`error_to_wire`): an answer to bad input never grows with the input.
+MAX_ECHO = 1024
+
+
+def peer_text(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message about input from the peer, cut
+    to about *limit* characters with the full length said, so that answering
+    a request never echoes an unbounded part of it."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} {'characters' if isinstance(value, str) else 'bytes'})"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[:limit] + f"... ({len(text)} characters)"
 
 
 class WorkerwireError(Exception):
@@ -133,9 +150,15 @@ _WIRE_TYPES: dict[str, type[WorkerwireError]] = {
 
 
 def error_to_wire(exc: BaseException) -> tuple[str, str]:
-    """Return ``(type name, message)`` for sending *exc* to the peer."""
+    """Return ``(type name, message)`` for sending *exc* to the peer.
+
+    A :class:`ProtocolError` (an answer to the peer's bad input) is cut to
+    :data:`MAX_ECHO` characters."""
     if isinstance(exc, RemoteCallFailed):
         return exc.type_name, exc.remote_message
+    if isinstance(exc, ProtocolError):
+        text = exc.message
+        return "ProtocolError", text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
     if isinstance(exc, WorkerwireError):
         return type(exc).__name__, exc.message
     return type(exc).__name__, str(exc)

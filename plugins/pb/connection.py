@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from workerwire.base_connection import BaseConnection
-from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError
+from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError, peer_text
 from workerwire.master import Update
 from workerwire.transfer import HandleRef
 from workerwire.values import decode
@@ -59,7 +59,7 @@ def normalize_updates(updates: Any, limit: int = DEFAULT_NODES) -> tuple[list[Up
             top = max(top, num)
         for key, value in batch.items():
             if not isinstance(key, str):
-                raise ProtocolError(f"update key {key!r} is not a str")
+                raise ProtocolError(f"update key {peer_text(key)} is not a str")
             out.append((key, plain(value, f"update {key!r}", budget=budget)))
     return out, top
 
@@ -88,7 +88,11 @@ class _CommandRef(Servant):
         self.commandId = commandId
 
     def remote_update(self, updates: Any) -> int:
-        batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
+        try:
+            batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
+        except ProtocolError as e:
+            self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
+            raise
         if batch:
             pending = self.conn._on_update(self.commandId, batch)
             if isinstance(pending, Deferred):
@@ -105,7 +109,11 @@ class _CommandRef(Servant):
         limit = self.conn.options.max_message_size
         batch: list[Update] = []
         for data in packed:
-            items = decode(data, limit)
+            try:
+                items = decode(data, limit, 2)  # pairs are framing: values count from themselves
+            except ProtocolError as e:
+                self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
+                raise
             if type(items) is not list:
                 raise ProtocolError("a packed update batch must be a list of [key, value] pairs")
             for item in items:
@@ -182,6 +190,7 @@ class PBConnection(BaseConnection):
         self.perspective = _Perspective(self)
         broker.on_traffic = self._on_traffic
         broker.on_lost = self._on_connection_lost
+        broker.worker_name = workerName
         if broker.disconnected:
             self._on_connection_lost(broker.lost_reason or "connection closed during login")
 
