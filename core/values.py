@@ -76,8 +76,8 @@ def _valid(value: object, depth: int) -> bool:
         return True
     some: Any = value
     if kind is list or kind is tuple or kind is dict:
-        if depth >= _MAX_DEPTH and some:
-            return False  # its items would be nested too deep
+        if depth >= _MAX_DEPTH:
+            return False  # the 257th level of containers
     if kind is list or kind is tuple:
         for item in some:
             if type(item) is str and item.isascii():
@@ -100,9 +100,11 @@ def _valid(value: object, depth: int) -> bool:
 def _check(value: object, where: str, depth: int) -> None:
     """Raise :class:`UnsupportedValue`, with the path to the offending part,
     unless *value* is a contract value."""
-    if depth > _MAX_DEPTH:
-        raise UnsupportedValue(f"{where}: nested deeper than {_MAX_DEPTH} levels")
     kind = type(value)
+    if depth > _MAX_DEPTH or (depth >= _MAX_DEPTH and kind in (list, tuple, dict)):
+        if len(where) > 60:
+            where = f"{where[:40]}...{where[-12:]}"
+        raise UnsupportedValue(f"{where}: nested deeper than {_MAX_DEPTH} levels of lists and dicts")
     if value is None or kind is bool or kind is float or kind is bytes:
         return
     if kind is str:
@@ -200,10 +202,14 @@ def array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def decode(data: bytes, max_size: int | None = None) -> Any:
+def decode(data: bytes, max_size: int | None = None, framing: int = 0) -> Any:
     """Decode bytes made by :func:`encode` (or by a peer following the same rules).
 
     :param max_size: refuse encodings longer than this many bytes.
+    :param framing: levels of lists around the contract values that are the
+        message's own framing (2 for a list of ``[key, value]`` update pairs):
+        they do not count toward the nesting limit, so a value may be nested
+        256 levels deep counted from itself on every backend.
     :raises ProtocolError: for malformed, trailing or oversized input, or for a
         decoded value that is not a contract value.
     """
@@ -216,11 +222,13 @@ def decode(data: bytes, max_size: int | None = None) -> Any:
             use_list=True,
             strict_map_key=True,
         )
+    except msgpack.StackError:  # its decoder's own (non-recursive) nesting limit
+        raise ProtocolError(f"peer sent an unsupported value: nested deeper than {_MAX_DEPTH} levels") from None
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed message: {type(e).__name__}: {e}") from None
-    if not _valid(value, 0):
+    if not _valid(value, -framing):
         try:
-            _check(value, "value", 0)
+            _check(value, "value", -framing)
         except UnsupportedValue as e:
             raise ProtocolError(f"peer sent an unsupported value: {e}") from None
     return value

@@ -42,6 +42,8 @@ __all__ = ["FastBanana", "b128", "DIRECT_MIN"]
 
 _LIST, _INT, _STRING, _NEG, _FLOAT, _LONGINT, _LONGNEG, _VOCAB = range(0x80, 0x88)
 _SIZE_LIMIT = banana.SIZE_LIMIT
+#: See :attr:`FastBanana.max_list_depth`.
+MAX_LIST_DEPTH = 2 * 256 + 16
 _unpack_double = struct.Struct("!d").unpack_from
 _pack_double = struct.Struct("!d").pack
 
@@ -83,6 +85,12 @@ class FastBanana:
 
     #: Largest message accepted while decoding, in counted bytes (see the module).
     max_message_size: int = banana.SIZE_LIMIT * 100
+    #: Deepest list nesting accepted while decoding: jelly spends up to two
+    #: banana lists per level of a value (a dict is ``[b"dictionary", [k, v],
+    #: ...]``), so a contract value (256 levels) and a message's framing fit;
+    #: deeper input is a protocol error here, before jelly's recursive
+    #: unjelly could overflow the stack.
+    max_list_depth: int = MAX_LIST_DEPTH
     #: What the unfinished message holds so far (counted bytes).
     _partial = 0
     #: A long string still arriving: its pieces, their length, and the length needed.
@@ -181,6 +189,8 @@ class FastBanana:
                     elif kind == _LIST:
                         if num > _SIZE_LIMIT:
                             raise banana.BananaError("Security precaution: List too long.")
+                        if len(stack) >= self.max_list_depth:
+                            raise ProtocolError(f"lists nested deeper than {self.max_list_depth} levels")
                         stack.append((num, []))
                         pos = end
                         if num:
