@@ -26,6 +26,8 @@ from .harness import Harness, RecordingCommand, RecordingMaster, WorkerHandle, w
 from .relay import LinkInterposer, NoInterposer, TCPRelay
 from .scripted_worker import ScriptedWorker
 from .suite_calls import CallTests
+from .suite_hostile import HostilePeerTests
+from .raw_frames import RawFrames
 from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
 from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
 from .suite_registration import LoginTests, RegistrationTests
@@ -46,6 +48,8 @@ __all__ = [
     "ScaleTests",
     "TransferTests",
     "TransferWindowTests",
+    "HostilePeerTests",
+    "RawFrames",
     "Harness",
     "RecordingCommand",
     "RecordingMaster",
@@ -73,6 +77,7 @@ class ConformanceSuite(
     ScaleTests,
     TransferTests,
     TransferWindowTests,
+    HostilePeerTests,
 ):
     """Every conformance test; a backend's test class provides ``backend_name``."""
 

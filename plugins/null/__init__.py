@@ -38,6 +38,11 @@ class NullBackend(Backend):
     def check_port(self, portStr: str) -> None:
         parse_port(portStr)
 
+    def raw_frames(self, connector: Any) -> Any:
+        from .raw_frames import NullRawFrames
+
+        return NullRawFrames(connector)
+
     def make_interposer(self, address: str, reactor: Any) -> Any:
         """A blackholable relay to *address*, for the conformance suite's dead-peer tests."""
         from .relay import NullRelay

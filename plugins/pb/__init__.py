@@ -44,6 +44,11 @@ class PBBackend(Backend):
     def loopback_port(self) -> str:
         return "tcp:port=0:interface=127.0.0.1"
 
+    def raw_frames(self, connector: Any) -> Any:
+        from .raw_frames import PBRawFrames
+
+        return PBRawFrames(connector)
+
     def check_port(self, portStr: str) -> None:
         """Raise :class:`~workerwire.errors.AddressError` unless *portStr* is a
         Twisted server endpoint string (or a bare port number); listens on nothing."""
