@@ -114,7 +114,9 @@ class TransferSink:
             raise ProtocolError(f"transfer {transfer_id!r} is unknown or incomplete")
         del self._incoming[transfer_id]
         self._held -= entry.size
-        return decode(b"".join(entry.parts), self.limit)
+        data = b"".join(entry.parts)
+        entry.parts.clear()  # released before decoding: the encoding and the value, not the pieces too
+        return decode(data, self.limit)
 
     @property
     def held(self) -> int:
