@@ -18,24 +18,8 @@ nested too deep.
 from __future__ import annotations
 
 import abc
-import socket
-from typing import Any
 
-__all__ = ["RawFrames", "shrink_receive_buffer"]
-
-
-def shrink_receive_buffer(transport: Any, size: int = 32 * 1024) -> None:
-    """Make the kernel hold little for a TCP *transport* that stops reading,
-    so that what the peer sends piles up on the peer's side soon (an attacker
-    chooses its own buffers); nothing for a transport without a socket."""
-    sock = getattr(transport, "socket", None)
-    if sock is None:
-        sock = getattr(getattr(transport, "transport", None), "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-        except OSError:
-            pass
+__all__ = ["RawFrames"]
 
 
 class RawFrames(abc.ABC):

@@ -10,7 +10,7 @@ import msgpack
 from twisted.protocols import amp
 
 from workerwire.budget import transport_queued
-from workerwire.conformance.raw_frames import RawFrames, shrink_receive_buffer
+from workerwire.conformance.raw_frames import RawFrames
 
 __all__ = ["AMPRawFrames"]
 
@@ -56,4 +56,3 @@ class AMPRawFrames(RawFrames):
     def stop_reading(self) -> None:
         if self.proto.transport is not None:
             self.proto.transport.pauseProducing()
-            shrink_receive_buffer(self.proto.transport)

@@ -7,7 +7,7 @@ import itertools
 from typing import Any
 
 from workerwire.budget import transport_queued
-from workerwire.conformance.raw_frames import RawFrames, shrink_receive_buffer
+from workerwire.conformance.raw_frames import RawFrames
 
 from .codec import b128
 
@@ -74,4 +74,3 @@ class PBRawFrames(RawFrames):
     def stop_reading(self) -> None:
         if self.broker.transport is not None:
             self.broker.transport.pauseProducing()
-            shrink_receive_buffer(self.broker.transport)
