@@ -59,6 +59,9 @@ SEND_QUEUE_TIMEOUT = float(os.environ.get("WORKERWIRE_FLOOD_TIMEOUT", "5"))
 #: The master's peak RSS may exceed its RSS before the attack by the queue
 #: it may hold plus this (allocator slack, one read of answers, the jobs).
 MARGIN_MIB = 32
+#: The attack stops once the master grew this much (a master without the
+#: budget would grow until the machine runs out of memory).
+SAFETY_KIB = 2 * 1024 * 1024
 N_JOBS = 4000
 ECHO = shutil.which("echo") or "/bin/echo"
 KiB = 1024
@@ -123,7 +126,7 @@ async def test_a_worker_that_sends_without_reading_cannot_grow_the_master(
     peak = before
     t0 = time.time()
     try:
-        while time.time() - t0 < SECONDS:
+        while time.time() - t0 < SECONDS and peak - before < SAFETY_KIB:
             await within(rogue.whenConnected(), REACTOR, what="the attacker to log in")
             raw = backend.raw_frames(rogue)
             links += 1
@@ -131,7 +134,7 @@ async def test_a_worker_that_sends_without_reading_cannot_grow_the_master(
             bot.on_link_lost = lambda: None if lost.called else lost.callback(None)
             raw.stop_reading()
             frame = raw.request("flood-" + "x" * (NAME - 6))
-            while not lost.called and time.time() - t0 < SECONDS:
+            while not lost.called and time.time() - t0 < SECONDS and peak - before < SAFETY_KIB:
                 for _ in range(8192):
                     if raw.unsent() >= 256 * KiB:
                         break
@@ -159,8 +162,11 @@ async def test_a_worker_that_sends_without_reading_cannot_grow_the_master(
         return
     assert peak - before < bound_kib, f"master RSS grew by {(peak - before) / 1024:.1f} MiB"
     assert hwm - before < bound_kib, f"master peak RSS (VmHWM) {(hwm - before) / 1024:.1f} MiB over the start"
-    assert drops and len(drops) >= links - 1, (links, drops[:3], [l for l in master.text_err.splitlines() if "job" not in l][-20:])
-    assert "rogue" in drops[0]
+    # Every link but the last (cut short by the end of the run) was dropped.  Requests
+    # with long names are answered in a few bytes each, so the master's queue fills
+    # slowly: with the default short names the first drop comes within the run.
+    assert len(drops) >= links - 1 and (drops or NAME > 1000), (links, drops[:3], [l for l in master.text_err.splitlines() if "job" not in l][-20:])
+    assert all("rogue" in line for line in drops)
     assert all(during[name] >= 1 for name in good), during
     assert all(len(events.matching("job_finished", worker=n)) > jobs_before[n] for n in good)
     assert not [e for e in events.matching("disconnected") if e.get("worker") in good]
