@@ -158,7 +158,7 @@ def error_to_wire(exc: BaseException) -> tuple[str, str]:
         return exc.type_name, exc.remote_message
     if isinstance(exc, ProtocolError):
         text = exc.message
-        return "ProtocolError", text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
+        return type(exc).__name__, text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
     if isinstance(exc, WorkerwireError):
         return type(exc).__name__, exc.message
     return type(exc).__name__, str(exc)
