@@ -44,6 +44,9 @@ class AcmeLoop(Backend):
     def make_interposer(self, address, reactor):
         return self._inner.make_interposer(address, reactor)
 
+    def raw_frames(self, connector):
+        return self._inner.raw_frames(connector)
+
 
 backend = AcmeLoop()
 
