@@ -60,10 +60,21 @@ async def test_a_workerwire_worker_sends_packed_merged_updates(harness: Harness,
     assert rc2.updates == [(k, v) for k, v in updates]
 
 
+class _Broker:
+    """Records the protocol errors that would close the link (no socket here)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def protocol_error(self, reason: str) -> None:
+        self.errors.append(reason)
+
+
 class _Conn:
     def __init__(self) -> None:
         self.options = LinkOptions(max_message_size=1024 * 1024)
         self.delivered: list[Any] = []
+        self._broker = _Broker()
 
     def _on_update(self, commandId: str, updates: list[Any]) -> None:
         self.delivered.append((commandId, updates))
@@ -92,3 +103,18 @@ def test_malformed_packed_updates_are_refused(packed: Any) -> None:
     with pytest.raises(ProtocolError):
         connection._CommandRef(conn, "c1").remote_packedUpdate(packed)  # type: ignore[arg-type]
     assert conn.delivered == []
+
+
+@pytest.mark.parametrize("depth, closes", [(256, False), (257, True), (60_000, True)])
+def test_a_packed_value_nested_too_deep_closes_the_link(depth: int, closes: bool) -> None:
+    conn = _Conn()
+    packed = [b"\x91\x92" + msgpack.packb("stdout") + b"\x91" * (depth - 1) + b"\x90"]
+    ref = connection._CommandRef(conn, "c1")  # type: ignore[arg-type]
+    if not closes:
+        ref.remote_packedUpdate(packed)
+        assert len(conn.delivered) == 1 and not conn._broker.errors
+        return
+    with pytest.raises(ProtocolError, match="nested deeper than 256"):
+        ref.remote_packedUpdate(packed)
+    assert conn.delivered == []
+    assert conn._broker.errors and "nested deeper than 256" in conn._broker.errors[0]
