@@ -283,6 +283,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):
     def __init__(self, listener: "MsgpackListener", entry: OpenPort, ticket: LoginTicket):
         WebSocketServerProtocol.__init__(self)
         self.link_setup(listener.options, listener.reactor)
+        self.budget_stats = listener.login_guard.stats
         self.listener = listener
         self.entry = entry
         self.ticket: LoginTicket | None = ticket

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
+from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.values import decode
 
@@ -114,6 +115,10 @@ class MessageLink:
         self._pongs: list[Deferred[None]] = []
         #: Bytes of the encoding of the message being dispatched.
         self.message_size = 0
+        #: Bounds what this link holds queued for the peer (workerwire.budget).
+        self.budget: SendBudget | None = None
+        #: Counters the budget adds to (a master sets its listener's stats).
+        self.budget_stats: Any = None
 
     def who(self) -> str:
         return self.link_peer
@@ -135,9 +140,25 @@ class MessageLink:
             self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
         except Exception:
             pass  # a UNIX socket has no Nagle
+        self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
+                                 self._budget_pause, self._budget_resume, self._budget_drop, self.who,
+                                 f"msgpack {self.side}", self.budget_stats)
         self._connectionMade()  # type: ignore[attr-defined]
 
+    def _budget_pause(self) -> None:
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def _budget_resume(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resumeProducing()
+
+    def _budget_drop(self, why: str) -> None:
+        self.close(abort=True)
+
     def connectionLost(self, reason: Failure) -> None:
+        if self.budget is not None:
+            self.budget.stop()
         if not getattr(self, "made", False):
             # A wrapper (TLS) that fails before it connected us: autobahn never
             # set up, so only our own end is reported.
@@ -251,6 +272,8 @@ class MessageLink:
             return self._part(msg)
         self.message_size = len(payload)
         self._dispatch(msg)
+        if self.budget is not None and not self.closing:
+            self.budget.after_read()
 
     def _part(self, msg: dict[str, Any]) -> None:
         data = msg.get("data")
