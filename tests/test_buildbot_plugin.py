@@ -10,6 +10,7 @@ identical builds end as in the same master.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -105,3 +106,116 @@ async def test_builds_on_stock_pb_amp_and_pb_through_workerwire_side_by_side(mas
         assert listed[spec.name]["connected_to"], listed[spec.name]
         assert info.get("version"), info
         assert info.get("host"), info
+
+
+async def wait_text(proc: Any, text: str, timeout: float = 60.0) -> None:
+    """*text* on the process's stdout or stderr (loggers differ in where they write)."""
+    await proc._wait(lambda: text in proc.text_out or text in proc.text_err, f"{text!r} in its output", timeout)
+
+
+@async_test
+async def test_reconfig_adds_a_worker_on_a_shared_port_and_changes_a_password(master: BuildbotMaster) -> None:
+    stock, mac1 = WorkerSpec("linux-1", "pw1", "stock-pb"), WorkerSpec("mac-1", "pw2", "ww-amp", free_port())
+    await start_all(master, [stock, mac1])
+
+    mac2 = WorkerSpec("mac-2", "pw4", "ww-amp", mac1.port)        # same backend and port: shares mac-1's listener
+    bsd1 = WorkerSpec("bsd-1", "pw3", "ww-pb", free_port())
+    mac1_new = WorkerSpec("mac-1", "pw2-new", "ww-amp", mac1.port)
+    master.write_config([stock, mac1_new, mac2, bsd1])
+    await master.reconfig()                                          # the real `buildbot reconfig`
+
+    for spec in (mac2, bsd1):
+        master.start_worker(spec)
+        await master.probe.wait("worker-connected", name=spec.name)
+        build = await master.build(f"quick-{spec.name}")
+        assert f"hello from {spec.name}" in step(build, "hello")["logs"]["stdio"]
+    ports = (await master.probe.call("ports"))["ports"]
+    assert ports["mac-1"] == ports["mac-2"] == mac1.port
+
+    # As for pb, a new password leaves the live connection up; the next login needs it.
+    assert not master.probe.matching("worker-disconnected", name="mac-1")
+    await master.build("quick-mac-1")
+    master.worker_procs["mac-1"].signal("KILL")
+    await master.probe.wait("worker-disconnected", name="mac-1")
+    old_pw = master.start_worker(mac1)                              # still the old password
+    await wait_text(old_pw, "refused")
+    assert len(master.probe.matching("worker-connected", name="mac-1")) == 1
+    (master.basedir.parent / "mac-1.password").write_text("pw2-new", encoding="utf-8")
+    await master.probe.wait("worker-connected", name="mac-1", count=2)   # the worker re-reads its password file
+    build = await master.build("quick-mac-1", count=2)
+    assert step(build, "hello")["results"] == SUCCESS
+
+
+@async_test
+async def test_master_restart_every_worker_rejoins_and_builds_again(master: BuildbotMaster) -> None:
+    workers = three_workers()
+    await start_all(master, workers)
+    for spec in workers:
+        await master.build(f"quick-{spec.name}")
+
+    await master.stop()                                              # `buildbot stop`: returns once it exited
+    for spec in workers[1:]:                                         # the workerwire ports are closed
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", spec.port), timeout=5).close()
+
+    await master.start()
+    for spec in workers:
+        await master.probe.wait("worker-connected", name=spec.name, count=2)
+    for spec in workers:
+        build = await master.build(f"quick-{spec.name}", count=2)
+        assert step(build, "hello")["results"] == SUCCESS
+        assert f"hello from {spec.name}" in step(build, "hello")["logs"]["stdio"]
+
+
+@async_test
+async def test_worker_killed_mid_build_ends_the_build_as_for_pb(master: BuildbotMaster) -> None:
+    workers = three_workers()
+    await start_all(master, workers)
+    ended = {}
+    for spec in workers:
+        await master.probe.call("force", builder=f"slow-{spec.name}")
+        await master.probe.wait("output", builder=f"slow-{spec.name}", line="sleeping")
+        master.worker_procs[spec.name].signal("KILL")
+        ended[spec.name] = await master.probe.wait("build-finished", builder=f"slow-{spec.name}")
+        await master.probe.wait("worker-disconnected", name=spec.name)
+    assert ended["linux-1"]["results"] == RETRY
+    for name in ("mac-1", "bsd-1"):
+        assert ended[name]["results"] == ended["linux-1"]["results"], ended[name]
+        assert step(ended[name], "sleeps")["results"] == step(ended["linux-1"], "sleeps")["results"]
+
+
+@async_test
+async def test_duplicate_login_is_refused_and_stop_worker_shuts_it_down(master: BuildbotMaster) -> None:
+    stock, mac1 = WorkerSpec("linux-1", "pw1", "stock-pb"), WorkerSpec("mac-1", "pw2", "ww-amp", free_port())
+    await start_all(master, [stock, mac1])
+    first = master.worker_procs["mac-1"]
+
+    second = master.start_worker(mac1)                              # same name while the first answers
+    await wait_text(second, "already connected")
+    second.signal("KILL")
+    assert len(master.probe.matching("worker-connected", name="mac-1")) == 1
+    build = await master.build("quick-mac-1")
+    assert step(build, "hello")["results"] == SUCCESS
+
+    # The web UI's "stop worker" (graceful shutdown): the workerwire worker process exits.
+    await master.probe.call("stop-worker", name="mac-1")
+    await master.probe.wait("worker-disconnected", name="mac-1")
+    assert await first.wait_exit(60) == 0
+
+
+@async_test
+async def test_checkconfig_names_installed_backends_and_the_bad_port(master: BuildbotMaster) -> None:
+    await master.create()
+    master.write_config([WorkerSpec("mac-1", "pw", "ww-amp", 9990, extra=", keepalive_timeout=-1")])
+    text = (master.basedir / "master.cfg").read_text()
+    (master.basedir / "master.cfg").write_text(text.replace(
+        "    worker.WorkerwireWorker('mac-1'",
+        "    worker.WorkerwireWorker('x-1', 'pw', backend='nats', port='tcp:1'),\n"
+        "    worker.WorkerwireWorker('x-2', 'pw', backend='amp', port='carrier-pigeon:9'),\n"
+        "    worker.WorkerwireWorker('mac-1'"))
+    proc = await master.check_config()
+    out = proc.text_out + proc.text_err
+    assert proc.status != 0
+    assert "WorkerwireWorker 'x-1': no workerwire backend named 'nats'; installed: amp, " in out, out
+    assert "WorkerwireWorker 'x-2': port 'carrier-pigeon:9' is not valid for backend 'amp'" in out, out
+    assert "WorkerwireWorker 'mac-1': link options {'keepalive_timeout': -1}: keepalive_timeout must be positive" in out
