@@ -39,11 +39,11 @@ async def master(tmp_path: Path) -> AsyncIterator[BuildbotMaster]:
         await probe.port.stopListening()
 
 
-def three_workers() -> list[WorkerSpec]:
+def three_workers(extra: str = "") -> list[WorkerSpec]:
     return [
-        WorkerSpec("linux-1", "pw1", "stock-pb"),
-        WorkerSpec("mac-1", "pw2", "ww-amp", free_port()),
-        WorkerSpec("bsd-1", "pw3", "ww-pb", free_port()),
+        WorkerSpec("linux-1", "pw1", "stock-pb", extra=extra),
+        WorkerSpec("mac-1", "pw2", "ww-amp", free_port(), extra=extra),
+        WorkerSpec("bsd-1", "pw3", "ww-pb", free_port(), extra=extra),
     ]
 
 
@@ -168,8 +168,9 @@ async def test_master_restart_every_worker_rejoins_and_builds_again(master: Buil
 
 
 @async_test
-async def test_worker_killed_mid_build_ends_the_build_as_for_pb(master: BuildbotMaster) -> None:
-    workers = three_workers()
+async def test_worker_killed_mid_build_ends_the_build_as_for_pb_and_notify_on_missing_fires(
+        master: BuildbotMaster) -> None:
+    workers = three_workers(extra=", missing_timeout=2, notify_on_missing=['ops@example.org']")
     await start_all(master, workers)
     ended = {}
     for spec in workers:
@@ -182,6 +183,9 @@ async def test_worker_killed_mid_build_ends_the_build_as_for_pb(master: Buildbot
     for name in ("mac-1", "bsd-1"):
         assert ended[name]["results"] == ended["linux-1"]["results"], ended[name]
         assert step(ended[name], "sleeps")["results"] == step(ended["linux-1"], "sleeps")["results"]
+    for spec in workers:   # missing_timeout after the loss, Buildbot reports the worker missing to notify_on_missing
+        missing = await master.probe.wait("worker-missing", name=spec.name)
+        assert missing["notify"] == ["ops@example.org"], missing
 
 
 @async_test

@@ -143,8 +143,8 @@ class WorkerSpec:
     """One worker of the test master.
 
     ``kind``: ``stock-pb`` (``worker.Worker`` + stock buildbot-worker over
-    Buildbot's pb), ``ww-amp`` / ``ww-pb`` (``worker.WorkerwireWorker`` +
-    ``workerwire worker`` over that backend).
+    Buildbot's pb), ``ww-BACKEND`` (``worker.WorkerwireWorker`` +
+    ``workerwire worker`` over that backend: ``ww-amp``, ``ww-pb``, ...).
     """
 
     name: str
@@ -214,10 +214,13 @@ class BuildbotMaster:
         self.workers: list[WorkerSpec] = []
         self.worker_procs: dict[str, CliProcess] = {}
         self.starts = 0
+        #: Environment of every process started (None: this one's).
+        self.env: dict[str, str] | None = None
 
     async def run(self, program: str, *args: str, timeout: float = DEADLINE) -> CliProcess:
         """Run a command (``buildbot``, ``buildbot-worker``) to its end; fails unless it exits 0."""
-        proc = self.processes.start(list(args), program=[str(BIN / program)], name=f"{program} {args[0]}")
+        proc = self.processes.start(list(args), program=[str(BIN / program)], name=f"{program} {args[0]}",
+                                    env=self.env)
         status = await proc.wait_exit(timeout)
         if status != 0:
             log = self.basedir / "twistd.log"
@@ -239,7 +242,7 @@ class BuildbotMaster:
     async def check_config(self) -> CliProcess:
         """``buildbot checkconfig``, whatever its exit status."""
         proc = self.processes.start(["checkconfig", str(self.basedir)], program=[str(BIN / "buildbot")],
-                                    name="buildbot checkconfig")
+                                    name="buildbot checkconfig", env=self.env)
         await proc.wait_exit(DEADLINE)
         return proc
 
@@ -276,7 +279,7 @@ class BuildbotMaster:
             ["worker", "--backend", spec.backend or "", "--master", f"tcp:host=127.0.0.1:port={spec.port}",
              "--name", spec.name, "--password-file", str(pw_file), "--basedir", str(basedir),
              "--keepalive-interval", "10"],
-            program=workerwire_argv(), name=f"workerwire worker {spec.name}")
+            program=workerwire_argv(), name=f"workerwire worker {spec.name}", env=self.env)
         self.worker_procs[spec.name] = proc
         return proc
 
@@ -287,7 +290,7 @@ class BuildbotMaster:
             await self.run("buildbot-worker", "create-worker", "--umask=0o22", str(basedir),
                            f"127.0.0.1:{self.pb_port}", spec.name, spec.password)
         proc = self.processes.start(["start", "--nodaemon", str(basedir)], program=[str(BIN / "buildbot-worker")],
-                                    name=f"buildbot-worker {spec.name}")
+                                    name=f"buildbot-worker {spec.name}", env=self.env)
         self.worker_procs[spec.name] = proc
         return proc
 

@@ -2,7 +2,7 @@
 tells the test what the master does and does what the test asks.
 
 It connects to the test's TCP port (127.0.0.1), sends one JSON line per event
-(``started``, ``output`` lines of announced steps, ``worker-connected``, ``worker-disconnected``, ``step-started``,
+(``started``, ``output`` lines of announced steps, ``worker-connected``, ``worker-disconnected``, ``worker-missing``, ``step-started``,
 ``build-finished`` with its steps and their stdio) and answers commands
 (``force``, ``stop-build``, ``stop-worker``, ``workers``, ``ports``) with
 ``{"reply": id, ...}``.  Builds are triggered here, without the web UI.
@@ -62,8 +62,9 @@ class MasterProbe(service.BuildbotService):
         self.line.sendLine(json.dumps(obj, default=str).encode())
 
     def _worker_event(self, key, msg):
-        if key[-1] in ("connected", "disconnected"):
-            self.send({"event": f"worker-{key[-1]}", "name": msg["name"], "workerinfo": msg.get("workerinfo")})
+        if key[-1] in ("connected", "disconnected", "missing"):
+            self.send({"event": f"worker-{key[-1]}", "name": msg["name"], "workerinfo": msg.get("workerinfo"),
+                       "notify": msg.get("notify")})
 
     @defer.inlineCallbacks
     def _builder_name(self, buildid):
