@@ -114,7 +114,7 @@ async def wait_text(proc: Any, text: str, timeout: float = 60.0) -> None:
 
 
 @async_test
-async def test_reconfig_adds_a_worker_on_a_shared_port_and_changes_a_password(master: BuildbotMaster) -> None:
+async def test_reconfig_adds_removes_moves_and_repasswords_workers(master: BuildbotMaster) -> None:
     stock, mac1 = WorkerSpec("linux-1", "pw1", "stock-pb"), WorkerSpec("mac-1", "pw2", "ww-amp", free_port())
     await start_all(master, [stock, mac1])
 
@@ -144,6 +144,22 @@ async def test_reconfig_adds_a_worker_on_a_shared_port_and_changes_a_password(ma
     await master.probe.wait("worker-connected", name="mac-1", count=2)   # the worker re-reads its password file
     build = await master.build("quick-mac-1", count=2)
     assert step(build, "hello")["results"] == SUCCESS
+
+    # A second reconfig: bsd-1 moves from pb to amp on a new port, mac-2 is removed.
+    bsd1_moved = WorkerSpec("bsd-1", "pw3", "ww-amp", free_port())
+    master.write_config([stock, mac1_new, bsd1_moved])
+    await master.reconfig()
+    await master.probe.wait("worker-disconnected", name="mac-2")      # removed: Buildbot disconnects it
+    await wait_text(master.worker_procs["mac-2"], "refused")           # and refuses its next logins
+    with pytest.raises(OSError):                                       # bsd-1's old pb port closed with it
+        socket.create_connection(("127.0.0.1", bsd1.port), timeout=5).close()
+    master.worker_procs["bsd-1"].signal("KILL")                        # its live pb connection stays until then
+    await master.probe.wait("worker-disconnected", name="bsd-1")
+    master.start_worker(bsd1_moved)
+    await master.probe.wait("worker-connected", name="bsd-1", count=2)
+    build = await master.build("quick-bsd-1", count=2)
+    assert f"hello from bsd-1" in step(build, "hello")["logs"]["stdio"]
+    assert (await master.probe.call("ports"))["ports"]["bsd-1"] == bsd1_moved.port
 
 
 @async_test
