@@ -239,3 +239,17 @@ async def test_checkconfig_names_installed_backends_and_the_bad_port(master: Bui
     assert "WorkerwireWorker 'x-1': no workerwire backend named 'nats'; installed: amp, " in out, out
     assert "WorkerwireWorker 'x-2': port 'carrier-pigeon:9' is not valid for backend 'amp'" in out, out
     assert "WorkerwireWorker 'mac-1': link options {'keepalive_timeout': -1}: keepalive_timeout must be positive" in out
+
+
+@async_test
+async def test_workers_sharing_a_port_with_different_link_options_stop_the_start_with_a_clear_error(
+        master: BuildbotMaster) -> None:
+    port = free_port()
+    await master.create()
+    master.write_config([WorkerSpec("mac-1", "pw1", "ww-amp", port, extra=", keepalive_interval=10"),
+                         WorkerSpec("mac-2", "pw2", "ww-amp", port, extra=", keepalive_interval=20")])
+    with pytest.raises(AssertionError) as info:
+        await master.start()
+    assert ("workers on amp port 'tcp:%d:interface=127.0.0.1' share one listener and so need the same link "
+            "options" % port) in str(info.value)
+    assert "keepalive_interval=10 (this one: 20)" in str(info.value)
