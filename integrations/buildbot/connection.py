@@ -113,7 +113,6 @@ class BuildbotConnection(base.Connection):
         self.master = master
         self.worker = worker
         self.link = link
-        self.builders: list[str] = []
         link.notifyOnDisconnect(self.notifyDisconnected)
 
     def __repr__(self) -> str:
@@ -153,11 +152,7 @@ class BuildbotConnection(base.Connection):
         return _translated(self.link.remoteGetWorkerInfo()).addCallback(decode)
 
     def remoteSetBuilderList(self, builders: list[tuple[str, str]]) -> Deferred[list[str]]:
-        def got(names: list[str]) -> list[str]:
-            self.builders = list(names)
-            return names
-
-        return _translated(self.link.remoteSetBuilderList([tuple(b) for b in builders])).addCallback(got)
+        return _translated(self.link.remoteSetBuilderList([(name, builddir) for name, builddir in builders]))
 
     def remoteStartCommand(
         self, remoteCommand: Any, builderName: str, commandId: str, commandName: str, args: dict[str, Any]
