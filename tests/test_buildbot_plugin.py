@@ -101,11 +101,12 @@ async def test_builds_on_stock_pb_amp_and_pb_through_workerwire_side_by_side(mas
 
     # Worker info in Buildbot's data API, as for the pb worker.
     listed = {w["name"]: w for w in (await master.probe.call("workers"))["workers"]}
+    stock_info = listed["linux-1"]["workerinfo"]
     for spec in workers:
         info = listed[spec.name]["workerinfo"]
         assert listed[spec.name]["connected_to"], listed[spec.name]
         assert info.get("version"), info
-        assert info.get("host"), info
+        assert set(info) == set(stock_info), (info, stock_info)
 
 
 async def wait_text(proc: Any, text: str, timeout: float = 60.0) -> None:
