@@ -182,7 +182,8 @@ c['workers'] = [
 
 def quick():
     f = util.BuildFactory()
-    f.addStep(steps.ShellCommand(name='hello', command=['sh', '-c', 'echo "hello from $0 on line 1"; echo line 2 >&2', util.Interpolate('%(prop:workername)s')]))
+    f.addStep(steps.ShellCommand(name='hello', command=[
+        'sh', '-c', 'echo "hello from $0 on line 1"; echo line 2 >&2', util.Interpolate('%(prop:workername)s')]))
     f.addStep(steps.ShellCommand(name='fails', command=['sh', '-c', 'echo about to fail; exit 3']))
     f.addStep(steps.ShellCommand(name='after', command=['echo', 'after the failure'], alwaysRun=True))
     return f

@@ -2,7 +2,8 @@
 tells the test what the master does and does what the test asks.
 
 It connects to the test's TCP port (127.0.0.1), sends one JSON line per event
-(``started``, ``output`` lines of announced steps, ``worker-connected``, ``worker-disconnected``, ``worker-missing``, ``step-started``,
+(``started``, ``output`` lines of announced steps, ``worker-connected``,
+``worker-disconnected``, ``worker-missing``, ``step-started``,
 ``build-finished`` with its steps and their stdio) and answers commands
 (``force``, ``stop-build``, ``stop-worker``, ``workers``, ``ports``) with
 ``{"reply": id, ...}``.  Builds are triggered here, without the web UI.

@@ -113,9 +113,10 @@ class WorkerwireHub(service.AsyncService):
         if port is not None and port.options != settings.options:
             others = sorted(port.workers - {name})
             if others:
+                differences = _differences(port.options, settings.options)
                 raise SettingsError(
                     f"WorkerwireWorker {name!r}: workers on {key[0]} port {key[1]!r} share one listener and so "
-                    f"need the same link options; {', '.join(others)} use {_differences(port.options, settings.options)}"
+                    f"need the same link options; already there: {', '.join(others)}, with {differences}"
                 )
             await self._drop(name)  # the port's only worker changed its options: a new listener
             old_key, port = None, None
@@ -210,5 +211,5 @@ class WorkerwireHub(service.AsyncService):
 
 
 def _differences(a: LinkOptions, b: LinkOptions) -> str:
-    diffs = [f"{n}={getattr(a, n)!r} (this one: {getattr(b, n)!r})" for n in LinkOptions.names() if getattr(a, n) != getattr(b, n)]
-    return ", ".join(diffs)
+    changed = [n for n in LinkOptions.names() if getattr(a, n) != getattr(b, n)]
+    return ", ".join(f"{n}={getattr(a, n)!r} (this one: {getattr(b, n)!r})" for n in changed)
