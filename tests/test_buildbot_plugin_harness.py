@@ -193,10 +193,20 @@ def slow():
     f.addStep(AnnouncedShellCommand(name='sleeps', command=['sh', '-c', 'echo sleeping; exec sleep 120']))
     return f
 
+def transfer(name):
+    f = util.BuildFactory()
+    f.addStep(steps.FileDownload(name='download', mastersrc='to-workers.txt', workerdest='got.txt'))
+    f.addStep(steps.ShellCommand(name='check', command=[
+        'sh', '-c', 'wc -c < got.txt; cp got.txt back.txt; mkdir -p d/e; echo deep > d/e/f.txt']))
+    f.addStep(steps.FileUpload(name='upload', workersrc='back.txt', masterdest='uploads/' + name + '.txt'))
+    f.addStep(steps.DirectoryUpload(name='dirupload', workersrc='d', masterdest='uploads/' + name + '-dir'))
+    return f
+
 names = [w.name for w in c['workers']]
 c['builders'] = (
     [util.BuilderConfig(name='quick-' + n, workernames=[n], factory=quick()) for n in names]
     + [util.BuilderConfig(name='slow-' + n, workernames=[n], factory=slow()) for n in names]
+    + [util.BuilderConfig(name='transfer-' + n, workernames=[n], factory=transfer(n)) for n in names]
 )
 c['schedulers'] = [schedulers.ForceScheduler(name='force', builderNames=[b.name for b in c['builders']])]
 c['services'] = [MasterProbe({probe_port})]

@@ -85,6 +85,34 @@ def test_a_lost_link_completes_as_twisted_connection_lost_and_a_worker_error_as_
     assert str(rec.completions[0].value) == "OSError: no such file"
 
 
+def test_buildbot_file_handles_become_core_handles_or_are_refused_clearly(tmp_path: Path) -> None:
+    from buildbot.process.remotetransfer import FileReader, FileWriter
+
+    from workerwire_buildbot import connection
+
+    writer = FileWriter(str(tmp_path / "dest"), 1024, None)
+    with open(tmp_path / "src", "wb") as src:
+        src.write(b"x")
+    reader = FileReader(open(tmp_path / "src", "rb"))
+    try:
+        for args in ({"writer": writer, "workersrc": "a", "maxsize": None}, {"reader": reader, "workerdest": "b"}):
+            if connection._as_handle is None:
+                with pytest.raises(ww_errors.UnsupportedValue, match="Buildbot file handles .*FileUpload/FileDownload"):
+                    connection.map_transfer_args(args)
+            else:
+                from workerwire import transfer
+
+                mapped = connection.map_transfer_args(args)
+                key = "writer" if "writer" in args else "reader"
+                assert isinstance(mapped[key], (transfer.FileWriter, transfer.FileReader))
+                assert {k: v for k, v in mapped.items() if k != key} == {k: v for k, v in args.items() if k != key}
+        plain = {"command": ["true"], "workdir": "build"}
+        assert connection.map_transfer_args(plain) is plain
+    finally:
+        writer.cancel()
+        reader.remote_close()
+
+
 class Hooks:
     def __init__(self) -> None:
         self.connected: Deferred[Any] = Deferred()

@@ -22,6 +22,11 @@ from twisted.python.failure import Failure
 from workerwire import Connection, Update
 from workerwire import errors as ww_errors
 
+try:  # core's file handles (workerwire.transfer, the file-transfer issue)
+    from workerwire.transfer import as_handle as _as_handle
+except ImportError:  # a workerwire from before them: file transfer is refused clearly
+    _as_handle = None
+
 __all__ = ["BuildbotConnection", "CommandTargetAdapter", "WorkerLinkLost", "WorkerCallFailed", "translate_failure"]
 
 
@@ -86,20 +91,24 @@ class CommandTargetAdapter:
 
 
 def map_transfer_args(args: dict[str, Any]) -> dict[str, Any]:
-    """The command's args with Buildbot's file handles made workerwire values.
+    """The command's args with Buildbot's file handles made workerwire handles.
 
     Buildbot puts a ``FileWriterImpl`` (``writer``, for uploads) or a
     ``FileReaderImpl`` (``reader``, for downloads) in the args of file-transfer
-    commands.  This is the one place they are mapped; until core carries
-    file handles, such a command fails to start with a clear error.
+    commands.  This is the one place they are mapped: each becomes a
+    :mod:`workerwire.transfer` handle, which core carries to the worker and
+    releases when the command ends.  A workerwire without file handles
+    refuses such a command's start with a clear error.
     """
-    handles = sorted(k for k, v in args.items() if isinstance(v, (base.FileWriterImpl, base.FileReaderImpl)))
-    if handles:
+    handles = [k for k, v in args.items() if isinstance(v, (base.FileWriterImpl, base.FileReaderImpl))]
+    if not handles:
+        return args
+    if _as_handle is None:
         raise ww_errors.UnsupportedValue(
-            f"args {', '.join(handles)} hold Buildbot file handles (FileUpload/FileDownload); this workerwire "
-            "has no file-transfer support (workerwire.transfer), so file transfer runs only on pb workers"
+            f"args {', '.join(sorted(handles))} hold Buildbot file handles (FileUpload/FileDownload); this "
+            "workerwire has no file-transfer support (workerwire.transfer), so file transfer runs only on pb workers"
         )
-    return args
+    return {k: (_as_handle(v) if k in handles else v) for k, v in args.items()}
 
 
 class BuildbotConnection(base.Connection):
