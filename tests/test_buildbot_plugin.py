@@ -116,9 +116,12 @@ async def wait_text(proc: Any, text: str, timeout: float = 60.0) -> None:
 
 @async_test
 async def test_file_download_upload_and_directory_upload_on_every_kind_of_worker(master: BuildbotMaster) -> None:
-    # Needs core's file handles (the file-transfer issue, branch `transfer`); a workerwire without them
-    # refuses such steps clearly (test_buildbot_plugin_units.py checks that).
-    pytest.importorskip("workerwire.transfer", reason="workerwire.transfer (core file handles) is not installed")
+    from workerwire_app.worker_runtime import COMMANDS
+
+    if "uploadFile" not in COMMANDS:
+        # The workerwire worker offers Buildbot's transfer commands once the worker-runtime work
+        # (branch `runtime`) is merged; until then this cannot be checked end to end here.
+        pytest.skip(f"`workerwire worker` has no uploadFile/downloadFile command yet (it offers {sorted(COMMANDS)})")
     workers = three_workers()
     await start_all(master, workers)
     payload = "".join(f"line {i} of the file sent to every worker\n" for i in range(20000))   # ~840 KB

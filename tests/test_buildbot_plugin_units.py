@@ -85,29 +85,23 @@ def test_a_lost_link_completes_as_twisted_connection_lost_and_a_worker_error_as_
     assert str(rec.completions[0].value) == "OSError: no such file"
 
 
-def test_buildbot_file_handles_become_core_handles_or_are_refused_clearly(tmp_path: Path) -> None:
+def test_buildbot_file_handles_become_core_transfer_handles(tmp_path: Path) -> None:
     from buildbot.process.remotetransfer import FileReader, FileWriter
 
-    from workerwire_buildbot import connection
+    from workerwire import transfer
+    from workerwire_buildbot.connection import map_transfer_args
 
     writer = FileWriter(str(tmp_path / "dest"), 1024, None)
-    with open(tmp_path / "src", "wb") as src:
-        src.write(b"x")
+    (tmp_path / "src").write_bytes(b"x")
     reader = FileReader(open(tmp_path / "src", "rb"))
     try:
-        for args in ({"writer": writer, "workersrc": "a", "maxsize": None}, {"reader": reader, "workerdest": "b"}):
-            if connection._as_handle is None:
-                with pytest.raises(ww_errors.UnsupportedValue, match="Buildbot file handles .*FileUpload/FileDownload"):
-                    connection.map_transfer_args(args)
-            else:
-                from workerwire import transfer
-
-                mapped = connection.map_transfer_args(args)
-                key = "writer" if "writer" in args else "reader"
-                assert isinstance(mapped[key], (transfer.FileWriter, transfer.FileReader))
-                assert {k: v for k, v in mapped.items() if k != key} == {k: v for k, v in args.items() if k != key}
+        up = map_transfer_args({"writer": writer, "workersrc": "a", "maxsize": None})
+        assert isinstance(up["writer"], transfer.FileWriter) and up["writer"].impl is writer
+        assert {k: v for k, v in up.items() if k != "writer"} == {"workersrc": "a", "maxsize": None}
+        down = map_transfer_args({"reader": reader, "workerdest": "b"})
+        assert isinstance(down["reader"], transfer.FileReader) and down["reader"].impl is reader
         plain = {"command": ["true"], "workdir": "build"}
-        assert connection.map_transfer_args(plain) is plain
+        assert map_transfer_args(plain) is plain
     finally:
         writer.cancel()
         reader.remote_close()

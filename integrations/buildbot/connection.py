@@ -21,11 +21,7 @@ from twisted.python.failure import Failure
 
 from workerwire import Connection, Update
 from workerwire import errors as ww_errors
-
-try:  # core's file handles (workerwire.transfer, the file-transfer issue)
-    from workerwire.transfer import as_handle as _as_handle
-except ImportError:  # a workerwire from before them: file transfer is refused clearly
-    _as_handle = None
+from workerwire.transfer import as_handle
 
 __all__ = ["BuildbotConnection", "CommandTargetAdapter", "WorkerLinkLost", "WorkerCallFailed", "translate_failure"]
 
@@ -96,19 +92,14 @@ def map_transfer_args(args: dict[str, Any]) -> dict[str, Any]:
     Buildbot puts a ``FileWriterImpl`` (``writer``, for uploads) or a
     ``FileReaderImpl`` (``reader``, for downloads) in the args of file-transfer
     commands.  This is the one place they are mapped: each becomes a
-    :mod:`workerwire.transfer` handle, which core carries to the worker and
-    releases when the command ends.  A workerwire without file handles
-    refuses such a command's start with a clear error.
+    :mod:`workerwire.transfer` handle, which core carries to the worker (and
+    refuses, with :class:`~workerwire.errors.UnsupportedValue`, under any key
+    but the one Buildbot uses) and releases when the command ends.
     """
     handles = [k for k, v in args.items() if isinstance(v, (base.FileWriterImpl, base.FileReaderImpl))]
     if not handles:
         return args
-    if _as_handle is None:
-        raise ww_errors.UnsupportedValue(
-            f"args {', '.join(sorted(handles))} hold Buildbot file handles (FileUpload/FileDownload); this "
-            "workerwire has no file-transfer support (workerwire.transfer), so file transfer runs only on pb workers"
-        )
-    return {k: (_as_handle(v) if k in handles else v) for k, v in args.items()}
+    return {k: (as_handle(v) if k in handles else v) for k, v in args.items()}
 
 
 class BuildbotConnection(base.Connection):
