@@ -260,14 +260,17 @@ class BuildbotMaster:
     async def start(self) -> None:
         """``buildbot start`` (a daemon); returns when the master's probe said it started."""
         self.starts += 1
-        await self.run("buildbot", "start", str(self.basedir), timeout=DEADLINE)
+        # --start_timeout: `buildbot start` follows twistd.log for 10 s by default, too short on a loaded machine.
+        await self.run("buildbot", "start", f"--start_timeout={DEADLINE:g}", str(self.basedir), timeout=DEADLINE + 30)
         await self.probe.wait("started", count=self.starts)
 
     async def reconfig(self) -> None:
-        await self.run("buildbot", "reconfig", str(self.basedir))
+        await self.run("buildbot", "reconfig", f"--progress_timeout={DEADLINE:g}", str(self.basedir),
+                       timeout=DEADLINE + 30)
 
     async def stop(self) -> None:
-        await self.run("buildbot", "stop", str(self.basedir))
+        # --clean: wait for the master to finish (plain `stop` gives up after 10 s on a loaded machine).
+        await self.run("buildbot", "stop", "--clean", str(self.basedir), timeout=DEADLINE + 30)
 
     def kill(self) -> None:
         """SIGKILL the master daemon if it still runs (test cleanup)."""
