@@ -116,12 +116,6 @@ async def wait_text(proc: Any, text: str, timeout: float = 60.0) -> None:
 
 @async_test
 async def test_file_download_upload_and_directory_upload_on_every_kind_of_worker(master: BuildbotMaster) -> None:
-    from workerwire_app.worker_runtime import COMMANDS
-
-    if "uploadFile" not in COMMANDS:
-        # The workerwire worker offers Buildbot's transfer commands once the worker-runtime work
-        # (branch `runtime`) is merged; until then this cannot be checked end to end here.
-        pytest.skip(f"`workerwire worker` has no uploadFile/downloadFile command yet (it offers {sorted(COMMANDS)})")
     workers = three_workers()
     await start_all(master, workers)
     payload = "".join(f"line {i} of the file sent to every worker\n" for i in range(20000))   # ~840 KB
