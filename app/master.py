@@ -23,19 +23,25 @@ answers the listeners as their :class:`~workerwire.master.MasterHooks`:
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
+import time
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
 from workerwire import Connection, Listener
+from workerwire import observe
 from workerwire.errors import ConnectionLost, DuplicateWorker, LoginRefused, WorkerwireError
+from workerwire.tls import is_tls
 
 from .asyncutil import TimedOut, wait_for
 from .config import ConfigError, ConfigErrors, JobConfig, MasterConfig, WorkerConfig, load_config
 from .events import EventLog
+from .job_log import open_job_log
 from .limits import files_needed, raise_open_files_limit
+from .metrics import MasterMetrics, refusal_kind, serve_metrics
 from .remote_command import RemoteCommand, failure_dict
 
 __all__ = ["Master"]
@@ -81,6 +87,15 @@ class Master:
         # a worker (a new password) never closes and reopens it -- which, for
         # a port string asking for any free port, would move it.
         self._anchor_password = secrets.token_urlsafe(32)
+        self._since: dict[int, float] = {}
+        self._rtt: dict[int, float] = {}
+        #: worker name -> command id -> what status shows of a running command.
+        self._running: dict[str, dict[str, dict[str, Any]]] = {}
+        self.metrics = MasterMetrics()
+        self.metrics.watch_state(self._connection_counts, self._guard_stats)
+        self._observing: Any = None
+        self._metrics_port: Any = None
+        self._control: Any = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -99,9 +114,12 @@ class Master:
                 await self._anchor(pname, self.config)
             for worker in self.config.workers.values():
                 await self._register(worker, self.config)
+            await self._start_operator_ports()
         except ConfigErrors:
+            await self._stop_operator_ports()
             await self._stop_listeners()
             raise
+        self._observing = observe.observe(self)
         self._accepting = True
         addresses = self.addresses()
         for name, where in addresses.items():
@@ -118,6 +136,10 @@ class Master:
         waits = [self._disconnected_notice(c) for c in conns]
         for conn in conns:
             self._drop_reasons[id(conn)] = "the master is stopping"
+        if self._observing is not None:
+            self._observing.unsubscribe()
+            self._observing = None
+        await self._stop_operator_ports()
         await self._stop_listeners()
         if waits:
             try:
@@ -125,6 +147,52 @@ class Master:
             except TimedOut:
                 _log.warn("some workers did not disconnect within {t:g} s", t=DISCONNECT_WAIT)
         self.events.emit("stopped")
+
+    async def _start_operator_ports(self) -> None:
+        """The state directory, the control socket and the metrics port, as configured.
+
+        :raises ConfigErrors: one of them cannot be created or opened.
+        """
+        settings, path = self.config.settings, self.config.path
+        if settings.state_dir is not None:
+            try:
+                os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise ConfigErrors([ConfigError(path, "master.state_dir", f"cannot create {settings.state_dir!r}: "
+                                                f"{e.strerror or e}", "a directory this user may create")]) from None
+        if settings.control_socket is not None:
+            from .control import ControlServer
+
+            control = ControlServer(self, settings.control_socket, self.reactor)
+            try:
+                await control.start()
+            except OSError as e:
+                raise ConfigErrors([ConfigError(path, "master.control_socket", str(e),
+                                                "a path no running master uses, in a directory this user may "
+                                                "write, or false for no control channel")]) from None
+            self._control = control
+        if settings.metrics is not None:
+            try:
+                self._metrics_port = await serve_metrics(self.reactor, settings.metrics, self.metrics.registry)
+            except Exception as e:
+                raise ConfigErrors([ConfigError(path, "master.metrics", f"cannot open {settings.metrics!r}: {e}",
+                                                "a free port this user may open")]) from None
+            _log.info("metrics at http://{where}/metrics", where=self.metrics_address())
+
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the metrics port, if it is open."""
+        if self._metrics_port is None:
+            return None
+        addr = self._metrics_port.getHost()
+        return f"{addr.host}:{addr.port}"
+
+    async def _stop_operator_ports(self) -> None:
+        control, self._control = self._control, None
+        if control is not None:
+            await control.stop()
+        port, self._metrics_port = self._metrics_port, None
+        if port is not None:
+            await port.stopListening()
 
     async def _stop_listeners(self) -> None:
         listeners, self._listeners = self._listeners, {}
@@ -166,7 +234,10 @@ class Master:
         await self._update_registration(pname, ANCHOR_NAME, self._anchor_password, config)
 
     async def _register(self, worker: WorkerConfig, config: MasterConfig) -> None:
-        for pname in worker.protocols:
+        # On every protocol, also those it may not use: the right password there
+        # earns a refusal that says so (see _new_connection), not an "unknown
+        # worker" that counts as a failed login and slows down its host.
+        for pname in config.protocols:
             await self._update_registration(pname, worker.name, worker.password, config)
 
     async def _update_registration(self, pname: str, name: str, password: str, config: MasterConfig) -> None:
@@ -231,15 +302,13 @@ class Master:
                 errors.extend(str(err) for err in e.errors)
 
         for name in old.workers.keys() - new.workers.keys():
-            for pname in old.workers[name].protocols:
+            for pname in old.protocols:
                 await self._unregister(name, pname)
             self._disconnect(name, "it was removed from the config")
             summary["removed"].append(name)
 
         for name, worker in new.workers.items():
             before = old.workers.get(name)
-            for pname in set(before.protocols if before else ()) - set(worker.protocols):
-                await self._unregister(name, pname)
             try:
                 await self._register(worker, new)
             except ConfigErrors as e:
@@ -284,6 +353,22 @@ class Master:
                     return f"the port of protocol {pname} changed"
         return None
 
+    def disconnect(self, name: str, why: str) -> None:
+        """Close the worker's connection (it reconnects by itself), logging *why*."""
+        self._disconnect(name, why)
+
+    async def shutdown_worker(self, name: str, why: str) -> None:
+        """Tell the connected worker to shut down (it stops and does not reconnect).
+
+        :raises ConnectionLost: it is not connected.
+        """
+        conn = self.connection(name)
+        if conn is None:
+            raise ConnectionLost(f"worker {name!r} is not connected")
+        _log.info("shutting down worker {worker}: {why}", worker=name, why=why)
+        self._drop_reasons[id(conn)] = why
+        await conn.remoteShutdown()
+
     def _disconnect(self, name: str, why: str) -> None:
         conn = self.connection(name)
         if conn is None:
@@ -302,8 +387,13 @@ class Master:
     async def _new_connection(self, conn: Connection, name: str) -> None:
         if not self._accepting:
             raise LoginRefused("the master is not accepting workers (it is starting or stopping)")
-        if name not in self.config.workers:
-            raise LoginRefused(f"worker {name!r} is not in the master's config")
+        worker = self.config.workers.get(name)
+        if worker is None:
+            self._refused(conn, name, "unknown_worker", f"worker {name!r} is not in the master's config")
+        elif conn.backendName not in worker.protocols:
+            self._refused(conn, name, "protocol_not_allowed",
+                          f"worker {name!r} may not log in over {conn.backendName}; its protocols: "
+                          f"{', '.join(worker.protocols)} (the [[workers]] entry's protocols key)")
         lock = self._locks.setdefault(name, DeferredLock())
         await lock.acquire()
         try:
@@ -313,9 +403,10 @@ class Master:
                     why = (f"worker {name!r} is already connected from {old.get_peer()} over {old.backendName} "
                            f"and that connection answers; refusing the second login from {conn.get_peer()} "
                            f"over {conn.backendName}")
-                    _log.warn("{why}", why=why)
+                    # The listener logs the refusal (once); the event log and metrics get it here.
                     self.events.emit("refused", worker=name, backend=conn.backendName, peer=conn.get_peer(),
                                      reason=why)
+                    self.metrics.login("refused", conn.backendName, "duplicate")
                     raise DuplicateWorker(why)
                 _log.warn("worker {worker}: the old connection from {peer} over {backend} did not answer within "
                           "{t:g} s; dropping it for the new login from {new_peer}", worker=name,
@@ -326,8 +417,11 @@ class Master:
             if not conn.isConnected:
                 raise LoginRefused(f"worker {name!r} disconnected while logging in")
             self._workers[name] = conn
+            self._since[id(conn)] = time.time()
             conn.notifyOnDisconnect(lambda: self._on_disconnect(name, conn))
-            self.events.emit("connected", worker=name, backend=conn.backendName, peer=conn.get_peer())
+            self.metrics.login("accepted", conn.backendName, "")
+            self.events.emit("connected", worker=name, backend=conn.backendName, peer=conn.get_peer(),
+                             tls=self.uses_tls(conn.backendName))
             # The listener calls conn.attached() when this returns; start talking after that.
             self.reactor.callLater(0, lambda: ensureDeferred(self._on_attach(name, conn)))
         finally:
@@ -371,8 +465,33 @@ class Master:
         conn.notifyOnDisconnect(lambda: None if d.called else d.callback(None))
         return d
 
+    def _refused(self, conn: Connection, name: str, reason: str, why: str) -> None:
+        """Refuse a login whose password was right (the listener logs the refusal)."""
+        self.events.emit("login_refused", worker=name, backend=conn.backendName, peer=conn.get_peer(),
+                         reason=reason, message=why)
+        self.metrics.login("refused", conn.backendName, reason)
+        raise LoginRefused(why)
+
+    # -- link observer (workerwire.observe) ------------------------------------------
+
+    def login_refused(self, guard: object, backend: str, worker: str, peer: str, reason: str) -> None:
+        """A listener of this master refused a login's credentials (never a password here)."""
+        if not any(getattr(listener, "login_guard", None) is guard for listener in self._listeners.values()):
+            return  # another master's listener in this process
+        kind = refusal_kind(reason)
+        self.metrics.login("refused", backend, kind)
+        self.events.emit("login_refused", worker=worker, backend=backend, peer=peer, reason=kind, message=reason)
+
+    def keepalive_answered(self, owner: object, rtt: float) -> None:
+        name = getattr(owner, "workerName", None)
+        if name is not None and self._workers.get(name) is owner:
+            self._rtt[id(owner)] = rtt
+            self.metrics.keepalive_rtt(getattr(owner, "backendName", "?"), rtt)
+
     def _on_disconnect(self, name: str, conn: Connection) -> None:
         self._attached.discard(id(conn))
+        self._since.pop(id(conn), None)
+        self._rtt.pop(id(conn), None)
         why = self._drop_reasons.pop(id(conn), "the link closed")
         if self._workers.get(name) is conn:
             del self._workers[name]
@@ -418,29 +537,112 @@ class Master:
 
     async def run_job(self, conn: Connection, job: JobConfig,
                       on_update: Callable[[list[Any]], object] | None = None) -> RemoteCommand:
-        """Run *job*'s ``shell`` command on *conn* and wait for it to end.
-
-        Its start and end are logged and written to the event log
-        (``job_started`` / ``job_finished``).
-        """
-        name = conn.workerName
+        """Run *job*'s ``shell`` command on *conn* and wait for it to end (see :meth:`run_command`)."""
         command_id = f"{job.name}-{next(self._ids)}"
-        target = RemoteCommand(on_update)
-        try:
-            await conn.remoteStartCommand(target, job.builder, command_id, "shell", job.shell_args())
-        except WorkerwireError as e:
-            _log.warn("job {job} on worker {worker} did not start: {why}", job=job.name, worker=name, why=e)
-            self.events.emit("job_finished", worker=name, job=job.name, command_id=command_id, rc=None,
-                             failure=failure_dict(e), started=False, output_tail="")
-            target.remote_complete(e)
-            return target
-        _log.info("job {job} started on worker {worker}", job=job.name, worker=name)
-        self.events.emit("job_started", worker=name, job=job.name, command_id=command_id, backend=conn.backendName)
-        result = await target.done
-        _log.info("job {job} on worker {worker} finished: rc={rc}{failure}", job=job.name, worker=name,
-                  rc=result.rc, failure="" if result.failure is None else f", failed: {result.failure}")
-        self.events.emit("job_finished", worker=name, job=job.name, command_id=command_id, rc=result.rc,
-                         failure=failure_dict(result.failure), started=True, elapsed=result.elapsed,
-                         output_tail=result.output_tail)
+        target, started = await self.run_command(conn, job.builder, command_id, job.shell_args(), on_update,
+                                                 job=job.name)
+        if started:
+            await target.done
         return target
 
+    async def run_command(self, conn: Connection, builder: str, command_id: str, args: dict[str, Any],
+                          on_update: Callable[[list[Any]], object] | None = None,
+                          job: str | None = None) -> tuple[RemoteCommand, bool]:
+        """Start a ``shell`` command on *conn*; returns its target and whether it started.
+
+        Its start and end are logged, counted in the metrics and written to the
+        event log (``job_started`` / ``job_finished``; ``job`` is None for a
+        command from the control channel); its output is kept in a file under
+        the state directory (``output_log`` in ``job_finished``).  When it did
+        not start, ``target.done`` has fired with the error.
+        """
+        name, backend = conn.workerName, conn.backendName
+        settings = self.config.settings
+        job_log = (open_job_log(settings.state_dir, settings.job_logs_kept, name, command_id)
+                   if settings.state_dir else None)
+
+        def updates(batch: list[Any]) -> object:
+            for key, value in batch:
+                if key in ("stdout", "stderr") and isinstance(value, (str, bytes)):
+                    self.metrics.output(backend, key, len(value))
+            if job_log is not None:
+                job_log.write(batch)
+            return on_update(batch) if on_update is not None else None
+
+        target = RemoteCommand(updates)
+        running = {"command_id": command_id, "builder": builder, "job": job, "started": time.time()}
+        self._running.setdefault(name, {})[command_id] = running
+        self.metrics.command_started(backend)
+        try:
+            await conn.remoteStartCommand(target, builder, command_id, "shell", args)
+        except WorkerwireError as e:
+            self._running.get(name, {}).pop(command_id, None)
+            self.metrics.command_ended(backend, e)
+            _log.warn("command {command} on worker {worker} did not start: {why}", command=command_id,
+                      worker=name, why=e)
+            self.events.emit("job_finished", worker=name, job=job, command_id=command_id, rc=None,
+                             failure=failure_dict(e), started=False, output_tail="",
+                             output_log=None if job_log is None else job_log.path)
+            if job_log is not None:
+                job_log.close()
+            target.remote_complete(e)
+            return target, False
+        _log.info("command {command} started on worker {worker} ({builder})", command=command_id, worker=name,
+                  builder=builder)
+        self.events.emit("job_started", worker=name, job=job, command_id=command_id, backend=backend,
+                         builder=builder)
+
+        def finished(result: Any) -> Any:
+            self._running.get(name, {}).pop(command_id, None)
+            if job_log is not None:
+                job_log.close()
+            self.metrics.command_ended(backend, result.failure)
+            _log.info("command {command} on worker {worker} finished: rc={rc}{failure}", command=command_id,
+                      worker=name, rc=result.rc,
+                      failure="" if result.failure is None else f", failed: {result.failure}")
+            self.events.emit("job_finished", worker=name, job=job, command_id=command_id, rc=result.rc,
+                             failure=failure_dict(result.failure), started=True, elapsed=result.elapsed,
+                             output_tail=result.output_tail, output_log=None if job_log is None else job_log.path)
+            return result
+
+        target.done.addCallback(finished)
+        return target, True
+
+    def next_command_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    # -- what status shows ----------------------------------------------------------
+
+    def uses_tls(self, protocol: str) -> bool:
+        proto = self.config.protocols.get(protocol)
+        return proto is not None and is_tls(proto.port)
+
+    def status(self) -> dict[str, Any]:
+        """Every configured worker, connected or not (what ``workerwire status`` shows)."""
+        workers = []
+        for name, worker in sorted(self.config.workers.items()):
+            conn = self.connection(name)
+            entry: dict[str, Any] = {"name": name, "connected": conn is not None, "protocols": list(worker.protocols),
+                                     "builders": [b for b, _ in worker.builders]}
+            if conn is not None:
+                entry.update(backend=conn.backendName, peer=conn.get_peer(), tls=self.uses_tls(conn.backendName),
+                             attached=id(conn) in self._attached, connected_since=self._since.get(id(conn)),
+                             keepalive_rtt=self._rtt.get(id(conn)))
+            entry["running"] = sorted(self._running.get(name, {}).values(), key=lambda c: c["started"])
+            workers.append(entry)
+        return {"config": self.config.path, "protocols": self.addresses(), "workers": workers}
+
+    def _connection_counts(self) -> dict[str, int]:
+        counts = {name: 0 for name in self.config.protocols}
+        for conn in self._workers.values():
+            if conn.isConnected:
+                counts[conn.backendName] = counts.get(conn.backendName, 0) + 1
+        return counts
+
+    def _guard_stats(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name, listener in self._listeners.items():
+            guard = getattr(listener, "login_guard", None)
+            if guard is not None:
+                out[name] = dict(guard.stats)
+        return out

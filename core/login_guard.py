@@ -65,6 +65,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from . import observe
 from .backend import LinkOptions
 
 __all__ = [
@@ -282,6 +283,7 @@ class LoginTicket:
             "{host} are already waiting ({failures} failed logins)",
             host=self.host, backend=self.guard.backend, name=_name(name), peer=self.peer, held=record.held,
             failures=record.failures, login_refused=True, peer_address=self.peer)
+        observe.login_refused(self.guard, self.guard.backend, _name(name), self.peer, observe.LOGIN_THROTTLED)
 
     def refused(self, name: Any, reason: str) -> Deferred[None]:
         """The checker refused the credentials: log it and return a Deferred that
@@ -298,6 +300,7 @@ class LoginTicket:
             host=self.host, backend=guard.backend, peer=self.peer, reason=reason, worker=_name(name),
             delayed=f" (failure {record.failures} from {self.host}; answered in {delay:g} s)" if delay else "",
             login_refused=True, peer_address=self.peer)
+        observe.login_refused(guard, guard.backend, _name(name), self.peer, reason)
         if delay <= 0 or self.is_done:
             return succeed(None)
         guard.stats["delayed"] += 1
