@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-c", "--config", required=True, metavar="FILE", help="the TOML config file")
     m.add_argument("--events", metavar="FILE",
                    help="append machine-readable events (JSON lines: connected, disconnected, job_finished, ...)")
-    m.add_argument("--check", action="store_true", help="only check the config file, then exit (0 if it is valid)")
+    m.add_argument("--check", action="store_true",
+                   help="only check the config file, then exit (0 if it is valid); password_env variables need "
+                        "not be set (their names are checked) unless --check-secrets")
+    m.add_argument("--check-secrets", action="store_true",
+                   help="with --check: also check that every password_env variable is set and not empty")
     logging_option(m, "info")
 
     w = sub.add_parser("worker", help="run a worker that dials a master",
@@ -90,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-env", metavar="VARIABLE",
                     help="an environment variable holding the password (removed from the environment once read)")
     w.add_argument("--basedir", required=True, metavar="DIR", help="the worker's base directory (created if missing)")
-    w.add_argument("--keepalive-interval", type=_seconds, metavar="S",
-                   help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}; 0 disables)")
+    w.add_argument("--keepalive-interval", type=_interval, metavar="S",
+                   help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}); false (or 0) "
+                        "disables keepalive, as keepalive_interval = false does in the master's config")
     w.add_argument("--keepalive-timeout", type=_seconds, metavar="S",
                    help=f"seconds a silent master has before it is dead (default {LinkOptions().keepalive_timeout:g})")
     w.add_argument("--allow-absolute-paths", action="store_true",
@@ -171,6 +176,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    """Seconds, or ``false``/``0`` for none (0.0)."""
+    if text.strip().lower() in ("false", "off", "no", "none"):
+        return 0.0
+    return _seconds(text)
+
+
 def _strip_dashdash(args: list[str]) -> list[str]:
     return args[1:] if args and args[0] == "--" else args
 
@@ -188,8 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
+    if args.check_secrets and not args.check:
+        print("workerwire master: --check-secrets goes with --check", file=sys.stderr)
+        return USAGE_ERROR
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, check_secrets=not args.check or args.check_secrets)
     except ConfigErrors as e:
         print(str(e), file=sys.stderr)
         return USAGE_ERROR
@@ -197,10 +212,15 @@ def cmd_master(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok: {len(config.protocols)} protocol(s), {len(config.workers)} worker(s), "
               f"{len(config.jobs)} job(s)")
         return 0
+    try:
+        events = EventLog(args.events)
+    except OSError as e:
+        print(f"workerwire master: --events: cannot open {args.events!r}: {e.strerror or e}; valid: a file in an "
+              "existing directory this user may write", file=sys.stderr)
+        return USAGE_ERROR
     setup_logging(args.log_level)
 
     async def main(reactor: Any) -> int:
-        events = EventLog(args.events)
         master = Master(config, reactor, events)
         stop: Deferred[str] = Deferred()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -22,6 +22,7 @@ answers the listeners as their :class:`~workerwire.master.MasterHooks`:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import secrets
@@ -37,7 +38,7 @@ from workerwire.errors import ConnectionLost, DuplicateWorker, LoginRefused, Wor
 from workerwire.tls import is_tls
 
 from .asyncutil import TimedOut, wait_for
-from .config import ConfigError, ConfigErrors, JobConfig, MasterConfig, WorkerConfig, load_config
+from .config import ConfigError, ConfigErrors, JobConfig, MasterConfig, ProtocolConfig, WorkerConfig, load_config
 from .events import EventLog
 from .job_log import open_job_log
 from .limits import files_needed, raise_open_files_limit
@@ -125,7 +126,9 @@ class Master:
         for name, where in addresses.items():
             _log.info("protocol {proto} listening on {port} (workers dial {address})",
                       proto=name, port=where["port"], address=where["address"])
-        self.events.emit("ready", protocols=addresses, workers=sorted(self.config.workers))
+        self.events.emit("ready", protocols=addresses, workers=sorted(self.config.workers),
+                         control_socket=self.config.settings.control_socket if self._control else None,
+                         metrics=self.metrics_address())
 
     async def stop(self) -> None:
         """Stop accepting workers, close every port and connection, and wait
@@ -278,28 +281,22 @@ class Master:
         finally:
             self._reload_lock.release()
 
-    async def _apply(self, new: MasterConfig) -> dict[str, list[str]]:
+    async def _apply(self, new: MasterConfig) -> dict[str, list[str]] | None:
         old = self.config
-        self.config = new
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
-        errors: list[str] = []
-        # A protocol that went away or whose link options changed gets a new
-        # listener; stopping the old one closes the connections it carried.
-        reconfigured = {p for p in self._listeners
+        errors = await self._apply_ports(old, new)
+        if errors:
+            for err in errors:
+                _log.error("reload refused, keeping the running config (its ports serve as before): {err}",
+                           err=err)
+            self.events.emit("reload_failed", errors=errors)
+            return None
+        self.config = dataclasses.replace(new, settings=old.settings)
+        if new.settings != old.settings:
+            _log.warn("reload: the [master] state_dir, control_socket, metrics and job_logs_kept keys take effect "
+                      "when the master starts again; the running ones stay")
+        reconfigured = {p for p in old.protocols
                         if p not in new.protocols or new.protocols[p].options != old.protocols[p].options}
-        for pname in reconfigured:
-            for conn in self._workers.values():
-                if conn.backendName == pname:
-                    self._drop_reasons[id(conn)] = f"protocol {pname} was reconfigured"
-            await self._listeners.pop(pname).stopListening()
-        for pname, proto in new.protocols.items():
-            if pname not in self._listeners:
-                self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
-            try:
-                # The new port opens first; the old one closes when its last worker moves.
-                await self._anchor(pname, new)
-            except ConfigErrors as e:
-                errors.extend(str(err) for err in e.errors)
 
         for name in old.workers.keys() - new.workers.keys():
             for pname in old.protocols:
@@ -322,17 +319,112 @@ class Master:
                 summary["changed"].append(name)
                 continue
             summary["unchanged"].append(name)
+        jobs = _job_changes(old, new)
+        for name in summary["unchanged"]:
             conn = self.connection(name)
-            if conn is not None and worker.builders != before.builders:
-                ensureDeferred(self._set_builders(conn, worker))
+            if conn is not None and id(conn) in self._attached:
+                ensureDeferred(self._after_reload(conn, old.workers[name], new.workers[name], jobs["jobs_added"]))
         for err in errors:
             _log.error("reload: {err}", err=err)
         _log.info("config reloaded from {path}: added {added}, removed {removed}, changed {changed}, "
-                  "{n} unchanged", path=new.path, added=summary["added"] or "none",
-                  removed=summary["removed"] or "none", changed=summary["changed"] or "none",
-                  n=len(summary["unchanged"]))
+                  "{n} unchanged; jobs added {jadded}, removed {jremoved}, changed {jchanged}", path=new.path,
+                  added=summary["added"] or "none", removed=summary["removed"] or "none",
+                  changed=summary["changed"] or "none", n=len(summary["unchanged"]),
+                  jadded=jobs["jobs_added"] or "none", jremoved=jobs["jobs_removed"] or "none",
+                  jchanged=jobs["jobs_changed"] or "none")
+        summary.update(jobs)
         self.events.emit("reloaded", errors=errors, **summary)
         return summary
+
+    async def _after_reload(self, conn: Connection, before: WorkerConfig, after: WorkerConfig,
+                            added_jobs: list[str]) -> None:
+        """A worker that stayed connected: its new builders, then the new jobs for it (once each)."""
+        try:
+            if after.builders != before.builders:
+                await self._set_builders(conn, after)
+        except WorkerwireError as e:
+            _log.warn("worker {worker}: setting its builders after the reload failed: {why}",
+                      worker=after.name, why=e)
+            return
+        for job in self.config.jobs_for(after.name):
+            if job.name in added_jobs and conn.isConnected:
+                await self.run_job(conn, job)
+
+    async def _apply_ports(self, old: MasterConfig, new: MasterConfig) -> list[str]:
+        """Open the new config's ports; on any failure put every protocol back
+        as *old* had it and return the errors (empty: all opened).
+
+        A protocol that went away or whose link options changed gets a new
+        listener (stopping the old one closes its connections).  A changed port
+        opens before the old one closes (it closes when its last worker moved);
+        when that fails because the old port holds the address (the same port,
+        e.g. plain to TLS), the old listener is stopped first and the new port
+        opened then.
+        """
+        errors: list[str] = []
+        replaced: set[str] = set()
+        for pname in list(self._listeners):
+            if pname not in new.protocols or new.protocols[pname].options != old.protocols[pname].options:
+                await self._replace_listener(pname, f"protocol {pname} was reconfigured", None)
+                replaced.add(pname)
+        for pname, proto in new.protocols.items():
+            if pname not in self._listeners:
+                self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
+                replaced.add(pname)
+            try:
+                await self._anchor(pname, new)
+                continue
+            except ConfigErrors as e:
+                first = [str(err) for err in e.errors]
+            if pname in replaced or pname not in old.protocols or not self._holds_port(pname, proto.port):
+                errors.extend(first)
+                continue
+            # The old port holds the address the new port string asks for.
+            await self._replace_listener(pname, f"the port of protocol {pname} changed", proto)
+            replaced.add(pname)
+            try:
+                await self._anchor(pname, new)
+            except ConfigErrors as e:
+                errors.extend(str(err) for err in e.errors)
+        if not errors:
+            return []
+        for pname in new.protocols.keys() - old.protocols.keys():
+            listener = self._listeners.pop(pname, None)
+            if listener is not None:
+                await listener.stopListening()
+        for pname in old.protocols:
+            if pname in replaced:
+                await self._replace_listener(pname, "the reload failed", old.protocols[pname])
+                try:
+                    await self._anchor(pname, old)
+                    for worker in old.workers.values():
+                        await self._update_registration(pname, worker.name, worker.password, old)
+                except ConfigErrors as e:
+                    errors.extend(f"and the old port could not be reopened: {err}" for err in e.errors)
+            elif pname in self._listeners:
+                await self._anchor(pname, old)  # back to the old port, which its workers keep open
+        return errors
+
+    def _holds_port(self, pname: str, port_str: str) -> bool:
+        """Is *pname*'s open port the port number *port_str* asks for?"""
+        reg = self._listeners[pname].getRegistration(ANCHOR_NAME)
+        if reg is None:
+            return False
+        fields = port_str.split(":")[1:]
+        wanted = next((f[len("port="):] for f in fields if f.startswith("port=")),
+                      fields[0] if fields and "=" not in fields[0] else None)
+        return wanted is not None and wanted != "0" and wanted == str(reg.getPort())
+
+    async def _replace_listener(self, pname: str, why: str, proto: ProtocolConfig | None) -> None:
+        """Stop *pname*'s listener (closing its connections with *why*); start a new one for *proto*."""
+        for conn in self._workers.values():
+            if conn.backendName == pname:
+                self._drop_reasons[id(conn)] = why
+        listener = self._listeners.pop(pname, None)
+        if listener is not None:
+            await listener.stopListening()
+        if proto is not None:
+            self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
 
     def _why_reconnect(self, before: WorkerConfig, after: WorkerConfig, old: MasterConfig,
                        new: MasterConfig, reconfigured: set[str]) -> str | None:
@@ -520,9 +612,10 @@ class Master:
                   builders=", ".join(builders) or "none")
         self.events.emit("attached", worker=name, backend=conn.backendName, version=info.get("version"),
                          builders=builders, commands=commands)
+        # The jobs of the config it attached under (a reload from here on runs its new jobs itself).
+        jobs = self.config.jobs_for(name)
         for d in self._attach_waiters.pop(name, []):
             d.callback(conn)
-        jobs = self.config.jobs_for(name)
         for job in jobs:
             if not conn.isConnected:
                 break
@@ -646,3 +739,12 @@ class Master:
             if guard is not None:
                 out[name] = dict(guard.stats)
         return out
+
+
+def _job_changes(old: MasterConfig, new: MasterConfig) -> dict[str, list[str]]:
+    """Job names added, removed and changed between two configs."""
+    before = {job.name: job for job in old.jobs}
+    after = {job.name: job for job in new.jobs}
+    return {"jobs_added": sorted(after.keys() - before.keys()),
+            "jobs_removed": sorted(before.keys() - after.keys()),
+            "jobs_changed": sorted(n for n in after.keys() & before.keys() if after[n] != before[n])}

@@ -295,7 +295,7 @@ class MasterProtocol(WireProtocol):
         try:
             await self.listener.attach(self.conn, self)
         except LoginRefused as e:
-            self._refuse(e)
+            self._refuse(e, logged=True)  # the listener logged the master's refusal
             raise
         self._cancel_login_timer()
         self.phase = "ready"
