@@ -33,7 +33,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -246,6 +246,7 @@ class ControlServer:
         except Exception as e:
             raise OSError(f"cannot listen on {self.path}: {e}") from None
 
-    def stop(self) -> Deferred[None] | None:
+    def stop(self) -> Deferred[None]:
+        """Stop listening (the socket and its lock file are removed)."""
         port, self._port = self._port, None
-        return port.stopListening() if port is not None else None
+        return port.stopListening() if port is not None else succeed(None)

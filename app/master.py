@@ -17,7 +17,13 @@ answers the listeners as their :class:`~workerwire.master.MasterHooks`:
 * **Reload** (:meth:`Master.reload`, SIGHUP in the daemon) applies a changed
   config through ``updateRegistration``: a worker whose password changed,
   whose protocol's port changed, or that was removed, is disconnected; every
-  other connected worker stays connected.
+  other connected worker stays connected and runs the ``[[jobs]]`` the
+  reload added.  A reload whose ports cannot be opened changes nothing
+  (``reload_failed``).
+* **Operating it**: the control socket (:mod:`workerwire_app.control`:
+  :meth:`Master.status`, :meth:`Master.run_command`, disconnect, shutdown),
+  Prometheus metrics (:mod:`workerwire_app.metrics`) and each command's
+  output kept under the state directory (:mod:`workerwire_app.job_log`).
 """
 
 from __future__ import annotations
