@@ -215,3 +215,35 @@ async def test_job_output_files_are_rotated_by_count(operated: Operated) -> None
     assert b"run 2\n" in (operated.tmp / "state" / "jobs" / kept[-1]).read_bytes()
     assert all(b"run 0\n" not in (operated.tmp / "state" / "jobs" / k).read_bytes() for k in kept)
     await operated.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_and_status_with_a_stock_buildbot_worker(tmp_path: Path, processes: Processes) -> None:
+    """``run`` sends a Buildbot ``shell`` step (our ``raw_output`` extension is ignored by buildbot-worker,
+    which sends text): the stock worker runs it, output and exit code come back."""
+    import sys
+
+    if "pb" not in require_network_backend():
+        pytest.fail("the pb backend is not installed")
+    bbw = Path(sys.executable).with_name("buildbot-worker")
+    assert bbw.exists(), "buildbot-worker (a test dependency) is not installed beside this Python"
+    operated = Operated(tmp_path, processes, ["pb"])
+    operated.master = processes.start(["master", "-c", str(operated.config), "--events", str(operated.events_path)],
+                                      name="master")
+    operated.events = EventLog(operated.events_path, operated.master)
+    operated.ready = await operated.events.wait("ready")
+    where = operated.ready["protocols"]["pb"]["address"].split("host=")[1].replace(":port=", ":")
+    create = processes.start(["create-worker", str(tmp_path / "bb"), where, "w1", "pw-1"], program=[str(bbw)])
+    assert await create.wait_exit() == 0, create.text_err
+    worker = processes.start(["start", "--nodaemon", str(tmp_path / "bb")], program=[str(bbw)],
+                             name="buildbot-worker")
+    await operated.events.wait("attached", worker="w1")
+    status = await operated.cli("status", "-c", str(operated.config), "--json")
+    w1 = next(w for w in json.loads(status.text_out)["workers"] if w["name"] == "w1")
+    assert (w1["connected"], w1["backend"]) == (True, "pb")
+    run = await operated.cli("run", "-c", str(operated.config), "--worker", "w1", "--",
+                             "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (run.status, run.text_out, run.text_err) == (3, "out\n", "err\n")
+    worker.signal("TERM")
+    await worker.wait_exit()
+    await operated.stop()
