@@ -204,6 +204,42 @@ async def test_4_a_worker_dialling_another_backends_port_is_told_what_to_check(t
         await env.stop()
 
 
+@pytest.mark.parametrize("port_of,client", [("pb", "amp"), ("pb", "tls"), ("amp", "tls"), ("amp", "pb-ish")])
+@pytest_twisted.ensureDeferred
+async def test_4_the_master_says_what_a_client_on_the_wrong_port_speaks(tmp_path: Path, port_of: str,
+                                                                        client: str) -> None:
+    """A real client's first bytes: an amp worker's login box, a TLS ClientHello (both captured from
+    this project's worker connectors), sent over a real socket to the other backend's port."""
+    _needs(port_of)
+    first = {
+        "amp": b"\x00\x04_ask\x00\x011\x00\x08_command\x00\x05Hello" + b"\x00" * 80,
+        "tls": b"\x16\x03\x01\x05\xfd\x01\x00\x05\xf9\x03\x03" + bytes(range(120)),
+        "pb-ish": b"\x01\x80\x02\x82pb" + b"\x01" * 100,
+    }[client]
+    if port_of == "amp" and client == "pb-ish":
+        first = b"\x01\x80\x02\x82pb" + b"\xff" * 400  # not an AMP key length: a protocol error at once
+    env = InProcess(tmp_path, {"w1": "pw1"}, backend=port_of, port="tcp:port=0:interface=127.0.0.1")
+    await env.start()
+    try:
+        with _Log() as log:
+            port = env.master.addresses()[port_of]["port"]
+            from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+            from twisted.internet.protocol import Protocol
+
+            sender = Protocol()
+            await connectProtocol(TCP4ClientEndpoint(REACTOR, "127.0.0.1", port), sender)
+            sender.transport.write(first)
+            await until(lambda: any("protocol error" in line for line in log.master_lines), "the protocol error")
+            sender.transport.abortConnection()
+        line = next(line for line in log.master_lines if "protocol error" in line)
+        expected = {"amp": "the client speaks amp, but this port is the master's pb port",
+                    "tls": f"it dialled a tls: address, but this {port_of} port is not a TLS port",
+                    "pb-ish": "the client speaks pb, but this port is the master's amp port"}[client]
+        assert expected in line, line
+    finally:
+        await env.stop()
+
+
 # -- 5. one typo, one error ---------------------------------------------------------------------
 
 
