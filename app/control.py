@@ -78,6 +78,34 @@ class _Session(LineOnlyReceiver):
         self.master = master
         self.busy = False
         self.interrupt: Any = None
+        # Flow control: while the client does not read, the transport pauses us
+        # and ``run`` holds the worker back (remote_update's Deferred) instead
+        # of buffering the command's output in the master.
+        self._paused = False
+        self._resumed: list[Deferred[None]] = []
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        waiters, self._resumed = self._resumed, []
+        for d in waiters:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def room(self) -> Deferred[None] | None:
+        """None, or a Deferred that fires once the client reads again."""
+        if not self._paused or self.transport is None:
+            return None
+        d: Deferred[None] = Deferred()
+        self._resumed.append(d)
+        return d
 
     def send(self, obj: dict[str, Any]) -> None:
         if self.transport is not None:
@@ -124,6 +152,7 @@ class _Session(LineOnlyReceiver):
     def connectionLost(self, reason: Any = None) -> None:
         interrupt, self.interrupt = self.interrupt, None
         self.transport = None
+        self.resumeProducing()
         if interrupt is not None:
             interrupt("the control client disconnected")
 
@@ -188,9 +217,10 @@ class _Session(LineOnlyReceiver):
                 "want_stderr": True, "logEnviron": False, "raw_output": True}
         command_id = self.master.next_command_id("run")
 
-        def updates(batch: list[Any]) -> None:
+        def updates(batch: list[Any]) -> Deferred[None] | None:
             for key, value in batch:
                 self.send(encode_update(key, value))
+            return self.room()
 
         target, started = await self.master.run_command(conn, builder, command_id, args, updates)
         if not started:
