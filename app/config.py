@@ -14,6 +14,7 @@ The file is TOML (read with :mod:`tomllib`)::
     keepalive_interval = 60       # s between pings (false: no keepalive)
     keepalive_timeout = 30        # s a silent peer has before it is dead
     max_message_size = 67108864   # bytes
+    output_window = 4194304       # bytes of command output in flight (flow control)
     login_timeout = 30            # s
     max_unauthenticated = 256     # connections not logged in yet (and 64 per host:
                                   # max_unauthenticated_per_host); over it up to

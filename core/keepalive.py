@@ -79,14 +79,15 @@ class KeepaliveMonitor:
 
     def _tick(self) -> None:
         self._tick_call = self._clock.callLater(self.interval, self._tick)
-        self._unanswered.append(self._clock.seconds())
+        sent = self._clock.seconds()
+        self._unanswered.append(sent)
         if self._deadline_call is None:
             self._deadline_call = self._clock.callLater(self.timeout, self._check)
         self.pings_sent += 1
         d = self._ping()
         # The answer (or error) is traffic and is counted by touch(); a lost
         # link is reported by the owner, so the ping's own outcome is moot.
-        d.addCallbacks(self._answered, lambda _: None, callbackArgs=(self._clock.seconds(),))
+        d.addCallbacks(self._answered, lambda _: None, callbackArgs=(sent,))
 
     def _answered(self, _: object, sent: float) -> None:
         self.last_rtt = rtt = self._clock.seconds() - sent
