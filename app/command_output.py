@@ -37,7 +37,11 @@ from workerwire import Update
 
 from .output import OutputWriter
 
-__all__ = ["CommandPrinter", "Ending", "exit_status", "ending"]
+__all__ = ["CommandPrinter", "Ending", "exit_status", "ending", "SIGTERM_GRACE"]
+
+#: Seconds a command of ``exec``/``run`` has between SIGTERM and SIGKILL when
+#: it is interrupted or times out (the ``shell`` command's ``sigtermTime``).
+SIGTERM_GRACE = 5.0
 
 _KILLED = re.compile(r"process killed by signal (\d+)")
 _TIMED_OUT = re.compile(r"command timed out: (.+?)(?: running |, attempting|\n|$)")

@@ -40,6 +40,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from workerwire.errors import WorkerwireError
 
+from .command_output import SIGTERM_GRACE
 from .remote_command import failure_dict
 
 if TYPE_CHECKING:
@@ -214,7 +215,9 @@ class _Session(LineOnlyReceiver):
             return
         workdir = request.get("workdir") or "build"
         args = {"command": command, "workdir": workdir, "env": {}, "timeout": timeout, "want_stdout": True,
-                "want_stderr": True, "logEnviron": False, "raw_output": True}
+                "want_stderr": True, "logEnviron": False, "raw_output": True,
+                # Interrupts and timeouts: SIGTERM first, SIGKILL SIGTERM_GRACE s later (as exec).
+                "sigtermTime": SIGTERM_GRACE}
         command_id = self.master.next_command_id("run")
 
         def updates(batch: list[Any]) -> Deferred[None] | None:

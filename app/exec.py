@@ -29,7 +29,7 @@ from workerwire import LinkOptions, load_backend
 from workerwire.errors import BackendLoadFailed, BackendNotFound, WorkerwireError
 
 from .asyncutil import TimedOut, wait_for
-from .command_output import CommandPrinter, ending, exit_status
+from .command_output import SIGTERM_GRACE, CommandPrinter, ending, exit_status
 from .config import ConfigErrors, MasterConfig, ProtocolConfig, WorkerConfig
 from .daemon import on_signal
 from .master import Master
@@ -106,7 +106,9 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
         args = {"command": list(opts.command), "workdir": ".", "env": dict(opts.env or {}),
                 "timeout": opts.timeout, "want_stdout": True, "want_stderr": True, "logEnviron": False,
                 # Output as bytes, exactly as the command wrote it (a workerwire extension).
-                "raw_output": True}
+                "raw_output": True,
+                # Interrupts and --timeout: SIGTERM first, SIGKILL 5 s later (Buildbot's default is SIGKILL at once).
+                "sigtermTime": SIGTERM_GRACE}
         if opts.stdin:
             args["initial_stdin"] = opts.stdin
         await conn.remoteStartCommand(target, "exec", "1", "shell", args)
