@@ -6,6 +6,12 @@
     run a worker that dials a master.
 ``workerwire exec [--backend NAME] [--json] -- CMD ...``
     run CMD through a master and a worker on loopback; exit with its status.
+``workerwire status -c FILE [--json]``
+    a running master's workers (through its control socket).
+``workerwire run -c FILE --worker NAME [--builder B] [--timeout S] [--json] -- CMD ...``
+    run CMD on a connected worker of a running master; exit with its status.
+``workerwire disconnect|shutdown -c FILE NAME``
+    close a worker's connection / tell it to shut down.
 ``workerwire backends``
     list the installed backends, each with a load check.
 ``workerwire conformance NAME [-- PYTEST ARGS]``
@@ -23,6 +29,7 @@ import signal
 import sys
 from typing import Any, Sequence
 
+from twisted.internet import threads
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
@@ -32,9 +39,10 @@ from workerwire.tls import add_client_options
 
 from . import __version__
 from .config import ConfigErrors, load_config
+from .control_client import run_command, status_command, worker_command
 from .daemon import LOG_LEVELS, on_signal, run, setup_logging
 from .events import EventLog
-from .exec import DEFAULT_BACKEND, ExecOptions, run_exec
+from .exec import DEFAULT_BACKEND, MAX_STDIN, ExecOptions, run_exec
 from .master import Master
 from .worker_daemon import PasswordSource, WorkerDaemon
 from .worker_runtime import DEFAULT_LOST_LINK_GRACE, WorkerRuntime
@@ -65,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-c", "--config", required=True, metavar="FILE", help="the TOML config file")
     m.add_argument("--events", metavar="FILE",
                    help="append machine-readable events (JSON lines: connected, disconnected, job_finished, ...)")
-    m.add_argument("--check", action="store_true", help="only check the config file, then exit (0 if it is valid)")
+    m.add_argument("--check", action="store_true",
+                   help="only check the config file, then exit (0 if it is valid); password_env variables need "
+                        "not be set (their names are checked) unless --check-secrets")
+    m.add_argument("--check-secrets", action="store_true",
+                   help="with --check: also check that every password_env variable is set and not empty")
     logging_option(m, "info")
 
     w = sub.add_parser("worker", help="run a worker that dials a master",
@@ -82,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--password-env", metavar="VARIABLE",
                     help="an environment variable holding the password (removed from the environment once read)")
     w.add_argument("--basedir", required=True, metavar="DIR", help="the worker's base directory (created if missing)")
-    w.add_argument("--keepalive-interval", type=_seconds, metavar="S",
-                   help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}; 0 disables)")
+    w.add_argument("--keepalive-interval", type=_interval, metavar="S",
+                   help=f"seconds between keepalives (default {LinkOptions().keepalive_interval:g}); false (or 0) "
+                        "disables keepalive, as keepalive_interval = false does in the master's config")
     w.add_argument("--keepalive-timeout", type=_seconds, metavar="S",
                    help=f"seconds a silent master has before it is dead (default {LinkOptions().keepalive_timeout:g})")
     w.add_argument("--allow-absolute-paths", action="store_true",
@@ -110,8 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the backend to carry the link (default: {DEFAULT_BACKEND})")
     e.add_argument("--json", action="store_true", help="print every update as a JSON line instead of the output")
     e.add_argument("--timeout", type=_seconds, metavar="S", help="kill the command after S seconds without output")
+    e.add_argument("-n", "--no-stdin", action="store_true",
+                   help="do not read stdin (by default, unless it is a terminal, stdin is read to its end and "
+                        "given to the command)")
     logging_option(e, "warn")
     e.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
+
+    st = sub.add_parser("status", help="show a running master's workers",
+                        description="Ask a running master (through its control socket) for every configured "
+                                    "worker: connected or not, backend, peer, TLS, since when, keepalive round "
+                                    "trip, running commands.")
+    st.add_argument("-c", "--config", required=True, metavar="FILE", help="the master's TOML config file")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    r = sub.add_parser("run", help="run a command on a connected worker of a running master",
+                       description="Run CMD now on a worker connected to a running master, stream its output "
+                                   "and exit with its exit status (the rules of `workerwire exec`).")
+    r.add_argument("-c", "--config", required=True, metavar="FILE", help="the master's TOML config file")
+    r.add_argument("--worker", required=True, metavar="NAME", help="the connected worker to run CMD on")
+    r.add_argument("--builder", metavar="B", help="the worker's builder to run in (default: its first builder)")
+    r.add_argument("--workdir", metavar="DIR", help="directory relative to the builder's (default: build)")
+    r.add_argument("--timeout", type=_seconds, metavar="S", help="kill the command after S seconds without output")
+    r.add_argument("--json", action="store_true", help="print every update as a JSON line instead of the output")
+    r.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
+
+    for what, text in (("disconnect", "close a worker's connection (it reconnects by itself)"),
+                       ("shutdown", "tell a worker to shut down (it stops and does not reconnect)")):
+        x = sub.add_parser(what, help=text, description=f"Ask a running master to {text}.")
+        x.add_argument("-c", "--config", required=True, metavar="FILE", help="the master's TOML config file")
+        x.add_argument("worker", metavar="NAME")
 
     b = sub.add_parser("backends", help="list the installed backends",
                        description="List every installed backend with its distribution and version, and check "
@@ -136,6 +176,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    """Seconds, or ``false``/``0`` for none (0.0)."""
+    if text.strip().lower() in ("false", "off", "no", "none"):
+        return 0.0
+    return _seconds(text)
+
+
 def _strip_dashdash(args: list[str]) -> list[str]:
     return args[1:] if args and args[0] == "--" else args
 
@@ -144,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``workerwire`` command; return its exit status."""
     args = build_parser().parse_args(argv)
     handler = {"master": cmd_master, "worker": cmd_worker, "exec": cmd_exec, "backends": cmd_backends,
-               "conformance": cmd_conformance}[args.cmd]
+               "conformance": cmd_conformance, "status": cmd_status, "run": cmd_run, "disconnect": cmd_worker_op,
+               "shutdown": cmd_worker_op}[args.cmd]
     return handler(args)
 
 
@@ -152,8 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
+    if args.check_secrets and not args.check:
+        print("workerwire master: --check-secrets goes with --check", file=sys.stderr)
+        return USAGE_ERROR
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, check_secrets=not args.check or args.check_secrets)
     except ConfigErrors as e:
         print(str(e), file=sys.stderr)
         return USAGE_ERROR
@@ -161,10 +212,15 @@ def cmd_master(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok: {len(config.protocols)} protocol(s), {len(config.workers)} worker(s), "
               f"{len(config.jobs)} job(s)")
         return 0
+    try:
+        events = EventLog(args.events)
+    except OSError as e:
+        print(f"workerwire master: --events: cannot open {args.events!r}: {e.strerror or e}; valid: a file in an "
+              "existing directory this user may write", file=sys.stderr)
+        return USAGE_ERROR
     setup_logging(args.log_level)
 
     async def main(reactor: Any) -> int:
-        events = EventLog(args.events)
         master = Master(config, reactor, events)
         stop: Deferred[str] = Deferred()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -268,7 +324,66 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     setup_logging(args.log_level)
     opts = ExecOptions(command=command, backend=args.backend, json=args.json, timeout=args.timeout)
-    return run(lambda reactor: run_exec(reactor, opts))
+    read_stdin = not args.no_stdin and not sys.stdin.isatty()
+
+    async def main(reactor: Any) -> int:
+        if read_stdin:
+            # In a thread: a pipe whose writer is slow must not stop the reactor.
+            data = await threads.deferToThread(sys.stdin.buffer.read, MAX_STDIN + 1)
+            if len(data) > MAX_STDIN:
+                print(f"workerwire exec: stdin is longer than {MAX_STDIN} bytes; give the command a file "
+                      "instead (or -n to not read stdin)", file=sys.stderr)
+                return USAGE_ERROR
+            opts.stdin = data
+        return await run_exec(reactor, opts)
+
+    return run(main)
+
+
+# -- status / run / disconnect / shutdown (the control channel) --------------------------
+
+
+def _control_socket(args: argparse.Namespace) -> str | None:
+    """The control socket of the master configured in ``-c``; None after printing why not."""
+    try:
+        config = load_config(args.config, check_secrets=False)
+    except ConfigErrors as e:
+        print(str(e), file=sys.stderr)
+        return None
+    if config.settings.control_socket is None:
+        print(f"workerwire {args.cmd}: {args.config}: master.control_socket is false: this master has no control "
+              "channel; valid: remove the key (default: control.sock in the state directory) or give a path",
+              file=sys.stderr)
+        return None
+    return config.settings.control_socket
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _control_socket(args)
+    if path is None:
+        return USAGE_ERROR
+    return run(lambda reactor: status_command(reactor, path, args.json))
+
+
+def cmd_worker_op(args: argparse.Namespace) -> int:
+    path = _control_socket(args)
+    if path is None:
+        return USAGE_ERROR
+    return run(lambda reactor: worker_command(reactor, path, args.cmd, args.worker))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = _strip_dashdash(args.command)
+    if not command:
+        print("workerwire run: no command given; usage: workerwire run -c FILE --worker NAME [--builder B] -- CMD ...",
+              file=sys.stderr)
+        return USAGE_ERROR
+    path = _control_socket(args)
+    if path is None:
+        return USAGE_ERROR
+    req = {"request": "run", "worker": args.worker, "builder": args.builder, "workdir": args.workdir,
+           "timeout": args.timeout, "command": command}
+    return run(lambda reactor: run_command(reactor, path, req, args.json))
 
 
 # -- backends -------------------------------------------------------------------------

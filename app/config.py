@@ -4,12 +4,17 @@ The file is TOML (read with :mod:`tomllib`)::
 
     [master]                      # optional
     duplicate_ping_timeout = 10   # s an existing connection has to answer a ping
+    state_dir = "state"           # the master's own files (default: "state" beside this file)
+    control_socket = "control.sock"  # the control channel (UNIX socket, mode 0600), in state_dir
+    metrics = "tcp:9100:interface=127.0.0.1"  # Prometheus /metrics (default: none)
+    job_logs_kept = 100           # per-job output files kept in state_dir/jobs (oldest removed)
 
     [protocols.pb]                # one table per backend, by its registry name
     port = "tcp:9989"             # a port string the backend accepts
     keepalive_interval = 60       # s between pings (false: no keepalive)
     keepalive_timeout = 30        # s a silent peer has before it is dead
     max_message_size = 67108864   # bytes
+    output_window = 4194304       # bytes of command output in flight (flow control)
     login_timeout = 30            # s
     max_unauthenticated = 256     # connections not logged in yet (and 64 per host:
                                   # max_unauthenticated_per_host); over it up to
@@ -43,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -60,15 +66,24 @@ __all__ = [
     "load_config",
     "parse_config",
     "DEFAULT_DUPLICATE_PING_TIMEOUT",
+    "DEFAULT_JOB_LOGS_KEPT",
+    "MasterSettings",
 ]
 
 DEFAULT_DUPLICATE_PING_TIMEOUT = 10.0
 
 _TOP_KEYS = ("master", "protocols", "workers", "jobs")
-_MASTER_KEYS = ("duplicate_ping_timeout",)
+_MASTER_KEYS = ("duplicate_ping_timeout", "state_dir", "control_socket", "metrics", "job_logs_kept")
+#: Per-job output files kept unless ``[master] job_logs_kept`` says otherwise.
+DEFAULT_JOB_LOGS_KEPT = 100
+#: Longest path a UNIX socket may have on Linux (``sun_path`` is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
 _WORKER_KEYS = ("name", "password", "password_file", "password_env", "protocols", "builders")
 _PASSWORD_KEYS = ("password", "password_file", "password_env")
 _JOB_KEYS = ("name", "command", "workers", "builder", "workdir", "env", "timeout", "max_time")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -153,6 +168,20 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class MasterSettings:
+    """The ``[master]`` table, paths made absolute."""
+
+    duplicate_ping_timeout: float = DEFAULT_DUPLICATE_PING_TIMEOUT
+    #: The master's own files (job output); ``None``: keep none (``workerwire exec``).
+    state_dir: str | None = None
+    #: The control channel's UNIX socket; ``None``: no control channel.
+    control_socket: str | None = None
+    #: A Twisted server endpoint string serving Prometheus ``/metrics``; ``None``: none.
+    metrics: str | None = None
+    job_logs_kept: int = DEFAULT_JOB_LOGS_KEPT
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     """A whole, checked master config."""
 
@@ -161,17 +190,22 @@ class MasterConfig:
     workers: Mapping[str, WorkerConfig]
     jobs: tuple[JobConfig, ...] = ()
     duplicate_ping_timeout: float = DEFAULT_DUPLICATE_PING_TIMEOUT
+    settings: MasterSettings = field(default_factory=MasterSettings)
 
     def jobs_for(self, worker: str) -> list[JobConfig]:
         return [job for job in self.jobs if job.applies_to(worker)]
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> MasterConfig:
+def load_config(path: str, environ: Mapping[str, str] | None = None, *, check_secrets: bool = True) -> MasterConfig:
     """Read and check the config file at *path*.
 
     Backends are loaded through the registry and their port strings checked
     with ``Backend.check_port``; no port is opened.  Relative
     ``password_file`` paths are relative to the config file's directory.
+    With *check_secrets* false (``workerwire master --check``), a
+    ``password_env`` variable need not be set: only its name is checked, and
+    the config's password for that worker is a placeholder (never run such a
+    config).
 
     :raises ConfigErrors: listing every mistake found.
     """
@@ -188,21 +222,23 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> MasterCo
                                         "a UTF-8 TOML file")]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigErrors([ConfigError(path, "-", f"not valid TOML: {e}", "TOML syntax (https://toml.io)")]) from None
-    return parse_config(data, path, environ)
+    return parse_config(data, path, environ, check_secrets=check_secrets)
 
 
-def parse_config(data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None = None) -> MasterConfig:
+def parse_config(data: Mapping[str, Any], path: str, environ: Mapping[str, str] | None = None, *,
+                 check_secrets: bool = True) -> MasterConfig:
     """Check an already parsed config (see :func:`load_config`).
 
     :raises ConfigErrors: listing every mistake found.
     """
-    return _Parser(path, os.environ if environ is None else environ).parse(data)
+    return _Parser(path, os.environ if environ is None else environ, check_secrets).parse(data)
 
 
 class _Parser:
-    def __init__(self, path: str, environ: Mapping[str, str]):
+    def __init__(self, path: str, environ: Mapping[str, str], check_secrets: bool = True):
         self.path = path
         self.environ = environ
+        self.check_secrets = check_secrets
         self.errors: list[ConfigError] = []
 
     def error(self, key: str, problem: str, valid: str) -> None:
@@ -218,11 +254,11 @@ class _Parser:
 
     def parse(self, data: Mapping[str, Any]) -> MasterConfig:
         self.unknown_keys(data, "", _TOP_KEYS)
-        ping_timeout = self.master_table(data.get("master", {}))
+        settings = self.master_table(data.get("master", {}))
         protocols = self.protocols(data.get("protocols"))
         declared: dict[str, Any] = data["protocols"] if isinstance(data.get("protocols"), dict) else {}
         workers = self.workers(data.get("workers", []), declared)
-        jobs = self.jobs(data.get("jobs", []), workers)
+        jobs = self.jobs(data.get("jobs", []), _declared_names(data.get("workers")))
         if self.errors:
             raise ConfigErrors(self.errors)
         # Builders the jobs need exist on every worker they run on.
@@ -230,19 +266,62 @@ class _Parser:
             for name, worker in list(workers.items()):
                 if job.applies_to(name) and job.builder not in {b for b, _ in worker.builders}:
                     workers[name] = dataclasses.replace(worker, builders=worker.builders + ((job.builder, job.builder),))
-        return MasterConfig(self.path, protocols, workers, tuple(jobs), ping_timeout)
+        return MasterConfig(self.path, protocols, workers, tuple(jobs), settings.duplicate_ping_timeout, settings)
 
-    def master_table(self, table: Any) -> float:
+    def master_table(self, table: Any) -> MasterSettings:
+        base = os.path.dirname(os.path.abspath(self.path))
         if not isinstance(table, dict):
             self.error("master", f"is a {_kind(table)}", "a table such as [master]")
-            return DEFAULT_DUPLICATE_PING_TIMEOUT
+            table = {}
         self.unknown_keys(table, "master.", _MASTER_KEYS)
-        value = table.get("duplicate_ping_timeout", DEFAULT_DUPLICATE_PING_TIMEOUT)
-        if not _positive_number(value):
-            self.error("master.duplicate_ping_timeout", f"{value!r} is not a positive number of seconds",
+        ping_timeout = table.get("duplicate_ping_timeout", DEFAULT_DUPLICATE_PING_TIMEOUT)
+        if not _positive_number(ping_timeout):
+            self.error("master.duplicate_ping_timeout", f"{ping_timeout!r} is not a positive number of seconds",
                        "a number > 0, e.g. 10")
-            return DEFAULT_DUPLICATE_PING_TIMEOUT
-        return float(value)
+            ping_timeout = DEFAULT_DUPLICATE_PING_TIMEOUT
+        state_dir = table.get("state_dir", "state")
+        if not isinstance(state_dir, str) or not state_dir:
+            self.error("master.state_dir", f"{state_dir!r} is not a directory path",
+                       "a directory path (relative paths are relative to the config file), e.g. \"state\"")
+            state_dir = "state"
+        state_dir = os.path.join(base, state_dir)
+        control = table.get("control_socket", "control.sock")
+        if control is False:
+            control = None
+        elif not isinstance(control, str) or not control:
+            self.error("master.control_socket", f"{control!r} is not a socket path",
+                       "a path (relative paths are relative to state_dir), or false for no control channel")
+            control = None
+        else:
+            control = os.path.join(state_dir, control)
+            if len(os.fsencode(control)) > MAX_SOCKET_PATH:
+                self.error("master.control_socket", f"{control!r} is {len(os.fsencode(control))} bytes long",
+                           f"a UNIX socket path of at most {MAX_SOCKET_PATH} bytes (a shorter state_dir or "
+                           "an absolute control_socket)")
+                control = None
+        metrics = table.get("metrics")
+        if metrics is not None:
+            metrics = self.metrics_endpoint(metrics)
+        kept = table.get("job_logs_kept", DEFAULT_JOB_LOGS_KEPT)
+        if not isinstance(kept, int) or isinstance(kept, bool) or kept < 0:
+            self.error("master.job_logs_kept", f"{kept!r} is not a whole number >= 0",
+                       f"an integer >= 0 (0 keeps no job output; default {DEFAULT_JOB_LOGS_KEPT})")
+            kept = DEFAULT_JOB_LOGS_KEPT
+        return MasterSettings(float(ping_timeout), state_dir, control, metrics, kept)
+
+    def metrics_endpoint(self, value: Any) -> str | None:
+        valid = "a server endpoint string such as \"tcp:9100:interface=127.0.0.1\""
+        if not isinstance(value, str) or not value:
+            self.error("master.metrics", f"{value!r} is not an endpoint string", valid)
+            return None
+        from twisted.internet import endpoints, reactor
+
+        try:
+            endpoints.serverFromString(reactor, value)
+        except (ValueError, TypeError, KeyError) as e:
+            self.error("master.metrics", f"{value!r} is not a server endpoint string: {e}", valid)
+            return None
+        return value
 
     # -- protocols ------------------------------------------------------------
 
@@ -400,6 +479,12 @@ class _Parser:
         if key == "password":
             return value
         if key == "password_env":
+            if not _ENV_NAME.fullmatch(value):
+                self.error(f"{where}.password_env", f"{value!r} is not an environment variable name",
+                           "a name of letters, digits and '_', not starting with a digit")
+                return None
+            if not self.check_secrets:
+                return f"<unchecked: ${value}>"
             secret = self.environ.get(value)
             if not secret:
                 self.error(f"{where}.password_env", f"environment variable {value!r} is "
@@ -448,7 +533,10 @@ class _Parser:
 
     # -- jobs -------------------------------------------------------------------
 
-    def jobs(self, entries: Any, workers: Mapping[str, WorkerConfig]) -> list[JobConfig]:
+    def jobs(self, entries: Any, workers: Iterable[str]) -> list[JobConfig]:
+        """*workers*: every declared worker name, valid entry or not (so one
+        mistake in a [[workers]] entry is not reported again for its jobs)."""
+        workers = list(workers)
         if not isinstance(entries, list):
             self.error("jobs", f"is a {_kind(entries)}", "an array of tables: [[jobs]] entries")
             return []
@@ -509,6 +597,12 @@ class _Parser:
             out.append(JobConfig(name, command, tuple(dict.fromkeys(job_workers)), builder, workdir,
                                  tuple(sorted(env.items())), limits["timeout"], limits["max_time"]))
         return out
+
+
+def _declared_names(entries: Any) -> list[str]:
+    if not isinstance(entries, list):
+        return []
+    return [e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
 def _ephemeral(port: str) -> bool:

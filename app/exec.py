@@ -4,18 +4,18 @@ The master listens on the backend's loopback port (an ephemeral port on
 127.0.0.1 for network backends) with freshly generated credentials; the
 worker dials it over the same backend, exactly as a remote worker would, and
 runs the command with the ``shell`` command in the current directory.  Its
-stdout and stderr reach this process's stdout and stderr as they arrive.
+stdout and stderr reach this process's stdout and stderr as they arrive,
+byte for byte; this process's stdin (unless it is a terminal, or ``-n``) is
+read to its end first and given to the command as its stdin.
 
-Exit status: the command's exit code; ``128 + N`` if signal N killed it (as
-a shell reports it); ``2`` for a usage error (such as an unknown backend);
-``255`` if workerwire itself failed while the command ran (like ``ssh``).
+Exit status: see :mod:`workerwire_app.command_output` (the command's exit
+code, ``128 + N`` for a signal, ``255`` if workerwire failed); ``2`` for a
+usage error (such as an unknown backend).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import signal
 import sys
@@ -25,18 +25,18 @@ from typing import IO, Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from workerwire import LinkOptions, Update, load_backend
+from workerwire import LinkOptions, load_backend
 from workerwire.errors import BackendLoadFailed, BackendNotFound, WorkerwireError
 
 from .asyncutil import TimedOut, wait_for
+from .command_output import SIGTERM_GRACE, CommandPrinter, ending, exit_status
 from .config import ConfigErrors, MasterConfig, ProtocolConfig, WorkerConfig
 from .daemon import on_signal
 from .master import Master
-from .output import OutputWriter
 from .remote_command import RemoteCommand, failure_dict
 from .worker_runtime import WorkerRuntime
 
-__all__ = ["ExecOptions", "run_exec", "DEFAULT_BACKEND"]
+__all__ = ["ExecOptions", "run_exec", "DEFAULT_BACKEND", "MAX_STDIN"]
 
 _log = Logger()
 
@@ -45,65 +45,24 @@ DEFAULT_BACKEND = "pb"
 #: Seconds the embedded worker has to log in.
 CONNECT_TIMEOUT = 30.0
 
-_KILLED = re.compile(r"process killed by signal (\d+)")
+#: Most bytes of stdin ``workerwire exec`` passes to the command.
+MAX_STDIN = 64 * 1024 * 1024
 
 
 @dataclass
 class ExecOptions:
-    """What ``workerwire exec`` was asked to do."""
+    """What ``workerwire exec`` was asked to do.
+
+    :ivar stdin: bytes given to the command's standard input (all at once,
+        Buildbot's ``initial_stdin``); ``None``: the command's stdin is empty.
+    """
 
     command: list[str]
     backend: str = DEFAULT_BACKEND
     json: bool = False
     env: dict[str, str] | None = None
     timeout: float | None = None
-
-
-class _Printer:
-    """Streams updates to stdout/stderr (or as JSON lines to stdout)."""
-
-    def __init__(self, reactor: Any, as_json: bool, stdout: IO[bytes], stderr: IO[bytes]):
-        self.as_json = as_json
-        self.stdout = stdout
-        self.stderr = stderr
-        self.writer = OutputWriter(reactor)
-        self.killed_by: int | None = None
-        #: Called once if stdout or stderr stops taking output (e.g. ``| head`` exited).
-        self.on_broken: Any = None
-
-    def __call__(self, updates: list[Update]) -> Deferred[None]:
-        """Queue the output; the result fires when the terminal has caught up."""
-        for key, value in updates:
-            if key == "header" and isinstance(value, str):
-                m = _KILLED.search(value)
-                if m:
-                    self.killed_by = int(m.group(1))
-            if self.as_json:
-                line = json.dumps({"update": key, "value": _jsonable(value)}, ensure_ascii=False) + "\n"
-                self.writer.write(self.stdout, line.encode("utf-8"))
-            elif key == "stdout" and isinstance(value, str):
-                self.writer.write(self.stdout, value.encode("utf-8", "surrogateescape"))
-            elif key == "stderr" and isinstance(value, str):
-                self.writer.write(self.stderr, value.encode("utf-8", "surrogateescape"))
-        if self.writer.broken is not None and self.on_broken is not None:
-            on_broken, self.on_broken = self.on_broken, None
-            on_broken()
-        return self.writer.room()
-
-    def finish(self, record: dict[str, Any]) -> None:
-        if self.as_json:
-            self.writer.write(self.stdout, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        self.writer.close()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
+    stdin: bytes | None = None
 
 
 async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = None,
@@ -129,7 +88,7 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
         workers={name: WorkerConfig(name, password, (backend.name,), (("exec", "."),))},
     )
     master = Master(config, reactor)
-    printer = _Printer(reactor, opts.json, stdout, stderr)
+    printer = CommandPrinter(reactor, opts.json, stdout, stderr)
     connector = None
     try:
         await master.start()
@@ -145,9 +104,15 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
                                   + (f": {why}" if why else "")) from None
         target = RemoteCommand(printer)
         args = {"command": list(opts.command), "workdir": ".", "env": dict(opts.env or {}),
-                "timeout": opts.timeout, "want_stdout": True, "want_stderr": True, "logEnviron": False}
+                "timeout": opts.timeout, "want_stdout": True, "want_stderr": True, "logEnviron": False,
+                # Output as bytes, exactly as the command wrote it (a workerwire extension).
+                "raw_output": True,
+                # Interrupts and --timeout: SIGTERM first, SIGKILL 5 s later (Buildbot's default is SIGKILL at once).
+                "sigtermTime": SIGTERM_GRACE}
+        if opts.stdin:
+            args["initial_stdin"] = opts.stdin
         await conn.remoteStartCommand(target, "exec", "1", "shell", args)
-        interrupted: list[int] = []
+        interrupted = printer.ending.interrupted_by
 
         def interrupt(signum: int) -> None:
             if interrupted:
@@ -159,11 +124,13 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
             on_signal(reactor, signum, lambda s=signum: interrupt(s))
         printer.on_broken = lambda: interrupt(signal.SIGPIPE)
         result = await target.done
-        status = _status(result.rc, result.failure, printer.killed_by, interrupted)
+        status = exit_status(result.rc, result.failure, printer.ending)
+        why = ending(result.rc, result.failure, printer.ending)
         printer.finish({"complete": True, "rc": result.rc, "exit_status": status,
-                        "failure": failure_dict(result.failure)})
-        if result.failure is not None:
-            print(f"workerwire exec: the command failed: {result.failure}", file=sys.stderr)
+                        "failure": failure_dict(result.failure), "killed_by_signal": printer.ending.killed_by,
+                        "reason": why})
+        if why is not None:
+            print(f"workerwire exec: {why}", file=sys.stderr)
         return status
     except (WorkerwireError, ConfigErrors) as e:
         printer.finish({"complete": False, "failure": failure_dict(e)})
@@ -180,15 +147,3 @@ async def _interrupt(conn: Any, signame: str) -> None:
         await conn.remoteInterruptCommand("exec", "1", f"interrupted by {signame}")
     except WorkerwireError as e:
         _log.warn("interrupting the command failed: {why}", why=e)
-
-
-def _status(rc: int | None, failure: BaseException | None, killed_by: int | None, interrupted: list[int]) -> int:
-    if failure is not None or rc is None:
-        return 255
-    if rc == -1 and interrupted:
-        return 128 + interrupted[0]
-    if rc == -1 and killed_by is not None:
-        return 128 + killed_by
-    if 0 <= rc <= 255:
-        return rc
-    return 255

@@ -78,8 +78,8 @@ class RemoteCommand:
     def remote_update(self, updates: list[Update]) -> Any:
         for key, value in updates:
             self.result.updates += 1
-            if key in ("stdout", "stderr") and isinstance(value, str):
-                self._add_tail(value)
+            if key in ("stdout", "stderr") and isinstance(value, (str, bytes)):
+                self._add_tail(value if isinstance(value, str) else value.decode("utf-8", "replace"))
             elif key == "rc":
                 self.result.rc = value
             elif key == "elapsed":

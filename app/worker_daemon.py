@@ -24,9 +24,12 @@ from workerwire.errors import LoginRefused
 
 from .worker_runtime import WorkerRuntime
 
-__all__ = ["WorkerDaemon", "PasswordSource"]
+__all__ = ["WorkerDaemon", "PasswordSource", "NOT_LOGGED_IN_HINT"]
 
 _log = Logger()
+
+#: Seconds without a login after which the worker says what to check.
+NOT_LOGGED_IN_HINT = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class WorkerDaemon:
         self.connector: WorkerConnector = self._make_connector()
         self._running = False
         self._swapping = False
+        self._hint_call: Any = None
 
     def _make_connector(self) -> WorkerConnector:
         """:raises AddressError: the address is not one the backend can dial."""
@@ -95,10 +99,31 @@ class WorkerDaemon:
                   address=self.address, backend=self.backend.name, basedir=self.runtime.basedir)
         self.connector.start()
         self._watch()
+        self._hint_later()
+
+    def _hint_later(self) -> None:
+        if self._hint_call is None or not self._hint_call.active():
+            self._hint_call = self.reactor.callLater(NOT_LOGGED_IN_HINT, self._hint)
+
+    def _hint(self) -> None:
+        """Still not logged in: say what usually causes it (the link only ever says "connection closed")."""
+        self._hint_call = None
+        if not self._running:
+            return
+        scheme = self.address.split(":", 1)[0]
+        _log.warn("worker {name}: not logged in to {address} over {backend} after {t:g} s.  Check that it is the "
+                  "master's {backend} port (a port of another backend never answers a {backend} login: see the "
+                  "addresses in the master's log, its `ready` event or `workerwire status`), and that "
+                  "{tls}; the master's log says why it refused or closed the connection", name=self.name,
+                  address=self.address, backend=self.backend.name, t=NOT_LOGGED_IN_HINT,
+                  tls=("the master's port is a TLS (ssl:) port" if scheme == "tls" else
+                       "the master's port is not a TLS port (for one, dial tls:host=...:port=...)"))
 
     async def stop(self, why: str = "the worker is stopping") -> None:
         """Interrupt running commands (their results still reach the master), then close the link."""
         self._running = False
+        if self._hint_call is not None and self._hint_call.active():
+            self._hint_call.cancel()
         await self.runtime.interrupt_all(why)
         await self.connector.stop()
 
@@ -108,6 +133,8 @@ class WorkerDaemon:
                                                lambda f: self._on_refused(connector, f))
 
     def _on_connect(self, connector: WorkerConnector) -> None:
+        if self._hint_call is not None and self._hint_call.active():
+            self._hint_call.cancel()
         if connector is self.connector:
             _log.info("worker {name}: logged in to {address} over {backend}", name=self.name, address=self.address,
                       backend=self.backend.name)
@@ -123,6 +150,7 @@ class WorkerDaemon:
     def _on_disconnect(self, connector: WorkerConnector) -> None:
         if connector is not self.connector or not self._running:
             return
+        self._hint_later()
         self._maybe_new_password()
         if connector is self.connector and not self._swapping:
             self._watch()

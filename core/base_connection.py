@@ -279,7 +279,8 @@ class BaseConnection(Connection):
             return
         if self._keepalive is None:
             self._keepalive = KeepaliveMonitor(
-                self._clock, self.keepalive_interval, self.keepalive_timeout, lambda: self.doKeepalive(), self._dead
+                self._clock, self.keepalive_interval, self.keepalive_timeout, lambda: self.doKeepalive(), self._dead,
+                owner=self,
             )
         self._keepalive.start()
 

@@ -7,6 +7,8 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from . import observe
+
 __all__ = ["KeepaliveMonitor"]
 
 
@@ -29,6 +31,7 @@ class KeepaliveMonitor:
         timeout: float,
         ping: Callable[[], Deferred[object]],
         on_dead: Callable[[str], None],
+        owner: object = None,
     ):
         if interval <= 0 or timeout <= 0:
             raise ValueError("keepalive interval and timeout must be positive")
@@ -45,6 +48,10 @@ class KeepaliveMonitor:
         #: deque would cost every idle connection a 600-byte block).
         self._unanswered: list[float] = []
         self.pings_sent = 0
+        #: Seconds the last answered ping took (None before the first answer).
+        self.last_rtt: float | None = None
+        #: Who pings (reported with each round trip to :mod:`workerwire.observe`).
+        self.owner = owner
 
     @property
     def running(self) -> bool:
@@ -72,14 +79,19 @@ class KeepaliveMonitor:
 
     def _tick(self) -> None:
         self._tick_call = self._clock.callLater(self.interval, self._tick)
-        self._unanswered.append(self._clock.seconds())
+        sent = self._clock.seconds()
+        self._unanswered.append(sent)
         if self._deadline_call is None:
             self._deadline_call = self._clock.callLater(self.timeout, self._check)
         self.pings_sent += 1
         d = self._ping()
         # The answer (or error) is traffic and is counted by touch(); a lost
         # link is reported by the owner, so the ping's own outcome is moot.
-        d.addErrback(lambda _: None)
+        d.addCallbacks(self._answered, lambda _: None, callbackArgs=(sent,))
+
+    def _answered(self, _: object, sent: float) -> None:
+        self.last_rtt = rtt = self._clock.seconds() - sent
+        observe.keepalive_answered(self.owner, rtt)
 
     def _check(self) -> None:
         self._deadline_call = None

@@ -23,7 +23,7 @@ defence; a backend's master side calls it at five points and nowhere else:
    a wrapping factory such as TLS's cannot take).  A ticket starts the login timer:
    *close* is called (and the timeout logged) if the login has not finished
    within ``login_timeout``.
-2. **input**: ``ticket.take(len(data))`` for every read before the
+2. **input**: ``ticket.take(data)`` for every read before the
    credentials were verified; ``False`` means the peer sent more than
    :data:`MAX_LOGIN_INPUT` bytes without logging in: a protocol error, before
    any frame it announced is buffered whole.
@@ -65,7 +65,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from . import observe
 from .backend import LinkOptions
+from .foreign import KEPT_BYTES, foreign_hint
 
 __all__ = [
     "CloseAtOnce",
@@ -249,18 +251,34 @@ class LoginTicket:
         self.is_verified = False
         self.is_done = False
         self.received = 0
+        #: The first bytes the client sent (see :meth:`take`).
+        self.first_bytes = b""
         self._timer: Any = None
         self._held: tuple[_HostRecord, Any, Deferred[None]] | None = None
 
     # -- input ----------------------------------------------------------------
 
-    def take(self, n: int) -> bool:
-        """Account *n* bytes read; ``False`` once more than :data:`MAX_LOGIN_INPUT`
-        arrived before the credentials were verified."""
+    def take(self, data: bytes | int) -> bool:
+        """Account the bytes read (or their number); ``False`` once more than
+        :data:`MAX_LOGIN_INPUT` arrived before the credentials were verified.
+
+        Given the bytes, the first :data:`~workerwire.foreign.KEPT_BYTES` are
+        kept for :meth:`foreign_hint`.
+        """
         if self.is_verified or self.is_done:
             return True
+        if isinstance(data, int):
+            n = data
+        else:
+            n = len(data)
+            if len(self.first_bytes) < KEPT_BYTES:
+                self.first_bytes += bytes(data[:KEPT_BYTES - len(self.first_bytes)])
         self.received += n
         return self.received <= MAX_LOGIN_INPUT
+
+    def foreign_hint(self, backend: str) -> str:
+        """What the client seems to speak if not *backend* (see :mod:`workerwire.foreign`), or ``""``."""
+        return "" if self.is_verified else foreign_hint(self.first_bytes, backend)
 
     # -- credentials ----------------------------------------------------------
 
@@ -282,6 +300,7 @@ class LoginTicket:
             "{host} are already waiting ({failures} failed logins)",
             host=self.host, backend=self.guard.backend, name=_name(name), peer=self.peer, held=record.held,
             failures=record.failures, login_refused=True, peer_address=self.peer)
+        observe.login_refused(self.guard, self.guard.backend, _name(name), self.peer, observe.LOGIN_THROTTLED)
 
     def refused(self, name: Any, reason: str) -> Deferred[None]:
         """The checker refused the credentials: log it and return a Deferred that
@@ -298,6 +317,7 @@ class LoginTicket:
             host=self.host, backend=guard.backend, peer=self.peer, reason=reason, worker=_name(name),
             delayed=f" (failure {record.failures} from {self.host}; answered in {delay:g} s)" if delay else "",
             login_refused=True, peer_address=self.peer)
+        observe.login_refused(guard, guard.backend, _name(name), self.peer, reason)
         if delay <= 0 or self.is_done:
             return succeed(None)
         guard.stats["delayed"] += 1

@@ -302,7 +302,8 @@ def _issued_by(cert: Any, issuer: Any) -> bool:
 
 
 _ALERTS_FROM_MASTER = {
-    "certificate required": "the master requires a client certificate: give certificate= and privateKey=",
+    "certificate required": ("the master requires a client certificate: give certificate= and privateKey= in the "
+                             "address (workerwire worker: --client-cert and --client-key)"),
     "unknown ca": "the master does not trust this worker's client certificate (unknown CA)",
     "bad certificate": "the master rejected this worker's client certificate",
     "certificate expired": "the master says this worker's client certificate expired",

@@ -16,6 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 
 from test_app_support import REACTOR, InProcess
+
+#: What a reload that changed no [[jobs]] reports about them.
+NO_JOB_CHANGES = {"jobs_added": [], "jobs_removed": [], "jobs_changed": []}
 from workerwire.conformance.relay import make_interposer
 from workerwire.errors import DuplicateWorker, LoginRefused
 from workerwire_app.config import ConfigErrors, load_config
@@ -85,7 +88,8 @@ async def test_reload_disconnects_only_the_worker_whose_password_changed(tmp_pat
         pwfile.write_text("new-secret\n")
         env.write({"w1": "pw1", "w2": "new-secret"})
         summary = await env.master.reload()
-        assert summary == {"added": [], "removed": [], "changed": ["w2"], "unchanged": ["w1"]}
+        assert summary == {"added": [], "removed": [], "changed": ["w2"], "unchanged": ["w1"],
+                           **NO_JOB_CHANGES}
         await env.events.wait("disconnected", worker="w2")
         await env.events.wait("attached", worker="w2", count=2)
         new_w2 = env.master.connection("w2")
@@ -108,7 +112,8 @@ async def test_reload_adds_removes_and_keeps_workers(tmp_path: Path) -> None:
         await env.master.whenAttached("gone")
         env.write({"keep": "k", "new": "n"})
         summary = await env.master.reload()
-        assert summary == {"added": ["new"], "removed": ["gone"], "changed": [], "unchanged": ["keep"]}
+        assert summary == {"added": ["new"], "removed": ["gone"], "changed": [], "unchanged": ["keep"],
+                           **NO_JOB_CHANGES}
         event = await env.events.wait("disconnected", worker="gone")
         assert event["reason"] == "it was removed from the config"
         with pytest.raises(LoginRefused):

@@ -95,6 +95,8 @@ class CliProcess(ProcessProtocol):
         argv = self.program + self.args
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         REACTOR.spawnProcess(self, argv[0], argv, env=self.env, path=self.cwd)
+        # An empty stdin, as under a service manager (``workerwire exec`` reads a stdin that is not a terminal).
+        self.transport.closeStdin()
         return self
 
     @property

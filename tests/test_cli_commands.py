@@ -13,7 +13,8 @@ from workerwire import backend_names
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*workerwire_argv(), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([*workerwire_argv(), *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
 
 
 def with_broken_backend(tmp_path: Path) -> dict[str, str]:

@@ -18,7 +18,8 @@ BACKENDS = backend_names()
 
 
 def run_exec(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*workerwire_argv(), "exec", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run([*workerwire_argv(), "exec", *args], capture_output=True, text=True, timeout=60, cwd=cwd,
+                          stdin=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -44,7 +45,8 @@ def test_json_prints_the_update_stream(backend: str) -> None:
     updates = [(line["update"], line["value"]) for line in lines if "update" in line]
     assert ("stdout", "hi\n") in updates and ("rc", 4) in updates
     assert [k for k, _ in updates][-3:] == ["rc", "header", "elapsed"]
-    assert lines[-1] == {"complete": True, "rc": 4, "exit_status": 4, "failure": None}
+    assert lines[-1] == {"complete": True, "rc": 4, "exit_status": 4, "failure": None, "killed_by_signal": None,
+                         "reason": None}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -207,10 +207,14 @@ class MasterProtocol(WireProtocol):
         self.listener._protocols.add(self)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.ticket is not None and not self.closing and not self.ticket.take(len(data)):
+        if self.ticket is not None and not self.closing and not self.ticket.take(data):
             self.protocol_error(ProtocolError(f"more than {MAX_LOGIN_INPUT} bytes before logging in"))
             return
         super().dataReceived(data)
+
+    def _log_protocol_error(self, error: ProtocolError) -> None:
+        hint = self.ticket.foreign_hint("amp") if self.ticket is not None else ""
+        super()._log_protocol_error(ProtocolError(f"{error}{hint}") if hint else error)
 
     def _cancel_login_timer(self) -> None:
         if self.ticket is not None:
@@ -295,7 +299,7 @@ class MasterProtocol(WireProtocol):
         try:
             await self.listener.attach(self.conn, self)
         except LoginRefused as e:
-            self._refuse(e)
+            self._refuse(e, logged=True)  # the listener logged the master's refusal
             raise
         self._cancel_login_timer()
         self.phase = "ready"

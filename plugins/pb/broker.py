@@ -209,7 +209,7 @@ class WireBroker(FastBanana, pb.Broker):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.login_ticket is not None and not self.login_ticket.take(len(data)):
+        if self.login_ticket is not None and not self.login_ticket.take(data):
             self.protocol_error(f"more than {MAX_LOGIN_INPUT} bytes before logging in")
             return
         if len(data) == _DEFAULT_READ and direct_socket(self.transport) is not None:
@@ -296,6 +296,8 @@ class WireBroker(FastBanana, pb.Broker):
             self.transport.abortConnection()
 
     def _protocol_error_logged(self, reason: str, action: str = "; closing that connection") -> None:
+        if self.login_ticket is not None:
+            reason += self.login_ticket.foreign_hint("pb")
         _log.warn("pb protocol error from {peer}: {reason}{action}", peer=self.peer, reason=reason, action=action)
 
     def close(self, abort: bool = False) -> None:

@@ -80,9 +80,10 @@ class _Challenger(Servant):
                 return failure
 
             return ticket.refused(self.username, refusal_reason(failure.value)).addCallback(answer)
-        name = self.username.decode("utf-8", "replace")
-        _log.info("pb login of {name!r} from {peer} refused: {why}", name=name, peer=self.broker.peer,
-                  why=failure.getErrorMessage())
+        if not failure.check(LoginRefused):  # the master's refusals are logged by the listener
+            name = self.username.decode("utf-8", "replace")
+            _log.info("pb login of {name!r} from {peer} refused: {why}", name=name, peer=self.broker.peer,
+                      why=failure.getErrorMessage())
         # The refusal is answered first; then this connection closes.
         self.broker.reactor.callLater(0, self.broker.close)
         return failure
@@ -136,6 +137,8 @@ class _Realm:
 
 class _PortFactory(protocol.ServerFactory):
     """The PB server factory of one port string."""
+
+    noisy = False
 
     def __init__(self, listener: "PBListener", entry: OpenPort):
         self.listener = listener

@@ -344,6 +344,9 @@ class _ClientFactory(protocol.ClientFactory):
     """Builds the broker of one attempt; PB calls ``clientConnectionMade``
     once the dialect is agreed."""
 
+    # One factory per attempt: Twisted's "Starting factory" line on each would be noise.
+    noisy = False
+
     def __init__(self, link: _Link):
         self.link = link
         self.unsafeTracebacks = link.connector.options.send_tracebacks
