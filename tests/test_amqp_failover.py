@@ -1,0 +1,151 @@
+"""Two real ``workerwire master`` processes on one amqp pool; one is killed -9.
+
+60 workers (real amqp connectors serving real worker runtimes, in two
+processes) log in to whichever master takes their login, run a long shell
+command, and when one master dies: every one of its workers notices within
+``keepalive_interval + keepalive_timeout``, logs in to the other master and
+gets new work there; no worker is ever attached to two masters at once (the
+masters' event logs and the workers' own events say so); and each command
+that ran on the dead master fails on the worker side with ConnectionLost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_twisted import ensureDeferred as async_test
+
+from test_app_support import REACTOR, CliProcess, EventLog, Processes, processes, sleep, to_toml  # noqa: F401
+
+from workerwire.addresses import escape_value
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKERS = [f"fw{i:02d}" for i in range(60)]
+INTERVAL, TIMEOUT = 1.0, 2.0
+#: Scheduling slack on a loaded 2-core machine, as the conformance suite allows.
+MARGIN = 1.0 * float(os.environ.get("WORKERWIRE_CONFORMANCE_TIMEOUT_SCALE", "1"))
+#: Seconds to wait for a whole fleet to log in (60 logins, two masters, busy machine).
+LOGIN_WAIT = 90.0
+
+
+def _master_config(tmp: Path, name: str, url: str) -> Path:
+    port = f"amqp:url={escape_value(url)}:pool=failover:master={name}"
+    data = {
+        "master": {"duplicate_ping_timeout": 1.0},
+        "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
+        "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
+        "jobs": [{"name": "long", "builder": "b1",
+                  "command": ["sh", "-c", "while true; do echo tick; sleep 0.2; done"]}],
+    }
+    path = tmp / f"master-{name}.toml"
+    path.write_text(to_toml(data), encoding="utf-8")
+    return path
+
+
+class FleetOutput:
+    """The JSON lines a fleet process prints."""
+
+    def __init__(self, proc: CliProcess):
+        self.proc = proc
+
+    def events(self) -> list[dict[str, Any]]:
+        text = self.proc.stdout.decode("utf-8", "replace")
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+async def _until(check: Any, what: str, timeout: float, procs: list[CliProcess]) -> None:
+    clock = REACTOR.seconds
+    deadline = clock() + timeout
+    while not check():
+        for p in procs:
+            if p.status is not None:
+                raise AssertionError(f"{p.name} exited with {p.status} while waiting for {what}:\n{p.text_err[-3000:]}")
+        if clock() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        await sleep(0.1)
+
+
+def _by_worker(events: list[dict[str, Any]], kind: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e["event"] == kind:
+            out.setdefault(e["worker"], []).append(e)
+    return out
+
+
+@async_test
+async def test_a_killed_masters_workers_move_to_the_other_master(
+        tmp_path: Path, processes: Processes, amqp_broker_url: str) -> None:
+    masters: dict[str, CliProcess] = {}
+    logs: dict[str, EventLog] = {}
+    for name in ("ma", "mb"):
+        events = tmp_path / f"events-{name}.jsonl"
+        proc = processes.start(["master", "-c", str(_master_config(tmp_path, name, amqp_broker_url)),
+                                "--events", str(events)], name=f"master {name}")
+        masters[name] = proc
+        logs[name] = EventLog(events, proc)
+    for name in masters:
+        await logs[name].wait("ready", timeout=LOGIN_WAIT)
+    address = f"amqp:url={escape_value(amqp_broker_url)}:pool=failover"
+    env = dict(os.environ, FLEET_KEEPALIVE=f"{INTERVAL},{TIMEOUT}")
+    fleets = [
+        processes.start([os.path.join(HERE, "amqp_fleet.py"), address, str(tmp_path / "workers"), *part],
+                        name=f"fleet {i}", env=env, program=[sys.executable])
+        for i, part in enumerate((WORKERS[:30], WORKERS[30:]))
+    ]
+    outputs = [FleetOutput(f) for f in fleets]
+    everyone = [*masters.values(), *fleets]
+
+    def started_on(name: str) -> set[str]:
+        return {e["worker"] for e in logs[name].matching("job_started")}
+
+    await _until(lambda: len(started_on("ma") | started_on("mb")) == len(WORKERS),
+                 "every worker logged in and running its job", LOGIN_WAIT, everyone)
+    on_a, on_b = started_on("ma"), started_on("mb")
+    assert not on_a & on_b, f"workers attached to both masters: {sorted(on_a & on_b)}"
+    assert on_a and on_b, f"competing consumers spread the logins over both masters (a: {len(on_a)}, b: {len(on_b)})"
+
+    killed_at = REACTOR.seconds()
+    import time
+    killed_wall = time.time()
+    os.kill(masters["ma"].pid, signal.SIGKILL)
+
+    def moved() -> set[str]:
+        return {e["worker"] for e in logs["mb"].matching("job_started") if e["time"] > killed_wall}
+
+    await _until(lambda: on_a <= moved(), "every worker of the killed master to get work from the other",
+                 LOGIN_WAIT, [masters["mb"], *fleets])
+    took = REACTOR.seconds() - killed_at
+
+    fleet_events = [e for out in outputs for e in out.events()]
+    lost = _by_worker(fleet_events, "lost")
+    connected = _by_worker(fleet_events, "connected")
+    bound = INTERVAL + TIMEOUT + MARGIN
+    late = {w: round(lost[w][0]["time"] - killed_wall, 2) for w in on_a
+            if w not in lost or lost[w][0]["time"] - killed_wall > bound}
+    assert not late, f"workers that did not notice the dead master within {bound:g} s: {late}"
+    rejoined = {w: connected[w][-1]["time"] - killed_wall for w in on_a}
+    slow = {w: round(t, 2) for w, t in rejoined.items() if t > bound}
+    assert not slow, f"workers not serving from the other master within {bound:g} s: {slow}"
+    # Nobody attached twice: each worker's links alternate connected/lost, the ones on b never dropped.
+    for w in WORKERS:
+        kinds = [e["event"] for e in fleet_events if e.get("worker") == w and e["event"] in ("connected", "lost")]
+        expected = ["connected", "lost", "connected"] if w in on_a else ["connected"]
+        assert kinds == expected, f"worker {w}: links {kinds}, expected {expected}"
+        assert len(logs["mb"].matching("connected", worker=w)) == 1, f"{w} attached to master b more than once"
+    assert not logs["mb"].matching("refused"), "master b refused a login (a duplicate session?)"
+    # The commands that ran on the dead master failed on the worker side with ConnectionLost.
+    command_lost = _by_worker(fleet_events, "command_lost")
+    assert set(command_lost) == on_a, (
+        f"ConnectionLost on the worker side for {sorted(command_lost)}, expected {sorted(on_a)}")
+    assert all(e["error"] == "ConnectionLost" for es in command_lost.values() for e in es)
+    detect = sorted(lost[w][0]["time"] - killed_wall for w in on_a)
+    print(f"\nfailover: {len(on_a)} of {len(WORKERS)} workers on the killed master; noticed after "
+          f"{detect[0]:.2f}-{detect[-1]:.2f} s, all serving from the other after {max(rejoined.values()):.2f} s "
+          f"(test saw it after {took:.2f} s); bound {INTERVAL:g}+{TIMEOUT:g} s")
