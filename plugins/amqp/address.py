@@ -19,6 +19,7 @@ broker and the pool, never a master.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -192,9 +193,12 @@ def parse_dial(description: object) -> DialSpec:
 
 def queue_name(pool: str, kind: str, name: str | None = None) -> str:
     """``workerwire.<pool>.<kind>[.<name>]``; worker names are free text, so
-    they are hex-encoded when they hold anything but safe characters."""
+    they are hex-encoded when they hold anything but safe characters (by
+    their SHA-256 when longer than 64 bytes)."""
     if name is None:
         return f"workerwire.{pool}.{kind}"
     if not NAME_RE.match(name):
-        name = "x" + name.encode("utf-8").hex()
+        raw = name.encode("utf-8")
+        # queue names are at most 255 bytes: long names go by their digest
+        name = "x" + raw.hex() if len(raw) <= 64 else "h" + hashlib.sha256(raw).hexdigest()
     return f"workerwire.{pool}.{kind}.{name}"
