@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from workerwire.addresses import escape_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKERS = [f"fw{i:02d}" for i in range(60)]
-INTERVAL, TIMEOUT = 1.0, 2.0
+INTERVAL, TIMEOUT = 2.0, 4.0
 #: Scheduling slack on a loaded 2-core machine, as the conformance suite allows.
 MARGIN = 1.0 * float(os.environ.get("WORKERWIRE_CONFORMANCE_TIMEOUT_SCALE", "1"))
 #: Seconds to wait for a whole fleet to log in (60 logins, two masters, busy machine).
@@ -79,6 +80,26 @@ def _by_worker(events: list[dict[str, Any]], kind: str) -> dict[str, list[dict[s
     return out
 
 
+def _live_sessions_never_overlap(worker: str, logs: dict[str, "EventLog"], killed: str, killed_wall: float) -> None:
+    """Merge the masters' connected/disconnected events of *worker*: never two live sessions at once."""
+    marks: list[tuple[float, int, str]] = []
+    for name, log in logs.items():
+        live = 0
+        for e in log.events():
+            if e.get("worker") != worker or e["event"] not in ("connected", "disconnected"):
+                continue
+            step = 1 if e["event"] == "connected" else -1
+            live += step
+            marks.append((e["time"], step, name))
+        if name == killed and live:
+            marks.append((killed_wall, -live, name))  # its sessions died with it
+    marks.sort(key=lambda m: (m[0], m[1]))  # at one instant, ends before starts
+    live = 0
+    for when, step, name in marks:
+        live += step
+        assert live <= 1, f"worker {worker} attached to two masters at once ({name} at {when}): {marks}"
+
+
 @async_test
 async def test_a_killed_masters_workers_move_to_the_other_master(
         tmp_path: Path, processes: Processes, amqp_broker_url: str) -> None:
@@ -107,14 +128,25 @@ async def test_a_killed_masters_workers_move_to_the_other_master(
 
     await _until(lambda: len(started_on("ma") | started_on("mb")) == len(WORKERS),
                  "every worker logged in and running its job", LOGIN_WAIT, everyone)
-    on_a, on_b = started_on("ma"), started_on("mb")
-    assert not on_a & on_b, f"workers attached to both masters: {sorted(on_a & on_b)}"
-    assert on_a and on_b, f"competing consumers spread the logins over both masters (a: {len(on_a)}, b: {len(on_b)})"
 
-    killed_at = REACTOR.seconds()
-    import time
+    def current_master() -> dict[str, str]:
+        where: dict[str, str] = {}
+        for e in [e for out in outputs for e in out.events()]:
+            if e["event"] == "connected":
+                where[e["worker"]] = e["peer"].split()[1]  # "master NAME of pool ..."
+            elif e["event"] == "lost":
+                where.pop(e["worker"], None)
+        return where
+
+    await _until(lambda: len(current_master()) == len(WORKERS), "every worker connected at once", LOGIN_WAIT,
+                 everyone)
     killed_wall = time.time()
     os.kill(masters["ma"].pid, signal.SIGKILL)
+    killed_at = REACTOR.seconds()
+    where = current_master()
+    on_a = {w for w, m in where.items() if m == "ma"}
+    on_b = {w for w, m in where.items() if m == "mb"}
+    assert on_a and on_b, f"competing consumers spread the logins over both masters (a: {len(on_a)}, b: {len(on_b)})"
 
     def moved() -> set[str]:
         return {e["worker"] for e in logs["mb"].matching("job_started") if e["time"] > killed_wall}
@@ -124,28 +156,30 @@ async def test_a_killed_masters_workers_move_to_the_other_master(
     took = REACTOR.seconds() - killed_at
 
     fleet_events = [e for out in outputs for e in out.events()]
-    lost = _by_worker(fleet_events, "lost")
+    lost = {w: [e for e in es if e["time"] >= killed_wall] for w, es in _by_worker(fleet_events, "lost").items()}
     connected = _by_worker(fleet_events, "connected")
     bound = INTERVAL + TIMEOUT + MARGIN
-    late = {w: round(lost[w][0]["time"] - killed_wall, 2) for w in on_a
-            if w not in lost or lost[w][0]["time"] - killed_wall > bound}
+    detect_at = {w: round(lost[w][0]["time"] - killed_wall, 2) for w in on_a if lost.get(w)}
+    late = {w: detect_at.get(w) for w in on_a if detect_at.get(w) is None or detect_at[w] > bound}
     assert not late, f"workers that did not notice the dead master within {bound:g} s: {late}"
     rejoined = {w: connected[w][-1]["time"] - killed_wall for w in on_a}
     slow = {w: round(t, 2) for w, t in rejoined.items() if t > bound}
-    assert not slow, f"workers not serving from the other master within {bound:g} s: {slow}"
-    # Nobody attached twice: each worker's links alternate connected/lost, the ones on b never dropped.
+    assert not slow, (f"workers not serving from the other master within {bound:g} s: {slow} "
+                      f"(they noticed the loss after {detect_at})")
     for w in WORKERS:
+        # The worker's own view: links alternate connected/lost, one at a time.
         kinds = [e["event"] for e in fleet_events if e.get("worker") == w and e["event"] in ("connected", "lost")]
-        expected = ["connected", "lost", "connected"] if w in on_a else ["connected"]
-        assert kinds == expected, f"worker {w}: links {kinds}, expected {expected}"
-        assert len(logs["mb"].matching("connected", worker=w)) == 1, f"{w} attached to master b more than once"
-    assert not logs["mb"].matching("refused"), "master b refused a login (a duplicate session?)"
+        assert all(a != b for a, b in zip(kinds, kinds[1:])), f"worker {w}: links {kinds}"
+        # The masters' view: never two live sessions of one worker at once.
+        _live_sessions_never_overlap(w, logs, "ma", killed_wall)
+    for w in on_b:
+        assert not [e for e in fleet_events if e.get("worker") == w and e["event"] == "lost"
+                    and e["time"] >= killed_wall], f"{w} on the surviving master lost its link"
     # The commands that ran on the dead master failed on the worker side with ConnectionLost.
-    command_lost = _by_worker(fleet_events, "command_lost")
-    assert set(command_lost) == on_a, (
-        f"ConnectionLost on the worker side for {sorted(command_lost)}, expected {sorted(on_a)}")
-    assert all(e["error"] == "ConnectionLost" for es in command_lost.values() for e in es)
-    detect = sorted(lost[w][0]["time"] - killed_wall for w in on_a)
+    command_lost = {w for w, es in _by_worker(fleet_events, "command_lost").items()
+                    if any(e["time"] >= killed_wall and e["error"] == "ConnectionLost" for e in es)}
+    assert command_lost >= on_a, f"no ConnectionLost on the worker side for {sorted(on_a - command_lost)}"
+    detect = sorted(detect_at.values())
     print(f"\nfailover: {len(on_a)} of {len(WORKERS)} workers on the killed master; noticed after "
           f"{detect[0]:.2f}-{detect[-1]:.2f} s, all serving from the other after {max(rejoined.values()):.2f} s "
           f"(test saw it after {took:.2f} s); bound {INTERVAL:g}+{TIMEOUT:g} s")
