@@ -134,12 +134,31 @@ class DialSpec:
         return f"amqp:url={self.broker.escaped()}:pool={self.pool}"
 
 
+#: ``url=`` runs to the next ``:pool=`` / ``:master=`` (or the end), so the
+#: URL's own ``:`` may be escaped (``\\:``) or not.
+_URL_PART = re.compile(r"(?:^|(?<=:))url=(?P<url>.*?)(?=:(?:pool|master)=|$)")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def _split(description: object, what: str) -> tuple[list[str], dict[str, str], str]:
     if not isinstance(description, str) or not description:
         raise AddressError(f"{what} must be a non-empty string such as {_EXAMPLE!r}")
-    scheme, args, kwargs = split_description(description)
-    if scheme.lower() != "amqp":
+    if description.split(":", 1)[0].lower() != "amqp":
         raise AddressError(f"{description!r} is not an amqp {what} (expected e.g. {_EXAMPLE!r})")
+    rest = description.split(":", 1)[1] if ":" in description else ""
+    url = None
+    m = _URL_PART.search(rest)
+    if m is not None:
+        url = _unescape(m["url"])
+        rest = (rest[:m.start()] + rest[m.end():]).strip(":").replace("::", ":")
+    _, args, kwargs = split_description("amqp:" + rest) if rest else ("amqp", [], {})
+    if url is not None:
+        if "url" in kwargs:
+            raise AddressError(f"{description!r}: url given twice")
+        kwargs["url"] = url
     return args, kwargs, description
 
 

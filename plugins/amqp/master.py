@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
+from workerwire.backoff import Backoff
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
@@ -76,40 +77,82 @@ class _Membership:
         #: Lock deletions in flight: a new login of that worker waits for them.
         self.releasing: dict[str, Deferred[None]] = {}
         self.closed = False
+        #: Rejoining the pool after the broker connection was lost.
+        self._backoff = Backoff()
+        self._rejoin_failures = 0
+        self._rejoin_call: Any = None
 
     @property
     def login_queue(self) -> str:
         return queue_name(self.pool, "login")
 
     async def open(self) -> None:
-        spec = self.spec
-        port_str = self.entry.port_str
-        options = self.listener.options
+        """Join the pool for the first time; a failure is the registration's ``AddressError``."""
         try:
-            self.link = await connect(spec.broker, self.listener.reactor, f"workerwire master {spec.master} pool {spec.pool}")
+            await self._join()
+        except AddressError:
+            raise
         except Exception as e:
-            raise AddressError(f"cannot reach the AMQP broker of {port_str!r} "
-                               f"({spec.broker.redacted()}): {e or type(e).__name__}") from None
-        self.link.on_lost(self._link_lost)
+            raise AddressError(f"cannot reach the AMQP broker of {self.entry.port_str!r} "
+                               f"({self.spec.broker.redacted()}): {e or type(e).__name__}") from None
+
+    async def _join(self) -> None:
+        """Connect, take this master's name in the pool, consume the login queue."""
+        spec = self.spec
+        options = self.listener.options
+        link = await connect(spec.broker, self.listener.reactor, f"workerwire master {spec.master} pool {spec.pool}")
         try:
-            self.control = await Mailbox.open(self.link, options.max_message_size, f"master {spec.master}")
+            control = await Mailbox.open(link, options.max_message_size, f"master {spec.master}")
             try:
-                await self.control.channel.queue_declare(
+                await control.channel.queue_declare(
                     queue_name(self.pool, "master", spec.master), exclusive=True, auto_delete=True)
             except ChannelClosedByBroker as e:
                 if e.reply_code == RESOURCE_LOCKED:
                     raise AddressError(
-                        f"{port_str!r}: pool {self.pool!r} already has a live master named {spec.master!r} "
-                        "(port in use); give this master another name (master=...)") from None
+                        f"{self.entry.port_str!r}: pool {self.pool!r} already has a live master named "
+                        f"{spec.master!r} (port in use); give this master another name (master=...)") from None
                 raise
-            await self.control.channel.queue_declare(self.login_queue, auto_delete=True)
-            await self.control.consume(self.login_queue, LOGIN_PREFETCH, self._login_request, self._bad_login)
+            await control.channel.queue_declare(self.login_queue, auto_delete=True)
+            await control.consume(self.login_queue, LOGIN_PREFETCH, self._login_request, self._bad_login)
         except BaseException:
-            self.link.close()
+            link.close()
             raise
+        self.link, self.control = link, control
+        link.on_lost(self._link_lost)
+
+    def _rejoin_later(self) -> None:
+        if self.closed:
+            return
+        delay = self._backoff.delay(self._rejoin_failures)
+        self._rejoin_failures += 1
+        self._rejoin_call = self.listener.reactor.callLater(delay, self._rejoin)
+
+    def _rejoin(self) -> None:
+        self._rejoin_call = None
+        if self.closed:
+            return
+
+        def joined(_: object) -> None:
+            self._rejoin_failures = 0
+            if self.closed:
+                if self.link is not None:
+                    self.link.close()
+                return
+            _log.info("amqp master {master} rejoined pool {pool} at {broker}", master=self.spec.master,
+                      pool=self.pool, broker=self.spec.broker.redacted())
+
+        def failed(f: Failure) -> None:
+            _log.warn("amqp master {master} cannot rejoin pool {pool} yet: {why}", master=self.spec.master,
+                      pool=self.pool, why=f.getErrorMessage())
+            self._rejoin_later()
+
+        ensureDeferred(self._join()).addCallbacks(joined, failed)
 
     async def close(self) -> None:
         self.closed = True
+        if self._rejoin_call is not None and self._rejoin_call.active():
+            self._rejoin_call.cancel()
+        self._rejoin_call = None
         if self.control is not None:
             self.control.close()
         if not self.sessions and self.link is not None:
@@ -142,10 +185,17 @@ class _Membership:
         return done
 
     def _link_lost(self, why: str) -> None:
+        """The broker connection is gone: its sessions are lost (the broker
+        dropped their locks and queues); rejoin the pool with backoff."""
         if not self.closed:
-            _log.warn("amqp master {master} of pool {pool}: {why}", master=self.spec.master, pool=self.pool, why=why)
+            _log.warn("amqp master {master} of pool {pool}: {why}; rejoining", master=self.spec.master,
+                      pool=self.pool, why=why)
         for conn in list(self.sessions):
             conn._on_connection_lost(why)
+        self.holders.clear()
+        self.releasing.clear()
+        self.control = None
+        self._rejoin_later()
 
     def _bad_login(self, why: str) -> None:
         _log.warn("amqp master {master} of pool {pool}: malformed login request dropped: {why}",
