@@ -69,6 +69,13 @@ class FleetRuntime(WorkerRuntime):
 
 
 def main(argv: list[str]) -> None:
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner
+    from twisted.logger import textFileLogObserver
+
+    # Warnings and worse (refused or failed logins, dead links) on stderr, for the test's failure messages.
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])],
+        redirectStandardIO=False)
     address, basedir, *names = argv
     interval, timeout = (float(x) for x in os.environ.get("FLEET_KEEPALIVE", "1,2").split(","))
     options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)

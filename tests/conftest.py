@@ -35,7 +35,13 @@ def amqp_broker_url() -> Iterator[str]:
         broker.stop()
 
 
+#: Test modules that run every installed backend in child processes (which
+#: find the broker through the environment), besides tests whose id names amqp.
+RUN_EVERY_BACKEND = {"test_bench_quick"}
+
+
 @pytest.fixture(autouse=True)
 def _amqp_broker_for_amqp_tests(request: pytest.FixtureRequest) -> None:
-    if "amqp" in request.node.nodeid:
+    module = request.node.module.__name__.rsplit(".", 1)[-1] if request.node.module else ""
+    if "amqp" in request.node.nodeid or module in RUN_EVERY_BACKEND:
         request.getfixturevalue("amqp_broker_url")
