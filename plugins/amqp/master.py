@@ -38,6 +38,7 @@ from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
 from workerwire.login_guard import BadCredentials, refusal_reason
 from workerwire.master import MasterHooks
+from workerwire.transfer import split_refs
 from workerwire.values import encode
 
 from . import wire
@@ -413,7 +414,10 @@ class AMQPConnection(BaseConnection):
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
-        return self._call_worker("startCommand", builderName, commandId, commandName, args)
+        plain, handles = split_refs(args)
+        if handles:  # transfer handles travel as {key: [id, kind]} after the args
+            return self._call_worker("startCommand", builderName, commandId, commandName, plain, handles)
+        return self._call_worker("startCommand", builderName, commandId, commandName, plain)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._call_worker("interruptCommand", builderName, commandId, why)
@@ -495,6 +499,8 @@ class AMQPConnection(BaseConnection):
         elif kind == wire.SHUTDOWN_REQUEST:
             self._on_shutdown_request()
             self._ack(msg.correlation_id, None)
+        elif kind == wire.TRANSFER:
+            self._transfer(msg.correlation_id, value)
         else:
             raise ProtocolError(f"unknown message kind {kind!r} from the worker")
 
@@ -520,13 +526,23 @@ class AMQPConnection(BaseConnection):
         else:
             self._ack(correlation_id, None)
 
-    def _ack(self, correlation_id: str | None, error: BaseException | None) -> None:
+    def _transfer(self, correlation_id: str | None, value: Any) -> None:
+        if not (isinstance(value, list) and len(value) == 4 and isinstance(value[2], str)
+                and isinstance(value[3], list)):
+            raise ProtocolError("transfer must be [command_id, handle_id, method, [args]]")
+        command_id, handle_id, method, args = value
+        d = self._on_transfer_call(None if command_id is None else str(command_id), handle_id, method, args)
+        d.addCallbacks(lambda result: self._ack(correlation_id, None, result),
+                       lambda f: self._ack(correlation_id, f.value))
+
+    def _ack(self, correlation_id: str | None, error: BaseException | None, value: Any = None) -> None:
+        """Answer a worker's message: ``[true, value]`` or ``[false, error]``."""
         if self._lost is not None:
             return
         tb = None
         if error is not None and self.options.send_tracebacks:
             tb = "".join(traceback.format_exception(error))
-        body = encode([error is None, None if error is None else wire.error_body(error, tb)], "ack")
+        body = encode([error is None, value if error is None else wire.error_body(error, tb)], "ack")
         self._send(wire.ACK, body, correlation_id)
 
 

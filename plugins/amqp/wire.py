@@ -15,7 +15,7 @@ from workerwire.values import array_header, decode, encode, encode_pairs
 
 __all__ = [
     "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
-    "KEEPALIVE", "SHUTDOWN_REQUEST", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
+    "KEEPALIVE", "SHUTDOWN_REQUEST", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
     "decode_result", "error_body", "body_error", "decode_body",
 ]
 
@@ -33,6 +33,7 @@ UPDATE = "update"
 COMPLETE = "complete"
 KEEPALIVE = "keepalive"
 SHUTDOWN_REQUEST = "shutdown-request"
+TRANSFER = "transfer"
 # both ways
 ACK = "ack"
 BYE = "bye"

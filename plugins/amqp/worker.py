@@ -25,6 +25,7 @@ from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, Work
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError
 from workerwire.flow import SendWindow
 from workerwire.master import Update
+from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import encode
 from workerwire.worker import WorkerBot
 
@@ -93,8 +94,17 @@ class _Session(WorkerSession):
         self.lost_reason: str | None = None
         self.answer: Deferred[Message] = Deferred()
         self.channels: dict[str, _Channel] = {}
-        self._asks: dict[str, Deferred[None]] = {}
+        self._asks: dict[str, Deferred[Any]] = {}
         self._serial = 0
+        #: Transfer calls of the commands' handles, under the output window.
+        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
+
+    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+        try:
+            body = encode([commandId, handleId, method, args], "transfer call")
+        except Exception as e:
+            return _failed(e)
+        return self.ask(wire.TRANSFER, body)
 
     # -- WorkerSession -------------------------------------------------------
 
@@ -121,15 +131,16 @@ class _Session(WorkerSession):
 
     # -- sending ---------------------------------------------------------------
 
-    def ask(self, kind: str, body: bytes) -> Deferred[None]:
-        """Send *kind* to the master; fires when it acknowledged it."""
+    def ask(self, kind: str, body: bytes) -> Deferred[Any]:
+        """Send *kind* to the master; fires with its answer's value (``None``
+        for all but transfer calls) when it acknowledged it."""
         if self.lost_reason is not None:
             return _failed(ConnectionLost(f"link to the master lost: {self.lost_reason}"))
         if self.master_queue is None:
             return _failed(ConnectionLost("not logged in"))
         self._serial += 1
         cid = str(self._serial)
-        d: Deferred[None] = Deferred()
+        d: Deferred[Any] = Deferred()
         self._asks[cid] = d
         self.box.send(self.master_queue, kind, body, cid, self.queue).addErrback(self._send_failed)
         return d
@@ -172,11 +183,11 @@ class _Session(WorkerSession):
             d = self._asks.pop(msg.correlation_id or "", None)
             if d is None:
                 raise ProtocolError(f"answer {msg.correlation_id!r} to nothing the worker sent")
-            ok, error = wire.decode_result(value)
+            ok, result = wire.decode_result(value)
             if ok:
-                d.callback(None)
+                d.callback(result)
             else:
-                d.errback(Failure(wire.body_error(error)))
+                d.errback(Failure(wire.body_error(result)))
         else:
             raise ProtocolError(f"unknown message kind {kind!r} from the master")
 
@@ -195,16 +206,22 @@ class _Session(WorkerSession):
             d: Deferred[Any] = Deferred()
             d.callback(None)
         elif method == "startCommand":
-            d = self._start_command(*args) if len(args) == 4 else _failed(
-                ProtocolError("startCommand takes builder, command id, command name, args"))
+            d = self._start_command(*args) if len(args) in (4, 5) else _failed(
+                ProtocolError("startCommand takes builder, command id, command name, args[, handles]"))
         else:
             d = call_bot(bot, method, *args)
         d.addCallbacks(lambda result: self._result(correlation_id, True, result),
                        lambda f: self._result(correlation_id, False, self._error(f)))
 
-    def _start_command(self, builder: Any, command_id: Any, command_name: Any, args: Any) -> Deferred[Any]:
+    def _start_command(self, builder: Any, command_id: Any, command_name: Any, args: Any,
+                       handles: Any = None) -> Deferred[Any]:
         if not isinstance(command_id, str) or not isinstance(builder, str):
             return _failed(ProtocolError("startCommand: builder and command id must be str"))
+        if handles is not None:
+            try:
+                args = attach_proxies(args, handles, self.transfers, command_id)
+            except Exception as e:
+                return _failed(e)
         channel = _Channel(self, builder, command_id)
         self.add_channel(channel)
         d = call_bot(self.connector.bot, "startCommand", channel, builder, command_id, command_name, args)
@@ -237,6 +254,7 @@ class _Session(WorkerSession):
             return
         self.lost_reason = reason
         self.window.lost(reason)
+        self.transfers.lost(reason)
         asks, self._asks = self._asks, {}
         for d in asks.values():
             d.errback(Failure(ConnectionLost(f"link to the master lost: {reason}")))
