@@ -263,6 +263,7 @@ class _Session(WorkerSession):
             channel.link_lost(reason)
         if not self.answer.called:
             self.answer.errback(Failure(ConnectionLost(reason)))
+            self.answer.addErrback(lambda f: None)  # a login attempt given up already does not wait for it
         if self.logged_in:
             self.connector._session_lost(self, reason)
         if abort:
