@@ -246,14 +246,21 @@ def cmd_master(args: argparse.Namespace) -> int:
 # -- worker ------------------------------------------------------------------------
 
 
+def _in_process(name: str) -> bool:
+    try:
+        return bool(load_backend(name).in_process)
+    except (BackendNotFound, BackendLoadFailed):
+        return True
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     try:
         backend = load_backend(args.backend)
     except (BackendNotFound, BackendLoadFailed) as e:
         print(f"workerwire worker: --backend: {e}", file=sys.stderr)
         return USAGE_ERROR
-    if not backend.network:
-        others = [n for n in backend_names() if n != backend.name]
+    if backend.in_process:
+        others = [n for n in backend_names() if n != backend.name and not _in_process(n)]
         print(f"workerwire worker: --backend: {backend.name!r} is an in-process backend and cannot reach a master "
               f"in another process; valid: a network backend ({', '.join(others) or 'none installed'})",
               file=sys.stderr)

@@ -119,6 +119,13 @@ class Backend(abc.ABC):
     #: Twisted endpoint strings); False for in-process backends.
     network: bool = True
 
+    @property
+    def in_process(self) -> bool:
+        """True when a worker can only attach from the master's own process
+        (``null``); a backend whose addresses are not endpoint strings but
+        still reach other processes (``amqp``: a broker) sets it to False."""
+        return not self.network
+
     @abc.abstractmethod
     def create_listener(
         self,

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from test_app_support import network_backends, workerwire_argv
-from workerwire import backend_names
+from workerwire import backend_names, load_backend
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,7 @@ def test_worker_refuses_an_in_process_backend(tmp_path: Path) -> None:
     out = cli("worker", "--backend", "null", "--master", "null:x", "--name", "w", "--password", "p",
               "--basedir", str(tmp_path))
     assert out.returncode == 2
-    others = ", ".join(network_backends()) or "none installed"
+    others = ", ".join(n for n in backend_names() if not load_backend(n).in_process) or "none installed"
     assert out.stderr.strip() == ("workerwire worker: --backend: 'null' is an in-process backend and cannot reach "
                                   f"a master in another process; valid: a network backend ({others})")
 

@@ -1,0 +1,249 @@
+"""One AMQP connection to the broker (pika's ``TwistedProtocolConnection``) and
+the mailboxes the backend sends and receives its messages through.
+
+pika does the AMQP 0-9-1 framing; Twisted dials the broker (a client endpoint
+made from the URL's host and port, TLS for ``amqps``).  A :class:`BrokerLink`
+tells its owner once, through ``on_lost``, that the connection is gone.
+
+A :class:`Mailbox` is one channel with publisher confirms: :meth:`Mailbox.send`
+publishes one logical message (split into parts of at most :data:`PART` bytes,
+so any value fits under the broker's frame and message limits) and fires when
+the broker confirmed its last part; a message no queue takes (``mandatory``)
+fails with :class:`Unroutable`.  :meth:`Mailbox.consume` delivers whole
+messages, parts joined again, in the order they were published.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pika
+from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
+from pika.exceptions import NackError, UnroutableError
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.endpoints import client_from_string
+from workerwire.errors import ConnectionLost, ProtocolError
+
+from .address import BrokerURL
+
+__all__ = ["BrokerLink", "Mailbox", "Message", "Unroutable", "PART", "connect"]
+
+_log = Logger()
+
+#: Largest body of one AMQP message we publish; a larger logical message goes
+#: as several (pika splits each into frames of the negotiated frame_max).
+PART = 1024 * 1024
+
+
+class Unroutable(ConnectionLost):
+    """The queue a message was addressed to does not exist: its owner is gone."""
+
+
+class Message:
+    """One logical message as received: its kind, properties and whole body."""
+
+    __slots__ = ("kind", "reply_to", "correlation_id", "body")
+
+    def __init__(self, kind: str, reply_to: str | None, correlation_id: str | None, body: bytes):
+        self.kind = kind
+        self.reply_to = reply_to
+        self.correlation_id = correlation_id
+        self.body = body
+
+
+class _Protocol(TwistedProtocolConnection):
+    def __init__(self, parameters: pika.ConnectionParameters, link: "BrokerLink"):
+        super().__init__(parameters)
+        self.link = link
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[override, assignment]
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.link._transport_lost(reason)
+
+
+class BrokerLink:
+    """One connection to the broker."""
+
+    def __init__(self, broker: BrokerURL, reactor: Any, name: str):
+        self.broker = broker
+        self.reactor = reactor
+        self.name = name
+        self.proto: _Protocol | None = None
+        self.lost: str | None = None
+        self._on_lost: list[Callable[[str], None]] = []
+
+    def describe(self) -> str:
+        return f"{self.broker.host}:{self.broker.port}"
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        if self.lost is not None:
+            self.reactor.callLater(0, callback, self.lost)
+        else:
+            self._on_lost.append(callback)
+
+    async def open(self) -> "BrokerLink":
+        params = self.broker.parameters()
+        params.client_properties = {"connection_name": self.name, "product": "workerwire-amqp"}
+        scheme = "tls" if self.broker.tls else "tcp"
+        endpoint = client_from_string(self.reactor, f"{scheme}:host={self.broker.host}:port={self.broker.port}")
+        factory = Factory.forProtocol(lambda: _Protocol(params, self))  # type: ignore[arg-type]
+        proto = await endpoint.connect(factory)
+        self.proto = proto
+        ready = proto.ready
+        if ready is not None:
+            await ready
+        return self
+
+    async def channel(self) -> TwistedChannel:
+        if self.proto is None or self.lost is not None:
+            raise ConnectionLost(f"no connection to the broker at {self.describe()}: {self.lost}")
+        return await self.proto.channel()
+
+    def _transport_lost(self, reason: Failure | None) -> None:
+        if self.lost is not None:
+            return
+        why = reason.getErrorMessage() if reason is not None else "closed"
+        self.lost = f"connection to the broker at {self.describe()} lost: {why}"
+        callbacks, self._on_lost = self._on_lost, []
+        for cb in callbacks:
+            try:
+                cb(self.lost)
+            except Exception:
+                _log.failure("on_lost callback of {name} raised", name=self.name)
+
+    def close(self) -> None:
+        """AMQP close (the broker then closes the socket)."""
+        if self.proto is not None and self.lost is None:
+            try:
+                self.proto.close()
+            except Exception:
+                self.abort()
+
+    def abort(self) -> None:
+        """Drop the socket at once (a peer believed dead)."""
+        transport = getattr(self.proto, "transport", None)
+        if transport is not None and self.lost is None:
+            transport.abortConnection()
+
+
+async def connect(broker: BrokerURL, reactor: Any, name: str) -> BrokerLink:
+    return await BrokerLink(broker, reactor, name).open()
+
+
+class Mailbox:
+    """A channel with publisher confirms that sends and receives whole messages."""
+
+    def __init__(self, channel: TwistedChannel, max_message_size: int, owner: str):
+        self.channel = channel
+        self.max_message_size = max_message_size
+        self.owner = owner
+        self._partial: dict[str | None, list[bytes]] = {}
+        self._partial_size: dict[str | None, int] = {}
+        self.closed = False
+
+    @classmethod
+    async def open(cls, link: BrokerLink, max_message_size: int, owner: str) -> "Mailbox":
+        channel = await link.channel()
+        await channel.confirm_delivery()
+        return cls(channel, max_message_size, owner)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, queue: str, kind: str, body: bytes, correlation_id: str | None = None,
+             reply_to: str | None = None) -> Deferred[None]:
+        """Publish one message to *queue* (default exchange, mandatory, transient)."""
+        if self.closed or not self.channel.is_open:
+            return _failed(ConnectionLost(f"{self.owner}: the channel to the broker is closed"))
+        count = max(1, -(-len(body) // PART))
+        last: Deferred[Any] = succeed(None)
+        try:
+            for index in range(count):
+                piece = body[index * PART:(index + 1) * PART] if count > 1 else body
+                headers = {"more": index + 1 < count} if count > 1 else None
+                props = pika.BasicProperties(
+                    type=kind, correlation_id=correlation_id, reply_to=reply_to, delivery_mode=1,
+                    headers=headers)
+                last = self.channel.basic_publish("", queue, piece, props, mandatory=True)
+                if index + 1 < count:
+                    last.addErrback(lambda f: None)  # the last part's confirm reports the message
+        except Exception as e:
+            return _failed(ConnectionLost(f"{self.owner}: cannot publish: {e}"))
+        return last.addCallbacks(lambda _: None, self._publish_failed, errbackArgs=(queue,))
+
+    def _publish_failed(self, failure: Failure, queue: str) -> Failure:
+        if failure.check(UnroutableError):
+            return Failure(Unroutable(f"{self.owner}: queue {queue} is gone (its owner left the broker)"))
+        if failure.check(NackError):
+            return Failure(ConnectionLost(f"{self.owner}: the broker refused a message for {queue}"))
+        if failure.check(ConnectionLost):
+            return failure
+        return Failure(ConnectionLost(f"{self.owner}: {failure.getErrorMessage() or failure.type.__name__}"))
+
+    # -- receiving ---------------------------------------------------------------
+
+    def consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
+                on_error: Callable[[str], None]) -> Deferred[None]:
+        """Consume *queue*; whole messages go to *deliver* in order.  A protocol
+        error (oversized or malformed parts) goes to *on_error*."""
+        return ensureDeferred(self._consume(queue, prefetch, deliver, on_error))
+
+    async def _consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
+                       on_error: Callable[[str], None]) -> None:
+        await self.channel.basic_qos(prefetch_count=prefetch)
+        incoming, _tag = await self.channel.basic_consume(queue=queue, auto_ack=False)
+        ensureDeferred(self._pump(incoming, deliver, on_error)).addErrback(
+            lambda f: _log.failure("{owner}: consumer of {queue} failed", f, owner=self.owner, queue=queue))
+
+    async def _pump(self, incoming: Any, deliver: Callable[[Message], None], on_error: Callable[[str], None]) -> None:
+        while True:
+            try:
+                received = await incoming.get()
+            except Exception:
+                return  # the channel closed; its owner hears it from the link
+            self.channel.basic_ack(received.method.delivery_tag)
+            props = received.properties
+            key = props.reply_to
+            headers = props.headers or {}
+            body = received.body
+            if "more" in headers or key in self._partial:
+                size = self._partial_size.get(key, 0) + len(body)
+                if size > self.max_message_size:
+                    self._partial.pop(key, None)
+                    self._partial_size.pop(key, None)
+                    on_error(f"message of more than {self.max_message_size} bytes (max_message_size)")
+                    continue
+                self._partial.setdefault(key, []).append(body)
+                self._partial_size[key] = size
+                if headers.get("more"):
+                    continue
+                body = b"".join(self._partial.pop(key))
+                del self._partial_size[key]
+            elif len(body) > self.max_message_size:
+                on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
+                continue
+            try:
+                deliver(Message(props.type or "", props.reply_to, props.correlation_id, body))
+            except ProtocolError as e:
+                on_error(str(e))
+            except Exception:
+                _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=props.type)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.channel.is_open:
+            try:
+                self.channel.close()
+            except Exception:
+                pass
+
+
+def _failed(error: BaseException) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    d.errback(Failure(error))
+    return d

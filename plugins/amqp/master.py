@@ -1,0 +1,552 @@
+"""Master side of the amqp backend: pool membership, logins, sessions.
+
+Each open port is one membership of this master in a pool
+(:class:`_Membership`): a broker connection, an exclusive queue
+``workerwire.<pool>.master.<name>`` (a second master with that name is "port
+in use"), and a consumer on the pool's login queue, which every master of
+the pool consumes (competing consumers: whichever takes a request serves it).
+
+A good login makes a session: a channel of its own, on which the master
+declares the worker's presence lock, the exclusive queue
+``workerwire.<pool>.worker.<name>``, and the session's own exclusive queue
+``workerwire.<pool>.session.<name>.<id>`` that the worker publishes to.  The
+broker lets one connection own the lock, so a session of the same worker at
+any other master of the pool is refused as a duplicate; within this master a
+second login is offered to the master's ``newConnection`` as on every backend.
+When the owning master dies, the broker deletes the lock and the worker can
+log in anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import traceback
+import uuid
+from typing import Any
+
+from pika.exceptions import ChannelClosedByBroker
+from twisted.cred.credentials import UsernamePassword
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from workerwire.backend import LinkOptions
+from workerwire.backoff import Backoff
+from workerwire.base_connection import BaseConnection
+from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
+from workerwire.login_guard import BadCredentials, refusal_reason
+from workerwire.master import MasterHooks
+from workerwire.transfer import split_refs
+from workerwire.values import encode
+
+from . import wire
+from .address import DialSpec, PortSpec, parse_port, queue_name
+from .broker import BrokerLink, Mailbox, Message, connect
+
+__all__ = ["AMQPListener", "AMQPConnection", "LOGIN_PREFETCH", "SESSION_PREFETCH"]
+
+_log = Logger()
+
+#: Login requests one master takes from the pool's queue before answering
+#: earlier ones; the rest wait in the queue for any master of the pool.
+LOGIN_PREFETCH = 16
+#: Messages of one session the broker hands the master before it acked them.
+SESSION_PREFETCH = 64
+#: AMQP reply code of a queue that another connection holds exclusively.
+RESOURCE_LOCKED = 405
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, ChannelClosedByBroker) and error.reply_code == RESOURCE_LOCKED
+
+
+class _Membership:
+    """One port: this master in one pool."""
+
+    def __init__(self, listener: "AMQPListener", entry: OpenPort, spec: PortSpec):
+        self.listener = listener
+        self.entry = entry
+        self.spec = spec
+        self.pool = spec.pool or ""
+        self.link: BrokerLink | None = None
+        self.control: Mailbox | None = None
+        self.sessions: set[AMQPConnection] = set()
+        #: Sessions (and logins past the lock) per worker name: the lock goes with the last.
+        self.holders: dict[str, int] = {}
+        #: Lock deletions in flight: a new login of that worker waits for them.
+        self.releasing: dict[str, Deferred[None]] = {}
+        self.closed = False
+        #: Rejoining the pool after the broker connection was lost.
+        self._backoff = Backoff()
+        self._rejoin_failures = 0
+        self._rejoin_call: Any = None
+
+    @property
+    def login_queue(self) -> str:
+        return queue_name(self.pool, "login")
+
+    async def open(self) -> None:
+        """Join the pool for the first time; a failure is the registration's ``AddressError``."""
+        try:
+            await self._join()
+        except AddressError:
+            raise
+        except Exception as e:
+            raise AddressError(f"cannot reach the AMQP broker of {self.entry.port_str!r} "
+                               f"({self.spec.broker.redacted()}): {e or type(e).__name__}") from None
+
+    async def _join(self) -> None:
+        """Connect, take this master's name in the pool, consume the login queue."""
+        spec = self.spec
+        options = self.listener.options
+        link = await connect(spec.broker, self.listener.reactor, f"workerwire master {spec.master} pool {spec.pool}")
+        try:
+            control = await Mailbox.open(link, options.max_message_size, f"master {spec.master}")
+            try:
+                await control.channel.queue_declare(
+                    queue_name(self.pool, "master", spec.master), exclusive=True, auto_delete=True)
+            except ChannelClosedByBroker as e:
+                if e.reply_code == RESOURCE_LOCKED:
+                    raise AddressError(
+                        f"{self.entry.port_str!r}: pool {self.pool!r} already has a live master named "
+                        f"{spec.master!r} (port in use); give this master another name (master=...)") from None
+                raise
+            await control.channel.queue_declare(self.login_queue, auto_delete=True)
+            await control.consume(self.login_queue, LOGIN_PREFETCH, self._login_request, self._bad_login)
+        except BaseException:
+            link.close()
+            raise
+        self.link, self.control = link, control
+        link.on_lost(self._link_lost)
+
+    def _rejoin_later(self) -> None:
+        if self.closed:
+            return
+        delay = self._backoff.delay(self._rejoin_failures)
+        self._rejoin_failures += 1
+        self._rejoin_call = self.listener.reactor.callLater(delay, self._rejoin)
+
+    def _rejoin(self) -> None:
+        self._rejoin_call = None
+        if self.closed:
+            return
+
+        def joined(_: object) -> None:
+            self._rejoin_failures = 0
+            if self.closed:
+                if self.link is not None:
+                    self.link.close()
+                return
+            _log.info("amqp master {master} rejoined pool {pool} at {broker}", master=self.spec.master,
+                      pool=self.pool, broker=self.spec.broker.redacted())
+
+        def failed(f: Failure) -> None:
+            _log.warn("amqp master {master} cannot rejoin pool {pool} yet: {why}", master=self.spec.master,
+                      pool=self.pool, why=f.getErrorMessage())
+            self._rejoin_later()
+
+        ensureDeferred(self._join()).addCallbacks(joined, failed)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._rejoin_call is not None and self._rejoin_call.active():
+            self._rejoin_call.cancel()
+        self._rejoin_call = None
+        if self.control is not None:
+            self.control.close()
+        if not self.sessions and self.link is not None:
+            self.link.close()
+
+    def session_ended(self, conn: "AMQPConnection") -> None:
+        self.sessions.discard(conn)
+        if self.closed and not self.sessions and self.link is not None:
+            self.link.close()
+
+    def release(self, name: str, box: Mailbox) -> Deferred[None] | None:
+        """One holder of *name*'s lock is done; the last deletes the lock queue
+        (on *box*'s channel, before that channel closes)."""
+        left = self.holders.get(name, 0) - 1
+        if left > 0:
+            self.holders[name] = left
+            return None
+        self.holders.pop(name, None)
+        if not box.channel.is_open:
+            return None
+        done: Deferred[None] = Deferred()
+        self.releasing[name] = done
+
+        def released(_: object) -> None:
+            if self.releasing.get(name) is done:
+                del self.releasing[name]
+            done.callback(None)
+
+        box.channel.queue_delete(queue_name(self.pool, "worker", name)).addBoth(released)
+        return done
+
+    def _link_lost(self, why: str) -> None:
+        """The broker connection is gone: its sessions are lost (the broker
+        dropped their locks and queues); rejoin the pool with backoff."""
+        if not self.closed:
+            _log.warn("amqp master {master} of pool {pool}: {why}; rejoining", master=self.spec.master,
+                      pool=self.pool, why=why)
+        for conn in list(self.sessions):
+            conn._on_connection_lost(why)
+        self.holders.clear()
+        self.releasing.clear()
+        self.control = None
+        self._rejoin_later()
+
+    def _bad_login(self, why: str) -> None:
+        _log.warn("amqp master {master} of pool {pool}: malformed login request dropped: {why}",
+                  master=self.spec.master, pool=self.pool, why=why)
+
+    # -- logins ------------------------------------------------------------------
+
+    def _login_request(self, msg: Message) -> None:
+        ensureDeferred(self._login(msg)).addErrback(
+            lambda f: _log.failure("amqp master {master}: a login failed", f, master=self.spec.master))
+
+    async def _login(self, msg: Message) -> None:
+        reply_to = msg.reply_to
+        if msg.kind != wire.LOGIN or not reply_to:
+            self._bad_login(f"a {msg.kind!r} message without a reply queue in the login queue")
+            return
+        try:
+            req = wire.decode_body(msg.body, 64 * 1024)
+            name, password, peer = req["name"], req["password"], req.get("peer", "?")
+            if not (isinstance(name, str) and name and isinstance(password, str) and isinstance(peer, str)):
+                raise ProtocolError("a login is {name: str, password: str, peer: str, version: int}")
+        except (ProtocolError, KeyError, TypeError) as e:
+            self._bad_login(str(e))
+            return
+        guard = self.listener.login_guard
+        ticket = guard.admit(_address(peer), lambda: None)
+        if ticket is None:
+            await self._refuse(reply_to, msg.correlation_id, LoginRefused(
+                "the master has too many logins in progress; retry later"))
+            return
+        try:
+            if not ticket.may_check():
+                ticket.throttled(name)
+                await self._refuse(reply_to, msg.correlation_id, LoginRefused(
+                    f"login of worker {name!r} refused: too many failed logins from its host"))
+                return
+            creds = UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
+            try:
+                await self.entry.checker.requestAvatarId(creds)
+            except BadCredentials as e:
+                await ticket.refused(name, refusal_reason(e))
+                await self._refuse(reply_to, msg.correlation_id, LoginRefused(
+                    f"login of worker {name!r} refused: unknown worker or wrong password"))
+                return
+            ticket.verified()
+            await self._start_session(name, peer, reply_to, msg.correlation_id)
+        finally:
+            ticket.done()
+
+    async def _refuse(self, reply_to: str, correlation_id: str | None, error: LoginRefused) -> None:
+        if self.control is None:
+            return
+        try:
+            await self.control.send(reply_to, wire.REFUSED, encode(wire.error_body(error)), correlation_id)
+        except ConnectionLost:
+            pass  # the worker left already
+
+    async def _start_session(self, name: str, peer: str, reply_to: str, correlation_id: str | None) -> None:
+        assert self.link is not None
+        while name in self.releasing:
+            await _wait(self.releasing[name])
+        session_queue = queue_name(self.pool, "session", name) + "." + uuid.uuid4().hex[:12]
+        try:
+            box = await Mailbox.open(self.link, self.listener.options.max_message_size, f"master {self.spec.master}")
+        except Exception as e:
+            await self._refuse(reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
+            return
+        self.holders[name] = self.holders.get(name, 0) + 1
+        try:
+            # The presence lock: only one connection (one master) may hold it.
+            await box.channel.queue_declare(queue_name(self.pool, "worker", name), exclusive=True,
+                                            auto_delete=False)
+            await box.channel.queue_declare(session_queue, exclusive=True, auto_delete=False)
+        except Exception as e:
+            self.holders[name] -= 1
+            if not self.holders[name]:
+                del self.holders[name]
+            if _locked(e):
+                _log.info("amqp pool {pool}: worker {worker} refused by master {master}: it has a live session "
+                          "at another master", pool=self.pool, worker=name, master=self.spec.master)
+                await self._refuse(reply_to, correlation_id, DuplicateWorker(
+                    f"worker {name!r} already has a live session on pool {self.pool!r} at another master"))
+            else:
+                await self._refuse(reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
+            box.close()
+            return
+        listener = self.listener
+        conn = AMQPConnection(listener.master, name, listener.options, listener.reactor, self, box,
+                              session_queue, reply_to, peer)
+        self.sessions.add(conn)
+        conn.notifyOnDisconnect(lambda: self.session_ended(conn))
+        try:
+            await box.consume(session_queue, SESSION_PREFETCH, conn._message, conn._protocol_error)
+            await listener.attach(conn)
+        except LoginRefused as e:
+            await self._refuse_on(box, reply_to, correlation_id, e)
+            conn._teardown()
+            conn._on_connection_lost(f"refused: {e}")
+            return
+        except Exception as e:
+            await self._refuse_on(box, reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
+            conn._teardown()
+            conn._on_connection_lost(f"session setup failed: {e}")
+            return
+        # On the session's channel: after every call the master made while attaching.
+        welcome = encode({"queue": session_queue, "master": self.spec.master, "pool": self.pool,
+                          "version": wire.PROTOCOL_VERSION})
+        conn._send(wire.WELCOME, welcome, correlation_id)
+
+    async def _refuse_on(self, box: Mailbox, reply_to: str, correlation_id: str | None, error: LoginRefused) -> None:
+        try:
+            await box.send(reply_to, wire.REFUSED, encode(wire.error_body(error)), correlation_id)
+        except ConnectionLost:
+            pass
+
+
+def _address(peer: str) -> Any:
+    """The worker's own description of its socket to the broker, as an address
+    the login guard counts failures by (it cannot be verified: the broker is
+    between us)."""
+    host, _, port = peer.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        return IPv4Address("TCP", "0.0.0.0", 0)
+    if ip.version == 6:
+        return IPv6Address("TCP", host, number)
+    return IPv4Address("TCP", host, number)
+
+
+class AMQPListener(BaseListener):
+    backendName = "amqp"
+
+    def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None):
+        super().__init__(master, options, reactor)
+
+    def _check_port_str(self, portStr: str) -> None:
+        parse_port(portStr)
+
+    def _open_port(self, entry: OpenPort) -> Deferred[None]:
+        return ensureDeferred(self._open(entry))
+
+    async def _open(self, entry: OpenPort) -> None:
+        spec = parse_port(entry.port_str).bound()
+        membership = _Membership(self, entry, spec)
+        await membership.open()
+        entry.listening = membership
+        entry.port = f"{spec.pool}/{spec.master}"
+        entry.address = DialSpec(spec.broker, spec.pool or "").address()
+        _log.info("amqp master {master} serves pool {pool} at {broker}", master=spec.master, pool=spec.pool,
+                  broker=spec.broker.redacted())
+
+    def _close_port(self, entry: OpenPort) -> Deferred[None]:
+        membership: _Membership = entry.listening
+        return ensureDeferred(membership.close())
+
+
+class AMQPConnection(BaseConnection):
+    """One worker's session at this master."""
+
+    def __init__(self, master: MasterHooks, workerName: str, options: LinkOptions, clock: Any,
+                 membership: _Membership, box: Mailbox, session_queue: str, worker_queue: str, peer: str):
+        super().__init__(master, workerName, "amqp", options, clock)
+        self.membership = membership
+        self.box = box
+        self.session_queue = session_queue
+        self.worker_queue = worker_queue
+        self.peer = peer
+        self._calls: dict[str, Deferred[Any]] = {}
+        self._serial = 0
+        self._torn_down = False
+
+    def get_peer(self) -> str:
+        return self.peer
+
+    # -- sending -----------------------------------------------------------------
+
+    def _send(self, kind: str, body: bytes, correlation_id: str | None = None) -> Deferred[None]:
+        d = self.box.send(self.worker_queue, kind, body, correlation_id, self.session_queue)
+        d.addErrback(self._send_failed)
+        return d
+
+    def _send_failed(self, failure: Failure) -> None:
+        if self._lost is None and not self._torn_down:
+            self._teardown()
+            self._on_connection_lost(f"cannot reach the worker: {failure.getErrorMessage()}")
+
+    def _call_worker(self, method: str, *args: Any) -> Deferred[Any]:
+        self._serial += 1
+        cid = str(self._serial)
+        d: Deferred[Any] = Deferred()
+        self._calls[cid] = d
+        try:
+            body = encode([method, list(args)], f"arguments of {method}", checked=True)
+        except Exception as e:
+            del self._calls[cid]
+            d.errback(Failure(e))
+            return d
+        self._send(wire.CALL, body, cid)
+        return d
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self._call_worker("print", message)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        return self._call_worker("getWorkerInfo")
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        return self._call_worker("setBuilderList", builders)
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        return self._call_worker("startBuild", builderName)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        plain, handles = split_refs(args)
+        if handles:  # transfer handles travel as {key: [id, kind]} after the args
+            return self._call_worker("startCommand", builderName, commandId, commandName, plain, handles)
+        return self._call_worker("startCommand", builderName, commandId, commandName, plain)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        return self._call_worker("interruptCommand", builderName, commandId, why)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self._call_worker("shutdown")
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self._call_worker("ping")
+
+    def _lose_connection(self, abort: bool) -> None:
+        if self._torn_down:
+            return
+        # Aborting waits for nothing, but still tells a live worker at once (as a TCP reset would).
+        self.box.send(self.worker_queue, wire.BYE, b"", None, self.session_queue).addErrback(lambda f: None)
+        self._teardown()
+        if not abort:
+            self.clock_later(self._on_connection_lost, "closed by the master")
+
+    def clock_later(self, fn: Any, *args: Any) -> None:
+        self._clock.callLater(0, fn, *args)
+
+    def _teardown(self) -> None:
+        """Give the session queue back to the broker (another login may take it) and close the channel."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        box = self.box
+        if box.channel.is_open:
+            d = box.channel.queue_delete(self.session_queue)
+            d.addBoth(lambda _: self.membership.release(self.workerName, box))
+            d.addBoth(lambda _: box.close())
+        else:
+            self.membership.release(self.workerName, box)
+
+    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+        if self._lost is not None:
+            return
+        calls, self._calls = self._calls, {}
+        super()._on_connection_lost(reason)
+        for d in calls.values():
+            if not d.called:
+                d.errback(Failure(ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}")))
+        self._teardown()
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _protocol_error(self, why: str) -> None:
+        _log.warn("amqp: worker {worker} sent a bad message: {why}; closing its session", worker=self.workerName,
+                  why=why)
+        self.loseConnection(abort=True)
+
+    def _message(self, msg: Message) -> None:
+        if msg.reply_to != self.worker_queue or self._lost is not None:
+            return  # a message of an older session of this worker
+        self._on_traffic()
+        kind = msg.kind
+        if kind == wire.BYE:
+            self._teardown()
+            self._on_connection_lost("the worker closed the link")
+            return
+        value = wire.decode_body(msg.body, self.options.max_message_size) if msg.body else None
+        if kind == wire.RESULT:
+            d = self._calls.pop(msg.correlation_id or "", None)
+            if d is None:
+                raise ProtocolError(f"result for call {msg.correlation_id!r}, which is not pending")
+            ok, result = wire.decode_result(value)
+            if ok:
+                d.callback(result)
+            else:
+                d.errback(Failure(wire.body_error(result)))
+        elif kind == wire.UPDATE:
+            self._answer(msg.correlation_id, self._update, value)
+        elif kind == wire.COMPLETE:
+            self._answer(msg.correlation_id, self._complete, value)
+        elif kind == wire.KEEPALIVE:
+            self._on_worker_keepalive()
+            self._ack(msg.correlation_id, None)
+        elif kind == wire.SHUTDOWN_REQUEST:
+            self._on_shutdown_request()
+            self._ack(msg.correlation_id, None)
+        elif kind == wire.TRANSFER:
+            self._transfer(msg.correlation_id, value)
+        else:
+            raise ProtocolError(f"unknown message kind {kind!r} from the worker")
+
+    def _update(self, value: Any) -> object:
+        command_id, pairs = wire.decode_update(value)
+        return self._on_update(command_id, pairs)
+
+    def _complete(self, value: Any) -> object:
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+            raise ProtocolError("complete must be [command_id, error or nil]")
+        error = None if value[1] is None else wire.body_error(value[1])
+        self._on_complete(value[0], error)
+        return None
+
+    def _answer(self, correlation_id: str | None, handler: Any, value: Any) -> None:
+        try:
+            result = handler(value)
+        except ProtocolError as e:
+            self._ack(correlation_id, e)
+            return
+        if isinstance(result, Deferred):
+            result.addBoth(lambda _: self._ack(correlation_id, None))
+        else:
+            self._ack(correlation_id, None)
+
+    def _transfer(self, correlation_id: str | None, value: Any) -> None:
+        if not (isinstance(value, list) and len(value) == 4 and isinstance(value[2], str)
+                and isinstance(value[3], list)):
+            raise ProtocolError("transfer must be [command_id, handle_id, method, [args]]")
+        command_id, handle_id, method, args = value
+        d = self._on_transfer_call(None if command_id is None else str(command_id), handle_id, method, args)
+        d.addCallbacks(lambda result: self._ack(correlation_id, None, result),
+                       lambda f: self._ack(correlation_id, f.value))
+
+    def _ack(self, correlation_id: str | None, error: BaseException | None, value: Any = None) -> None:
+        """Answer a worker's message: ``[true, value]`` or ``[false, error]``."""
+        if self._lost is not None:
+            return
+        tb = None
+        if error is not None and self.options.send_tracebacks:
+            tb = "".join(traceback.format_exception(error))
+        body = encode([error is None, value if error is None else wire.error_body(error, tb)], "ack")
+        self._send(wire.ACK, body, correlation_id)
+
+
+async def _wait(d: Deferred[None]) -> None:
+    waiter: Deferred[None] = Deferred()
+    d.addBoth(lambda r: (waiter.callback(None), r)[1])
+    await waiter

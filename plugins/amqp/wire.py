@@ -1,0 +1,93 @@
+"""The amqp dialect's message kinds and bodies (``docs/protocols/amqp.md``, section 4).
+
+Every message's AMQP ``type`` property is one of the kinds below; its body is
+MessagePack (:mod:`workerwire.values`).  Calls and the messages that want an
+answer carry a ``correlation_id``; the answer carries the same one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
+from workerwire.master import Update
+from workerwire.values import array_header, decode, encode, encode_pairs
+
+__all__ = [
+    "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
+    "KEEPALIVE", "SHUTDOWN_REQUEST", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
+    "decode_result", "error_body", "body_error", "decode_body",
+]
+
+PROTOCOL_VERSION = 1
+
+# worker -> pool's login queue
+LOGIN = "login"
+# master -> worker's queue
+WELCOME = "welcome"
+REFUSED = "refused"
+CALL = "call"
+# worker -> session queue
+RESULT = "result"
+UPDATE = "update"
+COMPLETE = "complete"
+KEEPALIVE = "keepalive"
+SHUTDOWN_REQUEST = "shutdown-request"
+TRANSFER = "transfer"
+# both ways
+ACK = "ack"
+BYE = "bye"
+
+
+def decode_body(body: bytes, max_size: int) -> Any:
+    return decode(body, max_size)
+
+
+def encode_update(command_id: str, batches: list[tuple[int, list[bytes], int]]) -> bytes:
+    """``[command_id, [[key, value], ...]]`` from pre-encoded pair runs."""
+    pieces = [array_header(2), encode(command_id, "commandId", checked=True),
+              array_header(sum(n for n, _, _ in batches))]
+    for _, more, _ in batches:
+        pieces.extend(more)
+    return b"".join(pieces)
+
+
+def encoded_pairs(updates: list[Update]) -> tuple[int, list[bytes], int]:
+    pieces, size = encode_pairs(updates)
+    return len(updates), pieces, size
+
+
+def decode_update(value: Any) -> tuple[str, list[Update]]:
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], list)):
+        raise ProtocolError("update must be [command_id, [[key, value], ...]]")
+    pairs: list[Update] = []
+    for pair in value[1]:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ProtocolError("each update must be [key, value] with a str key")
+        pairs.append((pair[0], pair[1]))
+    return value[0], pairs
+
+
+def error_body(exc: BaseException, traceback_text: str | None = None) -> list[Any]:
+    out: list[Any] = list(error_to_wire(exc))
+    if traceback_text:
+        out.append(traceback_text)
+    return out
+
+
+def body_error(value: Any) -> WorkerwireError:
+    if not (isinstance(value, list) and 2 <= len(value) <= 3 and all(isinstance(v, str) for v in value)):
+        raise ProtocolError("an error must be [type_name, message] or [type_name, message, traceback]")
+    return error_from_wire(*value)
+
+
+def encode_result(ok: bool, value: Any) -> bytes:
+    """A call's answer: ``[true, value]`` or ``[false, error]``."""
+    return encode([ok, value], "result")
+
+
+def decode_result(value: Any) -> tuple[bool, Any]:
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], bool)):
+        raise ProtocolError("a result must be [ok, value]")
+    return value[0], value[1]
