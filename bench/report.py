@@ -190,6 +190,7 @@ def _transfer_section(t: dict[str, Any]) -> list[str]:
                          f"{_num(f['master_rss_mib'], 1)} | {worker} |")
     lines += ["", "| target (issue 11) | direction | subject | measured | needed | met |",
               "| --- | --- | --- | ---: | ---: | --- |"]
+    # null runs both ends in one process (no socket): not a link to compare with raw TCP.
     backends = [sid for sid in subjects if sid.startswith("ww-") and sid != "ww-null"]
     for name, key, needed in TRANSFER_TARGETS:
         for kind in ("upload", "download"):
@@ -202,7 +203,8 @@ def _transfer_section(t: dict[str, Any]) -> list[str]:
             met = "—" if value is None else ("met" if value >= needed else "**not met**")
             shown = "—" if value is None else f"{value:.2f}x"
             label = "≥ 10× buildbot-worker's MB/s on pb" if key == "x_bbw" else "≥ 0.5× raw TCP, best backend"
-            lines.append(f"| {label} | {kind} | `{sid}` | {shown} | {needed:g}x | {met} |")
+            who = "—" if value is None else f"`{sid}`"
+            lines.append(f"| {label} | {kind} | {who} | {shown} | {needed:g}x | {met} |")
     return lines
 
 
