@@ -168,7 +168,7 @@ def _transfer_section(t: dict[str, Any]) -> list[str]:
         return lines + [f"Not measured in this run: {t['error']}"]
     lines += [
         f"`{t.get('command', 'python -m bench.transfer')}`: {t['size_mib']} MiB each way, median of {t['reps']} "
-        f"with (min–max); a workerwire master's `FileWriter` / `FileReader` that keep nothing, the worker writing / "
+        f"repetitions interleaved across subjects, with (min–max); a workerwire master's `FileWriter` / `FileReader` that keep nothing, the worker writing / "
         f"reading {t['ww_block_kib']} KiB per call; raw TCP writes {t['raw_block_kib']} KiB blocks; the stock "
         f"buildbot-worker (`bbw-pb`) runs `uploadFile` / `downloadFile` with blocksize {t['bbw_blocksize_kib']} KiB "
         "into the same workerwire pb master. ×raw and ×bbw are ratios of medians of this run. RSS growth: peak "

@@ -509,16 +509,21 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     wanted = args.subjects.split(",") if args.subjects else None
     subjects = ["raw-tcp"] + [f"ww-{n}" for n in backend_names()] + (["bbw-pb"] if bbw_available() else [])
-    for sid in subjects:
-        if wanted and sid not in wanted:
-            continue
-        sys.stderr.write(f"bench.transfer: {sid} ...\n")
-        if sid == "raw-tcp":
-            results[sid] = await _raw_subject(reactor, size, args.reps)
-        elif sid == "bbw-pb":
-            results[sid] = await _bbw_subject(reactor, size, args.reps, args.bbw_blocksize_kib * 1024)
-        else:
-            results[sid] = await _ww_subject(reactor, sid[3:], size, args.reps)
+    subjects = [sid for sid in subjects if not wanted or sid in wanted]
+    # Repetitions are interleaved across subjects (one of each, then again):
+    # the load of a shared machine changes over minutes, and the ratios
+    # compare subjects measured under the same load.
+    for rep in range(args.reps):
+        for sid in subjects:
+            sys.stderr.write(f"bench.transfer: rep {rep + 1}/{args.reps} {sid} ...\n")
+            if sid == "raw-tcp":
+                one = await _raw_subject(reactor, size, 1)
+            elif sid == "bbw-pb":
+                one = await _bbw_subject(reactor, size, 1, args.bbw_blocksize_kib * 1024)
+            else:
+                one = await _ww_subject(reactor, sid[3:], size, 1)
+            for kind, runs in one.items():
+                results.setdefault(sid, {"upload": [], "download": []})[kind] += runs
     print(_report(results, size, args.reps, args.bbw_blocksize_kib * 1024))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
