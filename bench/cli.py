@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--render", action="store_true",
                    help="measure nothing: rewrite the Markdown page from the results file (e.g. after editing "
                    "bench/findings.py)")
-    p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm; default all)")
+    p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm,transfer; "
+                   "default all; transfer only in full mode, 256 MiB each way: minutes. --scenarios transfer "
+                   "alone keeps the other figures of the results file and page)")
     p.add_argument("--profile", metavar="DIR", help="run every bench process under cProfile, stats into DIR "
                    "(slows everything: for finding hot paths, not for figures)")
     p.add_argument("--json", help="results file (default: bench/results.json; with --profile: in DIR)")
@@ -45,7 +47,8 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any]], command: str) -> dict[str, Any]:
+def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any]], command: str,
+        want_transfer: bool = False) -> dict[str, Any]:
     t_start = time.monotonic()
     machine = machine_info()
     runs: dict[str, list[dict[str, Any]]] = {s.id: [] for s in subjects}
@@ -71,6 +74,7 @@ def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any
         for subject in subjects:
             if subject.storm:
                 one(subject, ["storm"], rep)
+    transfer = _transfer(profile) if want_transfer else None
     summaries = {s.id: aggregate(runs[s.id]) for s in subjects}
     verdicts = judge(subjects, summaries, profile)
     return {
@@ -86,7 +90,40 @@ def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any
             for s in subjects
         },
         "targets": [v.as_dict() for v in verdicts],
+        **({"transfer": transfer} if transfer is not None else {}),
     }
+
+
+#: Bytes each way of the transfer scenario, in MiB (issue 11 asks for 256).
+TRANSFER_MIB = 256
+
+
+def _transfer(profile: Profile) -> dict[str, Any]:
+    """The ``transfer`` scenario: ``python -m bench.transfer`` in its own
+    process (it runs its own masters and workers), its figures as
+    :func:`bench.transfer.summarize` gives them, or ``{"error": ...}``."""
+    import subprocess
+    import tempfile
+
+    from .sides.base import child_env
+
+    _log(f"  transfer: {TRANSFER_MIB} MiB each way, {profile.reps} repetitions (minutes)")
+    with tempfile.TemporaryDirectory(prefix="workerwire-bench-transfer-") as tmp:
+        out = os.path.join(tmp, "transfer.json")
+        argv = [sys.executable, "-m", "bench.transfer", "--size-mib", str(TRANSFER_MIB), "--reps", str(profile.reps),
+                "--json", out]
+        try:
+            proc = subprocess.run(argv, cwd=REPO, env=child_env(), capture_output=True, text=True,
+                                  timeout=profile.trial_timeout * 2 * profile.reps + 600)
+        except subprocess.TimeoutExpired as e:
+            return {"error": f"python -m bench.transfer did not finish in {e.timeout:.0f} s"}
+        if proc.returncode != 0 or not os.path.exists(out):
+            return {"error": f"python -m bench.transfer exited {proc.returncode}: {proc.stderr[-2000:]}"}
+        _log(proc.stdout.rstrip())
+        with open(out, encoding="utf-8") as f:
+            figures: dict[str, Any] = json.load(f)
+    figures["command"] = " ".join(["python", *argv[1:-2]])
+    return figures
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -113,6 +150,9 @@ def missing_figures(results: dict[str, Any]) -> list[str]:
     connected" (its ``failed`` count says why).
     """
     missing = []
+    transfer = results.get("transfer")
+    if transfer is not None and "error" in transfer:
+        missing.append(f"transfer: {transfer['error'][:200]}")
     for sid, sub in results["subjects"].items():
         in_process = sid == "floor" or sub["baseline"] == "floor"
         wanted = list(sub["scenarios"]) + (["storm"] if sub["storm"] else [])
@@ -128,6 +168,18 @@ def missing_figures(results: dict[str, Any]) -> list[str]:
     return missing
 
 
+def _with_transfer(json_path: str, fresh: dict[str, Any]) -> dict[str, Any]:
+    """The stored results of *json_path* with *fresh*'s transfer figures (or
+    *fresh* itself when nothing is stored)."""
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            stored: dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        return fresh
+    stored["transfer"] = fresh["transfer"]
+    return stored
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -139,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         subjects = [s for s in subjects if s.id in keep]
+    want_transfer = name == "full" and (not args.scenarios or "transfer" in args.scenarios.split(","))
     if args.scenarios:
         wanted = set(args.scenarios.split(","))
         subjects = [replace(s, scenarios=tuple(x for x in s.scenarios if x in wanted), storm=s.storm and "storm" in wanted)
@@ -160,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
     _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
-    results = run(profile, subjects, installed, command)
+    if want_transfer and not subjects:  # transfer alone: keep the stored figures of the other scenarios
+        results = _with_transfer(json_path, run(profile, [], installed, command, want_transfer=True))
+    else:
+        results = run(profile, subjects, installed, command, want_transfer)
     for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (page_path, markdown(results))):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

@@ -15,15 +15,20 @@ backends (in this process for ``null``).  Beside them, in the same run:
 The master's handles keep nothing (they count bytes, and the reader serves one
 block over and over), so the figures are those of the link, not of a disk.
 Memory is the peak growth of each process's resident size while the transfer
-runs (sampled every 20 ms).  This scenario is not part of ``python -m bench``
-(it takes minutes); run it alone, e.g.::
+runs (sampled every 20 ms).  ``python -m bench`` runs it as its ``transfer``
+scenario (full mode only: it takes minutes; ``--scenarios transfer`` runs it
+alone and updates only that section of docs/benchmarks.md); or run it alone::
 
     python -m bench.transfer --size-mib 256 --reps 2
+
+With ``BENCH_PROFILE_DIR=DIR`` every process of it writes a cProfile of its
+run into DIR (see :mod:`bench.profiling`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -49,6 +54,7 @@ from workerwire.transfer import FileReader, FileWriter
 from workerwire.worker import CommandChannel, WorkerBot
 
 from .procfs import rss_kib
+from .profiling import profiled
 from .sides.base import Child, python_argv, remove_tree, spawn, within
 from .sides.bbw import available as bbw_available, buildbot_worker_argv
 from .sides.ww import PASSWORD, BenchMaster
@@ -168,30 +174,33 @@ class TransferBot(WorkerBot):
         await channel.complete(None)
 
     async def _upload(self, args: dict[str, Any]) -> int:
+        """Writes *size* bytes, as many calls outstanding as the link's
+        transfer window has room for (``whenRoom``); the first failure ends it."""
         writer, size = args["writer"], int(args["size"])
         block = os.urandom(int(args.get("block", BLOCK)))
-        pipeline = int(args.get("pipeline", 8))
+        view = memoryview(block)
         sent = 0
-        in_flight: deque[Deferred[Any]] = deque()
+        pending = _Pending()
         while sent < size:
+            pending.check()
+            await writer.whenRoom()
             n = min(len(block), size - sent)
-            in_flight.append(writer.callRemote("write", block if n == len(block) else block[:n]))
+            pending.add(writer.callRemote("write", block if n == len(block) else bytes(view[:n])))
             sent += n
-            while len(in_flight) >= pipeline:
-                await in_flight.popleft()
-        while in_flight:
-            await in_flight.popleft()
+        await pending.drain()
         await writer.callRemote("close")
         return sent
 
     async def _download(self, args: dict[str, Any]) -> int:
+        """Reads until ``b""``, as many reads outstanding as the window has
+        room for; answers come in order."""
         reader = args["reader"]
-        block, pipeline = int(args.get("block", BLOCK)), int(args.get("pipeline", 4))
+        block = int(args.get("block", BLOCK))
         got = 0
         in_flight: deque[Deferred[Any]] = deque()
         at_end = False
         while not at_end:
-            while len(in_flight) < pipeline:
+            while reader.link.has_room or not in_flight:
                 in_flight.append(reader.callRemote("read", block))
             data = await in_flight.popleft()
             at_end = not data
@@ -200,6 +209,38 @@ class TransferBot(WorkerBot):
             await in_flight.popleft()
         await reader.callRemote("close")
         return got
+
+
+class _Pending:
+    """Outstanding calls whose answers are only checked for failure."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.failure: Failure | None = None
+        self._idle: Deferred[None] | None = None
+
+    def add(self, d: Deferred[Any]) -> None:
+        self.count += 1
+
+        def settled(result: object) -> None:
+            self.count -= 1
+            if isinstance(result, Failure) and self.failure is None:
+                self.failure = result
+            if self.count == 0 and self._idle is not None:
+                idle, self._idle = self._idle, None
+                idle.callback(None)
+
+        d.addBoth(settled)
+
+    def check(self) -> None:
+        if self.failure is not None:
+            self.failure.raiseException()
+
+    async def drain(self) -> None:
+        if self.count:
+            self._idle = Deferred()
+            await self._idle
+        self.check()
 
 
 # -- raw TCP floor -------------------------------------------------------------------------
@@ -415,6 +456,33 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], size: int, reps: int,
+              blocksize: int) -> dict[str, Any]:
+    """The figures :func:`bench.report.markdown` shows: per subject and
+    direction the median MB/s, its ratios to raw TCP and to buildbot-worker
+    (same run), and the median RSS growth of each end; plus the runs."""
+    raw = {k: _median(results["raw-tcp"][k], "mb_per_s") for k in ("upload", "download")} if "raw-tcp" in results else {}
+    bbw = {k: _median(results["bbw-pb"][k], "mb_per_s") for k in ("upload", "download")} if "bbw-pb" in results else {}
+    subjects: dict[str, Any] = {}
+    for sid, per in results.items():
+        subjects[sid] = {}
+        for kind in ("upload", "download"):
+            mbs = _median(per[kind], "mb_per_s")
+            r, b = raw.get(kind), bbw.get(kind)
+            subjects[sid][kind] = {
+                "mb_per_s": mbs,
+                "mb_per_s_min": min((x["mb_per_s"] for x in per[kind]), default=None),
+                "mb_per_s_max": max((x["mb_per_s"] for x in per[kind]), default=None),
+                "x_raw": mbs / r if mbs is not None and r else None,
+                "x_bbw": mbs / b if mbs is not None and b else None,
+                "master_rss_mib": _median(per[kind], "master_rss_mib"),
+                "worker_rss_mib": _median(per[kind], "worker_rss_mib"),
+                "runs": per[kind],
+            }
+    return {"size_mib": size // MiB, "reps": reps, "ww_block_kib": WW_BLOCK[0] // 1024,
+            "raw_block_kib": BLOCK // 1024, "bbw_blocksize_kib": blocksize // 1024, "subjects": subjects}
+
+
 def _report(results: dict[str, dict[str, list[dict[str, Any]]]], size: int, reps: int, blocksize: int) -> str:
     lines = [f"transfer: {size // MiB} MiB each way, median of {reps}; workerwire calls of {WW_BLOCK[0] // 1024} KiB, "
              f"raw TCP writes of {BLOCK // 1024} KiB, buildbot-worker with blocksize {blocksize // 1024} KiB", ""]
@@ -441,17 +509,25 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     wanted = args.subjects.split(",") if args.subjects else None
     subjects = ["raw-tcp"] + [f"ww-{n}" for n in backend_names()] + (["bbw-pb"] if bbw_available() else [])
-    for sid in subjects:
-        if wanted and sid not in wanted:
-            continue
-        sys.stderr.write(f"bench.transfer: {sid} ...\n")
-        if sid == "raw-tcp":
-            results[sid] = await _raw_subject(reactor, size, args.reps)
-        elif sid == "bbw-pb":
-            results[sid] = await _bbw_subject(reactor, size, args.reps, args.bbw_blocksize_kib * 1024)
-        else:
-            results[sid] = await _ww_subject(reactor, sid[3:], size, args.reps)
+    subjects = [sid for sid in subjects if not wanted or sid in wanted]
+    # Repetitions are interleaved across subjects (one of each, then again):
+    # the load of a shared machine changes over minutes, and the ratios
+    # compare subjects measured under the same load.
+    for rep in range(args.reps):
+        for sid in subjects:
+            sys.stderr.write(f"bench.transfer: rep {rep + 1}/{args.reps} {sid} ...\n")
+            if sid == "raw-tcp":
+                one = await _raw_subject(reactor, size, 1)
+            elif sid == "bbw-pb":
+                one = await _bbw_subject(reactor, size, 1, args.bbw_blocksize_kib * 1024)
+            else:
+                one = await _ww_subject(reactor, sid[3:], size, 1)
+            for kind, runs in one.items():
+                results.setdefault(sid, {"upload": [], "download": []})[kind] += runs
     print(_report(results, size, args.reps, args.bbw_blocksize_kib * 1024))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(summarize(results, size, args.reps, args.bbw_blocksize_kib * 1024), f, indent=1)
     return 0
 
 
@@ -486,7 +562,8 @@ def _child_main(args: argparse.Namespace) -> None:
 
         _stdin(reactor, _GoReceive())
     print("ready", flush=True)
-    reactor.run()
+    role = f"transfer-worker-{args.worker[0]}" if args.worker else "transfer-raw"
+    profiled(role, reactor.run)
 
 
 def _stdin(reactor: Any, proto: Protocol) -> None:
@@ -504,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="blocksize buildbot-worker is given (Buildbot's FileUpload default: 256)")
     p.add_argument("--block-kib", type=int, default=BLOCK // 1024,
                    help="bytes per write/read call of the workerwire worker, in KiB (default 256)")
+    p.add_argument("--json", help="also write the figures (bench.transfer.summarize) into this file")
     p.add_argument("--worker", nargs=2, metavar=("BACKEND", "ADDRESS"), help=argparse.SUPPRESS)
     p.add_argument("--raw-send", nargs=2, type=int, metavar=("PORT", "SIZE"), help=argparse.SUPPRESS)
     p.add_argument("--raw-receive", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -519,7 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     async def go(reactor: Any) -> None:
         code.append(await _run(reactor, args))
 
-    react(lambda reactor: ensureDeferred(go(reactor)))
+    try:
+        profiled("transfer-master", lambda: react(lambda reactor: ensureDeferred(go(reactor))))
+    except SystemExit:  # react() ends the process this way
+        pass
     return code[0] if code else 1
 
 

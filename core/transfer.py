@@ -445,7 +445,32 @@ class TransferLink:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        self._room_waiters: list[Deferred[None]] = []
         self._lost: ConnectionLost | None = None
+
+    @property
+    def has_room(self) -> bool:
+        """A call made now goes out at once (nothing waits, the window is not full)."""
+        return not self._waiting and self.in_flight < self.window
+
+    def when_room(self) -> Deferred[None]:
+        """Fires once :attr:`has_room` (at once if it already has, or when
+        the link is lost: the next call then fails with ConnectionLost).
+
+        A worker streaming a transfer calls without waiting for each answer
+        while the window has room, and waits on this when it has not: the
+        link stays full and neither end holds more than the window."""
+        if self.has_room or self._lost is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._room_waiters.append(d)
+        return d
+
+    def _wake_room_waiters(self) -> None:
+        if self._room_waiters and (self.has_room or self._lost is not None):
+            waiters, self._room_waiters = self._room_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     def lost(self, reason: str) -> None:
         """The link is gone: every waiting and later call fails with ConnectionLost."""
@@ -454,6 +479,7 @@ class TransferLink:
             waiting, self._waiting = self._waiting, deque()
             for _, go in waiting:
                 go()
+            self._wake_room_waiters()
 
     def call(self, command_id: str, handle_id: int, method: str, args: list[Any], size: int) -> Deferred[Any]:
         if self._lost is not None:
@@ -491,6 +517,7 @@ class TransferLink:
         while self._waiting and (self.in_flight == 0 or self.in_flight + self._waiting[0][0] <= self.window):
             _, go = self._waiting.popleft()
             go()
+        self._wake_room_waiters()
 
 
 class TransferProxy:
@@ -527,6 +554,20 @@ class TransferProxy:
         else:
             size = 0
         return self.link.call(self.command_id, self.handle_id, method, wire_args, size)
+
+    def whenRoom(self) -> Deferred[None]:
+        """Fires when a call made now would go out at once: the link's
+        transfer window has room (see :meth:`TransferLink.when_room`).
+
+        Calls on one handle are answered in order whether or not the worker
+        waits for each answer, so a streaming upload is::
+
+            while data := source.read(block):
+                await writer.whenRoom()
+                pending.append(writer.callRemote("write", data))  # check failures as they come
+
+        buildbot-worker's code, which awaits each answer, works unchanged."""
+        return self.link.when_room()
 
     def __repr__(self) -> str:
         return f"<TransferProxy {self.kind} {self.handle_id} of command {self.command_id!r}>"

@@ -267,7 +267,10 @@ class ScriptedWorker(WorkerBot):
             blocks: Any = (data[i:i + block] for i in range(0, len(data), block))
         else:
             blocks = transfer_data(int(args["size"]), int(args.get("seed", 0)), block)
-        pipeline = int(args.get("pipeline", 8))
+        # "window": as many writes outstanding as the link's window has room
+        # for (TransferProxy.whenRoom); a number: that many.
+        fill_window = args.get("pipeline") == "window"
+        pipeline = 0 if fill_window else int(args.get("pipeline", 8))
         stall_after = args.get("stall_after")
         digest, size = hashlib.sha256(), 0
         in_flight: deque[Deferred[Any]] = deque()
@@ -275,9 +278,13 @@ class ScriptedWorker(WorkerBot):
             for piece in blocks:
                 digest.update(piece)
                 size += len(piece)
+                if fill_window:
+                    while in_flight and in_flight[0].called:
+                        await in_flight.popleft()  # raises a failed write's error now
+                    await writer.whenRoom()
                 in_flight.append(writer.callRemote("write", piece))
                 del piece
-                while len(in_flight) >= pipeline:
+                while not fill_window and len(in_flight) >= pipeline:
                     await in_flight.popleft()
                 if stall_after is not None and size >= int(stall_after):
                     while in_flight:

@@ -189,6 +189,32 @@ class TransferTests:
         os.unlink(target)
 
     @async_test
+    async def test_transfer_writes_filling_the_window_arrive_in_order(self, harness: Harness) -> None:
+        # The worker sends each write when the window has room
+        # (TransferProxy.whenRoom), without waiting for the previous answers:
+        # the bytes arrive whole and in order, several writes are outstanding
+        # at once, and neither end ever has more than the window unanswered.
+        w = await harness.start_worker()
+        window = harness.options.output_window
+        block = 64 * 1024
+        size = 4 * window + 12345
+        target = os.path.join(harness.basedir, "master-side", "piped.bin")
+        writer = LocalFileWriter(target)
+        rc = RecordingCommand()
+        await w.conn.remoteStartCommand(rc, "b1", "up-piped", "upload",
+                                        {"writer": writer, "size": size, "seed": 3, "block": block,
+                                         "pipeline": "window"})
+        await within(rc.done, harness.reactor, seconds=300, what="an upload filling the window")
+        assert rc.completions == [None], rc.completions
+        assert rc.values("size") == [size]
+        (sent_hash,) = rc.values("sha256")
+        assert _sha256_file(target) == sent_hash
+        link = w.bot.args["up-piped"]["writer"].link
+        assert block < link.peak_in_flight <= window, link.peak_in_flight
+        assert w.conn.transfer_handles.peak_in_flight <= window
+        os.unlink(target)
+
+    @async_test
     async def test_transfer_utime_sets_the_destination_times(self, harness: Harness) -> None:
         w = await harness.start_worker()
         target = os.path.join(harness.basedir, "master-side", "stamped.txt")
