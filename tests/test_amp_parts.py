@@ -3,14 +3,12 @@ docs/protocols/amp.md sections 5 and 6."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import pytest_twisted
 from pytest_twisted import ensureDeferred as async_test
-from twisted.internet.defer import ensureDeferred
 
-from workerwire import LinkOptions, load_backend
+from workerwire import LinkOptions
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.values import encode
@@ -21,17 +19,8 @@ from workerwire_amp.commands import TextList
 from test_amp_support import LogRecorder, RawPeer, box, connect_raw, hello_box
 
 @pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-@pytest.fixture
-def harness(reactor: Any, tmp_path: Any) -> Iterator[Harness]:
-    h = Harness(load_backend("amp"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
-    yield h
-    pytest_twisted.blockon(ensureDeferred(h.close()))
+def harness(make_harness: Any) -> Harness:
+    return make_harness("amp", keepalive_interval=None)
 
 
 def parts_of(key: str, data: bytes) -> dict[str, bytes]:

@@ -39,13 +39,6 @@ from workerwire_pb.security import ATOM_LIMIT, IncomingSecurity, OutgoingSecurit
 from workerwire_pb.transfers import TransferSink, pieces
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 def _broker(reactor: Any) -> WireBroker:
     return WireBroker(True, LinkOptions(), reactor)
 
