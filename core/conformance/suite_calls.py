@@ -55,6 +55,15 @@ class CallTests:
         assert await w.conn.remoteSetBuilderList([]) == []
 
     @async_test
+    async def test_set_builder_list_refuses_what_is_not_a_str(self, harness: Harness) -> None:
+        w = await harness.start_worker(builders=["b1"])
+        for bad in ([(None, "dir")], [("a", None)], [("a", 3)], [("a",)]):
+            with pytest.raises(TypeError, match="builders"):
+                await w.conn.remoteSetBuilderList(bad)  # type: ignore[arg-type]
+        assert sorted(w.bot.builders) == ["b1"], "a refused list reaches no worker"
+        assert "None" not in os.listdir(w.bot.basedir)
+
+    @async_test
     async def test_start_build(self, harness: Harness) -> None:
         w = await harness.start_worker()
         assert await w.conn.remoteStartBuild("b1") is None

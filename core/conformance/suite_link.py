@@ -101,6 +101,19 @@ class DisconnectTests:
         assert calls == [1]
 
     @async_test
+    async def test_a_notice_asked_for_after_the_loss_comes_once_and_can_be_unsubscribed(
+            self, harness: Harness) -> None:
+        w = await harness.start_worker()
+        w.conn.loseConnection(abort=True)
+        unwanted: list[int] = []
+        calls, first, cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(lambda: unwanted.append(1)).unsubscribe()
+        w.conn.notifyOnDisconnect(cb)
+        assert calls == [0], "called a turn later, not inside notifyOnDisconnect"
+        await within(first, harness.reactor, what="the late disconnect notice")
+        assert calls == [1] and unwanted == [], "an unsubscribed late notice must not run"
+
+    @async_test
     async def test_pending_call_fails_with_connection_lost(self, harness: Harness) -> None:
         w = await harness.start_worker()
         pending = w.conn.remotePrint("hang")

@@ -108,7 +108,7 @@ class _Channel(BaseCommandChannel):
         proto = self._session.proto
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
-            label=f"the completion of command {self.commandId!r}")
+            label=f"the completion of command {self.commandId!r}", key=self)
 
 
 def _failed(error: BaseException) -> Deferred[None]:

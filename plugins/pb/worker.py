@@ -78,14 +78,16 @@ class _Channel(BaseCommandChannel):
             # (update() has checked the values).
             data = encode([[key, value] for key, value in updates], checked=True)
             if len(data) <= ATOM_LIMIT:
-                return window.send_mergeable(self._packed_key, len(data), data, self._send_packed, self._label)
+                return window.send_mergeable(self._packed_key, len(data), data, self._send_packed, self._label,
+                                              owner=self)
         wire = [[{key: value}, 0] for key, value in updates]
         if fits(wire):
             return window.send_mergeable(self, approx_size(updates), wire, self._send_many, self._label)
         # Too large for one PB frame: sent alone and at once (through the
         # chunking extension), so that a refusal reaches this update's caller.
         broker, ref = self._link.broker, self._ref
-        return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label)
+        return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label,
+                                  key=self)
 
     def _send_packed(self, packed: list[bytes]) -> Deferred[Any]:
         return self._link.broker.call(self._ref, "packedUpdate", packed)
@@ -100,7 +102,7 @@ class _Channel(BaseCommandChannel):
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.broker, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
-                                              f"the completion of command {self.commandId!r}")
+                                              f"the completion of command {self.commandId!r}", key=self)
 
 
 class _Builder(Servant):
