@@ -26,7 +26,7 @@ import itertools
 import secrets
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, fail, gatherResults
 from twisted.logger import Logger
 
 from workerwire import Connection, Listener
@@ -69,10 +69,11 @@ class Master:
         self._listeners: dict[str, Listener] = {}
         self._workers: dict[str, Connection] = {}
         self._locks: dict[str, DeferredLock] = {}
-        self._drop_reasons: dict[int, str] = {}
+        self._drop_reasons: dict[Connection, str] = {}
         self._attach_waiters: dict[str, list[Deferred[Connection]]] = {}
-        self._attached: set[int] = set()
+        self._attached: set[Connection] = set()  # by identity: an id() is reused once freed
         self._accepting = False
+        self._stopped = False
         self._ids = itertools.count(1)
         self._reload_lock = DeferredLock()
         # Each protocol's port carries one registration of the master's own,
@@ -113,11 +114,16 @@ class Master:
         """Stop accepting workers, close every port and connection, and wait
         (bounded) for the disconnect notices."""
         self._accepting = False
+        self._stopped = True
         self.events.emit("stopping")
+        waiters, self._attach_waiters = self._attach_waiters, {}
+        for name, ds in waiters.items():
+            for d in ds:
+                d.errback(ConnectionLost(f"the master stopped before worker {name!r} attached"))
         conns = list(self._workers.values())
         waits = [self._disconnected_notice(c) for c in conns]
         for conn in conns:
-            self._drop_reasons[id(conn)] = "the master is stopping"
+            self._drop_reasons[conn] = "the master is stopping"
         await self._stop_listeners()
         if waits:
             try:
@@ -150,9 +156,15 @@ class Master:
         return conn if conn is not None and conn.isConnected else None
 
     def whenAttached(self, workerName: str) -> Deferred[Connection]:
-        """Fire with the worker's connection once it is attached (builders set)."""
+        """Fire with the worker's connection once it is attached (builders set).
+
+        :raises ConnectionLost: (as the Deferred's failure) the master stopped
+            first.
+        """
+        if self._stopped:
+            return fail(ConnectionLost(f"the master is stopped; worker {workerName!r} will not attach"))
         conn = self.connection(workerName)
-        if conn is not None and id(conn) in self._attached:
+        if conn is not None and conn in self._attached:
             d: Deferred[Connection] = Deferred()
             d.callback(conn)
             return d
@@ -219,7 +231,7 @@ class Master:
         for pname in reconfigured:
             for conn in self._workers.values():
                 if conn.backendName == pname:
-                    self._drop_reasons[id(conn)] = f"protocol {pname} was reconfigured"
+                    self._drop_reasons[conn] = f"protocol {pname} was reconfigured"
             await self._listeners.pop(pname).stopListening()
         for pname, proto in new.protocols.items():
             if pname not in self._listeners:
@@ -290,7 +302,7 @@ class Master:
             return
         _log.info("disconnecting worker {worker} ({backend}, {peer}): {why}",
                   worker=name, backend=conn.backendName, peer=conn.get_peer(), why=why)
-        self._drop_reasons[id(conn)] = why
+        self._drop_reasons[conn] = why
         conn.loseConnection()
 
     # -- MasterHooks ------------------------------------------------------------
@@ -338,7 +350,7 @@ class Master:
         _log.info("worker {worker} ({backend}, {peer}) asked to shut down", worker=conn.workerName,
                   backend=conn.backendName, peer=conn.get_peer())
         self.events.emit("shutdown_requested", worker=conn.workerName, backend=conn.backendName)
-        self._drop_reasons[id(conn)] = "it asked to shut down"
+        self._drop_reasons[conn] = "it asked to shut down"
         conn.remoteShutdown().addErrback(
             lambda f: _log.warn("shutting down worker {worker} failed: {why}", worker=conn.workerName,
                                 why=f.getErrorMessage()))
@@ -357,7 +369,7 @@ class Master:
 
     async def _drop(self, conn: Connection, why: str) -> bool:
         notice = self._disconnected_notice(conn)
-        self._drop_reasons[id(conn)] = why
+        self._drop_reasons[conn] = why
         # It did not answer a ping: abort, a graceful close could wait on a dead peer.
         conn.loseConnection(abort=True)
         try:
@@ -372,8 +384,8 @@ class Master:
         return d
 
     def _on_disconnect(self, name: str, conn: Connection) -> None:
-        self._attached.discard(id(conn))
-        why = self._drop_reasons.pop(id(conn), "the link closed")
+        self._attached.discard(conn)
+        why = self._drop_reasons.pop(conn, "the link closed")
         if self._workers.get(name) is conn:
             del self._workers[name]
         _log.info("worker {worker} at {peer} over {backend} disconnected: {why}",
@@ -393,7 +405,7 @@ class Master:
             return
         if not conn.isConnected or self._workers.get(name) is not conn:
             return
-        self._attached.add(id(conn))
+        self._attached.add(conn)
         commands = sorted(info.get("worker_commands", {})) if isinstance(info, dict) else []
         _log.info("worker {worker} attached from {peer} over {backend}: version {version} on {host}, "
                   "builders: {builders}", worker=name, peer=conn.get_peer(), backend=conn.backendName,

@@ -166,4 +166,5 @@ class Backend(abc.ABC):
         """Raise :class:`AddressError` unless *portStr* is a listening address
         this backend accepts.  Opens nothing."""
         if not isinstance(portStr, str) or not portStr:
-            raise AddressError(f"port must be a non-empty string such as {self.loopback_port()!r}")
+            raise AddressError(f"a {self.name} port must be a non-empty string such as "
+                               f"{self.loopback_port()!r}, not {portStr!r}")

@@ -114,11 +114,20 @@ class _Registration(Registration):
 
 
 class BaseListener(Listener):
-    """Base of every backend's listener."""
+    """Base of every backend's listener.
+
+    :param backend_name: the name the backend is registered under (its
+        ``Backend.name``); defaults to the class's :attr:`backendName`.  A
+        backend passes its own name, so that a backend wrapping another one
+        (or the same class under another entry point) is told apart.
+    """
 
     backendName: str = "?"
 
-    def __init__(self, master: MasterHooks, options: LinkOptions | None, reactor: IReactorCore | None):
+    def __init__(self, master: MasterHooks, options: LinkOptions | None, reactor: IReactorCore | None,
+                 backend_name: str | None = None):
+        if backend_name is not None:
+            self.backendName = backend_name
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 

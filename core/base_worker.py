@@ -161,7 +161,10 @@ class BaseWorkerConnector(WorkerConnector):
         options: LinkOptions | None = None,
         reactor: IReactorCore | None = None,
         backoff: Backoff | None = None,
+        backend_name: str | None = None,
     ):
+        if backend_name is not None:
+            self.backendName = backend_name
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 

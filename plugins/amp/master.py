@@ -93,7 +93,7 @@ class AMPConnection(BaseConnection):
     """One worker logged in over amp."""
 
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
-        super().__init__(listener.master, workerName, "amp", listener.options, listener.reactor)
+        super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._proto = proto
 
     def get_peer(self) -> str:
@@ -399,8 +399,8 @@ class AMPListener(BaseListener):
     backendName = "amp"
 
     def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None,
-                 window: int | None = None):
-        super().__init__(master, options, reactor)
+                 window: int | None = None, backend_name: str | None = None):
+        super().__init__(master, options, reactor, backend_name)
         # Default: the shared option (LinkOptions.output_window), so the window
         # is configured like every other link option.
         self.window = self.options.output_window if window is None else window

@@ -373,8 +373,8 @@ class AMPConnector(BaseWorkerConnector):
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None,
-                 window: int | None = None):
-        super().__init__(bot, address, name, password, options, reactor, backoff)
+                 window: int | None = None, backend_name: str | None = None):
+        super().__init__(bot, address, name, password, options, reactor, backoff, backend_name)
         # Default: the shared option (LinkOptions.output_window), so the window
         # is configured like every other link option.
         self.window = self.options.output_window if window is None else window

@@ -25,12 +25,12 @@ class NullBackend(Backend):
     network = False
 
     def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> NullListener:
-        return NullListener(master, options, reactor)
+        return NullListener(master, options, reactor, backend_name=self.name)
 
     def create_connector(self, bot: Any, address: str, name: str, password: str,
                          options: LinkOptions | None = None, reactor: Any = None,
                          backoff: Backoff | None = None) -> NullConnector:
-        return NullConnector(bot, address, name, password, options, reactor, backoff)
+        return NullConnector(bot, address, name, password, options, reactor, backoff, backend_name=self.name)
 
     def loopback_port(self) -> str:
         return "null:0"

@@ -113,8 +113,9 @@ class _Realm:
 class NullListener(BaseListener):
     backendName = "null"
 
-    def __init__(self, master: Any, options: LinkOptions | None = None, reactor: Any = None):
-        super().__init__(master, options, reactor)
+    def __init__(self, master: Any, options: LinkOptions | None = None, reactor: Any = None,
+                 backend_name: str | None = None):
+        super().__init__(master, options, reactor, backend_name)
         self._network = network_for(self.reactor)
 
     def _check_port_str(self, portStr: str) -> None:

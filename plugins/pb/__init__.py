@@ -34,12 +34,12 @@ class PBBackend(Backend):
     network = True
 
     def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> PBListener:
-        return PBListener(master, options, reactor)
+        return PBListener(master, options, reactor, backend_name=self.name)
 
     def create_connector(self, bot: Any, address: str, name: str, password: str,
                          options: LinkOptions | None = None, reactor: Any = None,
                          backoff: Backoff | None = None) -> PBConnector:
-        return PBConnector(bot, address, name, password, options, reactor, backoff)
+        return PBConnector(bot, address, name, password, options, reactor, backoff, backend_name=self.name)
 
     def loopback_port(self) -> str:
         return "tcp:port=0:interface=127.0.0.1"

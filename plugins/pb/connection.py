@@ -182,7 +182,7 @@ class PBConnection(BaseConnection):
     """
 
     def __init__(self, listener: Any, workerName: str, broker: WireBroker, bot: pb.RemoteReference):
-        super().__init__(listener.master, workerName, "pb", listener.options, listener.reactor)
+        super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._broker = broker
         self._bot = bot
         self.builders: dict[str, pb.RemoteReference] = {}
