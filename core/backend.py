@@ -164,7 +164,18 @@ class Backend(abc.ABC):
 
     def check_port(self, portStr: str) -> None:
         """Raise :class:`AddressError` unless *portStr* is a listening address
-        this backend accepts.  Opens nothing."""
+        this backend accepts.  Opens nothing.
+
+        By default: a Twisted server endpoint string (or a bare port number)
+        for a :attr:`network` backend (:func:`workerwire.endpoints.parse_server_port`),
+        a non-empty string otherwise."""
+        if self.network and isinstance(portStr, (str, int)) and not isinstance(portStr, bool):
+            from twisted.internet import reactor
+
+            from .endpoints import parse_server_port
+
+            parse_server_port(reactor, portStr, self.name)
+            return
         if not isinstance(portStr, str) or not portStr:
             raise AddressError(f"a {self.name} port must be a non-empty string such as "
                                f"{self.loopback_port()!r}, not {portStr!r}")

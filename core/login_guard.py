@@ -65,6 +65,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from .addresses import describe_address  # re-exported: it was defined here
 from .backend import LinkOptions
 
 __all__ = [
@@ -140,17 +141,6 @@ def host_key(addr: Any) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-def describe_address(addr: Any) -> str:
-    """``host:port`` (``[v6]:port``) of a peer address, for log lines."""
-    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
-    if isinstance(host, str) and host:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(addr, "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return f"unix:{name}" if name else str(addr)
 
 
 class CloseAtOnce(Protocol):

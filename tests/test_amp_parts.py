@@ -12,7 +12,7 @@ from workerwire import LinkOptions
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.values import encode
-from workerwire_amp.auth import login_response
+from workerwire.credentials import login_response
 from workerwire_amp.chunks import IN_PARTS, MAX_CHUNK, TRANSFER, Outgoing, TransferIds, split_parts
 from workerwire_amp.commands import TextList
 

@@ -20,8 +20,8 @@ from workerwire.errors import (
     RemoteCallFailed,
     UnknownBuilder,
 )
-from workerwire_amp.address import client_address_for
-from workerwire_amp.auth import ChallengeResponse, login_response
+from workerwire.addresses import client_address_for
+from workerwire.credentials import ChallengeResponse, login_response
 from workerwire_amp.chunks import MAX_CHUNK, TRANSFER, Assembler, Outgoing, TransferIds
 from workerwire_amp.commands import Integer
 from workerwire_amp.errors import TRACEBACK_SEPARATOR, error_answer, translate_failure

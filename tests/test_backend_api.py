@@ -49,7 +49,7 @@ class _Minimal(Backend):
         return "tcp:port=0:interface=127.0.0.1"
 
 
-@pytest.mark.parametrize("bad", ["", None, 9989])
+@pytest.mark.parametrize("bad", ["", None, "bogus:1", True])
 def test_the_base_check_port_names_the_backend(bad: Any) -> None:
     with pytest.raises(AddressError) as caught:
         _Minimal().check_port(bad)

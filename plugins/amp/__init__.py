@@ -15,7 +15,6 @@ from typing import Any
 from workerwire.backend import Backend, LinkOptions
 from workerwire.backoff import Backoff
 
-from .address import check_server_port
 from .commands import CAPABILITIES, PROTOCOL_VERSION
 from .flow import DEFAULT_WINDOW
 from .master import AMPConnection, AMPListener
@@ -55,11 +54,6 @@ class AMPBackend(Backend):
         from .raw_frames import AMPRawFrames
 
         return AMPRawFrames(connector)
-
-    def check_port(self, portStr: str) -> None:
-        from twisted.internet import reactor
-
-        check_server_port(reactor, portStr)
 
 
 backend = AMPBackend()

@@ -27,8 +27,8 @@ from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import array_header, encode, encode_pairs
 from workerwire.worker import WorkerBot
 
-from .address import check_client_address
-from .auth import login_response
+from workerwire.credentials import login_response
+from workerwire.endpoints import parse_client_address
 from .commands import (
     CAPABILITIES,
     MIN_PROTOCOL_VERSION,
@@ -380,7 +380,7 @@ class AMPConnector(BaseWorkerConnector):
         self.window = self.options.output_window if window is None else window
         if self.window < 1:
             raise ValueError("window must be positive")
-        self.endpoint = check_client_address(self.reactor, address)
+        self.endpoint = parse_client_address(self.reactor, address, self.backendName)
 
     @property
     def session(self) -> _Session | None:

@@ -18,7 +18,6 @@ from typing import Any
 from workerwire.backend import Backend, LinkOptions
 from workerwire.backoff import Backoff
 
-from .address import server_endpoint
 from .connection import PBConnection
 from .master import PBListener
 from .worker import PBConnector
@@ -48,13 +47,6 @@ class PBBackend(Backend):
         from .raw_frames import PBRawFrames
 
         return PBRawFrames(connector)
-
-    def check_port(self, portStr: str) -> None:
-        """Raise :class:`~workerwire.errors.AddressError` unless *portStr* is a
-        Twisted server endpoint string (or a bare port number); listens on nothing."""
-        from twisted.internet import reactor
-
-        server_endpoint(reactor, portStr)
 
 
 backend = PBBackend()

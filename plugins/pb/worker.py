@@ -23,12 +23,12 @@ from twisted.spread import pb
 
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.endpoints import parse_client_address
 from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
 from workerwire.transfer import HANDLE_KEYS, TransferLink, TransferProxy
 from workerwire.values import encode
 
-from .address import client_endpoint
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
 from .security import ATOM_LIMIT, fits, node_limit, plain
@@ -233,7 +233,7 @@ class _Link(WorkerSession):
 
     def start(self) -> Deferred[WorkerSession]:
         try:
-            endpoint = client_endpoint(self.reactor, self.connector.address)
+            endpoint = parse_client_address(self.reactor, self.connector.address, self.connector.backendName)
         except Exception as e:
             self._fail(e)
             return self.result
@@ -366,7 +366,7 @@ class PBConnector(BaseWorkerConnector):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        client_endpoint(self.reactor, self.address)  # AddressError now, not at the first attempt
+        parse_client_address(self.reactor, self.address, self.backendName)  # AddressError now, not at the first attempt
 
     def _connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()
