@@ -21,7 +21,9 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
+from workerwire.base_worker import (
+    BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now,
+)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
 from workerwire.endpoints import parse_client_address
 from workerwire.flow import SendWindow, approx_size
@@ -183,19 +185,14 @@ class _Bot(Servant):
         return call_bot(self.link.connector.bot, "shutdown")
 
 
-class _Link(WorkerSession):
+class _Link(LoginAttempt, WorkerSession):
     """One connection attempt, and once logged in, the session."""
 
     def __init__(self, connector: "PBConnector"):
-        self.connector = connector
-        self.reactor = connector.reactor
-        self.broker: WireBroker = None  # type: ignore[assignment]
+        super().__init__(connector)
+        self.broker: WireBroker | None = None
         self.perspective: pb.RemoteReference | None = None
         self.logged_in = False
-        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
-        self._connecting: Deferred[Any] | None = None
-        self._timer = self.reactor.callLater(connector.options.login_timeout, self._timed_out)
-        self.peer = connector.address
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
         #: Flow control of the commands' output (``LinkOptions.output_window``).
@@ -231,15 +228,8 @@ class _Link(WorkerSession):
 
     # -- dialling and login -----------------------------------------------------
 
-    def start(self) -> Deferred[WorkerSession]:
-        try:
-            endpoint = parse_client_address(self.reactor, self.connector.address, self.connector.backendName)
-        except Exception as e:
-            self._fail(e)
-            return self.result
-        self._connecting = endpoint.connect(_ClientFactory(self))
-        self._connecting.addCallbacks(self._connected, self._fail)
-        return self.result
+    def build_factory(self) -> "_ClientFactory":
+        return _ClientFactory(self)
 
     def build_broker(self) -> WireBroker:
         broker = WireBroker(True, self.connector.options, self.reactor)
@@ -248,9 +238,11 @@ class _Link(WorkerSession):
         self.broker = broker
         return broker
 
-    def _connected(self, broker: WireBroker) -> None:
-        self._connecting = None
-        self.peer = broker.peer
+    def connected(self, broker: WireBroker) -> None:
+        self.peer = broker.peer  # the login starts once the PB dialect is agreed: ready()
+
+    def drop(self, abort: bool) -> None:
+        self.close(abort)
 
     def ready(self, broker: WireBroker) -> None:
         """The PB dialect is agreed: log in."""
@@ -277,26 +269,19 @@ class _Link(WorkerSession):
         d.addCallbacks(self._logged_in, self._refused)
 
     def _logged_in(self, _: Any) -> None:
-        if self.result.called:
+        if self.result.called or self.broker is None:
             return
         self.logged_in = True
-        self._stop_timer()
         if self.broker.peer_features and self.broker.peer_features.get("packed_updates"):
             self.window.batch_limit = PACKED_BATCH
-        self.result.callback(self)
+        self.succeeded(self)
 
     def _refused(self, failure: Failure) -> None:
         error = core_error(failure)
         if isinstance(error, RemoteCallFailed):
             # e.g. Buildbot's RuntimeError("rejecting duplicate worker")
             error = LoginRefused(f"the master refused the login: {error}")
-        self.close()
-        self._fail(error)
-
-    def _fail(self, error: Any) -> None:
-        self._stop_timer()
-        if not self.result.called:
-            self.result.errback(error if isinstance(error, Failure) else Failure(error))
+        self.failed(error)
 
     def _lost(self, reason: str) -> None:
         self.window.lost(reason)
@@ -304,26 +289,7 @@ class _Link(WorkerSession):
         if self.logged_in:
             self.connector._session_lost(self, reason)
         else:
-            self._fail(ConnectionLost(f"link to the master at {self.peer} closed during login: {reason}"))
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if not self.result.called:
-            self.close(abort=True)
-            self._fail(ConnectionLost(
-                f"no login answer from the master at {self.peer} within "
-                f"{self.connector.options.login_timeout:g} s"))
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _cancel(self, d: Deferred[Any]) -> None:
-        self._stop_timer()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self.close(abort=True)
+            self.lost_during_login(reason)
 
     # -- the session ------------------------------------------------------------
 
@@ -366,7 +332,8 @@ class PBConnector(BaseWorkerConnector):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        parse_client_address(self.reactor, self.address, self.backendName)  # AddressError now, not at the first attempt
+        # AddressError now, not at the first attempt:
+        parse_client_address(self.reactor, self.address, self.backendName)
 
     def _connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()
