@@ -9,7 +9,7 @@ from importlib import metadata
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
 
-from .backend import Backend
+from .backend import API_VERSION, Backend
 from .errors import BackendLoadFailed, BackendNotFound
 
 __all__ = ["ENTRY_POINT_GROUP", "ALIASES", "BackendInfo", "load_backend", "list_backends", "backend_names",
@@ -63,6 +63,13 @@ def _as_backend(name: str, obj: object) -> Backend:
         raise BackendLoadFailed(
             f"backend {name!r}: the object calls itself {getattr(obj, 'name', None)!r}; "
             "its name must equal the entry-point name"
+        )
+    wanted = getattr(obj, "api_version", None)
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted not in (0, API_VERSION[0]):
+        raise BackendLoadFailed(
+            f"backend {name!r} needs workerwire backend API {wanted!r}; this workerwire provides API "
+            f"{API_VERSION[0]}.{API_VERSION[1]} (and runs API 0 backends): install a version of "
+            f"{name!r} written for API {API_VERSION[0]}, or a workerwire that provides API {wanted!r}"
         )
     return obj
 

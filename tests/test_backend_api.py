@@ -3,6 +3,9 @@ hooks core owns for every backend."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -57,3 +60,48 @@ def test_the_base_check_port_names_the_backend(bad: Any) -> None:
     assert "acme-minimal" in message and repr(bad) in message and "tcp:port=0:interface=127.0.0.1" in message
 
 
+
+
+def _install(tmp_path: Any, module: str, source: str) -> dict[str, str]:
+    """A third-party distribution registering *module*:backend; the environment
+    that has it on the path (a fresh process: stevedore caches entry points)."""
+    (tmp_path / f"{module}.py").write_text(source)
+    dist = tmp_path / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[workerwire.backends]\n{module.replace('_', '-')} = {module}:backend\n")
+    return dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+_FUTURE_BACKEND = """
+from workerwire_pb import PBBackend
+
+class Future(PBBackend):
+    name = "acme-future"
+    api_version = 7
+
+backend = Future()
+"""
+
+
+def test_a_backend_for_another_api_version_fails_at_load_naming_both(tmp_path: Any) -> None:
+    from workerwire.backend import API_VERSION
+
+    env = _install(tmp_path, "acme_future", _FUTURE_BACKEND)
+    probe = "from workerwire import load_backend\nload_backend('acme-future')"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0
+    assert "BackendLoadFailed" in out.stderr
+    assert "needs workerwire backend API 7" in out.stderr and f"provides API {API_VERSION[0]}." in out.stderr
+
+
+def test_a_backend_without_its_classes_fails_when_instantiated() -> None:
+    class Incomplete(Backend):
+        name = "acme-incomplete"
+        description = "neither listener_class nor create_listener"
+
+        def loopback_port(self) -> str:
+            return "tcp:port=0:interface=127.0.0.1"
+
+    with pytest.raises(TypeError, match="listener_class"):
+        Incomplete()

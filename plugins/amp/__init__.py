@@ -10,10 +10,8 @@ client endpoint strings (``tcp:host=master:port=9990``).
 
 from __future__ import annotations
 
-from typing import Any
 
-from workerwire.backend import Backend, LinkOptions
-from workerwire.backoff import Backoff
+from workerwire.backend import Backend
 
 from .commands import CAPABILITIES, PROTOCOL_VERSION
 from .flow import DEFAULT_WINDOW
@@ -39,16 +37,8 @@ class AMPBackend(Backend):
     description = f"Twisted AMP, workerwire dialect v{PROTOCOL_VERSION} (documented; chunked values, flow control)"
     network = True
 
-    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> AMPListener:
-        return AMPListener(master, options, reactor, backend_name=self.name)
-
-    def create_connector(self, bot: Any, address: str, name: str, password: str,
-                         options: LinkOptions | None = None, reactor: Any = None,
-                         backoff: Backoff | None = None) -> AMPConnector:
-        return AMPConnector(bot, address, name, password, options, reactor, backoff, backend_name=self.name)
-
-    def loopback_port(self) -> str:
-        return "tcp:port=0:interface=127.0.0.1"
+    listener_class = AMPListener
+    connector_class = AMPConnector
 
     def raw_frames(self, connector: Any) -> Any:
         from .raw_frames import AMPRawFrames

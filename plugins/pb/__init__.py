@@ -13,10 +13,8 @@ Masters listen on Twisted server endpoint strings (``tcp:9989``,
 
 from __future__ import annotations
 
-from typing import Any
 
-from workerwire.backend import Backend, LinkOptions
-from workerwire.backoff import Backoff
+from workerwire.backend import Backend
 
 from .connection import PBConnection
 from .master import PBListener
@@ -32,16 +30,8 @@ class PBBackend(Backend):
     description = "Twisted Perspective Broker in Buildbot's PB worker dialect (serves stock buildbot-worker 4.x)"
     network = True
 
-    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> PBListener:
-        return PBListener(master, options, reactor, backend_name=self.name)
-
-    def create_connector(self, bot: Any, address: str, name: str, password: str,
-                         options: LinkOptions | None = None, reactor: Any = None,
-                         backoff: Backoff | None = None) -> PBConnector:
-        return PBConnector(bot, address, name, password, options, reactor, backoff, backend_name=self.name)
-
-    def loopback_port(self) -> str:
-        return "tcp:port=0:interface=127.0.0.1"
+    listener_class = PBListener
+    connector_class = PBConnector
 
     def raw_frames(self, connector: Any) -> Any:
         from .raw_frames import PBRawFrames
