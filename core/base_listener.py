@@ -59,7 +59,7 @@ class WorkerCredentials:
         self._users = users
         self._port_str = port_str
 
-    def requestAvatarId(self, creds: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, creds: Any) -> Deferred[Any]:
         raw = creds.username
         name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         password = self._users.get(name)
@@ -143,7 +143,7 @@ class BaseListener(Listener):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
+            reactor = default_reactor
         self.master = master
         self.options = options or LinkOptions()
         self.reactor: Any = reactor
@@ -376,5 +376,10 @@ class BaseListener(Listener):
 
 async def _wait(d: Deferred[None]) -> None:
     waiter: Deferred[None] = Deferred()
-    d.addBoth(lambda r: (waiter.callback(None), r)[1])
+
+    def passed(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(passed)
     await waiter

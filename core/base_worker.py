@@ -176,7 +176,7 @@ class LoginAttempt(abc.ABC):
     # -- hooks ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def build_factory(self) -> Factory:
+    def build_factory(self) -> Factory[Any]:
         """The protocol factory of this attempt's connection."""
 
     @abc.abstractmethod
@@ -277,7 +277,7 @@ class BaseWorkerConnector(WorkerConnector):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
+            reactor = default_reactor
         self.bot = bot
         self.address = address
         self.name = name
@@ -490,7 +490,7 @@ class BaseWorkerConnector(WorkerConnector):
         if failure.check(LoginRefused):
             _log.warn("worker {name}: login refused by {address}: {why}; retrying in {delay:.1f} s",
                       name=self.name, address=self.address, why=failure.value, delay=delay)
-            self._fail_waiters(failure.value)
+            self._fail_waiters(failure)
         else:
             _log.info("worker {name}: cannot reach master at {address} ({why}); retrying in {delay:.1f} s",
                       name=self.name, address=self.address, why=failure.getErrorMessage(), delay=delay)
@@ -501,10 +501,10 @@ class BaseWorkerConnector(WorkerConnector):
         session.close(abort=True)
         self._session_lost(session, f"declared dead: {why}")
 
-    def _fail_waiters(self, error: BaseException) -> None:
+    def _fail_waiters(self, error: BaseException | Failure) -> None:
         waiters, self._waiters = self._waiters, []
         for w in waiters:
-            w.errback(Failure(error))
+            w.errback(error if isinstance(error, Failure) else Failure(error))
 
     def _fire_stop_waiters(self) -> None:
         waiters, self._stop_waiters = self._stop_waiters, []
@@ -520,4 +520,6 @@ def wire_error(exc: BaseException | Failure | None) -> WorkerwireError | None:
         return None
     if isinstance(exc, Failure):
         exc = exc.value
+        if exc is None:
+            return None
     return error_from_wire(*error_to_wire(exc))

@@ -66,7 +66,7 @@ class WorkerRealm:
     login was checked.
     """
 
-    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> tuple[Any, str, Callable[[], None]]:
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, str, Callable[[], None]]:
         if IWorkerName not in interfaces:
             raise NotImplementedError("a workerwire login asks for IWorkerName")
         return (IWorkerName, avatarId.decode("utf-8"), lambda: None)

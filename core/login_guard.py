@@ -635,17 +635,17 @@ class _WaitingLogin(Protocol):
     def serve(self) -> None:
         """A slot is free: hand the connection to the backend's protocol."""
         self._forget()
-        transport = self.transport
+        transport: Any = self.transport  # a TCP/UNIX/TLS transport (ITransport lacks abort and resume)
         inner = self.owner.wrapped.buildProtocol(self.addr)
         if inner is None:
-            transport.abortConnection()  # type: ignore[union-attr]
+            transport.abortConnection()
             return
         self.inner = inner
         inner.makeConnection(transport)
         early, self._early = self._early, []
         for data in early:
             inner.dataReceived(data)
-        transport.resumeProducing()  # type: ignore[union-attr]
+        transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -679,9 +679,9 @@ class _WaitingLogin(Protocol):
         """Leave the waiting room and drop the connection."""
         self._forget()
         self.owner.guard._dequeue(self)
-        transport = self.transport
+        transport: Any = self.transport
         if transport is not None and self.inner is None:
-            transport.abortConnection()  # type: ignore[union-attr]
+            transport.abortConnection()
 
     def _forget(self) -> None:
         self.owner._waiters.discard(self)

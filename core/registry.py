@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
@@ -54,7 +55,7 @@ def _as_backend(name: str, obj: object) -> Backend:
         try:
             obj = obj()
         except Exception as e:
-            raise BackendLoadFailed(f"backend {name!r}: creating {obj.__name__}() failed: {e}") from e
+            raise BackendLoadFailed(f"backend {name!r}: creating {getattr(obj, '__name__', obj)}() failed: {e}") from e
     if not isinstance(obj, Backend):
         raise BackendLoadFailed(
             f"backend {name!r}: entry point gives a {type(obj).__name__}, not a workerwire.Backend"
@@ -107,7 +108,7 @@ def load_backend(name: str) -> Backend:
             f"backend {name!r} is registered more than once: {', '.join(sorted({ep.value for ep in eps}))}"
         )
     try:
-        driver = DriverManager(ENTRY_POINT_GROUP, name, invoke_on_load=False, on_load_failure_callback=on_failure)
+        driver: DriverManager[Any] = DriverManager(ENTRY_POINT_GROUP, name, invoke_on_load=False, on_load_failure_callback=on_failure)
     except NoMatches:
         detail = failures[0] if failures else "it could not be loaded"
         raise BackendLoadFailed(

@@ -142,7 +142,9 @@ class CallTests:
         assert len(rc.completions) == 1
         failure = rc.completions[0]
         assert failure is not None and failure.check(RemoteCallFailed)
-        assert failure.value.type_name == "ValueError" and failure.value.remote_message == "it broke ✗"
+        error = failure.value
+        assert isinstance(error, RemoteCallFailed)
+        assert error.type_name == "ValueError" and error.remote_message == "it broke ✗"
 
     @async_test
     async def test_unsupported_values_are_refused_before_sending(self, harness: Harness) -> None:

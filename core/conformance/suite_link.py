@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from pytest_twisted import ensureDeferred as async_test
@@ -37,7 +37,7 @@ def _counter(reactor: Any) -> tuple[list[int], Deferred[None], Any]:
 async def _all_calls_fail(w: WorkerHandle) -> None:
     from .harness import RecordingCommand as RC
 
-    calls = [
+    calls: list[Callable[[], Deferred[Any]]] = [
         lambda: w.conn.remotePrint("after"),
         w.conn.remoteGetWorkerInfo,
         lambda: w.conn.remoteSetBuilderList([("b1", "b1")]),

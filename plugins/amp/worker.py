@@ -256,9 +256,9 @@ class _Attempt(LoginAttempt):
         self.proto: WorkerProtocol | None = None
         self.session: _Session | None = None
 
-    def build_factory(self) -> Factory:
+    def build_factory(self) -> Factory[Any]:
         connector = self.connector
-        factory = Factory.forProtocol(lambda: WorkerProtocol(connector))  # type: ignore[arg-type]
+        factory: Factory[Any] = Factory.forProtocol(lambda: WorkerProtocol(connector))  # type: ignore[arg-type]
         factory.noisy = False
         return factory
 

@@ -87,7 +87,7 @@ class _CommandRef(Servant):
         self.conn = conn
         self.commandId = commandId
 
-    def remote_update(self, updates: Any) -> int:
+    def remote_update(self, updates: Any) -> int | Deferred[int]:
         try:
             batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
         except ProtocolError as e:

@@ -74,7 +74,7 @@ class _Channel(BaseCommandChannel):
 
     def _send_update(self, updates: list[Update]) -> Deferred[None]:
         window = self._link.window
-        features = self._link.broker.peer_features
+        features = self._link.wire.peer_features
         if features and features.get("packed_updates"):
             # A workerwire master: MessagePack, which both ends handle in C
             # (update() has checked the values).
@@ -87,22 +87,22 @@ class _Channel(BaseCommandChannel):
             return window.send_mergeable(self, approx_size(updates), wire, self._send_many, self._label)
         # Too large for one PB frame: sent alone and at once (through the
         # chunking extension), so that a refusal reaches this update's caller.
-        broker, ref = self._link.broker, self._ref
+        broker, ref = self._link.wire, self._ref
         return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label,
                                   key=self)
 
     def _send_packed(self, packed: list[bytes]) -> Deferred[Any]:
-        return self._link.broker.call(self._ref, "packedUpdate", packed)
+        return self._link.wire.call(self._ref, "packedUpdate", packed)
 
     def _send_many(self, batches: list[list[Any]]) -> Deferred[Any]:
         wire = batches[0] if len(batches) == 1 else [entry for batch in batches for entry in batch]
-        return self._link.broker.call(self._ref, "update", wire)
+        return self._link.wire.call(self._ref, "update", wire)
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
         self._link.forget_handles(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
-        broker, ref = self._link.broker, self._ref
+        broker, ref = self._link.wire, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
                                               f"the completion of command {self.commandId!r}", key=self)
 
@@ -226,6 +226,13 @@ class _Link(LoginAttempt, WorkerSession):
             args = [tuple(args[0])]  # Buildbot's FileWriterImpl unpacks (atime, mtime)
         return self.broker.call(ref, method, *args).addErrback(_core_failure)
 
+    @property
+    def wire(self) -> WireBroker:
+        """The broker; it exists from the connection on (channels and the
+        session's calls come later)."""
+        assert self.broker is not None, "no broker before the connection"
+        return self.broker
+
     # -- dialling and login -----------------------------------------------------
 
     def build_factory(self) -> "_ClientFactory":
@@ -296,12 +303,12 @@ class _Link(LoginAttempt, WorkerSession):
     def keepalive(self) -> Deferred[None]:
         if self.perspective is None:
             return fail(ConnectionLost("not logged in"))
-        return _core(self.broker.call(self.perspective, "keepalive"))
+        return _core(self.wire.call(self.perspective, "keepalive"))
 
     def request_shutdown(self) -> Deferred[None]:
         if self.perspective is None:
             return fail(ConnectionLost("not logged in"))
-        return _core(self.broker.call(self.perspective, "shutdown"))
+        return _core(self.wire.call(self.perspective, "shutdown"))
 
     def close(self, abort: bool = False) -> None:
         if self.broker is not None:
