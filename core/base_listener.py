@@ -13,7 +13,7 @@ backend calls on accept, on input, on the credentials and at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from twisted.cred import credentials
 from twisted.cred.checkers import ICredentialsChecker
@@ -90,6 +90,7 @@ class OpenPort:
     address: str = ""
     opening: Deferred[None] | None = None
     factory: Any = None  # the protocol factory BaseListener.listen listens with
+    logging_in: set[LoginTicket] = field(default_factory=set)  # see BaseListener.admit
 
     @property
     def checker(self) -> WorkerCredentials:
@@ -177,7 +178,12 @@ class BaseListener(Listener):
 
     def _close_port(self, entry: OpenPort) -> Deferred[None]:
         """Stop listening on a port opened by :meth:`_open_port` (by default,
-        the listening port :meth:`listen` stored in ``entry.listening``)."""
+        the listening port :meth:`listen` stored in ``entry.listening``), and
+        close its connections that have not logged in (see :meth:`admit`)."""
+        for ticket in list(entry.logging_in):
+            if not ticket.is_verified:
+                ticket.done()
+                ticket.close()
         port = entry.listening
         if port is None or not hasattr(port, "stopListening"):
             return succeed(None)
@@ -214,6 +220,20 @@ class BaseListener(Listener):
         entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
         _log.info("{backend} listening on {port} (workers dial {address})", backend=self.backendName,
                   port=entry.port_str, address=entry.address)
+
+    def admit(self, entry: OpenPort, addr: Any, close: Callable[[], None]) -> LoginTicket | None:
+        """Call it in the port factory's ``buildProtocol``: the
+        :attr:`login_guard`'s ticket for a connection from *addr* on *entry*'s
+        port (its login timer, input limit and refusal delays), or ``None``
+        when the connection is over a cap (build ``CloseAtOnce()`` then).
+        *close* drops the connection; core calls it on the login timeout, and
+        when the port closes before the connection logged in.  Call
+        ``ticket.done()`` when the login finished or the connection is gone."""
+        ticket = self.login_guard.admit(addr, close)
+        if ticket is not None:
+            entry.logging_in.add(ticket)
+            ticket.on_done = lambda: entry.logging_in.discard(ticket)
+        return ticket
 
     async def check_login(self, entry: OpenPort, ticket: LoginTicket | None, creds: Any) -> str:
         """The master's login sequence, the same for every backend; returns the

@@ -241,6 +241,8 @@ class LoginTicket:
         self.received = 0
         self._timer: Any = None
         self._held: tuple[_HostRecord, Any, Deferred[None]] | None = None
+        #: Called once by :meth:`done` (the listener forgets the ticket).
+        self.on_done: Callable[[], None] | None = None
 
     # -- input ----------------------------------------------------------------
 
@@ -323,6 +325,8 @@ class LoginTicket:
         self._timer = None
         self._release_held()
         self.guard._uncount(self)
+        if self.on_done is not None:
+            self.on_done()
 
     def _timed_out(self) -> None:
         self._timer = None

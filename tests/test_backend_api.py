@@ -11,8 +11,12 @@ from typing import Any
 import pytest
 from pytest_twisted import ensureDeferred as async_test
 
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.protocol import Protocol
+
 from workerwire import AddressError, Backend, LinkOptions, load_backend
-from workerwire.conformance import Harness
+from workerwire.conformance import Harness, within
 
 
 def _renamed(backend_name: str) -> Backend:
@@ -105,3 +109,36 @@ def test_a_backend_without_its_classes_fails_when_instantiated() -> None:
 
     with pytest.raises(TypeError, match="listener_class"):
         Incomplete()
+
+
+class _Silent(Protocol):
+    """A peer that connects and never logs in."""
+
+    def __init__(self) -> None:
+        self.gone: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.gone.callback(None)
+
+
+@pytest.mark.parametrize("backend_name", ["pb", "amp"])
+@async_test
+async def test_closing_a_port_closes_its_connections_still_logging_in(
+        backend_name: str, make_harness: Any, reactor: Any, monkeypatch: Any) -> None:
+    h = make_harness(backend_name, keepalive_interval=None)
+    reg = await h.register("w1", "pw")
+    admitted: Deferred[None] = Deferred()
+    admit = h.listener.admit
+
+    def admit_and_tell(*args: Any) -> Any:
+        ticket = admit(*args)
+        admitted.callback(None)
+        return ticket
+
+    monkeypatch.setattr(h.listener, "admit", admit_and_tell)
+    silent = _Silent()
+    await connectProtocol(clientFromString(reactor, reg.getAddress()), silent)
+    await within(admitted, reactor, what="the listener to accept the silent connection")
+    assert not silent.gone.called
+    await reg.unregister()  # the port's last registration: the port closes
+    await within(silent.gone, reactor, what="the connection still logging in to be closed with its port")

@@ -351,7 +351,7 @@ class _Factory(ServerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = MasterProtocol(self.listener, self.entry)
-        proto.ticket = self.listener.login_guard.admit(addr, lambda: proto.close(abort=True))
+        proto.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
         if proto.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         return proto

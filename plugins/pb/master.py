@@ -74,7 +74,6 @@ class _Challenger(Servant):
             if not isinstance(mind, pb.RemoteReference):
                 raise LoginRefused("a pb worker logs in with its bot as the mind")
             broker.transfers.accepting = True
-            self.factory.authenticated(broker)
             await broker.features_known()
             conn = PBConnection(listener, name, broker, mind)
             await listener.attach(conn, mind)
@@ -115,42 +114,21 @@ class _PortFactory(protocol.ServerFactory):
         self.options: LinkOptions = listener.options
         self.reactor = listener.reactor
         self.unsafeTracebacks = self.options.send_tracebacks
-        self.unauthenticated: dict[WireBroker, Any] = {}
 
     def buildProtocol(self, addr: Any) -> Any:
         broker = WireBroker(False, self.options, self.reactor)
-        ticket = self.listener.login_guard.admit(addr, lambda: broker.close(abort=True))
+        ticket = self.listener.admit(self.entry, addr, lambda: broker.close(abort=True))
         if ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         broker.login_ticket = ticket
         broker.budget_stats = self.listener.login_guard.stats
         broker.factory = self
         broker.setNameForLocal("root", _LoginRoot(self, broker))
-        broker.on_connected = self._connected
-        broker.on_lost = lambda reason: self._forget(broker)
+        broker.on_lost = lambda reason: ticket.done()
         return broker
 
     def clientConnectionMade(self, broker: WireBroker) -> None:
         """PB calls this once the dialect is agreed; nothing to do."""
-
-    def _connected(self, broker: WireBroker) -> None:
-        # The login timer runs from the accept (workerwire.login_guard).
-        self.unauthenticated[broker] = broker.login_ticket
-
-    def authenticated(self, broker: WireBroker) -> None:
-        ticket = self.unauthenticated.pop(broker, None)
-        if ticket is not None:
-            ticket.verified()
-
-    def _forget(self, broker: WireBroker) -> None:
-        self.unauthenticated.pop(broker, None)
-        if broker.login_ticket is not None:
-            broker.login_ticket.done()
-
-    def close_unauthenticated(self) -> None:
-        for broker in list(self.unauthenticated):
-            self._forget(broker)
-            broker.close(abort=True)
 
 
 class PBListener(BaseListener):
@@ -160,8 +138,3 @@ class PBListener(BaseListener):
 
     def build_factory(self, entry: OpenPort) -> _PortFactory:
         return _PortFactory(self, entry)
-
-    def _close_port(self, entry: OpenPort) -> Deferred[None]:
-        if entry.factory is not None:
-            entry.factory.close_unauthenticated()
-        return super()._close_port(entry)
