@@ -325,8 +325,9 @@ class LoginTicket:
         self._timer = None
         self._release_held()
         self.guard._uncount(self)
-        if self.on_done is not None:
-            self.on_done()
+        on_done, self.on_done = self.on_done, None  # called once; holds nothing after
+        if on_done is not None:
+            on_done()
 
     def _timed_out(self) -> None:
         self._timer = None
