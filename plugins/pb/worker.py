@@ -224,7 +224,7 @@ class _Link(LoginAttempt, WorkerSession):
             return fail(ProtocolError(f"no transfer handle {handleId} for command {commandId!r} on this link"))
         if method == "utime":
             args = [tuple(args[0])]  # Buildbot's FileWriterImpl unpacks (atime, mtime)
-        return self.broker.call(ref, method, *args).addErrback(_core_failure)
+        return self.wire.call(ref, method, *args).addErrback(_core_failure)
 
     @property
     def wire(self) -> WireBroker:
