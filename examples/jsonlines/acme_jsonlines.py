@@ -18,7 +18,8 @@ then ``login(name, HMAC-SHA256(password, challenge))``; after that the master
 calls ``print``, ``getWorkerInfo``, ``setBuilderList``, ``startBuild``,
 ``startCommand``, ``interruptCommand``, ``shutdown`` and ``ping``, and the worker
 calls ``update(id, [[key, value], ...])``, ``complete(id, error|null)``,
-``keepalive`` and ``shutdown``.  Install it with the entry point
+``keepalive``, ``shutdown`` and ``transfer(id, handle, method, args)`` (file
+transfer handles travel as ``{key: [handle, kind]}`` after ``startCommand``'s args).  Install it with the entry point
 ``acme-jsonlines = acme_jsonlines:backend`` in ``workerwire.backends``.
 """
 
@@ -52,6 +53,7 @@ from workerwire.backend_api import (
 )
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
+from workerwire.transfer import TransferLink, attach_proxies, split_refs
 from workerwire.values import decode, encode
 
 __all__ = ["backend", "JsonLinesBackend"]
@@ -199,7 +201,8 @@ class JsonConnection(BaseConnection):
 
     def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
-        return self.line.call("startCommand", builderName, commandId, commandName, args)
+        plain, handles = split_refs(args)
+        return self.line.call("startCommand", builderName, commandId, commandName, plain, handles)
 
     def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self.line.call("interruptCommand", builderName, commandId, why)
@@ -224,6 +227,8 @@ class JsonConnection(BaseConnection):
             self._on_worker_keepalive()
         elif method == "shutdown":
             self._on_shutdown_request()
+        elif method == "transfer":
+            return self._on_transfer_call(str(args[0]), args[1], str(args[2]), list(args[3]))
         else:
             raise ProtocolError(f"unknown call {method!r} from the worker")
         return None
@@ -320,6 +325,7 @@ class _Attempt(LoginAttempt, WorkerSession):
         self.line.on_lost = self.lost
         self.logged_in = False
         self.window = SendWindow(connector.options.output_window, clock=self.reactor)
+        self.transfers = TransferLink(lambda *call: self.line.call("transfer", *call), connector.options.output_window)
 
     def build_factory(self) -> Factory:
         return Factory.forProtocol(lambda: self.line)
@@ -344,6 +350,7 @@ class _Attempt(LoginAttempt, WorkerSession):
 
     def lost(self, reason: str) -> None:
         self.window.lost(reason)
+        self.transfers.lost(reason)
         if self.logged_in:
             self.connector._session_lost(self, reason)
         else:
@@ -358,7 +365,8 @@ class _Attempt(LoginAttempt, WorkerSession):
         if method == "startCommand":
             channel = _Channel(self, str(args[0]), str(args[1]))
             self.connector._register_channel(channel)
-            d = call_bot(bot, method, channel, *args)
+            cmd_args = attach_proxies(args[3], args[4], self.transfers, str(args[1]))
+            d = call_bot(bot, method, channel, *args[:3], cmd_args)
             return d.addErrback(lambda f: (self.connector._forget_channel(channel), f)[1])
         return call_bot(bot, method, *args)
 
