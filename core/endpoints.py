@@ -82,7 +82,7 @@ def _through_proxy(reactor: Any, description: str, proxy: tuple[str, int]) -> An
     tunnel = HTTPConnectEndpoint(reactor, proxy[0], proxy[1], host, port, timeout)
     if scheme == "tcp":
         return tunnel
-    endpoint = tls_client_endpoint(reactor, description)
+    endpoint: Any = tls_client_endpoint(reactor, description)
     # TLS runs inside the tunnel: the TLS endpoint dials through it instead of TCP.
     endpoint._tcp = tunnel
     return endpoint

@@ -87,11 +87,10 @@ if missing_runner() is None:
     from .scripted_worker import ScriptedWorker
     from .suite_calls import CallTests
     from .suite_hostile import HostilePeerTests
-    from .raw_frames import RawFrames
+    from .raw_frames import RawFrames  # noqa: F401  (public name)
     from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
     from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
     from .suite_registration import LoginTests, RegistrationTests
-    from .suite_transfer import TransferTests, TransferWindowTests
     from .suite_transfer import TransferTests, TransferWindowTests
 
     class ConformanceSuite(
@@ -108,6 +107,7 @@ if missing_runner() is None:
         ScaleTests,
         TransferTests,
         TransferWindowTests,
+        HostilePeerTests,
     ):
         """Every conformance test; a backend's test class provides ``backend_name``."""
 

@@ -82,7 +82,7 @@ class Line(Protocol):
         self.pending: dict[int, Deferred[Any]] = {}
         self.next_id = 0
         self.lost = False
-        self.on_data: Callable[[int], bool] = lambda n: True  # false: refuse the input
+        self.on_data: Callable[[bytes], bool] = lambda data: True  # false: refuse the input
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
 
@@ -109,7 +109,7 @@ class Line(Protocol):
                 self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        if not self.on_data(len(data)):
+        if not self.on_data(data):
             return self.protocol_error(ProtocolError("too much input before logging in"))
         start = 0
         while not self.lost:
@@ -258,7 +258,7 @@ class _MasterLogin:
         self.phase, self.challenge = "hello", b""
         self.conn: JsonConnection | None = None
         self.line = Line(listener.options, self.serve)
-        self.line.on_data = lambda n: self.ticket.take(n)
+        self.line.on_data = lambda data: self.ticket.take(data)
         self.line.on_traffic = lambda: self.conn._on_traffic() if self.conn is not None else None
         self.line.on_lost = self.lost
 

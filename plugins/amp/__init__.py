@@ -11,6 +11,8 @@ client endpoint strings (``tcp:host=master:port=9990``).
 from __future__ import annotations
 
 
+from typing import Any
+
 from workerwire.backend import Backend
 
 from .commands import CAPABILITIES, PROTOCOL_VERSION

@@ -14,6 +14,8 @@ Masters listen on Twisted server endpoint strings (``tcp:9989``,
 from __future__ import annotations
 
 
+from typing import Any
+
 from workerwire.backend import Backend
 
 from .connection import PBConnection
