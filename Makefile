@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 DEMO_CMD ?= echo "hello from a workerwire worker on $$(hostname)"; uname -sr; echo "a line on stderr" >&2; exit 0
 
-.PHONY: demo demo-contract test conformance bench bench-quick clean
+.PHONY: demo demo-contract test typecheck conformance bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,19 @@ demo: $(STAMP)
 demo-contract: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: typecheck
 	$(PY) -m pytest
+
+# mypy checks import names; setup.cfg maps them onto folders, so link them up first.
+TYPECHECK := build/typecheck
+typecheck: $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	ln -s $(CURDIR)/core $(TYPECHECK)/workerwire
+	ln -s $(CURDIR)/plugins/pb $(TYPECHECK)/workerwire_pb
+	ln -s $(CURDIR)/plugins/amp $(TYPECHECK)/workerwire_amp
+	ln -s $(CURDIR)/plugins/null $(TYPECHECK)/workerwire_null
+	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
+		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -422,11 +422,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         print(f"workerwire conformance: no workerwire backend named {args.backend!r}; installed: "
               f"{', '.join(backend_names()) or 'none'}", file=sys.stderr)
         return USAGE_ERROR
-    try:
-        from workerwire.conformance import run as run_suite
-    except ImportError as e:
-        print(f"workerwire conformance: the conformance suite is not available in this installation: {e}",
-              file=sys.stderr)
+    from workerwire.conformance import missing_runner, run as run_suite
+
+    why = missing_runner()
+    if why is not None:
+        print(f"workerwire conformance: {why}", file=sys.stderr)
         return USAGE_ERROR
     return int(run_suite(args.backend, _strip_dashdash(list(args.pytest_args))))
 

@@ -35,7 +35,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, fail, gatherResults
 from twisted.logger import Logger
 
 from workerwire import Connection, Listener
@@ -82,10 +82,11 @@ class Master:
         self._listeners: dict[str, Listener] = {}
         self._workers: dict[str, Connection] = {}
         self._locks: dict[str, DeferredLock] = {}
-        self._drop_reasons: dict[int, str] = {}
+        self._drop_reasons: dict[Connection, str] = {}
         self._attach_waiters: dict[str, list[Deferred[Connection]]] = {}
-        self._attached: set[int] = set()
+        self._attached: set[Connection] = set()  # by identity: an id() is reused once freed
         self._accepting = False
+        self._stopped = False
         self._ids = itertools.count(1)
         self._reload_lock = DeferredLock()
         # Each protocol's port carries one registration of the master's own,
@@ -94,8 +95,8 @@ class Master:
         # a worker (a new password) never closes and reopens it -- which, for
         # a port string asking for any free port, would move it.
         self._anchor_password = secrets.token_urlsafe(32)
-        self._since: dict[int, float] = {}
-        self._rtt: dict[int, float] = {}
+        self._since: dict[Connection, float] = {}
+        self._rtt: dict[Connection, float] = {}
         #: worker name -> command id -> what status shows of a running command.
         self._running: dict[str, dict[str, dict[str, Any]]] = {}
         self.metrics = MasterMetrics()
@@ -140,11 +141,16 @@ class Master:
         """Stop accepting workers, close every port and connection, and wait
         (bounded) for the disconnect notices."""
         self._accepting = False
+        self._stopped = True
         self.events.emit("stopping")
+        waiters, self._attach_waiters = self._attach_waiters, {}
+        for name, ds in waiters.items():
+            for d in ds:
+                d.errback(ConnectionLost(f"the master stopped before worker {name!r} attached"))
         conns = list(self._workers.values())
         waits = [self._disconnected_notice(c) for c in conns]
         for conn in conns:
-            self._drop_reasons[id(conn)] = "the master is stopping"
+            self._drop_reasons[conn] = "the master is stopping"
         if self._observing is not None:
             self._observing.unsubscribe()
             self._observing = None
@@ -227,9 +233,15 @@ class Master:
         return conn if conn is not None and conn.isConnected else None
 
     def whenAttached(self, workerName: str) -> Deferred[Connection]:
-        """Fire with the worker's connection once it is attached (builders set)."""
+        """Fire with the worker's connection once it is attached (builders set).
+
+        :raises ConnectionLost: (as the Deferred's failure) the master stopped
+            first.
+        """
+        if self._stopped:
+            return fail(ConnectionLost(f"the master is stopped; worker {workerName!r} will not attach"))
         conn = self.connection(workerName)
-        if conn is not None and id(conn) in self._attached:
+        if conn is not None and conn in self._attached:
             d: Deferred[Connection] = Deferred()
             d.callback(conn)
             return d
@@ -328,7 +340,7 @@ class Master:
         jobs = _job_changes(old, new)
         for name in summary["unchanged"]:
             conn = self.connection(name)
-            if conn is not None and id(conn) in self._attached:
+            if conn is not None and conn in self._attached:
                 ensureDeferred(self._after_reload(conn, old.workers[name], new.workers[name], jobs["jobs_added"]))
         for err in errors:
             _log.error("reload: {err}", err=err)
@@ -425,7 +437,7 @@ class Master:
         """Stop *pname*'s listener (closing its connections with *why*); start a new one for *proto*."""
         for conn in self._workers.values():
             if conn.backendName == pname:
-                self._drop_reasons[id(conn)] = why
+                self._drop_reasons[conn] = why
         listener = self._listeners.pop(pname, None)
         if listener is not None:
             await listener.stopListening()
@@ -464,7 +476,7 @@ class Master:
         if conn is None:
             raise ConnectionLost(f"worker {name!r} is not connected")
         _log.info("shutting down worker {worker}: {why}", worker=name, why=why)
-        self._drop_reasons[id(conn)] = why
+        self._drop_reasons[conn] = why
         await conn.remoteShutdown()
 
     def _disconnect(self, name: str, why: str) -> None:
@@ -473,7 +485,7 @@ class Master:
             return
         _log.info("disconnecting worker {worker} ({backend}, {peer}): {why}",
                   worker=name, backend=conn.backendName, peer=conn.get_peer(), why=why)
-        self._drop_reasons[id(conn)] = why
+        self._drop_reasons[conn] = why
         conn.loseConnection()
 
     # -- MasterHooks ------------------------------------------------------------
@@ -515,7 +527,7 @@ class Master:
             if not conn.isConnected:
                 raise LoginRefused(f"worker {name!r} disconnected while logging in")
             self._workers[name] = conn
-            self._since[id(conn)] = time.time()
+            self._since[conn] = time.time()
             conn.notifyOnDisconnect(lambda: self._on_disconnect(name, conn))
             self.metrics.login("accepted", conn.backendName, "")
             self.events.emit("connected", worker=name, backend=conn.backendName, peer=conn.get_peer(),
@@ -530,7 +542,7 @@ class Master:
         _log.info("worker {worker} ({backend}, {peer}) asked to shut down", worker=conn.workerName,
                   backend=conn.backendName, peer=conn.get_peer())
         self.events.emit("shutdown_requested", worker=conn.workerName, backend=conn.backendName)
-        self._drop_reasons[id(conn)] = "it asked to shut down"
+        self._drop_reasons[conn] = "it asked to shut down"
         conn.remoteShutdown().addErrback(
             lambda f: _log.warn("shutting down worker {worker} failed: {why}", worker=conn.workerName,
                                 why=f.getErrorMessage()))
@@ -549,7 +561,7 @@ class Master:
 
     async def _drop(self, conn: Connection, why: str) -> bool:
         notice = self._disconnected_notice(conn)
-        self._drop_reasons[id(conn)] = why
+        self._drop_reasons[conn] = why
         # It did not answer a ping: abort, a graceful close could wait on a dead peer.
         conn.loseConnection(abort=True)
         try:
@@ -583,14 +595,14 @@ class Master:
     def keepalive_answered(self, owner: object, rtt: float) -> None:
         name = getattr(owner, "workerName", None)
         if name is not None and self._workers.get(name) is owner:
-            self._rtt[id(owner)] = rtt
+            self._rtt[owner] = rtt
             self.metrics.keepalive_rtt(getattr(owner, "backendName", "?"), rtt)
 
     def _on_disconnect(self, name: str, conn: Connection) -> None:
-        self._attached.discard(id(conn))
-        self._since.pop(id(conn), None)
-        self._rtt.pop(id(conn), None)
-        why = self._drop_reasons.pop(id(conn), "the link closed")
+        self._attached.discard(conn)
+        self._since.pop(conn, None)
+        self._rtt.pop(conn, None)
+        why = self._drop_reasons.pop(conn, "the link closed")
         if self._workers.get(name) is conn:
             del self._workers[name]
         _log.info("worker {worker} at {peer} over {backend} disconnected: {why}",
@@ -610,7 +622,7 @@ class Master:
             return
         if not conn.isConnected or self._workers.get(name) is not conn:
             return
-        self._attached.add(id(conn))
+        self._attached.add(conn)
         commands = sorted(info.get("worker_commands", {})) if isinstance(info, dict) else []
         _log.info("worker {worker} attached from {peer} over {backend}: version {version} on {host}, "
                   "builders: {builders}", worker=name, peer=conn.get_peer(), backend=conn.backendName,
@@ -725,8 +737,8 @@ class Master:
                                      "builders": [b for b, _ in worker.builders]}
             if conn is not None:
                 entry.update(backend=conn.backendName, peer=conn.get_peer(), tls=self.uses_tls(conn.backendName),
-                             attached=id(conn) in self._attached, connected_since=self._since.get(id(conn)),
-                             keepalive_rtt=self._rtt.get(id(conn)))
+                             attached=conn in self._attached, connected_since=self._since.get(conn),
+                             keepalive_rtt=self._rtt.get(conn))
             entry["running"] = sorted(self._running.get(name, {}).values(), key=lambda c: c["started"])
             workers.append(entry)
         return {"config": self.config.path, "protocols": self.addresses(), "workers": workers}

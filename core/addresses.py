@@ -16,6 +16,7 @@ from .errors import AddressError
 
 __all__ = [
     "split_description",
+    "describe_address",
     "escape_value",
     "scheme_of",
     "parse_bool",
@@ -160,11 +161,18 @@ def describe_peer(transport: Any) -> str:
     every backend: ``host:port``, ``[v6 address]:port``, or ``unix:PATH``
     (a UNIX socket's peer is usually anonymous: then the path is the
     listening socket's)."""
-    peer = transport.getPeer()
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return describe_address(transport.getPeer(), lambda: getattr(transport.getHost(), "name", None))
+
+
+def describe_address(addr: Any, unix_name: Any = None) -> str:
+    """``host:port``, ``[v6 address]:port`` or ``unix:PATH`` of a peer address
+    (as :func:`describe_peer` spells it; for log lines before a transport
+    exists).  *unix_name*, if given, is called for a UNIX address without a
+    name (an anonymous peer)."""
+    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
     if isinstance(host, str) and host:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(peer, "name", None) or getattr(transport.getHost(), "name", None)
+    name = getattr(addr, "name", None) or (unix_name() if unix_name is not None else None)
     if isinstance(name, bytes):
         name = name.decode("utf-8", "surrogateescape")
-    return f"unix:{name or '?'}" if isinstance(peer, UNIXAddress) or name else str(peer)
+    return f"unix:{name or '?'}" if isinstance(addr, UNIXAddress) or name else str(addr)

@@ -13,7 +13,15 @@ from .errors import AddressError
 from .master import Listener, MasterHooks
 from .worker import WorkerBot, WorkerConnector
 
-__all__ = ["Backend", "LinkOptions"]
+__all__ = ["Backend", "LinkOptions", "API_VERSION"]
+
+#: The backend API this workerwire provides (``workerwire.backend_api``):
+#: ``(major, minor)``.  A backend declares the version it was written for in
+#: :attr:`Backend.api_version`; one with another major version is refused at
+#: load with a message naming both.  Major 1 still runs backends written for
+#: API 0 (the underscore hooks of ``BaseListener``/``BaseConnection``), with
+#: DeprecationWarnings.
+API_VERSION = (1, 0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,26 @@ class Backend(abc.ABC):
     #: True when the backend carries links over sockets (addresses are
     #: Twisted endpoint strings); False for in-process backends.
     network: bool = True
+    #: The backend API major version the backend was written for (see
+    #: :data:`API_VERSION`); a backend without it is taken as API 1.
+    api_version: int = 1
+    #: The master-side listener class (a ``workerwire.base_listener.BaseListener``)
+    #: and the worker-side connector class (a ``BaseWorkerConnector``): with
+    #: them the base :meth:`create_listener` / :meth:`create_connector` build
+    #: both with the backend's registry name.  A backend sets both, or
+    #: overrides both methods.
+    listener_class: type | None = None
+    connector_class: type | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Backend":
+        for method, attribute in (("create_listener", "listener_class"), ("create_connector", "connector_class")):
+            if getattr(cls, method) is getattr(Backend, method) and getattr(cls, attribute) is None:
+                raise TypeError(f"Can't instantiate abstract backend {cls.__name__}: "
+                                f"set {attribute} or override {method}()")
+        if not cls.network and cls.loopback_port is Backend.loopback_port:
+            raise TypeError(f"Can't instantiate abstract backend {cls.__name__}: "
+                            "an in-process backend overrides loopback_port()")
+        return super().__new__(cls)
 
     @property
     def in_process(self) -> bool:
@@ -126,7 +154,6 @@ class Backend(abc.ABC):
         still reach other processes (``amqp``: a broker) sets it to False."""
         return not self.network
 
-    @abc.abstractmethod
     def create_listener(
         self,
         master: MasterHooks,
@@ -134,8 +161,10 @@ class Backend(abc.ABC):
         reactor: IReactorCore | None = None,
     ) -> Listener:
         """A master-side :class:`~workerwire.master.Listener` for *master*."""
+        assert self.listener_class is not None
+        listener: Listener = self.listener_class(master, options, reactor, backend_name=self.name)
+        return listener
 
-    @abc.abstractmethod
     def create_connector(
         self,
         bot: WorkerBot,
@@ -150,11 +179,16 @@ class Backend(abc.ABC):
 
         :raises AddressError: *address* is not a client address of this backend.
         """
+        assert self.connector_class is not None
+        connector: WorkerConnector = self.connector_class(
+            bot, address, name, password, options, reactor, backoff, backend_name=self.name)
+        return connector
 
-    @abc.abstractmethod
     def loopback_port(self) -> str:
-        """A port string that listens on loopback with an ephemeral port
-        (``tcp:port=0:interface=127.0.0.1`` for TCP backends)."""
+        """A port string that listens on loopback with an ephemeral port: by
+        default ``tcp:port=0:interface=127.0.0.1`` for a :attr:`network`
+        backend; an in-process backend must override it."""
+        return "tcp:port=0:interface=127.0.0.1"
 
     def raw_frames(self, connector: WorkerConnector) -> Any:
         """Take over the logged-in link of *connector* (one this backend made)
@@ -171,6 +205,26 @@ class Backend(abc.ABC):
 
     def check_port(self, portStr: str) -> None:
         """Raise :class:`AddressError` unless *portStr* is a listening address
-        this backend accepts.  Opens nothing."""
+        this backend accepts.  Opens nothing.
+
+        By default: a Twisted server endpoint string (or a bare port number)
+        for a :attr:`network` backend (:func:`workerwire.endpoints.parse_server_port`),
+        a non-empty string otherwise."""
+        if self.network and isinstance(portStr, (str, int)) and not isinstance(portStr, bool):
+            from twisted.internet import reactor
+
+            from .endpoints import parse_server_port
+
+            parse_server_port(reactor, portStr, self.name)
+            return
         if not isinstance(portStr, str) or not portStr:
-            raise AddressError(f"port must be a non-empty string such as {self.loopback_port()!r}")
+            raise AddressError(f"a {self.name} port must be a non-empty string such as "
+                               f"{self.loopback_port()!r}, not {portStr!r}")
+
+    def make_interposer(self, address: str, reactor: Any) -> Any:
+        """For the conformance suite's dead-peer tests: a
+        ``workerwire.conformance.LinkInterposer`` (or a Deferred of one) that
+        relays links to *address* and can blackhole them.  The default,
+        ``None``, lets the suite relay TCP addresses (``tcp:host=H:port=N``)
+        itself; a backend with other addresses overrides it."""
+        return None

@@ -239,8 +239,11 @@ class BaseConnection(Connection):
 
     def notifyOnDisconnect(self, callback: Callable[[], object]) -> Subscription:
         if self._lost is not None:
-            self._clock.callLater(0, callback)
-            return SubscriptionList().subscribe(callback)
+            # Already gone: called a turn later, unless unsubscribed before then.
+            late = SubscriptionList()
+            subscription = late.subscribe(callback)
+            self._clock.callLater(0, late.deliver)
+            return subscription
         return self._disconnect_subs.subscribe(callback)
 
     def loseConnection(self, abort: bool = False) -> None:
@@ -307,9 +310,13 @@ class BaseConnection(Connection):
 
     def remoteSetBuilderList(self, builders: list[tuple[str, str]]) -> Deferred[list[str]]:
         try:
-            pairs = [[str(name), str(builddir)] for name, builddir in builders]
+            pairs = [[name, builddir] for name, builddir in builders]
         except (TypeError, ValueError):
-            return fail(TypeError("builders must be a list of (name, builddir) pairs"))
+            return fail(TypeError("builders must be a list of (name, builddir) pairs of str"))
+        for n, (name, builddir) in enumerate(pairs):
+            if not isinstance(name, str) or not isinstance(builddir, str):
+                return fail(TypeError(
+                    f"builders[{n}] must be a (name, builddir) pair of str, not ({name!r}, {builddir!r})"))
         return self._call(self._remote_set_builder_list, pairs)
 
     def remoteStartBuild(self, builderName: str) -> Deferred[None]:

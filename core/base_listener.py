@@ -12,22 +12,28 @@ backend calls on accept, on input, on the credentials and at the end.
 
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from twisted.cred import credentials
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorCore
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .addresses import bound_port_of, client_address_for
 from .backend import LinkOptions
 from .base_connection import BaseConnection
+from .credentials import IWorkerName, WorkerRealm
+from .endpoints import parse_server_port
 from .errors import AddressError, LoginRefused, RegistrationError, WorkerwireError
-from .login_guard import BadCredentials, LoginGuard
+from .login_guard import GENERIC_REFUSAL, BadCredentials, LoginGuard, LoginTicket, refusal_reason
 from .master import Connection, Listener, MasterHooks, Registration
+from .tls import dial_address
 
 __all__ = ["BaseListener", "OpenPort", "WorkerCredentials"]
 
@@ -53,7 +59,7 @@ class WorkerCredentials:
         self._users = users
         self._port_str = port_str
 
-    def requestAvatarId(self, creds: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, creds: Any) -> Deferred[Any]:
         raw = creds.username
         name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         password = self._users.get(name)
@@ -83,10 +89,17 @@ class OpenPort:
     port: int | str = 0
     address: str = ""
     opening: Deferred[None] | None = None
+    factory: Any = None  # the protocol factory BaseListener.listen listens with
+    logging_in: set[LoginTicket] = field(default_factory=set)  # see BaseListener.admit
 
     @property
     def checker(self) -> WorkerCredentials:
         return WorkerCredentials(self.users, self.port_str)
+
+    @property
+    def portal(self) -> Portal:
+        """A ``twisted.cred`` portal over :attr:`checker` and the :class:`WorkerRealm`."""
+        return Portal(WorkerRealm(), [self.checker])
 
 
 class _Registration(Registration):
@@ -114,15 +127,24 @@ class _Registration(Registration):
 
 
 class BaseListener(Listener):
-    """Base of every backend's listener."""
+    """Base of every backend's listener.
+
+    :param backend_name: the name the backend is registered under (its
+        ``Backend.name``); defaults to the class's :attr:`backendName`.  A
+        backend passes its own name, so that a backend wrapping another one
+        (or the same class under another entry point) is told apart.
+    """
 
     backendName: str = "?"
 
-    def __init__(self, master: MasterHooks, options: LinkOptions | None, reactor: IReactorCore | None):
+    def __init__(self, master: MasterHooks, options: LinkOptions | None, reactor: IReactorCore | None,
+                 backend_name: str | None = None):
+        if backend_name is not None:
+            self.backendName = backend_name
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
+            reactor = default_reactor
         self.master = master
         self.options = options or LinkOptions()
         self.reactor: Any = reactor
@@ -131,24 +153,124 @@ class BaseListener(Listener):
         self._connections: set[BaseConnection] = set()
         #: Login timeout, caps and failed-login delays of this listener's ports.
         self.login_guard = LoginGuard(self.options, self.reactor, self.backendName)
+        cls = type(self)
+        if cls.build_factory is BaseListener.build_factory and cls._open_port is BaseListener._open_port:
+            raise TypeError(f"{cls.__name__} must implement build_factory(entry) (backend API 1), "
+                            "or _open_port(entry) (API 0, deprecated)")
 
     # -- backend hooks ------------------------------------------------------
 
-    @abc.abstractmethod
+    def build_factory(self, entry: OpenPort) -> Factory:
+        """The protocol factory of one port (backend API 1: the hook a network
+        backend implements).  Core listens with it on ``entry.port_str``
+        (:meth:`listen`), behind the :attr:`login_guard`; its protocols check
+        logins with :meth:`check_login` and end them in :meth:`attach`."""
+        raise NotImplementedError(f"{type(self).__name__}.build_factory")
+
     def _open_port(self, entry: OpenPort) -> Deferred[None]:
-        """Start listening on ``entry.port_str``; set ``entry.listening``,
-        ``entry.port`` and ``entry.address``.  Logins on it are checked with
-        ``entry.checker`` and end in :meth:`attach`.
+        """Start listening on ``entry.port_str``: by default :meth:`listen` with
+        :meth:`build_factory`.  (API 0 backends override this instead; they
+        set ``entry.listening``, ``entry.port`` and ``entry.address``.)
 
         :raises AddressError: bad port string or port in use.
         """
+        return ensureDeferred(self.listen(entry, self.build_factory(entry)))
 
-    @abc.abstractmethod
     def _close_port(self, entry: OpenPort) -> Deferred[None]:
-        """Stop listening on a port opened by :meth:`_open_port`."""
+        """Stop listening on a port opened by :meth:`_open_port` (by default,
+        the listening port :meth:`listen` stored in ``entry.listening``), and
+        close its connections that have not logged in (see :meth:`admit`)."""
+        for ticket in list(entry.logging_in):
+            if not ticket.is_verified:
+                ticket.done()
+                ticket.close()
+        port = entry.listening
+        if port is None or not hasattr(port, "stopListening"):
+            return succeed(None)
+        return maybeDeferred(port.stopListening).addBoth(lambda _: None)
 
     def _check_port_str(self, portStr: str) -> None:
-        """Raise :class:`AddressError` for a port string this backend rejects."""
+        """Raise :class:`AddressError` for a port string this backend rejects
+        (by default: not a server endpoint string, see
+        :func:`workerwire.endpoints.parse_server_port`)."""
+        parse_server_port(self.reactor, portStr, self.backendName)
+
+    # -- plumbing core owns ---------------------------------------------------
+
+    async def listen(self, entry: OpenPort, factory: Factory) -> None:
+        """Listen on ``entry.port_str`` with *factory*, behind the login guard;
+        set ``entry.listening`` (the listening port), ``entry.port``
+        (:func:`~workerwire.addresses.bound_port_of`) and ``entry.address``
+        (what a worker dials, ``tls:`` for a TLS port).
+
+        :raises AddressError: not a server endpoint string, or the port cannot
+            be opened (in use, not permitted); the message names the backend,
+            the port string and the reason.
+        """
+        endpoint = parse_server_port(self.reactor, entry.port_str, self.backendName)
+        try:
+            port = await endpoint.listen(self.login_guard.guarded(factory))
+        except Exception as e:
+            why = getattr(e, "socketError", None) or e
+            raise AddressError(f"cannot listen on {self.backendName} port {entry.port_str!r}: {why}") from None
+        entry.listening = port
+        entry.factory = factory
+        host = port.getHost()
+        entry.port = bound_port_of(host)  # a UNIX socket's path, not its address object
+        entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
+        _log.info("{backend} listening on {port} (workers dial {address})", backend=self.backendName,
+                  port=entry.port_str, address=entry.address)
+
+    def admit(self, entry: OpenPort, addr: Any, close: Callable[[], None]) -> LoginTicket | None:
+        """Call it in the port factory's ``buildProtocol``: the
+        :attr:`login_guard`'s ticket for a connection from *addr* on *entry*'s
+        port (its login timer, input limit and refusal delays), or ``None``
+        when the connection is over a cap (build ``CloseAtOnce()`` then).
+        *close* drops the connection; core calls it on the login timeout, and
+        when the port closes before the connection logged in.  Call
+        ``ticket.done()`` when the login finished or the connection is gone."""
+        ticket = self.login_guard.admit(addr, close)
+        if ticket is not None:
+            entry.logging_in.add(ticket)
+            ticket.on_done = lambda: entry.logging_in.discard(ticket)
+        return ticket
+
+    async def check_login(self, entry: OpenPort, ticket: LoginTicket | None, creds: Any) -> str:
+        """The master's login sequence, the same for every backend; returns the
+        worker's name.  In order: the :attr:`login_guard` may refuse to check
+        at all (a host over its failed-login budget: ``ticket.throttled``); the
+        credentials (plain ``UsernamePassword``, :class:`~workerwire.
+        credentials.ChallengeResponse` or any ``IUsernameHashedPassword``) are
+        checked through ``twisted.cred`` with ``entry.portal``; a refusal
+        waits the guard's delay (``ticket.refused``, which logs it without any
+        password) before this raises; good credentials are
+        ``ticket.verified()``.  The backend then builds its connection and
+        awaits :meth:`attach` before answering the login.
+
+        :raises LoginRefused: with :data:`~workerwire.login_guard.GENERIC_REFUSAL`
+            (the peer learns nothing about which part was wrong); the backend
+            answers the login with it and closes the connection.
+        """
+        raw = getattr(creds, "username", b"?")
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if ticket is not None and not ticket.may_check():
+            ticket.throttled(name)
+            raise LoginRefused(GENERIC_REFUSAL)
+        try:
+            _, avatar, _ = await entry.portal.login(creds, None, IWorkerName)
+        except UnauthorizedLogin as e:
+            if ticket is not None:
+                await ticket.refused(name, refusal_reason(e))  # logs it, and says when to answer
+            else:
+                _log.warn("{backend}: login of {name!r} refused: {why}", backend=self.backendName, name=name,
+                          why=refusal_reason(e))
+            raise LoginRefused(GENERIC_REFUSAL) from None
+        except Exception:
+            _log.failure("{backend}: checking the login of {name!r} failed", backend=self.backendName, name=name)
+            raise LoginRefused(GENERIC_REFUSAL) from None
+        if ticket is not None:
+            ticket.verified()
+        return str(avatar)
 
     # -- registrations ------------------------------------------------------
 
@@ -274,5 +396,10 @@ class BaseListener(Listener):
 
 async def _wait(d: Deferred[None]) -> None:
     waiter: Deferred[None] = Deferred()
-    d.addBoth(lambda r: (waiter.callback(None), r)[1])
+
+    def passed(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(passed)
     await waiter

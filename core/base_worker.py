@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorCore
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -27,7 +28,8 @@ from .subscriptions import SubscriptionList
 from .values import check_value, is_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
-__all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "call_bot", "call_bot_now", "BOT_METHODS"]
+__all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "LoginAttempt", "call_bot", "call_bot_now",
+           "BOT_METHODS"]
 
 _log = Logger()
 
@@ -147,6 +149,113 @@ class WorkerSession(abc.ABC):
         """Close the link; the backend then reports it through ``_session_lost``."""
 
 
+class LoginAttempt(abc.ABC):
+    """One dial-and-login of a network backend's worker (backend API 1).
+
+    Core dials ``connector.address`` (:func:`workerwire.endpoints.parse_client_address`)
+    with :meth:`build_factory`, runs the ``LinkOptions.login_timeout`` timer
+    from the dial on, and makes :attr:`result` cancellable (a stopped
+    connector cancels it).  The backend writes the three hooks and reports
+    how the login ended with :meth:`succeeded`, :meth:`failed` or
+    :meth:`lost_during_login`; whichever comes first wins, later ones are
+    ignored.  ``BaseWorkerConnector._connect_once`` is then
+    ``return MyAttempt(self).start()``.
+    """
+
+    def __init__(self, connector: "BaseWorkerConnector"):
+        self.connector = connector
+        self.reactor: Any = connector.reactor
+        #: Where the master is: the address until the transport is up, then its ``host:port``.
+        self.peer = connector.address
+        #: Fires with the session once logged in; fails with LoginRefused or
+        #: ConnectionLost (or the dial's failure).
+        self.result: Deferred[WorkerSession] = Deferred(self._cancelled)
+        self._timer: IDelayedCall | None = None
+        self._dialling: Deferred[Any] | None = None
+
+    # -- hooks ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_factory(self) -> Factory[Any]:
+        """The protocol factory of this attempt's connection."""
+
+    @abc.abstractmethod
+    def connected(self, protocol: Any) -> None:
+        """The transport is up (*protocol* is what the factory built): log in."""
+
+    @abc.abstractmethod
+    def drop(self, abort: bool) -> None:
+        """Close this attempt's connection, if it has one (*abort*: at once)."""
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def start(self) -> Deferred[WorkerSession]:
+        """Dial and start the login timer; returns :attr:`result`."""
+        from .endpoints import parse_client_address
+
+        c = self.connector
+        self._timer = self.reactor.callLater(c.options.login_timeout, self._timed_out)
+        try:
+            endpoint = parse_client_address(self.reactor, c.address, c.backendName)
+            self._dialling = endpoint.connect(self.build_factory())
+        except Exception:
+            self.failed(Failure())
+            return self.result
+        self._dialling.addCallbacks(self._dialled, self._dial_failed)
+        return self.result
+
+    def _dialled(self, protocol: Any) -> None:
+        self._dialling = None
+        if self.result.called:  # timed out or cancelled while dialling
+            protocol.transport.abortConnection()
+            return
+        self.connected(protocol)
+
+    def _dial_failed(self, failure: Failure) -> None:
+        self._dialling = None
+        self.failed(failure)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._dialling is not None:
+            self._dialling.cancel()
+        if not self.result.called:
+            self.drop(abort=True)
+            self.failed(ConnectionLost(f"no login answer from the master at {self.peer} within "
+                                       f"{self.connector.options.login_timeout:g} s"))
+
+    def _cancelled(self, d: Deferred[WorkerSession]) -> None:
+        self._stop_timer()
+        if self._dialling is not None:
+            self._dialling.cancel()
+        self.drop(abort=True)
+
+    # -- events the backend reports ----------------------------------------------
+
+    def succeeded(self, session: WorkerSession) -> None:
+        """Logged in: *session* is the link from now on."""
+        self._stop_timer()
+        if not self.result.called:
+            self.result.callback(session)
+
+    def failed(self, error: BaseException | Failure) -> None:
+        """The login failed (a :class:`LoginRefused` for a refusal); the
+        connection is closed."""
+        self._stop_timer()
+        if not self.result.called:
+            self.drop(abort=False)
+            self.result.errback(error if isinstance(error, Failure) else Failure(error))
+
+    def lost_during_login(self, reason: str) -> None:
+        """The connection closed before the login ended."""
+        self.failed(ConnectionLost(f"link to the master at {self.peer} closed during login: {reason}"))
+
+
 class BaseWorkerConnector(WorkerConnector):
     """Reconnect loop, login waiters, keepalive and channel bookkeeping."""
 
@@ -161,11 +270,14 @@ class BaseWorkerConnector(WorkerConnector):
         options: LinkOptions | None = None,
         reactor: IReactorCore | None = None,
         backoff: Backoff | None = None,
+        backend_name: str | None = None,
     ):
+        if backend_name is not None:
+            self.backendName = backend_name
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
+            reactor = default_reactor
         self.bot = bot
         self.address = address
         self.name = name
@@ -378,7 +490,7 @@ class BaseWorkerConnector(WorkerConnector):
         if failure.check(LoginRefused):
             _log.warn("worker {name}: login refused by {address}: {why}; retrying in {delay:.1f} s",
                       name=self.name, address=self.address, why=failure.value, delay=delay)
-            self._fail_waiters(failure.value)
+            self._fail_waiters(failure)
         else:
             _log.info("worker {name}: cannot reach master at {address} ({why}); retrying in {delay:.1f} s",
                       name=self.name, address=self.address, why=failure.getErrorMessage(), delay=delay)
@@ -389,10 +501,10 @@ class BaseWorkerConnector(WorkerConnector):
         session.close(abort=True)
         self._session_lost(session, f"declared dead: {why}")
 
-    def _fail_waiters(self, error: BaseException) -> None:
+    def _fail_waiters(self, error: BaseException | Failure) -> None:
         waiters, self._waiters = self._waiters, []
         for w in waiters:
-            w.errback(Failure(error))
+            w.errback(error if isinstance(error, Failure) else Failure(error))
 
     def _fire_stop_waiters(self) -> None:
         waiters, self._stop_waiters = self._stop_waiters, []
@@ -408,4 +520,6 @@ def wire_error(exc: BaseException | Failure | None) -> WorkerwireError | None:
         return None
     if isinstance(exc, Failure):
         exc = exc.value
+        if exc is None:
+            return None
     return error_from_wire(*error_to_wire(exc))

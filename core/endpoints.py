@@ -24,7 +24,7 @@ from .errors import AddressError
 from .http_proxy import HTTPConnectEndpoint, take_proxy
 from .tls import CLIENT_EXAMPLE, is_tls, tls_client_endpoint, tls_server_endpoint
 
-__all__ = ["server_from_string", "client_from_string", "parse_server_port", "parse_client_address"]
+__all__ = ["server_from_string", "client_from_string", "parse_server_port", "normalize_port", "parse_client_address"]
 
 
 def server_from_string(reactor: Any, description: str) -> Any:
@@ -82,10 +82,28 @@ def _through_proxy(reactor: Any, description: str, proxy: tuple[str, int]) -> An
     tunnel = HTTPConnectEndpoint(reactor, proxy[0], proxy[1], host, port, timeout)
     if scheme == "tcp":
         return tunnel
-    endpoint = tls_client_endpoint(reactor, description)
+    endpoint: Any = tls_client_endpoint(reactor, description)
     # TLS runs inside the tunnel: the TLS endpoint dials through it instead of TCP.
     endpoint._tcp = tunnel
     return endpoint
+
+
+_SERVER_EXAMPLE = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
+
+
+def normalize_port(portStr: Any, backend: str) -> str:
+    """The server endpoint string for *portStr*: ``9989`` and ``"9989"`` mean
+    ``"tcp:9989"`` (as in Buildbot's ``c['protocols']``); surrounding blanks go.
+
+    :raises AddressError: *portStr* is not a non-empty string or a number.
+    """
+    if isinstance(portStr, int) and not isinstance(portStr, bool):
+        portStr = str(portStr)
+    if not isinstance(portStr, str) or not portStr.strip():
+        raise AddressError(f"a {backend} port must be a non-empty endpoint string such as {_SERVER_EXAMPLE}, "
+                           f"not {portStr!r}")
+    description = portStr.strip()
+    return f"tcp:{description}" if description.isdigit() else description
 
 
 def parse_server_port(reactor: Any, portStr: Any, backend: str) -> Any:
@@ -95,21 +113,14 @@ def parse_server_port(reactor: Any, portStr: Any, backend: str) -> Any:
 
     :raises AddressError: naming the string, what is wrong and what is valid.
     """
-    example = "'tcp:9989' or 'tcp:port=0:interface=127.0.0.1'"
-    if isinstance(portStr, int) and not isinstance(portStr, bool):
-        portStr = str(portStr)
-    if not isinstance(portStr, str) or not portStr.strip():
-        raise AddressError(f"a {backend} port must be a non-empty endpoint string such as {example}, not {portStr!r}")
-    description = portStr.strip()
-    if description.isdigit():
-        description = f"tcp:{description}"
+    description = normalize_port(portStr, backend)
     try:
         endpoint = server_from_string(reactor, description)
     except AddressError:
         raise
     except Exception as e:
         raise AddressError(f"{backend} port {portStr!r} is not a server endpoint string "
-                           f"({type(e).__name__}: {e}); use one such as {example}") from None
+                           f"({type(e).__name__}: {e}); use one such as {_SERVER_EXAMPLE}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise AddressError(f"{backend} port {portStr!r}: port {port} is outside 0..65535")

@@ -25,6 +25,12 @@ growing memory.
 
 ``complete`` goes through the same queue (it must follow the command's
 updates) but costs nothing and fires when the master answered it.
+
+A master may refuse an update whose Deferred already fired (for example one
+larger than it accepts).  That refusal is not lost: it is logged, and the
+next update of the same *key* fails with it at once, as does the completion
+sent with that *key* (:meth:`SendWindow.send_ordered`) -- after it was sent,
+so the master still sees the command end.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ DEFAULT_BATCH = 288 * 1024
 
 
 class _Item:
-    __slots__ = ("size", "send", "fires_on_answer", "label", "key", "payload", "done", "waiting")
+    __slots__ = ("size", "send", "fires_on_answer", "label", "key", "owner", "payload", "done", "waiting")
 
     def __init__(self, size: int, send: Callable[..., Deferred[Any]], fires_on_answer: bool, label: str,
                  key: Hashable = None, payload: Any = None):
@@ -61,6 +67,7 @@ class _Item:
         self.fires_on_answer = fires_on_answer
         self.label = label
         self.key = key  # not None: mergeable; ``send(payloads)`` sends a batch
+        self.owner: Hashable = key  # whose later sends hear of a late refusal
         self.payload = payload
         self.done: Deferred[None] = Deferred()
         self.waiting = False  # in the room waiters' list
@@ -118,34 +125,65 @@ class SendWindow:
         self._again = False
         self._releasing = False
         self._pump_call: Any = None
+        #: Refusals of updates whose Deferred had fired, by key, until told.
+        self._refusals: dict[Hashable, Failure] = {}
 
     @property
     def buffered(self) -> int:
         """Bytes held for this link: in flight plus queued."""
         return self.in_flight + self.queued
 
-    def send_update(self, size: int, send: Callable[[], Deferred[Any]], label: str = "update") -> Deferred[None]:
+    def send_update(self, size: int, send: Callable[[], Deferred[Any]], label: str = "update",
+                    key: Hashable = None) -> Deferred[None]:
         """Queue an update of *size* bytes that ``send()`` sends as one message;
-        fires once it was sent and the window has room again."""
-        return self._enqueue(_Item(size, send, False, label))
+        fires once it was sent and the window has room again.  With a *key*,
+        fails at once with an unreported refusal of an earlier update of that
+        key (see the module's docstring)."""
+        refused = self._refusal(key)
+        if refused is not None:
+            return refused
+        item = _Item(size, send, False, label)
+        item.owner = key
+        return self._enqueue(item)
 
     def send_mergeable(self, key: Hashable, size: int, payload: Any,
-                       send_many: Callable[[list[Any]], Deferred[Any]], label: str = "update") -> Deferred[None]:
+                       send_many: Callable[[list[Any]], Deferred[Any]], label: str = "update",
+                       owner: Hashable = None) -> Deferred[None]:
         """Queue an update of *size* bytes that may share a message with the
         updates of the same *key* queued right after it.
 
         ``send_many(payloads)`` sends the *payload* of one or more such updates,
         in order, as one message and returns the Deferred of its answer; the
         same *key* must always come with the same *send_many*.  Fires once the
-        update is queued and the window has room.
+        update is queued and the window has room.  A refusal of it that
+        arrives later fails the next send of its *owner* (default: *key*).
         """
         if key is None:
             raise ValueError("a mergeable update needs a key")
-        return self._enqueue(_Item(size, send_many, False, label, key, payload))
+        owner = key if owner is None else owner
+        refused = self._refusal(owner)
+        if refused is not None:
+            return refused
+        item = _Item(size, send_many, False, label, key, payload)
+        item.owner = owner
+        return self._enqueue(item)
 
-    def send_ordered(self, send: Callable[[], Deferred[Any]], label: str = "message") -> Deferred[None]:
-        """Queue a message that must follow the queued updates; fires with its answer."""
-        return self._enqueue(_Item(0, send, True, label))
+    def send_ordered(self, send: Callable[[], Deferred[Any]], label: str = "message",
+                     key: Hashable = None) -> Deferred[None]:
+        """Queue a message that must follow the queued updates; fires with its
+        answer -- or, with a *key*, fails with an unreported refusal of an
+        update of that key once the message was answered."""
+        item = _Item(0, send, True, label)
+        item.owner = key
+        return self._enqueue(item)
+
+    def _refusal(self, key: Hashable) -> Deferred[None] | None:
+        failure = self._refusals.pop(key, None) if key is not None else None
+        if failure is None:
+            return None
+        d: Deferred[None] = Deferred()
+        d.errback(failure)
+        return d
 
     def lost(self, reason: str) -> None:
         """The link is gone: everything waiting fails with ConnectionLost."""
@@ -281,10 +319,17 @@ class SendWindow:
             if not reported and not failure.check(ConnectionLost):
                 _log.warn("{name}: the master refused {label}: {why}", name=self.name,
                           label=message.items[0].label, why=failure.value)
+                owner = message.items[0].owner
+                if owner is not None:
+                    self._refusals.setdefault(owner, failure)
         else:
             for item in message.items:
                 if item.fires_on_answer and not item.done.called:
-                    item.done.callback(None)
+                    refused = self._refusals.pop(item.owner, None) if item.owner is not None else None
+                    if refused is not None:
+                        item.done.errback(refused)
+                    else:
+                        item.done.callback(None)
         self._pump()
         return None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -29,7 +29,7 @@ class KeepaliveMonitor:
         clock: IReactorTime,
         interval: float,
         timeout: float,
-        ping: Callable[[], Deferred[object]],
+        ping: Callable[[], Deferred[Any]],
         on_dead: Callable[[str], None],
         owner: object = None,
     ):

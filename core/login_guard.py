@@ -66,6 +66,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from . import observe
+from .addresses import describe_address  # re-exported: it was defined here
 from .backend import LinkOptions
 from .foreign import KEPT_BYTES, foreign_hint
 
@@ -142,17 +143,6 @@ def host_key(addr: Any) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-def describe_address(addr: Any) -> str:
-    """``host:port`` (``[v6]:port``) of a peer address, for log lines."""
-    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
-    if isinstance(host, str) and host:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(addr, "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return f"unix:{name}" if name else str(addr)
 
 
 class CloseAtOnce(Protocol):
@@ -255,6 +245,8 @@ class LoginTicket:
         self.first_bytes = b""
         self._timer: Any = None
         self._held: tuple[_HostRecord, Any, Deferred[None]] | None = None
+        #: Called once by :meth:`done` (the listener forgets the ticket).
+        self.on_done: Callable[[], None] | None = None
 
     # -- input ----------------------------------------------------------------
 
@@ -353,6 +345,9 @@ class LoginTicket:
         self._timer = None
         self._release_held()
         self.guard._uncount(self)
+        on_done, self.on_done = self.on_done, None  # called once; holds nothing after
+        if on_done is not None:
+            on_done()
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -665,17 +660,17 @@ class _WaitingLogin(Protocol):
     def serve(self) -> None:
         """A slot is free: hand the connection to the backend's protocol."""
         self._forget()
-        transport = self.transport
+        transport: Any = self.transport  # a TCP/UNIX/TLS transport (ITransport lacks abort and resume)
         inner = self.owner.wrapped.buildProtocol(self.addr)
         if inner is None:
-            transport.abortConnection()  # type: ignore[union-attr]
+            transport.abortConnection()
             return
         self.inner = inner
         inner.makeConnection(transport)
         early, self._early = self._early, []
         for data in early:
             inner.dataReceived(data)
-        transport.resumeProducing()  # type: ignore[union-attr]
+        transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -709,9 +704,9 @@ class _WaitingLogin(Protocol):
         """Leave the waiting room and drop the connection."""
         self._forget()
         self.owner.guard._dequeue(self)
-        transport = self.transport
+        transport: Any = self.transport
         if transport is not None and self.inner is None:
-            transport.abortConnection()  # type: ignore[union-attr]
+            transport.abortConnection()
 
     def _forget(self) -> None:
         self.owner._waiters.discard(self)

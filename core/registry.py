@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
 
-from .backend import Backend
+from .backend import API_VERSION, Backend
 from .errors import BackendLoadFailed, BackendNotFound
 
 __all__ = ["ENTRY_POINT_GROUP", "ALIASES", "BackendInfo", "load_backend", "list_backends", "backend_names",
@@ -54,7 +55,7 @@ def _as_backend(name: str, obj: object) -> Backend:
         try:
             obj = obj()
         except Exception as e:
-            raise BackendLoadFailed(f"backend {name!r}: creating {obj.__name__}() failed: {e}") from e
+            raise BackendLoadFailed(f"backend {name!r}: creating {getattr(obj, '__name__', obj)}() failed: {e}") from e
     if not isinstance(obj, Backend):
         raise BackendLoadFailed(
             f"backend {name!r}: entry point gives a {type(obj).__name__}, not a workerwire.Backend"
@@ -63,6 +64,13 @@ def _as_backend(name: str, obj: object) -> Backend:
         raise BackendLoadFailed(
             f"backend {name!r}: the object calls itself {getattr(obj, 'name', None)!r}; "
             "its name must equal the entry-point name"
+        )
+    wanted = getattr(obj, "api_version", None)
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted not in (0, API_VERSION[0]):
+        raise BackendLoadFailed(
+            f"backend {name!r} needs workerwire backend API {wanted!r}; this workerwire provides API "
+            f"{API_VERSION[0]}.{API_VERSION[1]} (and runs API 0 backends): install a version of "
+            f"{name!r} written for API {API_VERSION[0]}, or a workerwire that provides API {wanted!r}"
         )
     return obj
 
@@ -100,7 +108,7 @@ def load_backend(name: str) -> Backend:
             f"backend {name!r} is registered more than once: {', '.join(sorted({ep.value for ep in eps}))}"
         )
     try:
-        driver = DriverManager(ENTRY_POINT_GROUP, name, invoke_on_load=False, on_load_failure_callback=on_failure)
+        driver: DriverManager[Any] = DriverManager(ENTRY_POINT_GROUP, name, invoke_on_load=False, on_load_failure_callback=on_failure)
     except NoMatches:
         detail = failures[0] if failures else "it could not be loaded"
         raise BackendLoadFailed(

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -397,7 +398,7 @@ class _Watch(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         side = self.factory.side
         try:
-            handle = self.transport.getHandle() if self.transport is not None else None
+            handle = getattr(self.transport, "getHandle", lambda: None)()
             why = _explain(side, reason, handle, [self.seen[d] for d in sorted(self.seen)])
         except Exception as e:  # explaining must never break the disconnect
             why = None
@@ -421,7 +422,7 @@ def _describe(transport: Any) -> str:
 
 
 class _WatchFactory(WrappingFactory):
-    protocol = _Watch  # type: ignore[assignment]
+    protocol = _Watch
     noisy = False
 
     def __init__(self, wrapped: Any, side: _Side):
@@ -451,7 +452,7 @@ class TLSServerEndpoint:
 
         creator = _ServerCreator(self.options, self.side.cas is not None)
         return self._tcp.listen(
-            TLSMemoryBIOFactory(creator, False, _WatchFactory(factory, self.side)))  # type: ignore[arg-type]
+            TLSMemoryBIOFactory(creator, False, _WatchFactory(factory, self.side)))
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -540,9 +541,13 @@ class TLSClientEndpoint:
         if not self.verify:
             _log.warn("TLS to the master at {address}: NOT verifying the master's certificate (verify=no); "
                       "anyone on the network path can pose as the master", address=self.side.where)
-        tls_factory = TLSMemoryBIOFactory(self.creator, True, _WatchFactory(factory, self.side))  # type: ignore[arg-type]
-        connecting = self._tcp.connect(tls_factory)  # type: ignore[arg-type]
-        return connecting.addCallback(lambda tls: tls.wrappedProtocol.wrappedProtocol)
+        tls_factory = TLSMemoryBIOFactory(self.creator, True, _WatchFactory(factory, self.side))
+        connecting: Deferred[Any] = self._tcp.connect(tls_factory)
+
+        def inner(tls: Any) -> Any:
+            return tls.wrappedProtocol.wrappedProtocol
+
+        return connecting.addCallback(inner)
 
 
 def tls_client_endpoint(reactor: Any, description: str) -> TLSClientEndpoint:

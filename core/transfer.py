@@ -406,8 +406,12 @@ class HandleTable:
             if not entry.finished:
                 entry.finished = True
                 d = maybeDeferred(entry.handle.cancel)
-                d.addErrback(lambda f, e=entry: _log.failure(
-                    "cancelling transfer handle {id} of command {cid} failed", f, id=e.handle_id, cid=e.command_id))
+
+                def cancel_failed(f: Failure, e: Any = entry) -> None:
+                    _log.failure("cancelling transfer handle {id} of command {cid} failed", f,
+                                 id=e.handle_id, cid=e.command_id)
+
+                d.addErrback(cancel_failed)
         if released:
             try:
                 self.on_release(released)
@@ -542,7 +546,7 @@ class TransferProxy:
             if method not in METHODS[self.kind]:
                 raise ProtocolError(
                     f"{self.kind} handles have no method {method!r}; valid: {', '.join(METHODS[self.kind])}")
-            wire_args = [list(a) if isinstance(a, tuple) else a for a in args]
+            wire_args: list[Any] = [list(a) if isinstance(a, tuple) else a for a in args]
             check_call(self.kind, method, wire_args)
         except WorkerwireError as e:
             return fail(e)

@@ -55,7 +55,7 @@ def is_value(value: object) -> bool:
     return _valid(value, 0)
 
 
-def _valid(value: object, depth: int) -> bool:
+def _valid(value: Any, depth: int) -> bool:  # Any: narrowed by `type(value) is`, which mypy does not follow
     """True if *value* passes :func:`_check`; no error paths are built (the
     common case pays only for the walk).  Must accept exactly what
     :func:`_check` accepts."""
@@ -63,15 +63,15 @@ def _valid(value: object, depth: int) -> bool:
         return False
     kind = type(value)
     if kind is str:
-        if value.isascii():  # type: ignore[union-attr]
+        if value.isascii():
             return True
         try:
-            value.encode("utf-8")  # type: ignore[union-attr]
+            value.encode("utf-8")
         except UnicodeEncodeError:
             return False
         return True
     if kind is int:
-        return INT_MIN <= value <= INT_MAX  # type: ignore[operator]
+        return INT_MIN <= value <= INT_MAX
     if value is None or kind is bool or kind is float or kind is bytes:
         return True
     some: Any = value
@@ -97,7 +97,7 @@ def _valid(value: object, depth: int) -> bool:
     return False
 
 
-def _check(value: object, where: str, depth: int) -> None:
+def _check(value: Any, where: str, depth: int) -> None:  # Any: as _valid
     """Raise :class:`UnsupportedValue`, with the path to the offending part,
     unless *value* is a contract value."""
     kind = type(value)
@@ -108,26 +108,26 @@ def _check(value: object, where: str, depth: int) -> None:
     if value is None or kind is bool or kind is float or kind is bytes:
         return
     if kind is str:
-        if not value.isascii():  # type: ignore[union-attr]
+        if not value.isascii():
             try:
-                value.encode("utf-8")  # type: ignore[union-attr]
+                value.encode("utf-8")
             except UnicodeEncodeError as e:
                 raise UnsupportedValue(
                     f"{where}: str with a lone surrogate at index {e.start} is not valid Unicode text"
                 ) from None
         return
     if kind is int:
-        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+        if not INT_MIN <= value <= INT_MAX:
             raise UnsupportedValue(
                 f"{where}: int {value} is outside the 64-bit range {INT_MIN}..{INT_MAX}"
             )
         return
     if kind is list or kind is tuple:
-        for i, item in enumerate(value):  # type: ignore[arg-type]
+        for i, item in enumerate(value):
             _check(item, f"{where}[{i}]", depth + 1)
         return
     if kind is dict:
-        for key, item in value.items():  # type: ignore[union-attr]
+        for key, item in value.items():
             if type(key) is not str:
                 raise UnsupportedValue(
                     f"{where}: dict key {key!r} is a {type(key).__name__}; keys must be str"

@@ -1,4 +1,6 @@
-"""Project-wide test setup: a private RabbitMQ broker for the amqp backend.
+"""Fixtures shared by the project's own tests (the conformance suite has its own, in
+``workerwire.conformance.fixtures``, for third parties), and a private RabbitMQ
+broker for the amqp backend.
 
 The broker (:mod:`rabbitmq`) starts once per session, the first time a test
 whose id names the amqp backend runs, and stops at the end; its URL goes to
@@ -10,9 +12,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+import pytest_twisted
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from workerwire import LinkOptions, load_backend
+from workerwire.conformance import Harness
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -45,3 +53,51 @@ def _amqp_broker_for_amqp_tests(request: pytest.FixtureRequest) -> None:
     module = request.node.module.__name__.rsplit(".", 1)[-1] if request.node.module else ""
     if "amqp" in request.node.nodeid or module in RUN_EVERY_BACKEND:
         request.getfixturevalue("amqp_broker_url")
+
+
+@pytest.fixture
+def reactor() -> Any:
+    """The global reactor pytest-twisted runs the tests on."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def no_errors_logged() -> Iterator[list[str]]:
+    """Fails the test if anything logs an error or an unhandled failure (warnings
+    are fine).  The test appends to the list it gets the texts it expects to
+    be logged as errors (e.g. stock PB logs every failure it sends)."""
+    errors: list[str] = []
+    allowed: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical) or event.get("isError"):
+            errors.append(formatEvent(event) + repr(event.get("log_failure", "")))
+
+    globalLogPublisher.addObserver(observer)
+    yield allowed
+    globalLogPublisher.removeObserver(observer)
+    errors = [e for e in errors if not any(a in e for a in allowed)]
+    assert not errors, f"errors logged: {errors[:3]}"
+
+
+@pytest.fixture
+def make_harness(reactor: Any, tmp_path: Any) -> Iterator[Callable[..., Harness]]:
+    """``make_harness("amp", keepalive_interval=None)``: a conformance
+    :class:`Harness` of that backend with those :class:`LinkOptions`, closed at
+    the end of the test."""
+    made: list[Harness] = []
+
+    def make(backend_name: str, **options: Any) -> Harness:
+        h = Harness(load_backend(backend_name), LinkOptions(**options), reactor, str(tmp_path))
+        made.append(h)
+        return h
+
+    yield make
+    for h in reversed(made):
+        pytest_twisted.blockon(ensureDeferred(h.close()))
+
+
+# The app tests' process reaper, as a fixture every test file can ask for.
+from test_app_support import processes  # noqa: E402,F401

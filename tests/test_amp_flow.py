@@ -53,13 +53,6 @@ class Link:
 
 
 @pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-@pytest.fixture
 def make_link(reactor: Any, tmp_path: Any) -> Iterator[Any]:
     links: list[Link] = []
 

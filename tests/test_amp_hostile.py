@@ -198,13 +198,6 @@ async def _attack(reactor: Any, port: int, attack: Attack) -> str:
     return peer.local
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 class Target:
     """A live listener with one well-behaved worker connected all along."""
 

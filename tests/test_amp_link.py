@@ -8,7 +8,6 @@ import socket
 from typing import Any, Iterator
 
 import pytest
-import pytest_twisted
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -25,13 +24,6 @@ from test_amp_support import LogRecorder, box, connect_raw, hello_box, port_of, 
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 @pytest.fixture(autouse=True)
 def no_logged_tracebacks() -> Iterator[None]:
     """Nothing the amp backend does in these tests may log a traceback."""
@@ -41,10 +33,8 @@ def no_logged_tracebacks() -> Iterator[None]:
 
 
 @pytest.fixture
-def harness(reactor: Any, tmp_path: Any) -> Iterator[Harness]:
-    h = Harness(load_backend("amp"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
-    yield h
-    pytest_twisted.blockon(ensureDeferred(h.close()))
+def harness(make_harness: Any) -> Harness:
+    return make_harness("amp", keepalive_interval=None)
 
 
 # -- addresses ------------------------------------------------------------------

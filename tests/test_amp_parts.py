@@ -3,35 +3,24 @@ docs/protocols/amp.md sections 5 and 6."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import pytest_twisted
 from pytest_twisted import ensureDeferred as async_test
-from twisted.internet.defer import ensureDeferred
 
-from workerwire import LinkOptions, load_backend
+from workerwire import LinkOptions
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.values import encode
-from workerwire_amp.auth import login_response
-from workerwire_amp.chunks import IN_PARTS, MAX_CHUNK, Outgoing, TransferIds, split_parts
+from workerwire.credentials import login_response
+from workerwire_amp.chunks import IN_PARTS, MAX_CHUNK, TRANSFER, Outgoing, TransferIds, split_parts
 from workerwire_amp.commands import TextList
 
 from test_amp_support import LogRecorder, RawPeer, box, connect_raw, hello_box
 
 @pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-@pytest.fixture
-def harness(reactor: Any, tmp_path: Any) -> Iterator[Harness]:
-    h = Harness(load_backend("amp"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
-    yield h
-    pytest_twisted.blockon(ensureDeferred(h.close()))
+def harness(make_harness: Any) -> Harness:
+    return make_harness("amp", keepalive_interval=None)
 
 
 def parts_of(key: str, data: bytes) -> dict[str, bytes]:
@@ -53,9 +42,11 @@ async def login(reactor: Any, port: int, capabilities: list[str]) -> RawPeer:
 
 def test_outgoing_puts_large_values_in_parts_while_the_box_has_keys() -> None:
     out = Outgoing(limit=100 * MAX_CHUNK, next_id=TransferIds(), extra_keys=3)
-    assert out.add(b"x" * (3 * MAX_CHUNK)) == IN_PARTS, "three parts: two keys beyond its own"
-    assert out.add(b"y" * (3 * MAX_CHUNK)) == 1, "one key left, two needed: a transfer"
-    assert out.add(b"z" * (MAX_CHUNK + 1)) == IN_PARTS and out.extra_keys == 0
+    assert out.plan(3 * MAX_CHUNK) is IN_PARTS, "three parts: two keys beyond its own"
+    assert out.plan(3 * MAX_CHUNK) is TRANSFER, "one key left, two needed: a transfer"
+    assert out.plan(MAX_CHUNK + 1) is IN_PARTS and out.extra_keys == 0
+    # A sentinel, not a number a transfer id could equal (it was 0, compared with `is`).
+    assert not isinstance(IN_PARTS, int) and IN_PARTS is not TRANSFER
     data = bytes(range(256)) * 1000
     parts = split_parts(data)
     assert [len(p) for p in parts[:-1]] == [MAX_CHUNK] * (len(parts) - 1) and b"".join(parts) == data

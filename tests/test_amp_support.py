@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
 
 from workerwire.conformance import within
-from workerwire_amp.auth import login_response
+from workerwire.credentials import login_response
 from workerwire_amp.commands import CAPABILITIES, TextList
 
 __all__ = [

@@ -20,9 +20,9 @@ from workerwire.errors import (
     RemoteCallFailed,
     UnknownBuilder,
 )
-from workerwire_amp.address import client_address_for
-from workerwire_amp.auth import ChallengeResponse, login_response
-from workerwire_amp.chunks import MAX_CHUNK, Assembler, Outgoing, TransferIds
+from workerwire.addresses import client_address_for
+from workerwire.credentials import ChallengeResponse, login_response
+from workerwire_amp.chunks import MAX_CHUNK, TRANSFER, Assembler, Outgoing, TransferIds
 from workerwire_amp.commands import Integer
 from workerwire_amp.errors import TRACEBACK_SEPARATOR, error_answer, translate_failure
 from workerwire_amp.wire import WireProtocol
@@ -60,12 +60,13 @@ def test_assembler_refuses_at_the_first_chunk_of_an_oversized_message() -> None:
 def test_outgoing_inlines_small_values_and_plans_transfers_for_big_ones() -> None:
     ids = TransferIds()
     out = Outgoing(limit=10 * MAX_CHUNK, next_id=ids)
-    assert out.add(b"x" * MAX_CHUNK) is None
-    assert out.add(b"y" * (MAX_CHUNK + 1)) == 1
+    assert out.plan(MAX_CHUNK) is None
+    assert out.plan(MAX_CHUNK + 1) is TRANSFER
+    assert out.transfer(b"y" * (MAX_CHUNK + 1)) == 1
     pieces = list(Outgoing.pieces(out.transfers[0][1]))
     assert [off for off, _ in pieces] == [0, MAX_CHUNK] and len(pieces[1][1]) == 1
     with pytest.raises(ProtocolError):
-        out.add(b"z" * (9 * MAX_CHUNK))
+        out.plan(9 * MAX_CHUNK)
 
 
 def test_challenge_response_checks_the_hmac() -> None:

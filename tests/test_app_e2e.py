@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from test_app_support import CliProcess, EventLog, Processes, processes, require_network_backend, to_toml  # noqa: F401
+from test_app_support import CliProcess, EventLog, Processes, require_network_backend, to_toml
 
 PY = sys.executable
 

@@ -304,3 +304,23 @@ async def test_a_master_without_workers_still_listens(tmp_path: Path) -> None:
         await env.master.whenAttached("late")
     finally:
         await env.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_fails_the_waiters_of_workers_that_never_attached(tmp_path: Path) -> None:
+    from workerwire.errors import ConnectionLost
+
+    env = InProcess(tmp_path, {"w1": "pw1", "w2": "pw2"})
+    await env.start()
+    try:
+        env.worker("w1", "pw1")
+        await env.master.whenAttached("w1")
+        never = env.master.whenAttached("w2")  # no worker w2 ever connects
+        assert not never.called
+    finally:
+        await env.stop()
+    assert never.called, "stop() must not leave a whenAttached waiter hanging"
+    with pytest.raises(ConnectionLost, match="w2"):
+        await never
+    with pytest.raises(ConnectionLost, match="stopped"):
+        await env.master.whenAttached("w1")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from test_app_support import Processes, processes, workerwire_argv  # noqa: F401  (fixture)
+from test_app_support import Processes, workerwire_argv
 from workerwire import backend_names
 
 PY = sys.executable

@@ -165,3 +165,30 @@ def test_sent_payloads_are_not_kept_while_waiting_for_the_answer() -> None:
 ])
 def test_approx_size(value: Any, size: int) -> None:
     assert approx_size(value) == size
+
+
+def test_a_refusal_after_the_update_fired_fails_the_next_update_and_the_completion() -> None:
+    clock, wire = Clock(), Wire()
+    w = SendWindow(1000, clock=clock)
+    first = w.send_mergeable("c1", 10, "too big for the master", wire.send_many)
+    assert first.called, "room in the window: the producer went on at once"
+    clock.advance(0)
+    wire.answer(Failure(ProtocolError("update of 70 MiB exceeds max_message_size")))
+    other = w.send_mergeable("c2", 10, "another command", wire.send_many)
+    refused: list[Failure] = []
+    w.send_mergeable("c1", 10, "next", wire.send_many).addErrback(refused.append)
+    assert [f.getErrorMessage() for f in refused] == ["update of 70 MiB exceeds max_message_size"]
+    assert other.called and not isinstance(other.result, Failure), "another command is not affected"
+    clock.advance(0)
+    wire.answer()
+    # The refusal is told once; a second late refusal is told by the completion,
+    # which is still sent (the master must see the command end).
+    w.send_mergeable("c1", 10, "last", wire.send_many)
+    clock.advance(0)
+    wire.answer(Failure(ProtocolError("refused again")))
+    done = w.send_ordered(wire.send_one, key="c1")
+    assert wire.messages[-1] == ["ordered"], "the completion is sent"
+    assert not done.called
+    wire.answer()
+    done.addErrback(refused.append)
+    assert [f.getErrorMessage() for f in refused][-1] == "refused again"

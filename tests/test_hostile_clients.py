@@ -47,7 +47,7 @@ from workerwire.conformance import ScriptedWorker
 from workerwire.conformance.harness import within
 from workerwire.errors import ConnectionLost, LoginRefused
 
-from test_app_support import DEADLINE, REACTOR, EventLog, Processes, network_backends, processes, to_toml, until  # noqa: F401
+from test_app_support import DEADLINE, REACTOR, EventLog, Processes, network_backends, to_toml, until
 
 SCALE = float(os.environ.get("WORKERWIRE_HOSTILE_SCALE", "1"))
 IDLE = int(300 * SCALE)              # idle unauthenticated connections

@@ -113,13 +113,6 @@ class StockWorker:
             await within(self.process.ended, self.reactor, TIMEOUT, what="the worker process to end")
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 @pytest_twisted.async_yield_fixture
 async def setup(reactor: Any, tmp_path: Any) -> AsyncIterator[tuple[RecordingMaster, Any, Any, StockWorker]]:
     master = RecordingMaster(reactor)

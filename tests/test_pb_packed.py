@@ -3,15 +3,13 @@ per reactor turn, pipelined under the window (docs/protocols/pb.md, section 7)."
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 import pytest
-import pytest_twisted
 from pytest_twisted import ensureDeferred as async_test
-from twisted.internet.defer import ensureDeferred
 
-from workerwire import LinkOptions, load_backend
+from workerwire import LinkOptions
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.errors import ProtocolError
@@ -20,17 +18,8 @@ from workerwire_pb import connection
 
 
 @pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-@pytest.fixture
-def harness(reactor: Any, tmp_path: Any) -> Iterator[Harness]:
-    h = Harness(load_backend("pb"), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))
-    yield h
-    pytest_twisted.blockon(ensureDeferred(h.close()))
+def harness(make_harness: Any) -> Harness:
+    return make_harness("pb", keepalive_interval=None)
 
 
 @async_test

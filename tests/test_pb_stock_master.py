@@ -20,7 +20,6 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.spread import pb
-from twisted.logger import formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from workerwire import Backoff, LinkOptions, load_backend
@@ -84,30 +83,7 @@ class StockRealm:
         return (pb.IPerspective, avatar, lambda: None)
 
 
-@pytest.fixture(autouse=True)
-def no_errors_logged() -> Any:
-    """Nothing here may log an error or an unhandled failure (warnings are fine)."""
-    from twisted.logger import LogLevel
-
-    errors: list[str] = []
-    allowed: list[str] = []
-
-    def observer(event: dict[str, Any]) -> None:
-        if event.get("log_level") in (LogLevel.error, LogLevel.critical) or event.get("isError"):
-            errors.append(formatEvent(event) + repr(event.get("log_failure", "")))
-
-    globalLogPublisher.addObserver(observer)
-    yield allowed
-    globalLogPublisher.removeObserver(observer)
-    errors = [e for e in errors if not any(a in e for a in allowed)]
-    assert not errors, f"errors logged: {errors[:3]}"
-
-
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
+pytestmark = pytest.mark.usefixtures("no_errors_logged")
 
 
 @pytest_twisted.async_yield_fixture

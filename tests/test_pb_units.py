@@ -31,19 +31,12 @@ from workerwire.errors import (
     UnsupportedValue,
 )
 from workerwire.values import encode
-from workerwire_pb.address import normalize_port
+from workerwire.endpoints import normalize_port
 from workerwire_pb.broker import WireBroker
 from workerwire_pb.connection import normalize_updates
 from workerwire_pb.errors import NO_TRACEBACK, core_error, wire_failure
 from workerwire_pb.security import ATOM_LIMIT, IncomingSecurity, OutgoingSecurity, fits, plain
 from workerwire_pb.transfers import TransferSink, pieces
-
-
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 def _broker(reactor: Any) -> WireBroker:
@@ -200,7 +193,7 @@ def test_local_failures(reactor: Any) -> None:
 
 def test_port_strings(reactor: Any) -> None:
     backend = load_backend("pb")
-    assert normalize_port("9989") == "tcp:9989" and normalize_port(9989) == "tcp:9989"
+    assert normalize_port("9989", "pb") == "tcp:9989" and normalize_port(9989, "pb") == "tcp:9989"
     for good in ("tcp:9989", "tcp:port=0:interface=127.0.0.1", "9989", "unix:/tmp/x.sock", backend.loopback_port()):
         backend.check_port(good)
     for bad in ("", "bogus:1", "tcp:abc", None, "127.0.0.1:9989"):

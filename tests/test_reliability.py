@@ -23,9 +23,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 
-from test_app_support import (  # noqa: F401
-    REACTOR, CliProcess, EventLog, Processes, processes, require_network_backend, to_toml, until,
-)
+from test_app_support import REACTOR, CliProcess, EventLog, Processes, require_network_backend, to_toml, until
 from workerwire.conformance import TCPRelay
 
 PY = sys.executable

@@ -156,13 +156,6 @@ def ssl_port(pair: tuple[str, str], ca: str | None = None) -> str:
 # -- fixtures -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 @pytest.fixture(params=NETWORK_BACKENDS)
 def harness(request: pytest.FixtureRequest, reactor: Any, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(load_backend(request.param), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))

@@ -18,7 +18,7 @@ from pytest_twisted import ensureDeferred as async_test
 from workerwire.conformance import RecordingCommand, within
 from workerwire.transfer import DirectoryWriter, LocalFileReader, LocalFileWriter
 
-from test_pb_buildbot_worker import TIMEOUT, connected, reactor, setup  # noqa: F401  (fixtures)
+from test_pb_buildbot_worker import TIMEOUT, connected, setup  # noqa: F401  (fixtures; reactor is in conftest)
 
 MiB = 1024 * 1024
 

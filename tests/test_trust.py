@@ -27,13 +27,6 @@ from workerwire.conformance import Harness, RecordingCommand, WorkerHandle, with
 from workerwire.errors import ProtocolError, WorkerwireError
 
 
-@pytest.fixture
-def reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 def _harness(name: str, reactor: Any, tmp_path: Any) -> Harness:
     pytest.importorskip(f"workerwire_{name}")
     return Harness(load_backend(name), LinkOptions(keepalive_interval=None), reactor, str(tmp_path))

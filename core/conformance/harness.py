@@ -97,12 +97,13 @@ class RecordingCommand:
         self.done: Deferred[RecordingCommand] = Deferred()
         self._watch: list[tuple[Callable[[], bool], Deferred[None]]] = []
 
-    def remote_update(self, updates: list[Update]) -> None:
+    def remote_update(self, updates: list[Update]) -> object:
         self.update_calls += 1
         for pair in updates:
             assert isinstance(pair, tuple) and len(pair) == 2, f"update {pair!r} is not a (key, value) tuple"
             self.updates.append(pair)
         self._check_watch()
+        return None  # acknowledged at once (a subclass may return a Deferred to hold the ack)
 
     def remote_complete(self, failure: Failure | None = None) -> None:
         self.completions.append(failure)

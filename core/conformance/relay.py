@@ -66,9 +66,10 @@ _TCP = re.compile(r"^tcp:host=(?P<host>[^:]+):port=(?P<port>\d+)$")
 
 async def make_interposer(backend: Backend, address: str, reactor: Any) -> LinkInterposer:
     """An interposer for *address*, or :class:`NoInterposer`."""
-    hook = getattr(backend, "make_interposer", None)
-    if hook is not None:
-        return await maybeDeferred(hook, address, reactor)
+    hook = getattr(backend, "make_interposer", None)  # API 0 backends may lack it
+    interposer = await maybeDeferred(hook, address, reactor) if hook is not None else None
+    if interposer is not None:
+        return interposer
     m = _TCP.match(address)
     if m is None:
         raise NoInterposer(

@@ -55,6 +55,15 @@ class CallTests:
         assert await w.conn.remoteSetBuilderList([]) == []
 
     @async_test
+    async def test_set_builder_list_refuses_what_is_not_a_str(self, harness: Harness) -> None:
+        w = await harness.start_worker(builders=["b1"])
+        for bad in ([(None, "dir")], [("a", None)], [("a", 3)], [("a",)]):
+            with pytest.raises(TypeError, match="builders"):
+                await w.conn.remoteSetBuilderList(bad)  # type: ignore[arg-type]
+        assert sorted(w.bot.builders) == ["b1"], "a refused list reaches no worker"
+        assert "None" not in os.listdir(w.bot.basedir)
+
+    @async_test
     async def test_start_build(self, harness: Harness) -> None:
         w = await harness.start_worker()
         assert await w.conn.remoteStartBuild("b1") is None
@@ -133,7 +142,9 @@ class CallTests:
         assert len(rc.completions) == 1
         failure = rc.completions[0]
         assert failure is not None and failure.check(RemoteCallFailed)
-        assert failure.value.type_name == "ValueError" and failure.value.remote_message == "it broke ✗"
+        error = failure.value
+        assert isinstance(error, RemoteCallFailed)
+        assert error.type_name == "ValueError" and error.remote_message == "it broke ✗"
 
     @async_test
     async def test_unsupported_values_are_refused_before_sending(self, harness: Harness) -> None:

@@ -21,7 +21,7 @@ class StreamingTests:
     @async_test
     async def test_updates_arrive_in_order_then_one_completion(self, harness: Harness) -> None:
         w = await harness.start_worker()
-        updates = [
+        updates: list[list[Any]] = [
             ["header", "starting\n"], ["stdout", "out 1\n"], ["stderr", "err 1\n"], ["stdout", "out 2\n"],
             ["log", ["build.log", "a log line\n"]], ["rc", 3], ["elapsed", 0.125], ["custom", {"k": [1, 2]}],
         ]

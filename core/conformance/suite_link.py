@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from pytest_twisted import ensureDeferred as async_test
@@ -37,7 +37,7 @@ def _counter(reactor: Any) -> tuple[list[int], Deferred[None], Any]:
 async def _all_calls_fail(w: WorkerHandle) -> None:
     from .harness import RecordingCommand as RC
 
-    calls = [
+    calls: list[Callable[[], Deferred[Any]]] = [
         lambda: w.conn.remotePrint("after"),
         w.conn.remoteGetWorkerInfo,
         lambda: w.conn.remoteSetBuilderList([("b1", "b1")]),
@@ -99,6 +99,19 @@ class DisconnectTests:
             await pending
         await within(gone, harness.reactor, what="the worker to notice the abort")
         assert calls == [1]
+
+    @async_test
+    async def test_a_notice_asked_for_after_the_loss_comes_once_and_can_be_unsubscribed(
+            self, harness: Harness) -> None:
+        w = await harness.start_worker()
+        w.conn.loseConnection(abort=True)
+        unwanted: list[int] = []
+        calls, first, cb = _counter(harness.reactor)
+        w.conn.notifyOnDisconnect(lambda: unwanted.append(1)).unsubscribe()
+        w.conn.notifyOnDisconnect(cb)
+        assert calls == [0], "called a turn later, not inside notifyOnDisconnect"
+        await within(first, harness.reactor, what="the late disconnect notice")
+        assert calls == [1] and unwanted == [], "an unsubscribed late notice must not run"
 
     @async_test
     async def test_pending_call_fails_with_connection_lost(self, harness: Harness) -> None:

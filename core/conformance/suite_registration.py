@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import pytest
 from pytest_twisted import ensureDeferred as async_test
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 
 from ..errors import AddressError, DuplicateWorker, LoginRefused, WorkerwireError
 from .harness import Harness, within
@@ -36,8 +37,10 @@ class RegistrationTests:
     async def test_password_change_reregisters(self, harness: Harness) -> None:
         port = harness.port()
         first = await harness.listener.updateRegistration("w1", "old-pw", port)
+        assert first is not None
         w = await harness.start_worker("w1", "old-pw", builders=[])
         second = await harness.listener.updateRegistration("w1", "new-pw", port)
+        assert second is not None
         assert second is not first
         assert second.getPort() == first.getPort(), "a new password keeps the port open where it was"
         assert w.conn.isConnected, "changing credentials does not close existing connections"
@@ -51,8 +54,10 @@ class RegistrationTests:
     async def test_port_change_moves_the_worker(self, harness: Harness) -> None:
         keep = await harness.register("keeper", "pw")  # keeps the first port open
         first = await harness.listener.updateRegistration("w1", "pw", harness.port())
+        assert first is not None
         assert first.getPort() == keep.getPort()
         moved = await harness.listener.updateRegistration("w1", "pw", harness.second_port())
+        assert moved is not None
         assert moved is not first and moved.getPort() != keep.getPort()
         at_old, _ = harness.connector(keep.getAddress(), "w1", "pw")
         with pytest.raises(LoginRefused):
@@ -72,6 +77,7 @@ class RegistrationTests:
         own = harness.backend.create_listener(harness.master, harness.options, harness.reactor)
         harness.extra_listeners.append(own)
         mine = await own.updateRegistration("w1", "pw", harness.port())
+        assert mine is not None
         with pytest.raises(AddressError):
             await own.updateRegistration("w1", "pw", taken)
         assert own.getRegistration("w1") is mine, "a failed move leaves the worker where it was"
@@ -194,7 +200,7 @@ class LoginTests:
         def observer(event: dict) -> None:
             events.append(formatEvent(event) + repr(event.get("log_failure", "")))
 
-        globalLogPublisher.addObserver(observer)
+        globalLogPublisher.addObserver(cast(ILogObserver, observer))
         try:
             reg = await harness.register("w1", "Sesame-Right-77")
             c, _ = harness.connector(reg.getAddress(), "w1", "Sesame-Wrong-88")
@@ -203,7 +209,7 @@ class LoginTests:
             w = await harness.start_worker("w1", "Sesame-Right-77")
             w.conn.loseConnection()
         finally:
-            globalLogPublisher.removeObserver(observer)
+            globalLogPublisher.removeObserver(cast(ILogObserver, observer))
         leaks = [e for e in events if "Sesame-" in e]
         assert not leaks, f"password in log: {leaks[:3]}"
 

@@ -9,13 +9,14 @@ import hashlib
 import io
 import os
 import tarfile
-from typing import Any
+from typing import Any, Callable, cast
 
 import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
+from ..base_connection import BaseConnection
 from ..errors import ConnectionLost, ProtocolError, RemoteCallFailed, UnsupportedValue
 from ..transfer import DirectoryWriter, FileWriter, LocalFileReader, LocalFileWriter, TransferLink, TransferProxy
 from .harness import Harness, RecordingCommand, within
@@ -48,8 +49,9 @@ class RecordingWriter(FileWriter):
             raise OSError(f"disk full (test writer refused {method})")
         self.calls.append((method, arg))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> object:
         self._record("write", data)
+        return None
 
     def utime(self, times: tuple[float, float]) -> None:
         self._record("utime", times)
@@ -150,7 +152,8 @@ def _tar(members: dict[str, bytes], compression: str) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     data = raw.getvalue()
-    return {"gz": gzip.compress, "bz2": bz2.compress, "": lambda d: d}[compression](data)
+    compressors: dict[str, Callable[[bytes], bytes]] = {"gz": gzip.compress, "bz2": bz2.compress, "": bytes}
+    return compressors[compression](data)
 
 
 class TransferTests:
@@ -185,7 +188,7 @@ class TransferTests:
         assert rc2.values("size") == [BIG]
         assert rc2.values("sha256") == [sent_hash]
         assert down_growth < RSS_BOUND, f"resident memory grew by {down_growth / MiB:.0f} MiB during the download"
-        assert len(w.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w.conn).transfer_handles) == 0
         os.unlink(target)
 
     @async_test
@@ -256,9 +259,9 @@ class TransferTests:
         # The worker failed its command with that error: the master sees it too.
         (failure,) = rc.completions
         assert failure is not None and failure.check(RemoteCallFailed)
-        assert failure.value.type_name == "OSError"
+        assert isinstance(failure.value, RemoteCallFailed) and failure.value.type_name == "OSError"
         assert writer.cancelled, "a writer released before close is cancelled"
-        assert len(w.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w.conn).transfer_handles) == 0
 
     @async_test
     async def test_transfer_link_lost_mid_transfer_fails_both_ends(self, harness: Harness) -> None:
@@ -278,7 +281,7 @@ class TransferTests:
         assert writer.cancelled
         assert not os.path.exists(target), "a half-written upload must not look complete"
         assert os.listdir(os.path.dirname(target)) == [], "the temporary file is removed"
-        assert len(w.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w.conn).transfer_handles) == 0
 
     @async_test
     async def test_transfer_foreign_closed_and_released_handles_are_refused(self, harness: Harness) -> None:
@@ -324,7 +327,8 @@ class TransferTests:
         for name in ("A", "B"):
             await w1.conn.remoteInterruptCommand("b1" if name == "A" else "b2", name, "test over")
             await within(commands[name].done, harness.reactor, what=f"command {name} to end")
-        assert len(w1.conn.transfer_handles) == 0 and len(w2.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w1.conn).transfer_handles) == 0
+        assert len(cast(BaseConnection, w2.conn).transfer_handles) == 0
         assert writers["C"].cancelled and not writers["B"].cancelled
 
     @async_test
@@ -335,7 +339,7 @@ class TransferTests:
                      {"files": [RecordingWriter()]}, {"writer": LocalFileReader(__file__)}):
             with pytest.raises(UnsupportedValue):
                 await w.conn.remoteStartCommand(rc, "b1", "bad-args", "upload", args)
-        assert len(w.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w.conn).transfer_handles) == 0
         # The builder is free again: the refused starts left nothing running.
         rc = await harness.run(w, "upload", {"writer": RecordingWriter(), "data": b"ok"})
         assert rc.completions == [None]
@@ -356,7 +360,7 @@ class TransferTests:
                 assert writer.data == b"%d" % i and writer.calls[-1] == ("close", None)
             else:
                 assert rc.values("size") == [len(b"payload %d" % i)]
-        assert len(w.conn.transfer_handles) == 0
+        assert len(cast(BaseConnection, w.conn).transfer_handles) == 0
 
 
 class _BytesReader(LocalFileReader):

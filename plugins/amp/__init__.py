@@ -10,12 +10,11 @@ client endpoint strings (``tcp:host=master:port=9990``).
 
 from __future__ import annotations
 
+
 from typing import Any
 
-from workerwire.backend import Backend, LinkOptions
-from workerwire.backoff import Backoff
+from workerwire.backend import Backend
 
-from .address import check_server_port
 from .commands import CAPABILITIES, PROTOCOL_VERSION
 from .flow import DEFAULT_WINDOW
 from .master import AMPConnection, AMPListener
@@ -40,26 +39,13 @@ class AMPBackend(Backend):
     description = f"Twisted AMP, workerwire dialect v{PROTOCOL_VERSION} (documented; chunked values, flow control)"
     network = True
 
-    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> AMPListener:
-        return AMPListener(master, options, reactor)
-
-    def create_connector(self, bot: Any, address: str, name: str, password: str,
-                         options: LinkOptions | None = None, reactor: Any = None,
-                         backoff: Backoff | None = None) -> AMPConnector:
-        return AMPConnector(bot, address, name, password, options, reactor, backoff)
-
-    def loopback_port(self) -> str:
-        return "tcp:port=0:interface=127.0.0.1"
+    listener_class = AMPListener
+    connector_class = AMPConnector
 
     def raw_frames(self, connector: Any) -> Any:
         from .raw_frames import AMPRawFrames
 
         return AMPRawFrames(connector)
-
-    def check_port(self, portStr: str) -> None:
-        from twisted.internet import reactor
-
-        check_server_port(reactor, portStr)
 
 
 backend = AMPBackend()

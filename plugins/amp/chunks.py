@@ -31,8 +31,9 @@ __all__ = ["MAX_CHUNK", "IN_PARTS", "TRANSFER", "Assembler", "Outgoing", "Part",
 
 #: Largest chunk (and largest inline Value, or part of one): the AMP value limit.
 MAX_CHUNK = 0xFFFF
-#: What :meth:`Outgoing.add` answers for a Value that goes inline in parts.
-IN_PARTS = 0
+#: What :meth:`Outgoing.plan` answers for a Value that goes inline in parts
+#: (a sentinel, never equal to a transfer id or to ``None``).
+IN_PARTS = object()
 #: What :meth:`Outgoing.plan` answers for a Value that needs a transfer.
 TRANSFER = object()
 
@@ -148,19 +149,11 @@ class Outgoing:
         self.transfers: list[tuple[int, bytes]] = []
         self._next_id = next_id
 
-    def add(self, data: bytes) -> int | None:
-        """Account for one encoded Value; say how it travels: ``None`` inline in
-        one value, :data:`IN_PARTS` inline in consecutive parts (the box has
-        keys left for them), else the id of the transfer that carries it.
-
-        :raises ProtocolError: the box's Values together exceed *limit*.
-        """
-        how = self.plan(len(data))
-        return self.transfer(data) if how is TRANSFER else how  # type: ignore[return-value]
-
-    def plan(self, size: int) -> int | None | object:
-        """:meth:`add` for a Value of *size* bytes not assembled yet: ``None``,
-        :data:`IN_PARTS`, or :data:`TRANSFER` (then call :meth:`transfer`).
+    def plan(self, size: int) -> None | object:
+        """Account for one Value of *size* bytes; say how it travels: ``None``
+        inline in one value, :data:`IN_PARTS` inline in consecutive parts (the
+        box has keys left for them), or :data:`TRANSFER` (then call
+        :meth:`transfer`).
 
         :raises ProtocolError: the box's Values together exceed *limit*.
         """

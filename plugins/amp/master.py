@@ -25,27 +25,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.cred.error import UnauthorizedLogin
-from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from workerwire.addresses import bound_port_of
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
-from workerwire.errors import AddressError, LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
-from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
+from workerwire.credentials import ChallengeResponse, new_challenge
+from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
+from workerwire.login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from workerwire.master import MasterHooks, Update as UpdatePair
-from workerwire.tls import dial_address
 from workerwire.transfer import split_refs
 
-from .address import check_server_port, client_address_for
-from .auth import ChallengeResponse, IAMPWorker, new_challenge
 from .commands import (
     CAPABILITIES,
     MIN_PROTOCOL_VERSION,
@@ -93,7 +86,7 @@ class AMPConnection(BaseConnection):
     """One worker logged in over amp."""
 
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
-        super().__init__(listener.master, workerName, "amp", listener.options, listener.reactor)
+        super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._proto = proto
 
     def get_peer(self) -> str:
@@ -152,12 +145,6 @@ class AMPConnection(BaseConnection):
         return pending if isinstance(pending, Deferred) else None
 
 
-@implementer(IRealm)
-class _Realm:
-    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> Any:
-        return (IAMPWorker, avatarId.decode("utf-8"), lambda: None)
-
-
 class MasterProtocol(WireProtocol):
     """The master's end of one worker connection."""
 
@@ -202,10 +189,6 @@ class MasterProtocol(WireProtocol):
 
     # -- connection lifetime ------------------------------------------------
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.listener._protocols.add(self)
-
     def dataReceived(self, data: bytes) -> None:
         if self.ticket is not None and not self.closing and not self.ticket.take(data):
             self.protocol_error(ProtocolError(f"more than {MAX_LOGIN_INPUT} bytes before logging in"))
@@ -222,7 +205,6 @@ class MasterProtocol(WireProtocol):
 
     def link_lost(self, reason: Failure) -> None:
         self._cancel_login_timer()
-        self.listener._protocols.discard(self)
         if self.conn is not None:
             self.conn._on_connection_lost(self.drop_reason or describe_loss(reason))
 
@@ -271,27 +253,12 @@ class MasterProtocol(WireProtocol):
         return ensureDeferred(self._login(username, response))
 
     async def _login(self, username: str, response: bytes) -> dict[str, Any]:
-        ticket = self.ticket
-        if ticket is not None and not ticket.may_check():
-            ticket.throttled(username)
-            self._refuse(GENERIC_REFUSAL, logged=True)
-            raise LoginRefused(GENERIC_REFUSAL)
-        portal = Portal(_Realm(), [self.entry.checker])
         try:
-            _, name, _ = await portal.login(ChallengeResponse(username, self._challenge, response), self, IAMPWorker)
-        except Exception as e:
-            logged = False
-            if not isinstance(e, UnauthorizedLogin):
-                _log.failure("amp master: checking the login of {name!r} failed", name=username)
-            elif ticket is not None:
-                # The guard logs the refusal and says when to answer it.
-                await ticket.refused(username, refusal_reason(e))
-                logged = True
-            refusal = LoginRefused(GENERIC_REFUSAL)
-            self._refuse(refusal, logged=logged)
-            raise refusal from None
-        if ticket is not None:
-            ticket.verified()
+            name = await self.listener.check_login(
+                self.entry, self.ticket, ChallengeResponse(username, self._challenge, response))
+        except LoginRefused as e:
+            self._refuse(e, logged=True)
+            raise
         if self.lost:
             raise LoginRefused("the connection closed during the login")
         self.conn = AMPConnection(self.listener, str(name), self)
@@ -388,7 +355,7 @@ class _Factory(ServerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = MasterProtocol(self.listener, self.entry)
-        proto.ticket = self.listener.login_guard.admit(addr, lambda: proto.close(abort=True))
+        proto.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
         if proto.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         return proto
@@ -403,45 +370,13 @@ class AMPListener(BaseListener):
     backendName = "amp"
 
     def __init__(self, master: MasterHooks, options: LinkOptions | None = None, reactor: Any = None,
-                 window: int | None = None):
-        super().__init__(master, options, reactor)
+                 window: int | None = None, backend_name: str | None = None):
+        super().__init__(master, options, reactor, backend_name)
         # Default: the shared option (LinkOptions.output_window), so the window
         # is configured like every other link option.
         self.window = self.options.output_window if window is None else window
         if self.window < 1:
             raise ValueError("window must be positive")
-        self._protocols: set[MasterProtocol] = set()
 
-    def _check_port_str(self, portStr: str) -> None:
-        check_server_port(self.reactor, portStr)
-
-    def _open_port(self, entry: OpenPort) -> Deferred[None]:
-        return ensureDeferred(self._open(entry))
-
-    async def _open(self, entry: OpenPort) -> None:
-        endpoint = check_server_port(self.reactor, entry.port_str)
-        try:
-            port = await endpoint.listen(self.login_guard.guarded(_Factory(self, entry)))
-        except CannotListenError as e:
-            raise AddressError(f"cannot listen on {entry.port_str!r}: {e.socketError or e}") from None
-        entry.listening = port
-        host = port.getHost()
-        entry.port = bound_port_of(host)  # a UNIX socket has a path, not a port
-        entry.address = dial_address(entry.port_str, client_address_for(host))  # tls:host=... for a TLS port
-        _log.info("amp master: listening on {address} ({port_str})", address=entry.address,
-                  port_str=entry.port_str)
-
-    def _close_port(self, entry: OpenPort) -> Deferred[None]:
-        return maybeDeferred(entry.listening.stopListening)
-
-    def stopListening(self) -> Deferred[None]:
-        """As the contract says; also drops connections that have not logged in."""
-        d = super().stopListening()
-
-        def drop_unauthenticated(result: object) -> object:
-            for proto in list(self._protocols):
-                if proto.conn is None:
-                    proto.close(abort=True)
-            return result
-
-        return d.addBoth(drop_unauthenticated)
+    def build_factory(self, entry: OpenPort) -> ServerFactory:
+        return _Factory(self, entry)

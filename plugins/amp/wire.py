@@ -153,7 +153,7 @@ class WireProtocol(amp.AMP):
         if transport is None or self.lost:
             return
         if abort:
-            transport.abortConnection()
+            transport.abortConnection()  # type: ignore[attr-defined]  # every stream transport has it
             return
         transport.loseConnection()
         if self._abort_call is None:
@@ -171,7 +171,7 @@ class WireProtocol(amp.AMP):
     def _abort(self) -> None:
         self._abort_call = None
         if self.transport is not None and not self.lost:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # every stream transport has it
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self.lost:
@@ -276,7 +276,9 @@ class WireProtocol(amp.AMP):
             if self._box_keys > MAX_KEYS:
                 self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
                 return False
-            self._currentBox[key] = string
+            box = self._currentBox
+            assert box is not None, "a key is set only while a box is being parsed"
+            box[key] = string
             self._currentKey = None
             return True
         if len(string) > MAX_KEY_LENGTH:

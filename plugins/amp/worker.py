@@ -13,22 +13,21 @@ import traceback
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
 from workerwire.master import Update as UpdatePair
 from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import array_header, encode, encode_pairs
 from workerwire.worker import WorkerBot
 
-from .address import check_client_address
-from .auth import login_response
+from workerwire.credentials import login_response
+from workerwire.endpoints import parse_client_address
 from .commands import (
     CAPABILITIES,
     MIN_PROTOCOL_VERSION,
@@ -108,7 +107,7 @@ class _Channel(BaseCommandChannel):
         proto = self._session.proto
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
-            label=f"the completion of command {self.commandId!r}")
+            label=f"the completion of command {self.commandId!r}", key=self)
 
 
 def _failed(error: BaseException) -> Deferred[None]:
@@ -249,73 +248,32 @@ class WorkerProtocol(WireProtocol):
         return {}
 
 
-class _Attempt:
-    """One connect-and-login attempt; :attr:`result` fires with the session."""
+class _Attempt(LoginAttempt):
+    """One connect-and-login: ``Hello``, then ``Login`` with the challenge's answer."""
 
     def __init__(self, connector: "AMPConnector"):
-        self.connector = connector
-        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
+        super().__init__(connector)
         self.proto: WorkerProtocol | None = None
         self.session: _Session | None = None
-        self._connecting: Deferred[Any] | None = None
-        self._timer: IDelayedCall | None = None
 
-    def start(self) -> Deferred[WorkerSession]:
-        c = self.connector
-        self._timer = c.reactor.callLater(c.options.login_timeout, self._timed_out)
-        factory = Factory.forProtocol(lambda: WorkerProtocol(c))
+    def build_factory(self) -> Factory[Any]:
+        connector = self.connector
+        factory: Factory[Any] = Factory.forProtocol(lambda: WorkerProtocol(connector))  # type: ignore[arg-type]
         factory.noisy = False
-        self._connecting = c.endpoint.connect(factory)
-        self._connecting.addCallbacks(self._connected, self._connect_failed)
-        return self.result
+        return factory
 
-    def _finish(self, outcome: WorkerSession | Failure) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self.result.called:
-            return
-        if isinstance(outcome, Failure):
-            if self.proto is not None:
-                self.proto.close()
-            self.result.errback(outcome)
-        else:
-            self.result.callback(outcome)
-
-    def _cancel(self, d: Deferred[WorkerSession]) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._connecting is not None and not self._connecting.called:
-            self._connecting.cancel()
+    def drop(self, abort: bool) -> None:
         if self.proto is not None:
-            self.proto.close(abort=True)
+            self.proto.close(abort=abort)
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self._connecting is not None and not self._connecting.called:
-            self._connecting.cancel()
-        if self.proto is not None:
-            self.proto.close(abort=True)
-        self._finish(Failure(ConnectionLost(
-            f"no login answer from {self.connector.address} within {self.connector.options.login_timeout:g} s")))
-
-    def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = None
-        self._finish(failure)
-
-    def _connected(self, proto: WorkerProtocol) -> None:
-        self._connecting = None
-        if self.result.called:
-            proto.close(abort=True)
-            return
-        self.proto = proto
-        self.session = session = _Session(self.connector, proto)
+    def connected(self, proto: WorkerProtocol) -> None:
+        self.proto, self.peer = proto, proto.peer
+        self.session = session = _Session(proto.connector, proto)
         proto.session = session
-        session.lost_before_login = lambda reason: self._finish(
-            Failure(ConnectionLost(f"link closed during login: {reason}")))
+        session.lost_before_login = self.lost_during_login
         proto.call(
             Hello, min_version=MIN_PROTOCOL_VERSION, max_version=PROTOCOL_VERSION,
-            capabilities=list(CAPABILITIES), max_message_size=self.connector.options.max_message_size,
+            capabilities=list(CAPABILITIES), max_message_size=proto.options.max_message_size,
         ).addCallbacks(self._hello_answered, self._refused)
 
     def _hello_answered(self, answer: dict[str, Any]) -> None:
@@ -324,20 +282,20 @@ class _Attempt:
         assert self.proto is not None and self.session is not None
         version = answer["version"]
         if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
-            return self._finish(Failure(LoginRefused(
+            return self.failed(LoginRefused(
                 f"the master chose amp dialect version {version}; this worker speaks "
-                f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}")))
+                f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"))
         missing = REQUIRED_BY_WORKER - set(answer["capabilities"])
         if missing:
-            return self._finish(Failure(LoginRefused(
-                f"the master lacks the capabilities {', '.join(sorted(missing))} this worker requires")))
+            return self.failed(LoginRefused(
+                f"the master lacks the capabilities {', '.join(sorted(missing))} this worker requires"))
         if answer["max_message_size"] < 1024 or answer["window"] < 1:
             self.proto.protocol_error(ProtocolError("Hello answer with max_message_size < 1024 or window < 1"))
-            return self._finish(Failure(ProtocolError("malformed Hello answer from the master")))
+            return self.failed(ProtocolError("malformed Hello answer from the master"))
         self.proto.peer_max_message_size = answer["max_message_size"]
         self.proto.peer_parts = "parts" in answer["capabilities"]
         window = self.session.window
-        window.limit = min(self.connector.window, answer["window"])
+        window.limit = min(self.proto.connector.window, answer["window"])
         self.session.transfers.window = window.limit
         window.batch_limit = min(window.batch_limit, self.proto.outgoing_limit)
         self.proto.phase = "serving"
@@ -348,17 +306,15 @@ class _Attempt:
         return None
 
     def _logged_in(self, answer: dict[str, Any]) -> None:
-        if self.result.called:
-            return
-        assert self.session is not None
-        self.session.logged_in = True
-        self._finish(self.session)
+        if self.session is not None and not self.result.called:
+            self.session.logged_in = True
+            self.succeeded(self.session)
 
     def _refused(self, failure: Failure) -> None:
         failure = translate_failure(failure)
         if not failure.check(LoginRefused, ConnectionLost):
             failure = Failure(LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
-        self._finish(failure)
+        self.failed(failure)
 
 
 class AMPConnector(BaseWorkerConnector):
@@ -373,14 +329,14 @@ class AMPConnector(BaseWorkerConnector):
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None,
-                 window: int | None = None):
-        super().__init__(bot, address, name, password, options, reactor, backoff)
+                 window: int | None = None, backend_name: str | None = None):
+        super().__init__(bot, address, name, password, options, reactor, backoff, backend_name)
         # Default: the shared option (LinkOptions.output_window), so the window
         # is configured like every other link option.
         self.window = self.options.output_window if window is None else window
         if self.window < 1:
             raise ValueError("window must be positive")
-        self.endpoint = check_client_address(self.reactor, address)
+        self.endpoint = parse_client_address(self.reactor, address, self.backendName)
 
     @property
     def session(self) -> _Session | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workerwire.backend import Backend, LinkOptions
-from workerwire.backoff import Backoff
+from workerwire.backend import Backend
 
 from .master import NullConnection, NullListener, parse_port
 from .worker import NullConnector
@@ -24,13 +23,8 @@ class NullBackend(Backend):
     description = "in-process link (master and workers in one process), strict as a network backend"
     network = False
 
-    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> NullListener:
-        return NullListener(master, options, reactor)
-
-    def create_connector(self, bot: Any, address: str, name: str, password: str,
-                         options: LinkOptions | None = None, reactor: Any = None,
-                         backoff: Backoff | None = None) -> NullConnector:
-        return NullConnector(bot, address, name, password, options, reactor, backoff)
+    listener_class = NullListener
+    connector_class = NullConnector
 
     def loopback_port(self) -> str:
         return "null:0"

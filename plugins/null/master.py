@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.cred import credentials, error as cred_error
-from twisted.cred.portal import IRealm, Portal
+from twisted.cred import credentials
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
@@ -104,17 +102,12 @@ class NullConnection(BaseConnection):
         return None
 
 
-@implementer(IRealm)
-class _Realm:
-    def requestAvatar(self, avatarId: bytes, mind: Any, *interfaces: Any) -> Any:
-        return (interfaces[0], avatarId.decode("utf-8"), lambda: None)
-
-
 class NullListener(BaseListener):
     backendName = "null"
 
-    def __init__(self, master: Any, options: LinkOptions | None = None, reactor: Any = None):
-        super().__init__(master, options, reactor)
+    def __init__(self, master: Any, options: LinkOptions | None = None, reactor: Any = None,
+                 backend_name: str | None = None):
+        super().__init__(master, options, reactor, backend_name)
         self._network = network_for(self.reactor)
 
     def _check_port_str(self, portStr: str) -> None:
@@ -133,7 +126,6 @@ class NullListener(BaseListener):
 
     def _accept(self, pipe: PipeEnd, entry: OpenPort) -> None:
         state: dict[str, Any] = {"conn": None}
-        portal = Portal(_Realm(), [entry.checker])
         timeout = self.reactor.callLater(
             self.options.login_timeout, lambda: pipe.close("no login within the login timeout"))
 
@@ -145,7 +137,7 @@ class NullListener(BaseListener):
                 raise ProtocolError(f"{peer_text(method)} before login; log in first")
             state["logging_in"] = True
             name, password = str(args[0]), str(args[1])
-            return self._login(portal, peer, name, password, state, timeout)
+            return self._login(entry, peer, name, password, state, timeout)
 
         def lost(reason: str) -> None:
             if timeout.active():
@@ -160,14 +152,10 @@ class NullListener(BaseListener):
         peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic, self.options, "master",
                            self.login_guard.stats)
 
-    async def _login_async(self, portal: Portal, peer: MessagePeer, name: str, password: str,
+    async def _login_async(self, entry: OpenPort, peer: MessagePeer, name: str, password: str,
                            state: dict[str, Any], timeout: Any) -> None:
-        try:
-            _, avatar_name, _ = await portal.login(
-                credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8")), None, object)
-        except cred_error.UnauthorizedLogin as e:
-            _log.warn("null login refused for {name!r} from {peer}", name=name, peer=peer.pipe.description)
-            raise LoginRefused(str(e)) from None
+        creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
+        avatar_name = await self.check_login(entry, None, creds)  # logs a refusal and raises LoginRefused
         conn = NullConnection(self, avatar_name, peer)
         peer.worker_name = avatar_name
         state["conn"] = conn
@@ -180,6 +168,6 @@ class NullListener(BaseListener):
         if timeout.active():
             timeout.cancel()
 
-    def _login(self, portal: Portal, peer: MessagePeer, name: str, password: str, state: dict[str, Any],
+    def _login(self, entry: OpenPort, peer: MessagePeer, name: str, password: str, state: dict[str, Any],
                timeout: Any) -> Deferred[None]:
-        return ensureDeferred(self._login_async(portal, peer, name, password, state, timeout))
+        return ensureDeferred(self._login_async(entry, peer, name, password, state, timeout))

@@ -151,7 +151,7 @@ class MessagePeer:
 
     def _error(self, failure: Failure, call_id: int) -> None:
         if not self.pipe.closed:
-            type_name, message = error_to_wire(failure.value)
+            type_name, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
             self.pipe.send(encode(["error", call_id, type_name, message]))
 
     def _closed(self, reason: str) -> None:

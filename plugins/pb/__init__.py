@@ -13,12 +13,11 @@ Masters listen on Twisted server endpoint strings (``tcp:9989``,
 
 from __future__ import annotations
 
+
 from typing import Any
 
-from workerwire.backend import Backend, LinkOptions
-from workerwire.backoff import Backoff
+from workerwire.backend import Backend
 
-from .address import server_endpoint
 from .connection import PBConnection
 from .master import PBListener
 from .worker import PBConnector
@@ -33,28 +32,13 @@ class PBBackend(Backend):
     description = "Twisted Perspective Broker in Buildbot's PB worker dialect (serves stock buildbot-worker 4.x)"
     network = True
 
-    def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> PBListener:
-        return PBListener(master, options, reactor)
-
-    def create_connector(self, bot: Any, address: str, name: str, password: str,
-                         options: LinkOptions | None = None, reactor: Any = None,
-                         backoff: Backoff | None = None) -> PBConnector:
-        return PBConnector(bot, address, name, password, options, reactor, backoff)
-
-    def loopback_port(self) -> str:
-        return "tcp:port=0:interface=127.0.0.1"
+    listener_class = PBListener
+    connector_class = PBConnector
 
     def raw_frames(self, connector: Any) -> Any:
         from .raw_frames import PBRawFrames
 
         return PBRawFrames(connector)
-
-    def check_port(self, portStr: str) -> None:
-        """Raise :class:`~workerwire.errors.AddressError` unless *portStr* is a
-        Twisted server endpoint string (or a bare port number); listens on nothing."""
-        from twisted.internet import reactor
-
-        server_endpoint(reactor, portStr)
 
 
 backend = PBBackend()

@@ -87,7 +87,7 @@ class _CommandRef(Servant):
         self.conn = conn
         self.commandId = commandId
 
-    def remote_update(self, updates: Any) -> int:
+    def remote_update(self, updates: Any) -> int | Deferred[int]:
         try:
             batch, top = normalize_updates(updates, node_limit(self.conn.options.max_message_size))
         except ProtocolError as e:
@@ -182,7 +182,7 @@ class PBConnection(BaseConnection):
     """
 
     def __init__(self, listener: Any, workerName: str, broker: WireBroker, bot: pb.RemoteReference):
-        super().__init__(listener.master, workerName, "pb", listener.options, listener.reactor)
+        super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._broker = broker
         self._bot = bot
         self.builders: dict[str, pb.RemoteReference] = {}

@@ -21,14 +21,16 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
+from workerwire.base_worker import (
+    BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now,
+)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.endpoints import parse_client_address
 from workerwire.flow import SendWindow, approx_size
 from workerwire.master import Update
 from workerwire.transfer import HANDLE_KEYS, TransferLink, TransferProxy
 from workerwire.values import encode
 
-from .address import client_endpoint
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
 from .security import ATOM_LIMIT, fits, node_limit, plain
@@ -72,35 +74,37 @@ class _Channel(BaseCommandChannel):
 
     def _send_update(self, updates: list[Update]) -> Deferred[None]:
         window = self._link.window
-        features = self._link.broker.peer_features
+        features = self._link.wire.peer_features
         if features and features.get("packed_updates"):
             # A workerwire master: MessagePack, which both ends handle in C
             # (update() has checked the values).
             data = encode([[key, value] for key, value in updates], checked=True)
             if len(data) <= ATOM_LIMIT:
-                return window.send_mergeable(self._packed_key, len(data), data, self._send_packed, self._label)
+                return window.send_mergeable(self._packed_key, len(data), data, self._send_packed, self._label,
+                                              owner=self)
         wire = [[{key: value}, 0] for key, value in updates]
         if fits(wire):
             return window.send_mergeable(self, approx_size(updates), wire, self._send_many, self._label)
         # Too large for one PB frame: sent alone and at once (through the
         # chunking extension), so that a refusal reaches this update's caller.
-        broker, ref = self._link.broker, self._ref
-        return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label)
+        broker, ref = self._link.wire, self._ref
+        return window.send_update(approx_size(updates), lambda: broker.call(ref, "update", wire), self._label,
+                                  key=self)
 
     def _send_packed(self, packed: list[bytes]) -> Deferred[Any]:
-        return self._link.broker.call(self._ref, "packedUpdate", packed)
+        return self._link.wire.call(self._ref, "packedUpdate", packed)
 
     def _send_many(self, batches: list[list[Any]]) -> Deferred[Any]:
         wire = batches[0] if len(batches) == 1 else [entry for batch in batches for entry in batch]
-        return self._link.broker.call(self._ref, "update", wire)
+        return self._link.wire.call(self._ref, "update", wire)
 
     def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
         self._link.forget_handles(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
-        broker, ref = self._link.broker, self._ref
+        broker, ref = self._link.wire, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
-                                              f"the completion of command {self.commandId!r}")
+                                              f"the completion of command {self.commandId!r}", key=self)
 
 
 class _Builder(Servant):
@@ -181,19 +185,14 @@ class _Bot(Servant):
         return call_bot(self.link.connector.bot, "shutdown")
 
 
-class _Link(WorkerSession):
+class _Link(LoginAttempt, WorkerSession):
     """One connection attempt, and once logged in, the session."""
 
     def __init__(self, connector: "PBConnector"):
-        self.connector = connector
-        self.reactor = connector.reactor
-        self.broker: WireBroker = None  # type: ignore[assignment]
+        super().__init__(connector)
+        self.broker: WireBroker | None = None
         self.perspective: pb.RemoteReference | None = None
         self.logged_in = False
-        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
-        self._connecting: Deferred[Any] | None = None
-        self._timer = self.reactor.callLater(connector.options.login_timeout, self._timed_out)
-        self.peer = connector.address
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
         #: Flow control of the commands' output (``LinkOptions.output_window``).
@@ -225,19 +224,19 @@ class _Link(WorkerSession):
             return fail(ProtocolError(f"no transfer handle {handleId} for command {commandId!r} on this link"))
         if method == "utime":
             args = [tuple(args[0])]  # Buildbot's FileWriterImpl unpacks (atime, mtime)
-        return self.broker.call(ref, method, *args).addErrback(_core_failure)
+        return self.wire.call(ref, method, *args).addErrback(_core_failure)
+
+    @property
+    def wire(self) -> WireBroker:
+        """The broker; it exists from the connection on (channels and the
+        session's calls come later)."""
+        assert self.broker is not None, "no broker before the connection"
+        return self.broker
 
     # -- dialling and login -----------------------------------------------------
 
-    def start(self) -> Deferred[WorkerSession]:
-        try:
-            endpoint = client_endpoint(self.reactor, self.connector.address)
-        except Exception as e:
-            self._fail(e)
-            return self.result
-        self._connecting = endpoint.connect(_ClientFactory(self))
-        self._connecting.addCallbacks(self._connected, self._fail)
-        return self.result
+    def build_factory(self) -> "_ClientFactory":
+        return _ClientFactory(self)
 
     def build_broker(self) -> WireBroker:
         broker = WireBroker(True, self.connector.options, self.reactor)
@@ -246,9 +245,11 @@ class _Link(WorkerSession):
         self.broker = broker
         return broker
 
-    def _connected(self, broker: WireBroker) -> None:
-        self._connecting = None
-        self.peer = broker.peer
+    def connected(self, broker: WireBroker) -> None:
+        self.peer = broker.peer  # the login starts once the PB dialect is agreed: ready()
+
+    def drop(self, abort: bool) -> None:
+        self.close(abort)
 
     def ready(self, broker: WireBroker) -> None:
         """The PB dialect is agreed: log in."""
@@ -275,26 +276,19 @@ class _Link(WorkerSession):
         d.addCallbacks(self._logged_in, self._refused)
 
     def _logged_in(self, _: Any) -> None:
-        if self.result.called:
+        if self.result.called or self.broker is None:
             return
         self.logged_in = True
-        self._stop_timer()
         if self.broker.peer_features and self.broker.peer_features.get("packed_updates"):
             self.window.batch_limit = PACKED_BATCH
-        self.result.callback(self)
+        self.succeeded(self)
 
     def _refused(self, failure: Failure) -> None:
         error = core_error(failure)
         if isinstance(error, RemoteCallFailed):
             # e.g. Buildbot's RuntimeError("rejecting duplicate worker")
             error = LoginRefused(f"the master refused the login: {error}")
-        self.close()
-        self._fail(error)
-
-    def _fail(self, error: Any) -> None:
-        self._stop_timer()
-        if not self.result.called:
-            self.result.errback(error if isinstance(error, Failure) else Failure(error))
+        self.failed(error)
 
     def _lost(self, reason: str) -> None:
         self.window.lost(reason)
@@ -302,38 +296,19 @@ class _Link(WorkerSession):
         if self.logged_in:
             self.connector._session_lost(self, reason)
         else:
-            self._fail(ConnectionLost(f"link to the master at {self.peer} closed during login: {reason}"))
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if not self.result.called:
-            self.close(abort=True)
-            self._fail(ConnectionLost(
-                f"no login answer from the master at {self.peer} within "
-                f"{self.connector.options.login_timeout:g} s"))
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _cancel(self, d: Deferred[Any]) -> None:
-        self._stop_timer()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self.close(abort=True)
+            self.lost_during_login(reason)
 
     # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
         if self.perspective is None:
             return fail(ConnectionLost("not logged in"))
-        return _core(self.broker.call(self.perspective, "keepalive"))
+        return _core(self.wire.call(self.perspective, "keepalive"))
 
     def request_shutdown(self) -> Deferred[None]:
         if self.perspective is None:
             return fail(ConnectionLost("not logged in"))
-        return _core(self.broker.call(self.perspective, "shutdown"))
+        return _core(self.wire.call(self.perspective, "shutdown"))
 
     def close(self, abort: bool = False) -> None:
         if self.broker is not None:
@@ -367,7 +342,8 @@ class PBConnector(BaseWorkerConnector):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        client_endpoint(self.reactor, self.address)  # AddressError now, not at the first attempt
+        # AddressError now, not at the first attempt:
+        parse_client_address(self.reactor, self.address, self.backendName)
 
     def _connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()

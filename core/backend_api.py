@@ -1,0 +1,73 @@
+"""The backend API: everything a backend author builds on, in one place.
+
+``workerwire.backend_api`` is the public, versioned surface between core and a
+backend (:data:`API_VERSION`).  A backend implements the *hooks* below and
+calls the *events*; core owns everything else -- registrations and shared
+ports, opening ports, the login sequence and its guard, credentials, the
+worker's login attempt and its timeout, reconnecting, keepalive, the
+``Connection`` contract, flow control.  ``docs/writing-a-backend.md`` has the
+table of hooks and events with their lifecycle rules.
+
+Master side
+    :class:`BaseListener` (hooks: :meth:`~BaseListener.build_factory`, or
+    ``_open_port``/``_close_port`` for a backend without endpoint strings;
+    plumbing it calls: :meth:`~BaseListener.check_login`,
+    :meth:`~BaseListener.attach`, ``login_guard.admit``);
+    :class:`BaseConnection` (hooks: ``_remote_*``, ``_lose_connection``,
+    ``get_peer``, ``_translate_failure``; events: ``_on_traffic``,
+    ``_on_update``, ``_on_complete``, ``_on_worker_keepalive``,
+    ``_on_shutdown_request``, ``_on_connection_lost``).
+
+Worker side
+    :class:`BaseWorkerConnector` (hook: ``_connect_once``, which a network
+    backend writes as ``return MyAttempt(self).start()``);
+    :class:`LoginAttempt` (hooks: ``build_factory``, ``connected``, ``drop``;
+    events: ``succeeded``, ``failed``, ``lost_during_login``);
+    :class:`WorkerSession`; :class:`BaseCommandChannel`; :func:`call_bot`.
+
+Credentials and helpers
+    :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`
+    (HMAC-SHA256 challenge-response, ready to use); :class:`SendWindow`
+    (output flow control); :func:`parse_client_address`,
+    :func:`parse_server_port`, :func:`describe_peer`.
+"""
+
+from __future__ import annotations
+
+from .addresses import describe_peer
+from .backend import API_VERSION, Backend, LinkOptions
+from .base_connection import BaseConnection
+from .base_listener import BaseListener, OpenPort, WorkerCredentials
+from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now
+from .credentials import ChallengeResponse, IWorkerName, WorkerRealm, login_response, new_challenge
+from .endpoints import parse_client_address, parse_server_port
+from .flow import SendWindow
+from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
+
+__all__ = [
+    "API_VERSION",
+    "Backend",
+    "LinkOptions",
+    "BaseListener",
+    "OpenPort",
+    "WorkerCredentials",
+    "BaseConnection",
+    "BaseWorkerConnector",
+    "BaseCommandChannel",
+    "LoginAttempt",
+    "WorkerSession",
+    "call_bot",
+    "call_bot_now",
+    "ChallengeResponse",
+    "IWorkerName",
+    "WorkerRealm",
+    "login_response",
+    "new_challenge",
+    "SendWindow",
+    "parse_client_address",
+    "parse_server_port",
+    "describe_peer",
+    "GENERIC_REFUSAL",
+    "CloseAtOnce",
+    "LoginTicket",
+]

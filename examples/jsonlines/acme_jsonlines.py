@@ -1,0 +1,398 @@
+"""A minimal reference backend: one JSON object per line over TCP (backend API 1).
+
+It is written as a third party would write one, against ``workerwire.backend_api``
+only, and passes the whole conformance suite.  Core does the plumbing (ports,
+the login sequence and its guard, credentials, the login attempt and its
+timeout, reconnecting, keepalive, the ``Connection`` contract, flow control);
+this module is the framing, the encoding and the mapping of messages to
+core's events.
+
+Wire (both directions), one JSON object per line::
+
+    {"call": ID, "method": NAME, "args": B64}   ->   {"answer": ID, "result": B64}
+                                                or   {"error": ID, "type": NAME, "message": TEXT}
+
+``B64`` is base64 of the MessagePack encoding of the value (``workerwire.values``:
+JSON alone cannot carry bytes).  A worker calls ``hello`` (answer: a challenge),
+then ``login(name, HMAC-SHA256(password, challenge))``; after that the master
+calls ``print``, ``getWorkerInfo``, ``setBuilderList``, ``startBuild``,
+``startCommand``, ``interruptCommand``, ``shutdown`` and ``ping``, and the worker
+calls ``update(id, [[key, value], ...])``, ``complete(id, error|null)``,
+``keepalive``, ``shutdown`` and ``transfer(id, handle, method, args)`` (file
+transfer handles travel as ``{key: [handle, kind]}`` after ``startCommand``'s args).  Install it with the entry point
+``acme-jsonlines = acme_jsonlines:backend`` in ``workerwire.backends``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from workerwire.backend_api import (
+    Backend,
+    BaseCommandChannel,
+    BaseConnection,
+    BaseListener,
+    BaseWorkerConnector,
+    ChallengeResponse,
+    CloseAtOnce,
+    LinkOptions,
+    LoginAttempt,
+    OpenPort,
+    SendWindow,
+    WorkerSession,
+    call_bot,
+    describe_peer,
+    login_response,
+    new_challenge,
+)
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
+from workerwire.flow import approx_size
+from workerwire.transfer import TransferLink, attach_proxies, split_refs
+from workerwire.values import decode, encode
+
+__all__ = ["backend", "JsonLinesBackend"]
+
+
+def _pack(value: Any) -> str:
+    return base64.b64encode(encode(value)).decode("ascii")
+
+
+def _unpack(text: Any, limit: int) -> Any:
+    if not isinstance(text, str):
+        raise ProtocolError("a value must be a base64 string")
+    return decode(base64.b64decode(text, validate=True), limit)
+
+
+class Line(Protocol):
+    """Calls and answers, one JSON object per line; *serve(method, args)* answers
+    the peer's calls (a value or a Deferred of one)."""
+
+    def __init__(self, options: LinkOptions, serve: Callable[[str, list[Any]], Any]):
+        self.options = options
+        self.serve = serve
+        self.max_line = options.max_message_size * 4 // 3 + 4096  # base64 and the JSON around it
+        self.parts: list[bytes] = []  # of the line being received (no copy per read)
+        self.size = 0
+        self.pending: dict[int, Deferred[Any]] = {}
+        self.next_id = 0
+        self.lost = False
+        self.on_data: Callable[[bytes], bool] = lambda data: True  # false: refuse the input
+        self.on_traffic: Callable[[], None] = lambda: None
+        self.on_lost: Callable[[str], None] = lambda reason: None
+
+    def call(self, method: str, *args: Any) -> Deferred[Any]:
+        if self.lost:
+            return fail(ConnectionLost("the link is closed"))
+        try:
+            line = json.dumps({"call": self.next_id, "method": method, "args": _pack(list(args))}).encode()
+        except Exception as e:
+            return fail(e)
+        if len(line) > self.max_line:
+            return fail(ProtocolError(f"{method} of {len(line)} bytes exceeds the message limit"))
+        d: Deferred[Any] = Deferred()
+        self.pending[self.next_id] = d
+        self.next_id += 1
+        self.send(line)
+        return d
+
+    def close(self, abort: bool = False) -> None:
+        if self.transport is not None and not self.lost:
+            if abort:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+            else:
+                self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.on_data(data):
+            return self.protocol_error(ProtocolError("too much input before logging in"))
+        start = 0
+        while not self.lost:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self.parts.append(data[start:])
+                self.size += len(data) - start
+                if self.size > self.max_line:
+                    self.protocol_error(ProtocolError(f"a message longer than {self.max_line} bytes"))
+                return
+            self.parts.append(data[start:end])
+            line, self.parts, self.size = b"".join(self.parts), [], 0
+            start = end + 1
+            self.lineReceived(line)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.on_traffic()
+        try:
+            msg = json.loads(line)
+            if "call" in msg:
+                self._dispatch(int(msg["call"]), str(msg["method"]), _unpack(msg["args"], self.options.max_message_size))
+            elif "answer" in msg:
+                self._resolve(msg["answer"]).callback(_unpack(msg["result"], self.options.max_message_size))
+            else:
+                self._resolve(msg["error"]).errback(error_from_wire(str(msg["type"]), str(msg["message"])))
+        except Exception as e:
+            self.protocol_error(e if isinstance(e, ProtocolError) else ProtocolError(f"malformed message: {e}"))
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self.close(abort=True)
+
+    def _resolve(self, call_id: Any) -> Deferred[Any]:
+        d = self.pending.pop(call_id, None)
+        if d is None:
+            raise ProtocolError(f"answer to call {call_id!r}, which is not pending")
+        return d
+
+    def _dispatch(self, call_id: int, method: str, args: Any) -> None:
+        if not isinstance(args, list):
+            raise ProtocolError("call arguments must be a list")
+        d = maybeDeferred(self.serve, method, args)
+        d.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
+
+    def _answer(self, result: Any, call_id: int) -> None:
+        if not self.lost:
+            try:
+                self.send(json.dumps({"answer": call_id, "result": _pack(result)}).encode())
+            except Exception:
+                self._error(Failure(), call_id)
+
+    def _error(self, failure: Failure, call_id: int) -> None:
+        if not self.lost:
+            kind, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
+            self.send(json.dumps({"error": call_id, "type": kind, "message": message}).encode())
+
+    def send(self, line: bytes) -> None:
+        self.transport.writeSequence([line, b"\n"])  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        pending, self.pending = self.pending, {}
+        for d in pending.values():
+            d.errback(ConnectionLost("connection lost"))
+        self.on_lost(reason.getErrorMessage() if reason is not None else "connection closed")
+
+
+# -- master side ------------------------------------------------------------------------------
+
+
+class JsonConnection(BaseConnection):
+    def __init__(self, listener: "JsonListener", name: str, line: Line):
+        super().__init__(listener.master, name, listener.backendName, listener.options, listener.reactor)
+        self.line = line
+
+    def get_peer(self) -> str:
+        return describe_peer(self.line.transport)
+
+    def _remote_print(self, message: str) -> Deferred[Any]:
+        return self.line.call("print", message)
+
+    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+        return self.line.call("getWorkerInfo")
+
+    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+        return self.line.call("setBuilderList", builders)
+
+    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+        return self.line.call("startBuild", builderName)
+
+    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+                              args: dict[str, Any]) -> Deferred[Any]:
+        plain, handles = split_refs(args)
+        return self.line.call("startCommand", builderName, commandId, commandName, plain, handles)
+
+    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+        return self.line.call("interruptCommand", builderName, commandId, why)
+
+    def _remote_shutdown(self) -> Deferred[Any]:
+        return self.line.call("shutdown")
+
+    def _remote_keepalive(self) -> Deferred[Any]:
+        return self.line.call("ping")
+
+    def _lose_connection(self, abort: bool) -> None:
+        self.line.close(abort)
+
+    def serve(self, method: str, args: list[Any]) -> Any:
+        """The worker's calls, once logged in."""
+        if method == "update":
+            updates = [(str(key), value) for key, value in args[1]]
+            return self._on_update(str(args[0]), updates)  # the answer waits for a Deferred
+        if method == "complete":
+            self._on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))
+        elif method == "keepalive":
+            self._on_worker_keepalive()
+        elif method == "shutdown":
+            self._on_shutdown_request()
+        elif method == "transfer":
+            return self._on_transfer_call(str(args[0]), args[1], str(args[2]), list(args[3]))
+        else:
+            raise ProtocolError(f"unknown call {method!r} from the worker")
+        return None
+
+
+class JsonListener(BaseListener):
+    backendName = "acme-jsonlines"
+
+    def build_factory(self, entry: OpenPort) -> Factory:
+        listener = self
+
+        class PortFactory(Factory):
+            def buildProtocol(self, addr: Any) -> Any:
+                login = _MasterLogin(listener, entry)
+                login.ticket = listener.admit(entry, addr, lambda: login.line.close(abort=True))
+                return CloseAtOnce() if login.ticket is None else login.line
+
+        return PortFactory()
+
+
+class _MasterLogin:
+    """One accepted connection: ``hello``, ``login``, then its connection's calls."""
+
+    def __init__(self, listener: JsonListener, entry: OpenPort):
+        self.listener, self.entry = listener, entry
+        self.ticket: Any = None
+        self.phase, self.challenge = "hello", b""
+        self.conn: JsonConnection | None = None
+        self.line = Line(listener.options, self.serve)
+        self.line.on_data = lambda data: self.ticket.take(data)
+        self.line.on_traffic = lambda: self.conn._on_traffic() if self.conn is not None else None
+        self.line.on_lost = self.lost
+
+    def serve(self, method: str, args: list[Any]) -> Any:
+        if self.conn is not None:
+            return self.conn.serve(method, args)
+        if method == "hello" and self.phase == "hello":
+            self.phase, self.challenge = "login", new_challenge()
+            return self.challenge
+        if method == "login" and self.phase == "login":
+            self.phase = "checking"
+            return ensureDeferred(self.login(str(args[0]), bytes(args[1]), self.challenge))
+        self.line.protocol_error(ProtocolError(f"{method} before the login"))
+        raise ProtocolError(f"{method} before the login")
+
+    async def login(self, name: str, response: bytes, challenge: bytes) -> None:
+        try:
+            worker = await self.listener.check_login(self.entry, self.ticket, ChallengeResponse(name, challenge, response))
+            self.conn = JsonConnection(self.listener, worker, self.line)
+            await self.listener.attach(self.conn, None)
+        except LoginRefused:
+            self.conn = None
+            self.listener.reactor.callLater(0, self.line.close)  # after the answer
+            raise
+        finally:
+            self.ticket.done()
+
+    def lost(self, reason: str) -> None:
+        self.ticket.done()
+        if self.conn is not None:
+            self.conn._on_connection_lost(reason)
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+
+class _Channel(BaseCommandChannel):
+    def __init__(self, attempt: "_Attempt", builderName: str, commandId: str):
+        super().__init__(builderName, commandId)
+        self.attempt = attempt
+
+    def _send_update(self, updates: list[Any]) -> Deferred[None]:
+        line = self.attempt.line
+
+        def send_many(batches: list[list[Any]]) -> Deferred[Any]:
+            return line.call("update", self.commandId, [list(u) for batch in batches for u in batch])
+
+        return self.attempt.window.send_mergeable(self, approx_size(updates), updates, send_many)
+
+    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+        self.attempt.connector._forget_channel(self)
+        error = None if failure is None else list(error_to_wire(failure))
+        line = self.attempt.line
+        return self.attempt.window.send_ordered(lambda: line.call("complete", self.commandId, error), key=self)
+
+
+class _Attempt(LoginAttempt, WorkerSession):
+    """One dial and login; once logged in, the session."""
+
+    def __init__(self, connector: "JsonConnector"):
+        super().__init__(connector)
+        self.line = Line(connector.options, self.serve)
+        self.line.on_traffic = connector._on_traffic
+        self.line.on_lost = self.lost
+        self.logged_in = False
+        self.window = SendWindow(connector.options.output_window, clock=self.reactor)
+        self.transfers = TransferLink(lambda *call: self.line.call("transfer", *call), connector.options.output_window)
+
+    def build_factory(self) -> Factory:
+        return Factory.forProtocol(lambda: self.line)
+
+    def connected(self, line: Line) -> None:
+        self.peer = describe_peer(line.transport)
+        c = self.connector
+        d = line.call("hello")
+        d.addCallback(lambda challenge: line.call("login", c.name, login_response(c.password, challenge)))
+        d.addCallbacks(self.logged, self.refused)
+
+    def logged(self, _: Any) -> None:
+        self.logged_in = True
+        self.succeeded(self)
+
+    def refused(self, failure: Failure) -> None:
+        self.failed(failure if failure.check(LoginRefused, ConnectionLost) else
+                    LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
+
+    def drop(self, abort: bool) -> None:
+        self.line.close(abort)
+
+    def lost(self, reason: str) -> None:
+        self.window.lost(reason)
+        self.transfers.lost(reason)
+        if self.logged_in:
+            self.connector._session_lost(self, reason)
+        else:
+            self.lost_during_login(reason)
+
+    def serve(self, method: str, args: list[Any]) -> Any:
+        bot = self.connector.bot
+        if method == "ping":
+            return None
+        if method == "setBuilderList":
+            return call_bot(bot, method, [(str(n), str(d)) for n, d in args[0]])
+        if method == "startCommand":
+            channel = _Channel(self, str(args[0]), str(args[1]))
+            self.connector._register_channel(channel)
+            cmd_args = attach_proxies(args[3], args[4], self.transfers, str(args[1]))
+            d = call_bot(bot, method, channel, *args[:3], cmd_args)
+            return d.addErrback(lambda f: (self.connector._forget_channel(channel), f)[1])
+        return call_bot(bot, method, *args)
+
+    def keepalive(self) -> Deferred[None]:
+        return self.line.call("keepalive")
+
+    def request_shutdown(self) -> Deferred[None]:
+        return self.line.call("shutdown")
+
+    def close(self, abort: bool = False) -> None:
+        self.line.close(abort)
+
+
+class JsonConnector(BaseWorkerConnector):
+    backendName = "acme-jsonlines"
+
+    def _connect_once(self) -> Deferred[WorkerSession]:
+        return _Attempt(self).start()
+
+
+class JsonLinesBackend(Backend):
+    name = "acme-jsonlines"
+    description = "reference backend: JSON lines over TCP (examples/jsonlines)"
+    api_version = 1
+    listener_class = JsonListener
+    connector_class = JsonConnector
+
+
+backend = JsonLinesBackend()
