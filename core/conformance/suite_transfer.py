@@ -214,7 +214,7 @@ class TransferTests:
         assert _sha256_file(target) == sent_hash
         link = w.bot.args["up-piped"]["writer"].link
         assert block < link.peak_in_flight <= window, link.peak_in_flight
-        assert w.conn.transfer_handles.peak_in_flight <= window
+        assert cast(BaseConnection, w.conn).transfer_handles.peak_in_flight <= window
         os.unlink(target)
 
     @async_test
