@@ -23,7 +23,9 @@ demo: $(STAMP)
 demo-contract: $(STAMP)
 	$(PY) examples/demo.py
 
+# rabbitmq-server (amqp tests) is installed when missing, unless a broker is given.
 test: typecheck
+	if [ -z "$${WORKERWIRE_AMQP_URL:-}" ]; then bash .ci/system-packages; fi
 	$(PY) -m pytest
 
 # mypy checks import names; setup.cfg maps them onto folders, so link them up first.
