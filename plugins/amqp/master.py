@@ -479,7 +479,7 @@ class AMQPConnection(BaseConnection):
             self._teardown()
             self._on_connection_lost("the worker closed the link")
             return
-        value = wire.decode_body(msg.body, self.options.max_message_size) if msg.body else None
+        value = wire.decode_body(msg.body, self.options.max_message_size, kind) if msg.body else None
         if kind == wire.RESULT:
             d = self._calls.pop(msg.correlation_id or "", None)
             if d is None:

@@ -39,8 +39,17 @@ ACK = "ack"
 BYE = "bye"
 
 
-def decode_body(body: bytes, max_size: int) -> Any:
-    return decode(body, max_size)
+#: Levels of lists around the contract values in each kind's body: a
+#: value's nesting (at most 256 levels) counts from the value itself, as it
+#: does on every backend.  ``update`` is ``[command_id, [[key, value], ...]]``,
+#: ``call`` ``[method, [args...]]``, ``transfer`` ``[command_id, handle_id,
+#: method, [args...]]``, ``result``/``ack`` ``[ok, value or error]``.
+FRAMING = {UPDATE: 3, CALL: 2, TRANSFER: 2, RESULT: 1, ACK: 1}
+
+
+def decode_body(body: bytes, max_size: int, kind: str | None = None) -> Any:
+    """A message body's value; *kind* says how many of its outer lists are framing."""
+    return decode(body, max_size, FRAMING.get(kind or "", 0))
 
 
 def encode_update(command_id: str, batches: list[tuple[int, list[bytes], int]]) -> bytes:

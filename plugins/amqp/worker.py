@@ -176,7 +176,7 @@ class _Session(WorkerSession):
             self.lost("the master closed the link", abort=False)
             self.link.close()
             return
-        value = wire.decode_body(msg.body, self.connector.options.max_message_size) if msg.body else None
+        value = wire.decode_body(msg.body, self.connector.options.max_message_size, kind) if msg.body else None
         if kind == wire.CALL:
             self._serve(msg.correlation_id, value)
         elif kind == wire.ACK:
