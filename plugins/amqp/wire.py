@@ -15,7 +15,7 @@ from workerwire.values import array_header, decode, encode, encode_pairs
 
 __all__ = [
     "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
-    "KEEPALIVE", "SHUTDOWN_REQUEST", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
+    "KEEPALIVE", "SHUTDOWN_REQUEST", "SEEN", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
     "decode_result", "error_body", "body_error", "decode_body",
 ]
 
@@ -34,6 +34,10 @@ COMPLETE = "complete"
 KEEPALIVE = "keepalive"
 SHUTDOWN_REQUEST = "shutdown-request"
 TRANSFER = "transfer"
+#: worker -> session queue, no answer: "I have taken this many body bytes
+#: from my queue" (also the ``seen`` header of every worker message); the
+#: master's send budget counts what it published minus what was seen.
+SEEN = "seen"
 # both ways
 ACK = "ack"
 BYE = "bye"
