@@ -81,7 +81,10 @@ def main(argv: list[str]) -> None:
     options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
     backend = load_backend("amqp")
     for name in names:
-        runtime = FleetRuntime(name, os.path.join(basedir, name), reactor, lost_link_grace=0.5)
+        # Grace 0: a command orphaned by the dead master is interrupted at once, so its
+        # completion fails with ConnectionLost before the worker is back at the other master
+        # (a longer grace lets the new login "restore" the link and the orphan run on silently).
+        runtime = FleetRuntime(name, os.path.join(basedir, name), reactor, lost_link_grace=0.0)
         connector = backend.create_connector(runtime, address, name, f"pw-{name}", options, reactor,
                                              Backoff(initial=0.1, maximum=1.0, jitter=0.2))
 

@@ -39,7 +39,8 @@ LOGIN_WAIT = 240.0
 def _master_config(tmp: Path, name: str, url: str) -> Path:
     port = f"amqp:url={escape_value(url)}:pool=failover:master={name}"
     data = {
-        "master": {"duplicate_ping_timeout": 1.0},
+        # Each master its own state_dir: its control socket is its own (two masters, one directory).
+        "master": {"duplicate_ping_timeout": 1.0, "state_dir": str(tmp / f"state-{name}")},
         "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
         "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
         # Runs until the link is lost: one process per worker, nothing spawned after it starts.

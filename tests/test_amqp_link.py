@@ -177,3 +177,34 @@ def test_queue_names_of_any_worker_name() -> None:
     assert queue_name("ci", "worker", "wörker 1") == "workerwire.ci.worker.x" + "wörker 1".encode().hex()
     long_name = queue_name("ci", "worker", "n" * 300)
     assert len(long_name) < 255 and long_name.startswith("workerwire.ci.worker.h")
+
+
+@async_test
+async def test_a_worker_that_reads_reports_all_it_took_and_is_not_dropped(harness: Harness) -> None:
+    """The send budget through a broker counts published minus the worker's
+    ``seen`` receipts: a worker that reads everything brings it back to 0
+    exactly, however far over the limit a burst of calls took it."""
+    harness.use_options(harness.options.with_(
+        send_queue_limit=64 * 1024, send_queue_resume=0, send_queue_timeout=1.0))
+    w = await harness.start_worker("w1")
+    from twisted.internet.defer import gatherResults
+
+    burst = [w.conn.remotePrint(f"{i:04d}" + "p" * 8 * 1024) for i in range(40)]  # 320 KiB queued at once
+    await within(gatherResults(burst), REACTOR, what="40 prints of 8 KiB")
+    conn = w.conn
+    assert conn.sent_bytes > 320 * 1024
+    await within(_until_true(lambda: conn.unseen() == 0), REACTOR, what="the worker's receipts to catch up")
+    stats = harness.listener.login_guard.stats
+    assert conn.isConnected and stats["send_queue_dropped"] == 0, dict(stats)
+    assert not conn.budget.paused
+
+
+def _until_true(predicate: Any) -> Deferred[None]:
+    """Fires once *predicate()* holds (no callback announces a receipt count)."""
+    from twisted.internet.task import deferLater
+
+    async def poll() -> None:
+        while not predicate():
+            await deferLater(REACTOR, 0.01, lambda: None)
+
+    return ensureDeferred(poll())

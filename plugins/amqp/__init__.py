@@ -54,6 +54,13 @@ class AMQPBackend(Backend):
     def check_port(self, portStr: str) -> None:
         parse_port(portStr)
 
+    def raw_frames(self, connector: Any) -> Any:
+        """Hand-built ``basic.publish`` frames on *connector*'s broker connection
+        (:mod:`workerwire_amqp.raw_frames`)."""
+        from .raw_frames import AMQPRawFrames
+
+        return AMQPRawFrames(connector)
+
     async def make_interposer(self, address: str, reactor: Any) -> Any:
         """A relay in front of the broker for workers dialing *address* (the
         conformance suite's dead-peer tests); see :mod:`workerwire_amqp.interposer`."""

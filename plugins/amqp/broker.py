@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from workerwire.endpoints import client_from_string
 from workerwire.errors import ConnectionLost, ProtocolError
 
+from . import wire
 from .address import BrokerURL
 
 __all__ = ["BrokerLink", "Mailbox", "Message", "Unroutable", "PART", "connect"]
@@ -146,6 +147,11 @@ class Mailbox:
         self._partial: dict[str | None, list[bytes]] = {}
         self._partial_size: dict[str | None, int] = {}
         self.closed = False
+        #: Called with every ``seen`` header received (paused or not).
+        self.on_seen: Callable[[int], None] | None = None
+        #: Deliveries are held (unacked, so the broker keeps the rest) while paused.
+        self.paused = False
+        self._held: list[tuple[Any, Callable[[Message], None], Callable[[str], None]]] = []
 
     @classmethod
     async def open(cls, link: BrokerLink, max_message_size: int, owner: str) -> "Mailbox":
@@ -156,8 +162,9 @@ class Mailbox:
     # -- sending ---------------------------------------------------------------
 
     def send(self, queue: str, kind: str, body: bytes, correlation_id: str | None = None,
-             reply_to: str | None = None) -> Deferred[None]:
-        """Publish one message to *queue* (default exchange, mandatory, transient)."""
+             reply_to: str | None = None, seen: int | None = None) -> Deferred[None]:
+        """Publish one message to *queue* (default exchange, mandatory, transient);
+        *seen* goes in its ``seen`` header (the sender's receipt count)."""
         if self.closed or not self.channel.is_open:
             return _failed(ConnectionLost(f"{self.owner}: the channel to the broker is closed"))
         count = max(1, -(-len(body) // PART))
@@ -165,7 +172,9 @@ class Mailbox:
         try:
             for index in range(count):
                 piece = body[index * PART:(index + 1) * PART] if count > 1 else body
-                headers = {"more": index + 1 < count} if count > 1 else None
+                headers: dict[str, Any] | None = {"more": index + 1 < count} if count > 1 else None
+                if seen is not None:
+                    headers = dict(headers or {}, seen=seen)
                 props = pika.BasicProperties(
                     type=kind, correlation_id=correlation_id, reply_to=reply_to, delivery_mode=1,
                     headers=headers)
@@ -206,33 +215,60 @@ class Mailbox:
                 received = await incoming.get()
             except Exception:
                 return  # the channel closed; its owner hears it from the link
-            self.channel.basic_ack(received.method.delivery_tag)
-            props = received.properties
-            key = props.reply_to
-            headers = props.headers or {}
-            body = received.body
-            if "more" in headers or key in self._partial:
-                size = self._partial_size.get(key, 0) + len(body)
-                if size > self.max_message_size:
-                    self._partial.pop(key, None)
-                    self._partial_size.pop(key, None)
-                    on_error(f"message of more than {self.max_message_size} bytes (max_message_size)")
-                    continue
-                self._partial.setdefault(key, []).append(body)
-                self._partial_size[key] = size
-                if headers.get("more"):
-                    continue
-                body = b"".join(self._partial.pop(key))
-                del self._partial_size[key]
-            elif len(body) > self.max_message_size:
-                on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
+            headers = received.properties.headers or {}
+            seen = headers.get("seen")
+            if isinstance(seen, int) and not isinstance(seen, bool) and self.on_seen is not None:
+                self.on_seen(seen)
+            if received.properties.type == wire.SEEN:
+                self.channel.basic_ack(received.method.delivery_tag)
+                continue  # a receipt report only: nothing to deliver, even while paused
+            if self.paused or self._held:
+                self._held.append((received, deliver, on_error))
                 continue
-            try:
-                deliver(Message(props.type or "", props.reply_to, props.correlation_id, body))
-            except ProtocolError as e:
-                on_error(str(e))
-            except Exception:
-                _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=props.type)
+            self._take(received, deliver, on_error)
+
+    def pause(self) -> None:
+        """Deliver nothing more (receipt reports still count) until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Deliver what was held, in order, unless delivering pauses again."""
+        self.paused = False
+        while self._held and not self.paused and not self.closed:
+            received, deliver, on_error = self._held.pop(0)
+            self._take(received, deliver, on_error)
+
+    def _take(self, received: Any, deliver: Callable[[Message], None], on_error: Callable[[str], None]) -> None:
+        """Ack one delivery and deliver its message (once its last part is in)."""
+        if self.closed or not self.channel.is_open:
+            return
+        self.channel.basic_ack(received.method.delivery_tag)
+        props = received.properties
+        key = props.reply_to
+        headers = props.headers or {}
+        body = received.body
+        if "more" in headers or key in self._partial:
+            size = self._partial_size.get(key, 0) + len(body)
+            if size > self.max_message_size:
+                self._partial.pop(key, None)
+                self._partial_size.pop(key, None)
+                on_error(f"message of more than {self.max_message_size} bytes (max_message_size)")
+                return
+            self._partial.setdefault(key, []).append(body)
+            self._partial_size[key] = size
+            if headers.get("more"):
+                return
+            body = b"".join(self._partial.pop(key))
+            del self._partial_size[key]
+        elif len(body) > self.max_message_size:
+            on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
+            return
+        try:
+            deliver(Message(props.type or "", props.reply_to, props.correlation_id, body))
+        except ProtocolError as e:
+            on_error(str(e))
+        except Exception:
+            _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=props.type)
 
     def close(self) -> None:
         self.closed = True

@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_connection import BaseConnection
+from workerwire.budget import SendBudget
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
 from workerwire.login_guard import BadCredentials, refusal_reason
@@ -370,6 +371,27 @@ class AMQPConnection(BaseConnection):
         self._calls: dict[str, Deferred[Any]] = {}
         self._serial = 0
         self._torn_down = False
+        #: Body bytes published to the worker's queue, and what it reported it took.
+        self.sent_bytes = 0
+        self.seen_bytes = 0
+        box.on_seen = self._on_seen
+        # What the worker has not taken yet sits in the broker, not here, but it
+        # is this link's send queue all the same: bounded like every backend's.
+        self.budget = SendBudget(options, clock, self.unseen, box.pause, box.resume, self._budget_drop,
+                                 lambda: f"worker {workerName!r} at {peer}", "amqp master",
+                                 membership.listener.login_guard.stats)
+
+    def unseen(self) -> int:
+        """Bytes published to the worker that it has not reported taking."""
+        return max(0, self.sent_bytes - self.seen_bytes)
+
+    def _on_seen(self, seen: int) -> None:
+        if seen > self.seen_bytes:
+            self.seen_bytes = seen
+
+    def _budget_drop(self, why: str) -> None:
+        self._lose_connection(abort=True)
+        self._on_connection_lost(why)
 
     def get_peer(self) -> str:
         return self.peer
@@ -377,6 +399,7 @@ class AMQPConnection(BaseConnection):
     # -- sending -----------------------------------------------------------------
 
     def _send(self, kind: str, body: bytes, correlation_id: str | None = None) -> Deferred[None]:
+        self.sent_bytes += len(body)
         d = self.box.send(self.worker_queue, kind, body, correlation_id, self.session_queue)
         d.addErrback(self._send_failed)
         return d
@@ -457,6 +480,7 @@ class AMQPConnection(BaseConnection):
         if self._lost is not None:
             return
         calls, self._calls = self._calls, {}
+        self.budget.stop()
         super()._on_connection_lost(reason)
         for d in calls.values():
             if not d.called:
@@ -473,13 +497,20 @@ class AMQPConnection(BaseConnection):
     def _message(self, msg: Message) -> None:
         if msg.reply_to != self.worker_queue or self._lost is not None:
             return  # a message of an older session of this worker
+        try:
+            self._handle(msg)
+        finally:
+            if self._lost is None:
+                self.budget.after_read()
+
+    def _handle(self, msg: Message) -> None:
         self._on_traffic()
         kind = msg.kind
         if kind == wire.BYE:
             self._teardown()
             self._on_connection_lost("the worker closed the link")
             return
-        value = wire.decode_body(msg.body, self.options.max_message_size) if msg.body else None
+        value = wire.decode_body(msg.body, self.options.max_message_size, kind) if msg.body else None
         if kind == wire.RESULT:
             d = self._calls.pop(msg.correlation_id or "", None)
             if d is None:

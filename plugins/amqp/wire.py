@@ -15,7 +15,7 @@ from workerwire.values import array_header, decode, encode, encode_pairs
 
 __all__ = [
     "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
-    "KEEPALIVE", "SHUTDOWN_REQUEST", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
+    "KEEPALIVE", "SHUTDOWN_REQUEST", "SEEN", "TRANSFER", "ACK", "BYE", "encode_update", "decode_update", "encode_result",
     "decode_result", "error_body", "body_error", "decode_body",
 ]
 
@@ -34,13 +34,26 @@ COMPLETE = "complete"
 KEEPALIVE = "keepalive"
 SHUTDOWN_REQUEST = "shutdown-request"
 TRANSFER = "transfer"
+#: worker -> session queue, no answer: "I have taken this many body bytes
+#: from my queue" (also the ``seen`` header of every worker message); the
+#: master's send budget counts what it published minus what was seen.
+SEEN = "seen"
 # both ways
 ACK = "ack"
 BYE = "bye"
 
 
-def decode_body(body: bytes, max_size: int) -> Any:
-    return decode(body, max_size)
+#: Levels of lists around the contract values in each kind's body: a
+#: value's nesting (at most 256 levels) counts from the value itself, as it
+#: does on every backend.  ``update`` is ``[command_id, [[key, value], ...]]``,
+#: ``call`` ``[method, [args...]]``, ``transfer`` ``[command_id, handle_id,
+#: method, [args...]]``, ``result``/``ack`` ``[ok, value or error]``.
+FRAMING = {UPDATE: 3, CALL: 2, TRANSFER: 2, RESULT: 1, ACK: 1}
+
+
+def decode_body(body: bytes, max_size: int, kind: str | None = None) -> Any:
+    """A message body's value; *kind* says how many of its outer lists are framing."""
+    return decode(body, max_size, FRAMING.get(kind or "", 0))
 
 
 def encode_update(command_id: str, batches: list[tuple[int, list[bytes], int]]) -> bytes:

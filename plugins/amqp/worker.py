@@ -41,6 +41,11 @@ _log = Logger()
 BATCH = 1024 * 1024
 #: Messages from the master the broker hands the worker before it acked them.
 WORKER_PREFETCH = 64
+#: The worker reports what it took from its queue (a ``seen`` message) once
+#: this many bytes are unreported, or :data:`SEEN_DELAY` seconds after a
+#: message when nothing it sent meanwhile carried the count.
+SEEN_EVERY = 16 * 1024
+SEEN_DELAY = 0.05
 
 
 def _failed(error: BaseException) -> Deferred[Any]:
@@ -96,6 +101,10 @@ class _Session(WorkerSession):
         self.channels: dict[str, _Channel] = {}
         self._asks: dict[str, Deferred[Any]] = {}
         self._serial = 0
+        #: Body bytes taken from the master (the ``seen`` count), and the last count sent.
+        self.seen = 0
+        self.reported = 0
+        self._report_call: Any = None
         #: Transfer calls of the commands' handles, under the output window.
         self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
 
@@ -142,8 +151,32 @@ class _Session(WorkerSession):
         cid = str(self._serial)
         d: Deferred[Any] = Deferred()
         self._asks[cid] = d
-        self.box.send(self.master_queue, kind, body, cid, self.queue).addErrback(self._send_failed)
+        self.box.send(self.master_queue, kind, body, cid, self.queue, self._report()).addErrback(self._send_failed)
         return d
+
+    def _report(self) -> int:
+        """The ``seen`` count for a message about to be sent."""
+        self.reported = self.seen
+        return self.seen
+
+    def _took(self, size: int) -> None:
+        """*size* bytes taken from the master: report them now or soon."""
+        self.seen += size
+        if self.master_queue is None or self.lost_reason is not None:
+            return
+        if self.seen - self.reported >= SEEN_EVERY:
+            self._send_seen()
+        elif self._report_call is None:
+            self._report_call = self.connector.reactor.callLater(SEEN_DELAY, self._send_seen)
+
+    def _send_seen(self) -> None:
+        if self._report_call is not None and self._report_call.active():
+            self._report_call.cancel()
+        self._report_call = None
+        if self.seen == self.reported or self.master_queue is None or self.lost_reason is not None:
+            return
+        self.box.send(self.master_queue, wire.SEEN, b"", None, self.queue, self._report()).addErrback(
+            self._send_failed)
 
     def _send_failed(self, failure: Failure) -> None:
         self.lost(f"cannot reach the master: {failure.getErrorMessage()}")
@@ -162,6 +195,8 @@ class _Session(WorkerSession):
     def message(self, msg: Message) -> None:
         if self.lost_reason is not None:
             return
+        if msg.reply_to is not None and msg.reply_to == (self.master_queue or msg.reply_to):
+            self._took(len(msg.body))  # from the master serving us (or the first to call)
         if msg.kind in (wire.WELCOME, wire.REFUSED) and not self.logged_in:
             if not self.answer.called:
                 self.answer.callback(msg)
@@ -176,7 +211,7 @@ class _Session(WorkerSession):
             self.lost("the master closed the link", abort=False)
             self.link.close()
             return
-        value = wire.decode_body(msg.body, self.connector.options.max_message_size) if msg.body else None
+        value = wire.decode_body(msg.body, self.connector.options.max_message_size, kind) if msg.body else None
         if kind == wire.CALL:
             self._serve(msg.correlation_id, value)
         elif kind == wire.ACK:
@@ -245,7 +280,8 @@ class _Session(WorkerSession):
             body = wire.encode_result(ok, value)
         except Exception as e:
             body = wire.encode_result(False, wire.error_body(e))
-        self.box.send(self.master_queue, wire.RESULT, body, correlation_id, self.queue).addErrback(self._send_failed)
+        self.box.send(self.master_queue, wire.RESULT, body, correlation_id, self.queue, self._report()).addErrback(
+            self._send_failed)
 
     # -- loss ------------------------------------------------------------------
 
@@ -253,6 +289,9 @@ class _Session(WorkerSession):
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
+        if self._report_call is not None and self._report_call.active():
+            self._report_call.cancel()
+        self._report_call = None
         self.window.lost(reason)
         self.transfers.lost(reason)
         asks, self._asks = self._asks, {}
