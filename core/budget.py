@@ -56,7 +56,7 @@ def transport_queued(transport: Any) -> int:
         buffer = getattr(transport, "dataBuffer", None)
         if buffer is not None:
             try:
-                return len(buffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+                return len(buffer) - transport.offset + transport._tempDataLen
             except (AttributeError, TypeError):
                 return 0
         transport = getattr(transport, "transport", None)

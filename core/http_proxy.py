@@ -13,12 +13,13 @@ backend gets proxies the same way.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectError
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocol, ITCPTransport, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from .errors import AddressError
@@ -66,13 +67,24 @@ class _Tunnel(Protocol):
         self.inner: Protocol | None = None
         self._answer = b""
 
+    def _link(self) -> ITransport:
+        """The connection to the proxy (set before any callback that uses it)."""
+        assert self.transport is not None, "the tunnel has no connection to the proxy yet"
+        return self.transport
+
     def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()
+        """Cancelling :attr:`ready` drops the connection to the proxy at once."""
+        if self.transport is None:
+            return
+        tcp = ITCPTransport(self.transport, None)  # HostnameEndpoint's transports are TCP ones
+        if tcp is not None:
+            tcp.abortConnection()
+        else:
+            self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         host = self.target
-        self.transport.write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("ascii"))
+        self._link().write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("ascii"))
 
     def dataReceived(self, data: bytes) -> None:
         if self.inner is not None:
@@ -91,7 +103,7 @@ class _Tunnel(Protocol):
             self._fail(f"the proxy at {self.proxy} refused CONNECT {self.target}: {status!r}")
             return
         self._answer = b""
-        inner = self.factory.buildProtocol(self.transport.getPeer())
+        inner = self.factory.buildProtocol(self._link().getPeer())
         if inner is None:
             self._fail("the connection was refused by its own factory")
             return
@@ -105,9 +117,9 @@ class _Tunnel(Protocol):
     def _fail(self, why: str) -> None:
         if not self.ready.called:
             self.ready.errback(Failure(ProxyRefused(string=why)))
-        self.transport.loseConnection()
+        self._link().loseConnection()
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.inner is not None:
             self.inner.connectionLost(reason)
         elif not self.ready.called:
@@ -143,4 +155,9 @@ class HTTPConnectEndpoint:
 
     def connect(self, factory: Factory) -> Deferred[Protocol]:
         connecting = self._proxy.connect(_TunnelFactory(factory, self.target, self.proxy))
-        return connecting.addCallback(lambda tunnel: tunnel.ready)
+        return connecting.addCallback(_when_open)
+
+
+def _when_open(tunnel: IProtocol) -> Deferred[Protocol]:
+    # The endpoint fires with the protocol _TunnelFactory built: a _Tunnel.
+    return cast(_Tunnel, tunnel).ready

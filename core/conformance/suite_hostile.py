@@ -116,7 +116,7 @@ class HostilePeerTests:
         jobs["stop"] = True
         await within(loop, reactor, what="the job loop to end")
 
-        assert stats["send_queue_paused"] >= 1, (rogue.conn._lost, dict(stats))
+        assert stats["send_queue_paused"] >= 1, (f"still connected: {rogue.conn.isConnected}", dict(stats))
         assert stats["send_queue_dropped"] == 1
         assert good.conn.isConnected, "the legitimate worker was disconnected"
         assert jobs["during"] >= 1, "the legitimate worker finished no job during the flood"

@@ -16,7 +16,7 @@ __all__ = ["AMPRawFrames"]
 
 
 def _box(fields: dict[bytes, bytes]) -> bytes:
-    return amp.AmpBox(fields).serialize()  # type: ignore[no-any-return]
+    return amp.AmpBox(fields).serialize()
 
 
 class AMPRawFrames(RawFrames):

@@ -30,7 +30,7 @@ class NullRawFrames(RawFrames):
         self._ids = itertools.count(10_000_000)
 
     def request(self, name: str) -> bytes:
-        return msgpack.packb(["call", next(self._ids), "update", [name, []]])  # type: ignore[no-any-return]
+        return msgpack.packb(["call", next(self._ids), "update", [name, []]])
 
     def nested_update(self, command_id: str, depth: int) -> bytes:
         head = msgpack.packb(["call", next(self._ids), "update"])[1:]  # the array's first three items
@@ -43,7 +43,7 @@ class NullRawFrames(RawFrames):
             self.pipe.send(data)
 
     def unsent(self) -> int:
-        return self.pipe.queued  # type: ignore[no-any-return]
+        return self.pipe.queued
 
     def stop_reading(self) -> None:
         self.pipe.pauseProducing()
