@@ -36,8 +36,9 @@ typecheck: $(STAMP)
 	ln -s $(CURDIR)/plugins/pb $(TYPECHECK)/workerwire_pb
 	ln -s $(CURDIR)/plugins/amp $(TYPECHECK)/workerwire_amp
 	ln -s $(CURDIR)/plugins/null $(TYPECHECK)/workerwire_null
+	ln -s $(CURDIR)/app $(TYPECHECK)/workerwire_app
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
-		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null
+		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null -p workerwire_app
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -23,6 +23,7 @@ Exit status 2 means a usage or config mistake; the message says which.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -223,8 +224,12 @@ def cmd_master(args: argparse.Namespace) -> int:
     async def main(reactor: Any) -> int:
         master = Master(config, reactor, events)
         stop: Deferred[str] = Deferred()
+        def stop_on(signum: int) -> None:
+            if not stop.called:
+                stop.callback(signal.Signals(signum).name)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            on_signal(reactor, signum, lambda s=signum: None if stop.called else stop.callback(signal.Signals(s).name))
+            on_signal(reactor, signum, functools.partial(stop_on, signum))
         on_signal(reactor, signal.SIGHUP, lambda: ensureDeferred(master.reload()))
         try:
             await master.start()
@@ -310,7 +315,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"workerwire worker: --master: {e}", file=sys.stderr)
             return USAGE_ERROR
         for signum in (signal.SIGTERM, signal.SIGINT):
-            on_signal(reactor, signum, lambda s=signum: request_stop(signal.Signals(s).name))
+            on_signal(reactor, signum, functools.partial(request_stop, signal.Signals(signum).name))
         daemon.start()
         why = await stop
         _log.info("{why}: stopping", why=why)

@@ -593,7 +593,7 @@ class _Parser:
                 limits[key] = None if value is None else float(value)
             if len(self.errors) != errors_before:
                 continue
-            assert isinstance(name, str) and isinstance(builder, str)
+            assert isinstance(name, str) and isinstance(builder, str) and isinstance(command, (str, tuple))
             out.append(JobConfig(name, command, tuple(dict.fromkeys(job_workers)), builder, workdir,
                                  tuple(sorted(env.items())), limits["timeout"], limits["max_time"]))
         return out

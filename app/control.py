@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 from workerwire.errors import WorkerwireError
 
@@ -71,6 +73,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@implementer(IPushProducer)
 class _Session(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
@@ -86,7 +89,8 @@ class _Session(LineOnlyReceiver):
         self._resumed: list[Deferred[None]] = []
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
+        assert self.transport is not None  # set by makeConnection before this call
+        IConsumer(self.transport).registerProducer(self, True)  # stream transports are consumers
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -114,7 +118,8 @@ class _Session(LineOnlyReceiver):
 
     def fail(self, error: str) -> None:
         self.send({"ok": False, "error": error})
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.fail(f"request longer than {MAX_LINE} bytes")
@@ -164,7 +169,7 @@ class _Session(LineOnlyReceiver):
 
     def _connected(self, request: dict[str, Any]) -> Any:
         name = request.get("worker")
-        if name not in self.master.config.workers:
+        if not isinstance(name, str) or name not in self.master.config.workers:
             self.send({"ok": False, "error": f"unknown worker {name!r}; valid: a configured worker: "
                                             f"{', '.join(sorted(self.master.config.workers)) or 'none'}"})
             return None
@@ -214,7 +219,7 @@ class _Session(LineOnlyReceiver):
                        + f"; valid: {', '.join(builders) or 'add builders = [...] to its [[workers]] entry'}"})
             return
         workdir = request.get("workdir") or "build"
-        args = {"command": command, "workdir": workdir, "env": {}, "timeout": timeout, "want_stdout": True,
+        args: dict[str, Any] = {"command": command, "workdir": workdir, "env": {}, "timeout": timeout, "want_stdout": True,
                 "want_stderr": True, "logEnviron": False, "raw_output": True,
                 # Interrupts and timeouts: SIGTERM first, SIGKILL SIGTERM_GRACE s later (as exec).
                 "sigtermTime": SIGTERM_GRACE}

@@ -12,6 +12,7 @@ refused request (unknown worker, not connected, ...) is exit status 2.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import signal
 import sys
@@ -51,6 +52,8 @@ class _Client(LineOnlyReceiver):
         self.on_line(json.loads(line.decode("utf-8")))
 
     def send(self, obj: dict[str, Any]) -> None:
+        if self.transport is None:
+            raise RuntimeError("not connected to the master's control socket yet")
         self.transport.write(json.dumps(obj).encode("utf-8") + b"\n")
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -185,7 +188,7 @@ async def run_command(reactor: Any, path: str, req: dict[str, Any], as_json: boo
                                                     "(workerwire run)"})
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        on_signal(reactor, signum, lambda s=signum: interrupt(s))
+        on_signal(reactor, signum, functools.partial(interrupt, signum))
     printer.on_broken = lambda: interrupt(signal.SIGPIPE)
     client.send(req)
     await client.closed

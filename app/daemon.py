@@ -58,8 +58,14 @@ def run(main: Callable[[Any], Coroutine[Any, Any, int]], reactor: Any = None) ->
 
         def done(result: Any) -> None:
             if isinstance(result, Failure):
-                if result.check(SystemExit):
-                    status[0] = int(result.value.code or 0)
+                if isinstance(result.value, SystemExit):
+                    # as Python's own exit: None is 0, a number is the status, anything else is printed, 1
+                    code = result.value.code
+                    if code is None or isinstance(code, int):
+                        status[0] = code or 0
+                    else:
+                        print(code, file=sys.stderr)
+                        status[0] = 1
                 else:
                     _log.failure("workerwire failed", result)
                     print(f"workerwire: {result.getErrorMessage()}", file=sys.stderr)

@@ -15,6 +15,7 @@ usage error (such as an unknown backend).
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -103,7 +104,7 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
             raise WorkerwireError(f"the worker did not log in over {backend.name} within {CONNECT_TIMEOUT:g} s"
                                   + (f": {why}" if why else "")) from None
         target = RemoteCommand(printer)
-        args = {"command": list(opts.command), "workdir": ".", "env": dict(opts.env or {}),
+        args: dict[str, Any] = {"command": list(opts.command), "workdir": ".", "env": dict(opts.env or {}),
                 "timeout": opts.timeout, "want_stdout": True, "want_stderr": True, "logEnviron": False,
                 # Output as bytes, exactly as the command wrote it (a workerwire extension).
                 "raw_output": True,
@@ -121,7 +122,7 @@ async def run_exec(reactor: Any, opts: ExecOptions, stdout: IO[bytes] | None = N
             ensureDeferred(_interrupt(conn, signal.Signals(signum).name))
 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            on_signal(reactor, signum, lambda s=signum: interrupt(s))
+            on_signal(reactor, signum, functools.partial(interrupt, signum))
         printer.on_broken = lambda: interrupt(signal.SIGPIPE)
         result = await target.done
         status = exit_status(result.rc, result.failure, printer.ending)

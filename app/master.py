@@ -594,8 +594,9 @@ class Master:
 
     def keepalive_answered(self, owner: object, rtt: float) -> None:
         name = getattr(owner, "workerName", None)
-        if name is not None and self._workers.get(name) is owner:
-            self._rtt[owner] = rtt
+        conn = None if name is None else self._workers.get(name)
+        if conn is not None and conn is owner:
+            self._rtt[conn] = rtt
             self.metrics.keepalive_rtt(getattr(owner, "backendName", "?"), rtt)
 
     def _on_disconnect(self, name: str, conn: Connection) -> None:

@@ -83,7 +83,7 @@ class _FileCommand(Command):
         d = deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
         def failed(f: Failure) -> None:
-            if f.check(OSError):
+            if isinstance(f.value, OSError):
                 self._failed(f.value, path)
             else:
                 self.send([header_line(f"{self.header}: {f.getErrorMessage()}"), ("rc", -1)])

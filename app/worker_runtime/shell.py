@@ -336,7 +336,8 @@ class ShellCommand(Command):
         self._add(("log", (name, text)))
 
     def _saw_output(self) -> None:
-        if self._silence_call is not None and self._silence_call.active():
+        # the silence timer exists only for a command with a timeout
+        if self._silence_call is not None and self._silence_call.active() and self.timeout:
             self._silence_call.reset(self.timeout)
 
     def _count_lines(self, value: str | bytes) -> None:

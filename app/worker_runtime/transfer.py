@@ -45,7 +45,7 @@ import collections
 import os
 import tarfile
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Literal, overload
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
@@ -71,7 +71,12 @@ def _handle(args: dict[str, Any], key: str) -> Any:
     return handle
 
 
+@overload
+def _size(args: dict[str, Any], key: str, required: Literal[True]) -> int: ...
+@overload
+def _size(args: dict[str, Any], key: str, required: Literal[False]) -> int | None: ...
 def _size(args: dict[str, Any], key: str, required: bool) -> int | None:
+    """A size in bytes: required ones are >= 1, optional ones >= 0 or None."""
     value = args.get(key)
     if value is None and not required:
         return None
@@ -147,11 +152,11 @@ class _Transfer(Command):
     async def send_blocks(self, read: Callable[[int], bytes], writer: Any) -> None:
         """``write`` the blocks *read* gives, keeping up to :data:`WINDOW` bytes in flight."""
         in_flight: collections.deque[Deferred[Any]] = collections.deque()
-        depth = max(1, WINDOW // self.blocksize)  # type: ignore[operator]
+        depth = max(1, WINDOW // self.blocksize)
         remaining = self.maxsize
         try:
             while not self.interrupted:
-                length = self.blocksize if remaining is None else min(self.blocksize, remaining)  # type: ignore
+                length = self.blocksize if remaining is None else min(self.blocksize, remaining)
                 if length <= 0:
                     self.fail_with(1, f"Maximum filesize reached, truncating file '{self.path}'")
                     break
@@ -332,7 +337,7 @@ class DownloadFile(_Transfer):
 
     async def _receive(self, fp: Any) -> None:
         """``read`` blocks into *fp*, up to :data:`WINDOW` bytes requested ahead; stop at an empty block."""
-        blocksize: int = self.blocksize  # type: ignore[assignment]
+        blocksize = self.blocksize
         depth = max(1, WINDOW // blocksize)
         unrequested = self.maxsize  # bytes still allowed that no read asked for yet (None: no limit)
         in_flight: collections.deque[tuple[Deferred[Any], int]] = collections.deque()
