@@ -17,6 +17,9 @@ import pytest
 import pytest_twisted
 from twisted.web.client import Agent, readBody
 
+from workerwire_app.config import load_config
+from workerwire_app.control_client import request as control_request
+
 from test_app_support import REACTOR, CliProcess, EventLog, Processes, processes, require_network_backend, to_toml  # noqa: F401
 
 
@@ -186,6 +189,11 @@ async def test_operator_mistakes_get_one_line_and_a_status(operated: Operated, t
     assert out.status == 2 and "worker 'w1' has no builder 'nope'; valid: smoke" in out.text_err
     out = await operated.cli("shutdown", "-c", str(operated.config), "nobody")
     assert out.status == 2 and "unknown worker 'nobody'" in out.text_err
+    # A hand-written request whose worker is not a name gets the same answer (not "the master failed").
+    socket = load_config(str(operated.config), check_secrets=False).settings.control_socket
+    assert socket is not None
+    answers = await control_request(REACTOR, socket, {"request": "disconnect", "worker": ["w1"]})
+    assert answers == [{"ok": False, "error": "unknown worker ['w1']; valid: a configured worker: w1, w2"}]
     await operated.stop()
 
 
