@@ -52,6 +52,11 @@ class MsgpackBackend(Backend):
     def loopback_port(self) -> str:
         return "tcp:port=0:interface=127.0.0.1"
 
+    def raw_frames(self, connector: Any) -> Any:
+        from .raw_frames import MsgpackRawFrames
+
+        return MsgpackRawFrames(connector)
+
     def check_port(self, portStr: str) -> None:
         from twisted.internet import reactor
 

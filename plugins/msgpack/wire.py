@@ -42,6 +42,7 @@ __all__ = [
     "PART_OP",
     "CLOSE_REFUSED",
     "CLOSE_PROTOCOL_ERROR",
+    "FRAMING_LEVELS",
 ]
 
 _log = Logger()
@@ -62,6 +63,13 @@ PART_OP = "ww_part"
 CLOSE_REFUSED = 4003
 #: WebSocket close code: the peer broke the dialect.
 CLOSE_PROTOCOL_ERROR = 4002
+#: Levels of a message that are its framing, not contract values: the map,
+#: an update's ``args`` list and each ``[key, value]`` pair in it.  They do not
+#: count toward the nesting limit, so an update's value may nest 256 levels
+#: counted from itself, as on every backend (``workerwire.values.decode``).
+#: One allowance for every message, as the null backend has: a value in a
+#: shallower field (a command's ``args`` map) gets the levels it does not use.
+FRAMING_LEVELS = 3
 
 
 def _pack(msg: dict[str, Any]) -> bytes:
@@ -263,7 +271,7 @@ class MessageLink:
         if not isBinary:
             return self.protocol_error(ProtocolError("a text message; the dialect uses binary MessagePack messages"))
         try:
-            msg = decode(payload)
+            msg = decode(payload, framing=FRAMING_LEVELS)
         except ProtocolError as e:
             return self.protocol_error(e)
         if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
@@ -289,7 +297,7 @@ class MessageLink:
         whole = b"".join(self._parts)
         self._parts, self._parts_size = [], 0
         try:
-            inner = decode(whole)
+            inner = decode(whole, framing=FRAMING_LEVELS)
         except ProtocolError as e:
             return self.protocol_error(e)
         if not isinstance(inner, dict) or not isinstance(inner.get("op"), str) or inner["op"] == PART_OP:
