@@ -1,7 +1,7 @@
 """The msgpack dialect's own rules, checked with a raw WebSocket client (autobahn,
 no workerwire worker code) against a workerwire master: the extension headers,
 messages in parts and their limit, text messages, Basic-auth errors, and the
-flow-control window a hostile worker may not exceed."""
+flow-control window a hostile worker may not exceed, nesting in a message in parts."""
 
 from __future__ import annotations
 
@@ -184,3 +184,39 @@ async def test_a_worker_flooding_past_the_window_is_closed(master: Any, reactor:
     code, reason = await within(raw.closed, reactor, what="the close")
     assert code == 4002 and "flow-control window" in reason
     assert rc.update_calls < 100
+
+
+def nested_update(command_id: str, depth: int) -> bytes:
+    """An update with one pair ("stdout", value), value *depth* lists deep, built by hand
+    (our encoder refuses more than 256)."""
+    head = b"".join(msgpack.packb(x) for x in ("op", "update", "seq_number", 0, "command_id", command_id, "args"))
+    return b"\x84" + head + b"\x91\x92" + msgpack.packb("stdout") + b"\x91" * (depth - 1) + b"\x90"
+
+
+def nesting(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth, value = depth + 1, (value[0] if value else None)
+    return depth
+
+
+@async_test
+async def test_nesting_in_a_message_in_parts_counts_from_the_value(master: Any, reactor: Any) -> None:
+    """The reassembled message has the same framing allowance as a whole one:
+    256 levels counted from the value arrive, 257 close the link with 4002."""
+    raw, conn = await logged_in(master, reactor)
+    rc = RecordingCommand()
+    await conn.remoteStartCommand(rc, "b1", "c1", "shell", {})
+    data = nested_update("c1", 256)
+    half = len(data) // 2
+    raw.send({"op": "ww_part", "data": data[:half], "last": False})
+    raw.send({"op": "ww_part", "data": data[half:], "last": True})
+    await within(rc.whenUpdated(lambda: bool(rc.updates)), reactor, what="the nested update in parts")
+    [(key, value)] = rc.updates
+    assert key == "stdout" and nesting(value) == 256
+
+    raw.send({"op": "ww_part", "data": nested_update("c1", 257), "last": True})
+    code, reason = await within(raw.closed, reactor, what="the close")
+    assert code == 4002 and "nested deeper than 256" in reason
+    assert len(rc.updates) == 1
+
