@@ -34,12 +34,18 @@ def test_the_reference_backend_stays_small() -> None:
     assert len(EXAMPLE.read_text().splitlines()) <= MAX_LINES
 
 
-def test_the_reference_backend_passes_the_whole_conformance_suite(site: Path) -> None:
+#: The hostile-peer tests (HostilePeerTests) need ``Backend.raw_frames``, which the example
+#: does not implement yet (and its ``json.loads`` would have to refuse deep nesting without
+#: recursing): deselected by name here, listed as undone in issue 13's note.
+HOSTILE_PEER_TESTS = ("sends_without_reading", "do_not_echo_unbounded_input", "nested_256_deep",
+                      "nested_257_deep", "nested_60000_deep")
+
+
+def test_the_reference_backend_passes_the_conformance_suite_but_the_hostile_peer_tests(site: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # The hostile-input tests (HostilePeerTests, merged late) need Backend.raw_frames, which the
-    # example does not implement yet: they are left out here and reported as undone.
+    deselect = " and ".join(f"not {name}" for name in HOSTILE_PEER_TESTS)
     out = subprocess.run([sys.executable, "-m", "workerwire.conformance", "acme-jsonlines", "-q", "-p", "no:randomly",
-                          "-k", "not HostilePeer"],
+                          "-k", deselect],
                          env=env, capture_output=True, text=True, timeout=900)
     tail = out.stdout[-3000:]
     assert out.returncode == 0, tail + out.stderr[-2000:]
