@@ -37,8 +37,11 @@ typecheck: $(STAMP)
 	ln -s $(CURDIR)/plugins/amp $(TYPECHECK)/workerwire_amp
 	ln -s $(CURDIR)/plugins/null $(TYPECHECK)/workerwire_null
 	ln -s $(CURDIR)/app $(TYPECHECK)/workerwire_app
+	ln -s $(CURDIR)/plugins/amqp $(TYPECHECK)/workerwire_amqp
+	ln -s $(CURDIR)/integrations/buildbot $(TYPECHECK)/workerwire_buildbot
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
-		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null -p workerwire_app
+		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null -p workerwire_app \
+		-p workerwire_amqp -p workerwire_buildbot
 
 bench: $(STAMP)
 	$(PY) -m bench

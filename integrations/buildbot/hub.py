@@ -145,7 +145,9 @@ class WorkerwireHub(service.AsyncService):
 
     async def _drop(self, name: str) -> None:
         key = self._worker_key.pop(name, None)
-        port = self._ports.get(key) if key is not None else None
+        if key is None:
+            return
+        port = self._ports.get(key)
         if port is None:
             return
         await port.listener.updateRegistration(name, None, None)

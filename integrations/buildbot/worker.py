@@ -78,6 +78,8 @@ class WorkerwireWorker(Worker):
     """
 
     workerwire_settings: WorkerSettings
+    #: Buildbot's ``Worker`` sets it (None until registered); ours is always of our kind.
+    registration: WorkerwireRegistration | None
 
     def checkConfig(self, name: str, password: Any, backend: Any = None, port: Any = None, **kwargs: Any) -> None:
         try:

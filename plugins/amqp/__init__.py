@@ -37,7 +37,7 @@ class AMQPBackend(Backend):
     #: Addresses are not Twisted endpoint strings: they name a broker and a pool.
     network = False
     #: ...but they reach other processes (through the broker): ``workerwire worker`` runs it.
-    in_process = False  # type: ignore[assignment]
+    in_process = False
 
     def create_listener(self, master: Any, options: LinkOptions | None = None, reactor: Any = None) -> AMQPListener:
         return AMQPListener(master, options, reactor)

@@ -61,7 +61,7 @@ class _Protocol(TwistedProtocolConnection):
         super().__init__(parameters)
         self.link = link
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[override, assignment]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         try:
             super().connectionLost(reason)
         finally:
@@ -93,7 +93,7 @@ class BrokerLink:
         params.client_properties = {"connection_name": self.name, "product": "workerwire-amqp"}
         scheme = "tls" if self.broker.tls else "tcp"
         endpoint = client_from_string(self.reactor, f"{scheme}:host={self.broker.host}:port={self.broker.port}")
-        factory = Factory.forProtocol(lambda: _Protocol(params, self))  # type: ignore[arg-type]
+        factory = Factory.forProtocol(lambda: _Protocol(params, self))
         proto = await endpoint.connect(factory)
         self.proto = proto
         ready = proto.ready
@@ -192,7 +192,7 @@ class Mailbox:
             return Failure(ConnectionLost(f"{self.owner}: the broker refused a message for {queue}"))
         if failure.check(ConnectionLost):
             return failure
-        return Failure(ConnectionLost(f"{self.owner}: {failure.getErrorMessage() or failure.type.__name__}"))
+        return Failure(ConnectionLost(f"{self.owner}: {failure.getErrorMessage() or type(failure.value).__name__}"))
 
     # -- receiving ---------------------------------------------------------------
 

@@ -578,6 +578,12 @@ class AMQPConnection(BaseConnection):
 
 
 async def _wait(d: Deferred[None]) -> None:
+    """Wait until *d* fires, leaving its result to its other waiters."""
     waiter: Deferred[None] = Deferred()
-    d.addBoth(lambda r: (waiter.callback(None), r)[1])
+
+    def fired(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(fired)
     await waiter

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import traceback
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -271,7 +271,8 @@ class _Session(WorkerSession):
         tb = None
         if self.connector.options.send_tracebacks:
             tb = failure.getTraceback()
-        return wire.error_body(failure.value, tb)
+        # A constructed Failure always holds its exception; Twisted types the attribute Optional.
+        return wire.error_body(cast(BaseException, failure.value), tb)
 
     def _result(self, correlation_id: str | None, ok: bool, value: Any) -> None:
         if self.lost_reason is not None or self.master_queue is None:
@@ -353,7 +354,7 @@ class AMQPConnector(BaseWorkerConnector):
             transport = getattr(link.proto, "transport", None)
             host = transport.getHost() if transport is not None else None
             peer = f"{host.host}:{host.port}" if host is not None and hasattr(host, "port") else "?"
-            if ":" in getattr(host, "host", ""):
+            if host is not None and ":" in getattr(host, "host", ""):
                 peer = f"[{host.host}]:{host.port}"
             request = encode({"name": self.name, "password": self.password, "peer": peer,
                               "version": wire.PROTOCOL_VERSION}, "login")
