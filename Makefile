@@ -39,9 +39,10 @@ typecheck: $(STAMP)
 	ln -s $(CURDIR)/app $(TYPECHECK)/workerwire_app
 	ln -s $(CURDIR)/plugins/amqp $(TYPECHECK)/workerwire_amqp
 	ln -s $(CURDIR)/integrations/buildbot $(TYPECHECK)/workerwire_buildbot
+	ln -s $(CURDIR)/plugins/msgpack $(TYPECHECK)/workerwire_msgpack
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
 		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null -p workerwire_app \
-		-p workerwire_amqp -p workerwire_buildbot
+		-p workerwire_amqp -p workerwire_buildbot -p workerwire_msgpack
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -41,7 +41,7 @@ class MsgpackRawFrames(RawFrames):
         # exist." (cut to MAX_ECHO) and keeps the link.  An update for a
         # command that is not running would close it instead (a broken
         # dialect on this backend, docs/protocols/msgpack.md).
-        return msgpack.packb({"op": name, "seq_number": next(self._seqs)})  # type: ignore[no-any-return]
+        return msgpack.packb({"op": name, "seq_number": next(self._seqs)})
 
     def nested_update(self, command_id: str, depth: int) -> bytes:
         value = b"\x91" * (depth - 1) + b"\x90"

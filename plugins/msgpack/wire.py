@@ -18,10 +18,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import msgpack
-import txaio
 from autobahn.wamp.types import TransportDetails
+from txaio.tx import make_logger
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -85,7 +86,7 @@ class _AutobahnLog:
     """
 
     def __init__(self) -> None:
-        self._log = txaio.make_logger()
+        self._log = make_logger()  # txaio.make_logger once autobahn chose Twisted
 
     def __getattr__(self, level: str) -> Any:
         if level in ("error", "critical", "failure"):
@@ -106,7 +107,16 @@ class MessageLink:
     #: Set from the upgrade: the peer speaks the workerwire extension.
     extended = False
     #: Called for every inbound message (keepalive bookkeeping).
-    on_traffic: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
+    on_traffic: Callable[[], None] = staticmethod(lambda: None)
+
+    # Set by the autobahn protocol this is mixed into (declared for the type checker).
+    #: A TCP transport or workerwire.tls's wrapper: both abort and pause.
+    transport: Any
+    #: As autobahn's Twisted adapter declares them.  Its generic WebSocketProtocol
+    #: declares them otherwise (``peer: str``, an Optional ``_transport_details``),
+    #: so a protocol mixing this in ignores that [misc] conflict between autobahn's bases.
+    peer: str | None
+    _transport_details: TransportDetails
 
     def link_setup(self, options: LinkOptions, clock: Any) -> None:
         self.options = options
@@ -145,7 +155,7 @@ class MessageLink:
             peer=self.link_peer, is_server=self.side == "master", is_secure=False)
         self.peer = self.link_peer
         try:
-            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+            self.transport.setTcpNoDelay(True)
         except Exception:
             pass  # a UNIX socket has no Nagle
         self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
@@ -164,7 +174,7 @@ class MessageLink:
     def _budget_drop(self, why: str) -> None:
         self.close(abort=True)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.budget is not None:
             self.budget.stop()
         if not getattr(self, "made", False):
@@ -185,8 +195,8 @@ class MessageLink:
     def link_opened(self) -> None:
         """The upgrade is done: bound what one WebSocket message may hold."""
         limit = PART_SIZE + _PART_SLACK if self.extended else self.options.max_message_size
-        self.maxMessagePayloadSize = limit  # type: ignore[attr-defined]
-        self.maxFramePayloadSize = limit  # type: ignore[attr-defined]
+        self.maxMessagePayloadSize = limit
+        self.maxFramePayloadSize = limit
 
     # -- sending ----------------------------------------------------------------
 

@@ -187,7 +187,8 @@ class _Session(WorkerSession):
             self.lost_before_login(reason)
 
 
-class WorkerProtocol(MessageLink, WebSocketClientProtocol):
+# autobahn's own bases disagree on peer / _transport_details (see MessageLink).
+class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc]
     """The worker's end of the WebSocket: serves the master's requests."""
 
     side = "worker"
