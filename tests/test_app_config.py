@@ -115,7 +115,7 @@ def test_port_in_use_is_reported_and_nothing_stays_open(tmp_path: Path) -> None:
 def test_two_protocols_on_one_port(tmp_path: Path) -> None:
     names = network_backends()
     if len(names) < 2:
-        pytest.skip(f"needs two network backends; installed: {', '.join(backend_names())}")
+        pytest.fail(f"needs two network backends; installed: {', '.join(backend_names())}")
     text = "".join(f'[protocols.{n}]\nport = "tcp:9989"\n' for n in names[:2]) + '[[workers]]\nname="w"\npassword="p"\n'
     assert any(f"protocols.{names[1]}.port: 'tcp:9989' is also the port of protocols.{names[0]}" in e
                for e in errors(tmp_path, text))

@@ -195,10 +195,10 @@ async def test_a_stock_buildbot_worker_runs_the_same_job(tmp_path: Path, process
     """The master's job is a Buildbot ``shell`` step: an unmodified buildbot-worker runs it over pb
     in the same directory a workerwire worker would use (basedir/builder/workdir)."""
     if "pb" not in require_network_backend():
-        pytest.skip("needs the pb backend")
+        pytest.fail("needs the pb backend")
     bbw = Path(sys.executable).with_name("buildbot-worker")
     if not bbw.exists():
-        pytest.skip("buildbot-worker is not installed (pip install buildbot-worker)")
+        pytest.fail("buildbot-worker is not installed (pip install buildbot-worker)")
     cluster = Cluster(tmp_path, processes, ["pb"], n_workers=1)
     cluster.jobs = [{"name": "hello", "command": "echo hello from $(pwd); exit 3"}]
     events = await cluster.start_master()

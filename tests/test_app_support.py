@@ -54,7 +54,7 @@ def network_backends() -> list[str]:
 def require_network_backend() -> list[str]:
     names = network_backends()
     if not names:
-        pytest.skip(f"needs a network backend (a master and workers in separate processes); installed backends "
+        pytest.fail(f"needs a network backend (a master and workers in separate processes); installed backends "
                     f"are {', '.join(backend_names()) or 'none'}, all in-process")
     return names
 

@@ -107,7 +107,7 @@ def _rss(pid: int) -> int:
 async def test_a_stalled_terminal_does_not_make_exec_buffer_the_output(backend: str, processes: Processes) -> None:
     """100 MB of output while the reader stops reading for a while: exec's memory stays bounded."""
     if not Path("/proc/self/status").exists():
-        pytest.skip("needs /proc to watch the process's memory")
+        pytest.fail("needs /proc to watch the process's memory")
     from twisted.internet import task
 
     from test_app_support import REACTOR, sleep

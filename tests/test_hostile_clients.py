@@ -501,7 +501,7 @@ async def test_a_large_frame_before_the_login_is_refused_before_it_is_buffered(b
                                                                                tmp_path: Path) -> None:
     payload = stuff(backend_name)
     if payload is None:
-        pytest.skip(f"no frame builder for backend {backend_name!r} in this test")
+        pytest.fail(f"no frame builder for backend {backend_name!r} in this test: add one to stuff()")
     h = await _harness(backend_name, tmp_path)
     try:
         port = (await h.register("w1", "pw")).getPort()
