@@ -19,9 +19,10 @@ __all__ = ["Backend", "LinkOptions", "API_VERSION"]
 #: ``(major, minor)``.  A backend declares the version it was written for in
 #: :attr:`Backend.api_version`; one with another major version is refused at
 #: load with a message naming both.  Major 1 still runs backends written for
-#: API 0 (the underscore hooks of ``BaseListener``/``BaseConnection``), with
-#: DeprecationWarnings.
-API_VERSION = (1, 0)
+#: API 0 (the underscore hooks of ``BaseListener``) and API 1.0 (the underscore
+#: hook and event names of ``BaseConnection`` and the worker classes, see
+#: :mod:`workerwire.api_compat`), with DeprecationWarnings.
+API_VERSION = (1, 1)
 
 
 @dataclass(frozen=True)

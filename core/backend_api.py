@@ -13,13 +13,13 @@ Master side
     ``_open_port``/``_close_port`` for a backend without endpoint strings;
     plumbing it calls: :meth:`~BaseListener.check_login`,
     :meth:`~BaseListener.attach`, ``login_guard.admit``);
-    :class:`BaseConnection` (hooks: ``_remote_*``, ``_lose_connection``,
-    ``get_peer``, ``_translate_failure``; events: ``_on_traffic``,
-    ``_on_update``, ``_on_complete``, ``_on_worker_keepalive``,
-    ``_on_shutdown_request``, ``_on_connection_lost``).
+    :class:`BaseConnection` (hooks: ``call_*``, ``lose_connection``,
+    ``get_peer``, ``translate_failure``; events: ``on_traffic``,
+    ``on_update``, ``on_complete``, ``on_worker_keepalive``,
+    ``on_shutdown_request``, ``on_connection_lost``).
 
 Worker side
-    :class:`BaseWorkerConnector` (hook: ``_connect_once``, which a network
+    :class:`BaseWorkerConnector` (hook: ``connect_once``, which a network
     backend writes as ``return MyAttempt(self).start()``);
     :class:`LoginAttempt` (hooks: ``build_factory``, ``connected``, ``drop``;
     events: ``succeeded``, ``failed``, ``lost_during_login``);

@@ -4,7 +4,7 @@
 :class:`~workerwire.master.Connection` contract: argument checks, one command per
 builder, routing of updates to the right command, exactly-once completion,
 failing pending calls on disconnect, keepalive.  A backend subclasses it and
-fills in the ``_remote_*`` primitives and :meth:`_lose_connection`, and
+fills in the ``call_*`` primitives and :meth:`lose_connection`, and
 reports what arrives from the worker through the ``_on_*`` methods.
 """
 
@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .api_compat import MASTER_EVENTS, MASTER_HOOKS, adopt_legacy_hooks, legacy_event
 from .backend import LinkOptions
 from .errors import (
     BuilderBusy,
@@ -52,6 +53,10 @@ class _Command:
 class BaseConnection(Connection):
     """Base of every backend's master-side connection."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_legacy_hooks(cls, {**MASTER_HOOKS, **MASTER_EVENTS})
+
     def __init__(
         self,
         master: MasterHooks,
@@ -78,58 +83,58 @@ class BaseConnection(Connection):
         self.mind: object = None
         #: Transfer handles of the running commands (see :mod:`workerwire.transfer`).
         self.transfer_handles = HandleTable(options.output_window, f"worker {workerName!r}")
-        self.transfer_handles.on_release = self._transfer_handles_released
+        self.transfer_handles.on_release = self.transfer_handles_released
 
     # -- backend primitives -------------------------------------------------
 
     @abc.abstractmethod
-    def _remote_print(self, message: str) -> Deferred[Any]: ...
+    def call_print(self, message: str) -> Deferred[Any]: ...
 
     @abc.abstractmethod
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]: ...
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]: ...
 
     @abc.abstractmethod
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]: ...
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]: ...
 
     @abc.abstractmethod
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]: ...
+    def call_start_build(self, builderName: str) -> Deferred[Any]: ...
 
     @abc.abstractmethod
-    def _remote_start_command(
+    def call_start_command(
         self, builderName: str, commandId: str, commandName: str, args: dict[str, Any]
     ) -> Deferred[Any]:
         """Send the start; the worker's updates come back through
-        :meth:`_on_update` / :meth:`_on_complete` with this *commandId*.
+        :meth:`on_update` / :meth:`on_complete` with this *commandId*.
 
         Where the master put a transfer handle, *args* holds a
         :class:`~workerwire.transfer.HandleRef` (top level, key ``writer`` or
         ``reader``); the backend carries it its own way (e.g.
         :func:`~workerwire.transfer.split_refs`) so that the worker gets a
         :class:`~workerwire.transfer.TransferProxy`, and reports the worker's
-        calls on it through :meth:`_on_transfer_call`."""
+        calls on it through :meth:`on_transfer_call`."""
 
     @abc.abstractmethod
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]: ...
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]: ...
 
     @abc.abstractmethod
-    def _remote_shutdown(self) -> Deferred[Any]: ...
+    def call_shutdown(self) -> Deferred[Any]: ...
 
     @abc.abstractmethod
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         """A ping the worker answers at once."""
 
     @abc.abstractmethod
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         """Close the transport (abort: drop it without waiting for the peer).
 
-        The backend reports the loss through :meth:`_on_connection_lost`.
+        The backend reports the loss through :meth:`on_connection_lost`.
         """
 
-    def _transfer_handles_released(self, handle_ids: list[int]) -> None:
+    def transfer_handles_released(self, handle_ids: list[int]) -> None:
         """These handles were released (their command is over, or the link
         went): a backend frees whatever it made for them.  Default: nothing."""
 
-    def _translate_failure(self, failure: Failure) -> Failure:
+    def translate_failure(self, failure: Failure) -> Failure:
         """Turn a backend-native failure into a core error; the one place a
         backend does so.  The default passes core errors through and wraps
         anything else as :class:`RemoteCallFailed`."""
@@ -139,12 +144,12 @@ class BaseConnection(Connection):
 
     # -- events a backend reports ------------------------------------------
 
-    def _on_traffic(self) -> None:
+    def on_traffic(self) -> None:
         """Something arrived from the worker (keeps the keepalive deadline away)."""
         if self._keepalive is not None:
             self._keepalive.touch()
 
-    def _on_update(self, commandId: str, updates: list[Update]) -> object:
+    def on_update(self, commandId: str, updates: list[Update]) -> object:
         """Updates of a running command arrived.
 
         Returns what the target's ``remote_update`` returned: a backend with
@@ -170,7 +175,7 @@ class BaseConnection(Connection):
                 "remote_update of command {cid} on {worker} failed", f, cid=commandId, worker=self.workerName))
         return result
 
-    def _on_complete(self, commandId: str, error: WorkerwireError | None) -> None:
+    def on_complete(self, commandId: str, error: WorkerwireError | None) -> None:
         """A running command ended (``error`` is ``None`` on success).
 
         :raises ProtocolError: no such command is running.
@@ -182,7 +187,7 @@ class BaseConnection(Connection):
         if cmd.accepted:
             self._finish(cmd)
 
-    def _on_transfer_call(self, commandId: str | None, handleId: Any, method: str, args: Any) -> Deferred[Any]:
+    def on_transfer_call(self, commandId: str | None, handleId: Any, method: str, args: Any) -> Deferred[Any]:
         """The worker called a transfer handle; fires with the answer
         (``None``, or bytes for ``read``).
 
@@ -195,22 +200,22 @@ class BaseConnection(Connection):
         :param commandId: the command the worker names; ``None`` when the
             carrying ties a handle to its command already (pb references).
         """
-        self._on_traffic()
+        self.on_traffic()
         if self._lost is not None:
             return fail(self._lost)
         return self.transfer_handles.call(commandId, handleId, method, args)
 
-    def _on_worker_keepalive(self) -> None:
-        self._on_traffic()
+    def on_worker_keepalive(self) -> None:
+        self.on_traffic()
 
-    def _on_shutdown_request(self) -> None:
-        self._on_traffic()
+    def on_shutdown_request(self) -> None:
+        self.on_traffic()
         try:
             self.master.workerShutdownRequested(self)
         except Exception:
             _log.failure("workerShutdownRequested for {worker} raised", worker=self.workerName)
 
-    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+    def on_connection_lost(self, reason: str = "connection closed") -> None:
         """The link is gone; runs the disconnect duties exactly once."""
         if self._lost is not None:
             return
@@ -231,6 +236,17 @@ class BaseConnection(Connection):
                 self._deliver_complete(cmd, done)
         self.detached(self.mind)
 
+    # API 1.0 names of the events and of the hooks with a default (see api_compat).
+    _on_traffic = legacy_event("_on_traffic", on_traffic)
+    _on_update = legacy_event("_on_update", on_update)
+    _on_complete = legacy_event("_on_complete", on_complete)
+    _on_transfer_call = legacy_event("_on_transfer_call", on_transfer_call)
+    _on_worker_keepalive = legacy_event("_on_worker_keepalive", on_worker_keepalive)
+    _on_shutdown_request = legacy_event("_on_shutdown_request", on_shutdown_request)
+    _on_connection_lost = legacy_event("_on_connection_lost", on_connection_lost)
+    _translate_failure = legacy_event("_translate_failure", translate_failure)
+    _transfer_handles_released = legacy_event("_transfer_handles_released", transfer_handles_released)
+
     # -- the contract ---------------------------------------------------------
 
     @property
@@ -249,9 +265,9 @@ class BaseConnection(Connection):
     def loseConnection(self, abort: bool = False) -> None:
         self.stopKeepaliveTimer()
         if self._lost is None:
-            self._lose_connection(abort=abort)
+            self.lose_connection(abort=abort)
             if abort:
-                self._on_connection_lost("connection aborted by the master")
+                self.on_connection_lost("connection aborted by the master")
             elif self._lost is None and self._close_timer is None:
                 # A graceful close waits for the peer to take what is still
                 # queued; a dead peer never does.  Keepalive is off from here
@@ -264,8 +280,8 @@ class BaseConnection(Connection):
             why = f"it did not close within {self.keepalive_timeout:g} s (keepalive timeout); dropped"
             _log.warn("worker {worker} at {peer} over {backend}: {why}", worker=self.workerName,
                       peer=self.get_peer(), backend=self.backendName, why=why)
-            self._lose_connection(abort=True)
-            self._on_connection_lost(why)
+            self.lose_connection(abort=True)
+            self.on_connection_lost(why)
 
     def attached(self, mind: object) -> Connection:
         self.mind = mind
@@ -296,17 +312,17 @@ class BaseConnection(Connection):
             "worker {worker} at {peer} over {backend} declared dead: {why}",
             worker=self.workerName, peer=self.get_peer(), backend=self.backendName, why=why,
         )
-        self._lose_connection(abort=True)
-        self._on_connection_lost(f"declared dead: {why}")
+        self.lose_connection(abort=True)
+        self.on_connection_lost(f"declared dead: {why}")
 
     def doKeepalive(self) -> Deferred[None]:
-        return self._call(self._remote_keepalive)
+        return self._call(self.call_keepalive)
 
     def remotePrint(self, message: str) -> Deferred[None]:
-        return self._checked_call(self._remote_print, ("message", message))
+        return self._checked_call(self.call_print, ("message", message))
 
     def remoteGetWorkerInfo(self) -> Deferred[dict[str, Any]]:
-        return self._call(self._remote_get_worker_info)
+        return self._call(self.call_get_worker_info)
 
     def remoteSetBuilderList(self, builders: list[tuple[str, str]]) -> Deferred[list[str]]:
         try:
@@ -317,10 +333,10 @@ class BaseConnection(Connection):
             if not isinstance(name, str) or not isinstance(builddir, str):
                 return fail(TypeError(
                     f"builders[{n}] must be a (name, builddir) pair of str, not ({name!r}, {builddir!r})"))
-        return self._call(self._remote_set_builder_list, pairs)
+        return self._call(self.call_set_builder_list, pairs)
 
     def remoteStartBuild(self, builderName: str) -> Deferred[None]:
-        return self._checked_call(self._remote_start_build, ("builderName", builderName))
+        return self._checked_call(self.call_start_build, ("builderName", builderName))
 
     def remoteStartCommand(
         self,
@@ -370,7 +386,7 @@ class BaseConnection(Connection):
                 self.transfer_handles.release_command(commandId)
             return failure
 
-        d = self._call(self._remote_start_command, builderName, commandId, commandName, args)
+        d = self._call(self.call_start_command, builderName, commandId, commandName, args)
         d.addCallbacks(accepted, refused)
         return d
 
@@ -381,14 +397,14 @@ class BaseConnection(Connection):
         if cmd is None or cmd.pending_complete:
             return succeed(None)  # finished or never existed: races are normal
         return self._checked_call(
-            self._remote_interrupt_command, ("builderName", builderName),
+            self.call_interrupt_command, ("builderName", builderName),
             ("commandId", commandId), ("why", str(why)),
         )
 
     def remoteShutdown(self) -> Deferred[None]:
         if self._lost is not None:
             return fail(self._lost)
-        d = self._call(self._remote_shutdown)
+        d = self._call(self.call_shutdown)
 
         def closed(failure: Failure) -> None | Failure:
             if failure.check(ConnectionLost):
@@ -431,7 +447,7 @@ class BaseConnection(Connection):
 
     def _call_failed(self, failure: Failure, key: int) -> None:
         if key in self._pending:  # else already failed by the disconnect
-            self._call_settle(self._translate_failure(failure), key, False)
+            self._call_settle(self.translate_failure(failure), key, False)
 
     def _call_settle(self, failure: Failure, key: int, late: bool) -> None:
         if key not in self._pending:

@@ -1,7 +1,7 @@
 """Protocol-neutral worker-side behaviour: reconnecting, keepalive, command channels.
 
 A backend's connector subclasses :class:`BaseWorkerConnector` and supplies
-:meth:`~BaseWorkerConnector._connect_once`, which dials and logs in and returns
+:meth:`~BaseWorkerConnector.connect_once`, which dials and logs in and returns
 a :class:`WorkerSession`; a backend's command channel subclasses
 :class:`BaseCommandChannel`.  Calls from the master reach the bot through
 :func:`call_bot`, which also checks what the bot returns.
@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .api_compat import CHANNEL_HOOKS, CONNECTOR_EVENTS, CONNECTOR_HOOKS, adopt_legacy_hooks, legacy_event
 from .backend import LinkOptions
 from .backoff import Backoff
 from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand, WorkerwireError
@@ -83,6 +84,10 @@ class BaseCommandChannel(CommandChannel):
     """Enforces the channel rules once: nothing after ``complete``, values checked,
     everything fails with ConnectionLost once the link is gone."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_legacy_hooks(cls, CHANNEL_HOOKS)
+
     def __init__(self, builderName: str, commandId: str):
         self.builderName = builderName
         self.commandId = commandId
@@ -90,10 +95,10 @@ class BaseCommandChannel(CommandChannel):
         self._lost: ConnectionLost | None = None
 
     @abc.abstractmethod
-    def _send_update(self, updates: list[Update]) -> Deferred[None]: ...
+    def send_update(self, updates: list[Update]) -> Deferred[None]: ...
 
     @abc.abstractmethod
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]: ...
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]: ...
 
     def link_lost(self, reason: str) -> None:
         if self._lost is None:
@@ -119,7 +124,7 @@ class BaseCommandChannel(CommandChannel):
             return fail(e)
         if not batch:
             return succeed(None)
-        return self._send_update(batch)
+        return self.send_update(batch)
 
     def complete(self, failure: BaseException | None = None) -> Deferred[None]:
         if self._lost is not None:
@@ -129,7 +134,7 @@ class BaseCommandChannel(CommandChannel):
         self.completed = True
         if isinstance(failure, Failure):
             failure = failure.value
-        return self._send_complete(failure)
+        return self.send_complete(failure)
 
 
 class WorkerSession(abc.ABC):
@@ -146,7 +151,7 @@ class WorkerSession(abc.ABC):
 
     @abc.abstractmethod
     def close(self, abort: bool = False) -> None:
-        """Close the link; the backend then reports it through ``_session_lost``."""
+        """Close the link; the backend then reports it through ``session_lost``."""
 
 
 class LoginAttempt(abc.ABC):
@@ -158,7 +163,7 @@ class LoginAttempt(abc.ABC):
     connector cancels it).  The backend writes the three hooks and reports
     how the login ended with :meth:`succeeded`, :meth:`failed` or
     :meth:`lost_during_login`; whichever comes first wins, later ones are
-    ignored.  ``BaseWorkerConnector._connect_once`` is then
+    ignored.  ``BaseWorkerConnector.connect_once`` is then
     ``return MyAttempt(self).start()``.
     """
 
@@ -261,6 +266,10 @@ class BaseWorkerConnector(WorkerConnector):
 
     backendName: str = "?"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        adopt_legacy_hooks(cls, {**CONNECTOR_HOOKS, **CONNECTOR_EVENTS})
+
     def __init__(
         self,
         bot: WorkerBot,
@@ -306,7 +315,7 @@ class BaseWorkerConnector(WorkerConnector):
     # -- backend hook -------------------------------------------------------
 
     @abc.abstractmethod
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         """Dial and log in once; fire with the session.
 
         Calls from the master that arrive before the login answer must already
@@ -317,11 +326,11 @@ class BaseWorkerConnector(WorkerConnector):
 
     # -- events a backend reports ----------------------------------------
 
-    def _on_traffic(self) -> None:
+    def on_traffic(self) -> None:
         if self._keepalive is not None:
             self._keepalive.touch()
 
-    def _session_lost(self, session: WorkerSession | None, reason: str) -> None:
+    def session_lost(self, session: WorkerSession | None, reason: str) -> None:
         """A logged-in session (or the one still logging in) is gone."""
         if session is None or session is not self._session:
             return
@@ -346,6 +355,10 @@ class BaseWorkerConnector(WorkerConnector):
             self._schedule(self._next_delay())
         else:
             self._fire_stop_waiters()
+
+    # API 1.0 names of the events (see api_compat).
+    _on_traffic = legacy_event("_on_traffic", on_traffic)
+    _session_lost = legacy_event("_session_lost", session_lost)
 
     def _register_channel(self, channel: BaseCommandChannel) -> None:
         self._channels[channel.commandId] = channel
@@ -392,7 +405,7 @@ class BaseWorkerConnector(WorkerConnector):
             _log.warn("worker {name}: link to the master at {peer}: {why}", name=self.name, peer=session.peer,
                       why=why)
             session.close(abort=True)
-            self._session_lost(session, why)
+            self.session_lost(session, why)
 
     def whenConnected(self) -> Deferred[None]:
         if self._session is not None:
@@ -405,7 +418,7 @@ class BaseWorkerConnector(WorkerConnector):
         return self._disconnect_subs.subscribe(callback)
 
     def probe(self) -> Deferred[None]:
-        d = maybeDeferred(self._connect_once)
+        d = maybeDeferred(self.connect_once)
 
         def logged_in(session: WorkerSession) -> None:
             session.close()
@@ -442,7 +455,7 @@ class BaseWorkerConnector(WorkerConnector):
         self._retry = None
         if not self._running or self._session is not None or self._connecting is not None:
             return
-        d = self._connecting = self._connect_once()
+        d = self._connecting = self.connect_once()
         d.addCallbacks(self._connected, self._failed)
 
     def _connected(self, session: WorkerSession) -> None:
@@ -499,7 +512,7 @@ class BaseWorkerConnector(WorkerConnector):
     def _dead(self, session: WorkerSession, why: str) -> None:
         _log.warn("worker {name}: master at {peer} declared dead: {why}", name=self.name, peer=session.peer, why=why)
         session.close(abort=True)
-        self._session_lost(session, f"declared dead: {why}")
+        self.session_lost(session, f"declared dead: {why}")
 
     def _fail_waiters(self, error: BaseException | Failure) -> None:
         waiters, self._waiters = self._waiters, []

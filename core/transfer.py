@@ -600,7 +600,7 @@ __all__.append("attach_proxies")
 
 
 class HandleRef:
-    """What a backend's ``_remote_start_command`` finds in ``args`` where the
+    """What a backend's ``call_start_command`` finds in ``args`` where the
     master put a handle: the handle's id and kind, to carry its own way."""
 
     __slots__ = ("handle_id", "kind")
@@ -617,7 +617,7 @@ class HandleRef:
 
 
 def split_refs(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """Backend side of ``_remote_start_command``: ``(plain args, {key: [id,
+    """Backend side of ``call_start_command``: ``(plain args, {key: [id,
     kind]})`` — the description :func:`attach_proxies` turns back into proxies."""
     plain = {}
     refs: dict[str, list[Any]] = {}

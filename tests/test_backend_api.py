@@ -142,3 +142,39 @@ async def test_closing_a_port_closes_its_connections_still_logging_in(
     assert not silent.gone.called
     await reg.unregister()  # the port's last registration: the port closes
     await within(silent.gone, reactor, what="the connection still logging in to be closed with its port")
+
+
+def test_a_backend_written_for_api_1_0_still_runs_with_deprecation_warnings(tmp_path: Any) -> None:
+    """API 1.1 renamed the hooks and events (``_remote_print`` -> ``call_print``,
+    ``_on_update`` -> ``on_update`` ...).  The reference backend with its names
+    turned back into API 1.0's, installed as a third-party distribution, still
+    passes the link, call and command parts of the suite, and is told which
+    names to change."""
+    import re
+    from pathlib import Path
+
+    from workerwire import api_compat
+
+    source = (Path(__file__).resolve().parent.parent / "examples" / "jsonlines" / "acme_jsonlines.py").read_text()
+    old_names = {new: old for renames in (api_compat.MASTER_HOOKS, api_compat.MASTER_EVENTS,
+                                          api_compat.CHANNEL_HOOKS, api_compat.CONNECTOR_HOOKS,
+                                          api_compat.CONNECTOR_EVENTS) for old, new in renames.items()}
+    legacy = re.sub(r"\b(" + "|".join(old_names) + r")\b", lambda m: old_names[m.group(1)], source)
+    assert "def _remote_print" in legacy and "._on_traffic" in legacy and "def _connect_once" in legacy
+    (tmp_path / "acme_legacy.py").write_text(legacy)
+    dist = tmp_path / "acme_legacy-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-legacy\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[workerwire.backends]\nacme-jsonlines = acme_legacy:backend\n")
+    (dist / "RECORD").write_text("")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "workerwire.conformance",
+                          "acme-jsonlines", "-q", "-p", "no:randomly", "-k", "not nested and (remote_ or start_ or updates or interrupt or transfer_utime or transfer_link_lost or pending_call "
+                          "or close or shutdown or login)", "-W", "always::DeprecationWarning"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    tail = out.stdout[-4000:]
+    assert out.returncode == 0, tail + out.stderr[-2000:]
+    assert " passed" in tail and "failed" not in tail, tail
+    for old, new in (("_remote_start_command", "call_start_command"), ("_on_update", "on_update"),
+                     ("_connect_once", "connect_once"), ("_send_update", "send_update")):
+        assert f"'{old}' is workerwire backend API 1.0; API 1.1 names it '{new}'" in out.stdout + out.stderr, old

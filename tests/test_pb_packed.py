@@ -65,7 +65,7 @@ class _Conn:
         self.delivered: list[Any] = []
         self._broker = _Broker()
 
-    def _on_update(self, commandId: str, updates: list[Any]) -> None:
+    def on_update(self, commandId: str, updates: list[Any]) -> None:
         self.delivered.append((commandId, updates))
 
 

@@ -187,48 +187,48 @@ class JsonConnection(BaseConnection):
     def get_peer(self) -> str:
         return describe_peer(self.line.transport)
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self.line.call("print", message)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         return self.line.call("getWorkerInfo")
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         return self.line.call("setBuilderList", builders)
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         return self.line.call("startBuild", builderName)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         return self.line.call("startCommand", builderName, commandId, commandName, plain, handles)
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self.line.call("interruptCommand", builderName, commandId, why)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self.line.call("shutdown")
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self.line.call("ping")
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         self.line.close(abort)
 
     def serve(self, method: str, args: list[Any]) -> Any:
         """The worker's calls, once logged in."""
         if method == "update":
             updates = [(str(key), value) for key, value in args[1]]
-            return self._on_update(str(args[0]), updates)  # the answer waits for a Deferred
+            return self.on_update(str(args[0]), updates)  # the answer waits for a Deferred
         if method == "complete":
-            self._on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))
+            self.on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))
         elif method == "keepalive":
-            self._on_worker_keepalive()
+            self.on_worker_keepalive()
         elif method == "shutdown":
-            self._on_shutdown_request()
+            self.on_shutdown_request()
         elif method == "transfer":
-            return self._on_transfer_call(str(args[0]), args[1], str(args[2]), list(args[3]))
+            return self.on_transfer_call(str(args[0]), args[1], str(args[2]), list(args[3]))
         else:
             raise ProtocolError(f"unknown call {method!r} from the worker")
         return None
@@ -259,7 +259,7 @@ class _MasterLogin:
         self.conn: JsonConnection | None = None
         self.line = Line(listener.options, self.serve)
         self.line.on_data = lambda data: self.ticket.take(data)
-        self.line.on_traffic = lambda: self.conn._on_traffic() if self.conn is not None else None
+        self.line.on_traffic = lambda: self.conn.on_traffic() if self.conn is not None else None
         self.line.on_lost = self.lost
 
     def serve(self, method: str, args: list[Any]) -> Any:
@@ -289,7 +289,7 @@ class _MasterLogin:
     def lost(self, reason: str) -> None:
         self.ticket.done()
         if self.conn is not None:
-            self.conn._on_connection_lost(reason)
+            self.conn.on_connection_lost(reason)
 
 
 # -- worker side ------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class _Channel(BaseCommandChannel):
         super().__init__(builderName, commandId)
         self.attempt = attempt
 
-    def _send_update(self, updates: list[Any]) -> Deferred[None]:
+    def send_update(self, updates: list[Any]) -> Deferred[None]:
         line = self.attempt.line
 
         def send_many(batches: list[list[Any]]) -> Deferred[Any]:
@@ -308,7 +308,7 @@ class _Channel(BaseCommandChannel):
 
         return self.attempt.window.send_mergeable(self, approx_size(updates), updates, send_many)
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self.attempt.connector._forget_channel(self)
         error = None if failure is None else list(error_to_wire(failure))
         line = self.attempt.line
@@ -321,7 +321,7 @@ class _Attempt(LoginAttempt, WorkerSession):
     def __init__(self, connector: "JsonConnector"):
         super().__init__(connector)
         self.line = Line(connector.options, self.serve)
-        self.line.on_traffic = connector._on_traffic
+        self.line.on_traffic = connector.on_traffic
         self.line.on_lost = self.lost
         self.logged_in = False
         self.window = SendWindow(connector.options.output_window, clock=self.reactor)
@@ -352,7 +352,7 @@ class _Attempt(LoginAttempt, WorkerSession):
         self.window.lost(reason)
         self.transfers.lost(reason)
         if self.logged_in:
-            self.connector._session_lost(self, reason)
+            self.connector.session_lost(self, reason)
         else:
             self.lost_during_login(reason)
 
@@ -383,7 +383,7 @@ class _Attempt(LoginAttempt, WorkerSession):
 class JsonConnector(BaseWorkerConnector):
     backendName = "acme-jsonlines"
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         return _Attempt(self).start()
 
 

@@ -94,19 +94,19 @@ class AMPConnection(BaseConnection):
 
     # -- primitives ---------------------------------------------------------
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self._proto.call(Print, message=message).addCallback(lambda _: None)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         return self._proto.call(GetWorkerInfo).addCallback(lambda answer: answer["info"])
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         return self._proto.call(SetBuilderList, builders=builders).addCallback(lambda answer: answer["names"])
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         return self._proto.call(StartBuild, builder=builderName).addCallback(lambda _: None)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         if handles and not self._proto.peer_transfers:
@@ -118,20 +118,20 @@ class AMPConnection(BaseConnection):
             handles=handles or None,
         ).addCallback(lambda _: None)
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._proto.call(
             InterruptCommand, builder=builderName, command_id=commandId, why=why).addCallback(lambda _: None)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self._proto.call(Shutdown).addCallback(lambda _: None)
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self._proto.call(Ping).addCallback(lambda _: None)
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         self._proto.close(abort=abort)
 
-    def _translate_failure(self, failure: Failure) -> Failure:
+    def translate_failure(self, failure: Failure) -> Failure:
         return translate_failure(failure)
 
     # -- acknowledgement of updates ------------------------------------------
@@ -141,7 +141,7 @@ class AMPConnection(BaseConnection):
 
         :raises ProtocolError: no such command is running.
         """
-        pending = self._on_update(commandId, updates)
+        pending = self.on_update(commandId, updates)
         return pending if isinstance(pending, Deferred) else None
 
 
@@ -176,7 +176,7 @@ class MasterProtocol(WireProtocol):
 
     def _traffic(self) -> None:
         if self.conn is not None:
-            self.conn._on_traffic()
+            self.conn.on_traffic()
 
     def refuses(self, command: type[WireCommand]) -> str | None:
         allowed = _ALLOWED[self.phase]
@@ -206,7 +206,7 @@ class MasterProtocol(WireProtocol):
     def link_lost(self, reason: Failure) -> None:
         self._cancel_login_timer()
         if self.conn is not None:
-            self.conn._on_connection_lost(self.drop_reason or describe_loss(reason))
+            self.conn.on_connection_lost(self.drop_reason or describe_loss(reason))
 
     def _refuse(self, why: object, logged: bool = False) -> None:
         """The refusal is being answered; close once the answer is written."""
@@ -307,7 +307,7 @@ class MasterProtocol(WireProtocol):
         # Core checks the handle and the transfer window (ProtocolError answers,
         # the connection stays open, as on every backend).
         assert self.conn is not None
-        d = self.conn._on_transfer_call(command_id, handle, method, args)
+        d = self.conn.on_transfer_call(command_id, handle, method, args)
         return d.addCallback(lambda result: {"result": result})
 
     def amp_Complete(self, command_id: str, error: list[Any] | None) -> dict[str, Any]:
@@ -318,17 +318,17 @@ class MasterProtocol(WireProtocol):
         else:
             failure = None
         assert self.conn is not None
-        self.conn._on_complete(command_id, failure)
+        self.conn.on_complete(command_id, failure)
         return {}
 
     def amp_Keepalive(self) -> dict[str, Any]:
         assert self.conn is not None
-        self.conn._on_worker_keepalive()
+        self.conn.on_worker_keepalive()
         return {}
 
     def amp_ShutdownRequest(self) -> dict[str, Any]:
         assert self.conn is not None
-        self.conn._on_shutdown_request()
+        self.conn.on_shutdown_request()
         return {}
 
     def _malformed(self, why: str) -> ProtocolError:

@@ -76,7 +76,7 @@ class _Channel(BaseCommandChannel):
         self._encoded_id = Encoded(self._command_id)
         self._label = f"an update of command {commandId!r}"
 
-    def _send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
+    def send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
         proto = self._session.proto
         # update() has checked the values; large output is not copied here.
         pieces, size = encode_pairs(updates)
@@ -97,7 +97,7 @@ class _Channel(BaseCommandChannel):
         updates = Encoded(pieces=pieces, size=len(header) + sum(size for _, _, size in batches))
         return self._session.proto.call_encoded(Update, [(b"command_id", self._encoded_id), (b"updates", updates)])
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
         error: list[str] | None = None
         if failure is not None:
@@ -164,7 +164,7 @@ class _Session(WorkerSession):
         for channel in channels.values():
             channel.link_lost(reason)
         if self.logged_in:
-            self.connector._session_lost(self, reason)
+            self.connector.session_lost(self, reason)
         else:
             self.lost_before_login(reason)
 
@@ -186,7 +186,7 @@ class WorkerProtocol(WireProtocol):
         #: ``hello`` (only answers accepted), then ``serving`` once Login is sent.
         self.phase = "hello"
         self.session: _Session | None = None
-        self.on_traffic = connector._on_traffic
+        self.on_traffic = connector.on_traffic
 
     def who(self) -> str:
         return f"master at {self.peer}"
@@ -343,5 +343,5 @@ class AMPConnector(BaseWorkerConnector):
         """The logged-in session, if any (for tests and diagnostics)."""
         return self._session  # type: ignore[return-value]
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         return _Attempt(self).start()

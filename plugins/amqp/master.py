@@ -193,7 +193,7 @@ class _Membership:
             _log.warn("amqp master {master} of pool {pool}: {why}; rejoining", master=self.spec.master,
                       pool=self.pool, why=why)
         for conn in list(self.sessions):
-            conn._on_connection_lost(why)
+            conn.on_connection_lost(why)
         self.holders.clear()
         self.releasing.clear()
         self.control = None
@@ -295,12 +295,12 @@ class _Membership:
         except LoginRefused as e:
             await self._refuse_on(box, reply_to, correlation_id, e)
             conn._teardown()
-            conn._on_connection_lost(f"refused: {e}")
+            conn.on_connection_lost(f"refused: {e}")
             return
         except Exception as e:
             await self._refuse_on(box, reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
             conn._teardown()
-            conn._on_connection_lost(f"session setup failed: {e}")
+            conn.on_connection_lost(f"session setup failed: {e}")
             return
         # On the session's channel: after every call the master made while attaching.
         welcome = encode({"queue": session_queue, "master": self.spec.master, "pool": self.pool,
@@ -390,8 +390,8 @@ class AMQPConnection(BaseConnection):
             self.seen_bytes = seen
 
     def _budget_drop(self, why: str) -> None:
-        self._lose_connection(abort=True)
-        self._on_connection_lost(why)
+        self.lose_connection(abort=True)
+        self.on_connection_lost(why)
 
     def get_peer(self) -> str:
         return self.peer
@@ -407,7 +407,7 @@ class AMQPConnection(BaseConnection):
     def _send_failed(self, failure: Failure) -> None:
         if self._lost is None and not self._torn_down:
             self._teardown()
-            self._on_connection_lost(f"cannot reach the worker: {failure.getErrorMessage()}")
+            self.on_connection_lost(f"cannot reach the worker: {failure.getErrorMessage()}")
 
     def _call_worker(self, method: str, *args: Any) -> Deferred[Any]:
         self._serial += 1
@@ -423,42 +423,42 @@ class AMQPConnection(BaseConnection):
         self._send(wire.CALL, body, cid)
         return d
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self._call_worker("print", message)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         return self._call_worker("getWorkerInfo")
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         return self._call_worker("setBuilderList", builders)
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         return self._call_worker("startBuild", builderName)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         if handles:  # transfer handles travel as {key: [id, kind]} after the args
             return self._call_worker("startCommand", builderName, commandId, commandName, plain, handles)
         return self._call_worker("startCommand", builderName, commandId, commandName, plain)
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._call_worker("interruptCommand", builderName, commandId, why)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self._call_worker("shutdown")
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self._call_worker("ping")
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         if self._torn_down:
             return
         # Aborting waits for nothing, but still tells a live worker at once (as a TCP reset would).
         self.box.send(self.worker_queue, wire.BYE, b"", None, self.session_queue).addErrback(lambda f: None)
         self._teardown()
         if not abort:
-            self.clock_later(self._on_connection_lost, "closed by the master")
+            self.clock_later(self.on_connection_lost, "closed by the master")
 
     def clock_later(self, fn: Any, *args: Any) -> None:
         self._clock.callLater(0, fn, *args)
@@ -476,12 +476,12 @@ class AMQPConnection(BaseConnection):
         else:
             self.membership.release(self.workerName, box)
 
-    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+    def on_connection_lost(self, reason: str = "connection closed") -> None:
         if self._lost is not None:
             return
         calls, self._calls = self._calls, {}
         self.budget.stop()
-        super()._on_connection_lost(reason)
+        super().on_connection_lost(reason)
         for d in calls.values():
             if not d.called:
                 d.errback(Failure(ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}")))
@@ -504,11 +504,11 @@ class AMQPConnection(BaseConnection):
                 self.budget.after_read()
 
     def _handle(self, msg: Message) -> None:
-        self._on_traffic()
+        self.on_traffic()
         kind = msg.kind
         if kind == wire.BYE:
             self._teardown()
-            self._on_connection_lost("the worker closed the link")
+            self.on_connection_lost("the worker closed the link")
             return
         value = wire.decode_body(msg.body, self.options.max_message_size, kind) if msg.body else None
         if kind == wire.RESULT:
@@ -525,10 +525,10 @@ class AMQPConnection(BaseConnection):
         elif kind == wire.COMPLETE:
             self._answer(msg.correlation_id, self._complete, value)
         elif kind == wire.KEEPALIVE:
-            self._on_worker_keepalive()
+            self.on_worker_keepalive()
             self._ack(msg.correlation_id, None)
         elif kind == wire.SHUTDOWN_REQUEST:
-            self._on_shutdown_request()
+            self.on_shutdown_request()
             self._ack(msg.correlation_id, None)
         elif kind == wire.TRANSFER:
             self._transfer(msg.correlation_id, value)
@@ -537,13 +537,13 @@ class AMQPConnection(BaseConnection):
 
     def _update(self, value: Any) -> object:
         command_id, pairs = wire.decode_update(value)
-        return self._on_update(command_id, pairs)
+        return self.on_update(command_id, pairs)
 
     def _complete(self, value: Any) -> object:
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
             raise ProtocolError("complete must be [command_id, error or nil]")
         error = None if value[1] is None else wire.body_error(value[1])
-        self._on_complete(value[0], error)
+        self.on_complete(value[0], error)
         return None
 
     def _answer(self, correlation_id: str | None, handler: Any, value: Any) -> None:
@@ -562,7 +562,7 @@ class AMQPConnection(BaseConnection):
                 and isinstance(value[3], list)):
             raise ProtocolError("transfer must be [command_id, handle_id, method, [args]]")
         command_id, handle_id, method, args = value
-        d = self._on_transfer_call(None if command_id is None else str(command_id), handle_id, method, args)
+        d = self.on_transfer_call(None if command_id is None else str(command_id), handle_id, method, args)
         d.addCallbacks(lambda result: self._ack(correlation_id, None, result),
                        lambda f: self._ack(correlation_id, f.value))
 

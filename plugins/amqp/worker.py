@@ -62,14 +62,14 @@ class _Channel(BaseCommandChannel):
         self._session = session
         self._label = f"an update of command {commandId!r}"
 
-    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+    def send_update(self, updates: list[Update]) -> Deferred[None]:
         batch = wire.encoded_pairs(updates)
         return self._session.window.send_mergeable(self, batch[2] + 16, batch, self._send_batch, self._label)
 
     def _send_batch(self, batches: list[tuple[int, list[bytes], int]]) -> Deferred[Any]:
         return self._session.ask(wire.UPDATE, wire.encode_update(self.commandId, batches))
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
         error = None
         if failure is not None:
@@ -205,7 +205,7 @@ class _Session(WorkerSession):
             self.master_queue = msg.reply_to  # a master calls before it welcomes
         if msg.reply_to != self.master_queue:
             return  # a refusal or leftover from another master: not ours
-        self.connector._on_traffic()
+        self.connector.on_traffic()
         kind = msg.kind
         if kind == wire.BYE:
             self.lost("the master closed the link", abort=False)
@@ -305,7 +305,7 @@ class _Session(WorkerSession):
             self.answer.errback(Failure(ConnectionLost(reason)))
             self.answer.addErrback(lambda f: None)  # a login attempt given up already does not wait for it
         if self.logged_in:
-            self.connector._session_lost(self, reason)
+            self.connector.session_lost(self, reason)
         if abort:
             self.link.abort()
 
@@ -322,7 +322,7 @@ class AMQPConnector(BaseWorkerConnector):
         # What logs show: the broker URL without its password.
         self.address = f"amqp:url={self.spec.broker.redacted()}:pool={self.spec.pool}"
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         state: dict[str, Any] = {}
         d = ensureDeferred(self._attempt_login(state))
 

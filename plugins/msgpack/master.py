@@ -86,10 +86,10 @@ class MsgpackConnection(BaseConnection):
 
     # -- primitives ---------------------------------------------------------
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self._proto.request("print", message=message).addCallback(lambda _: None)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         def got(info: Any) -> dict[str, Any]:
             if not isinstance(info, dict):
                 raise ProtocolError(f"get_worker_info answered {type(info).__name__}, not a map")
@@ -99,18 +99,18 @@ class MsgpackConnection(BaseConnection):
 
         return self._proto.request("get_worker_info").addCallback(got)
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         if self.stock is None:
             return self._proto.request("set_builder_list", builders=builders)
         return ensureDeferred(self._emulate_set_builder_list(builders))
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         if self.stock is None:
             return self._proto.request("start_build", builder_name=builderName).addCallback(lambda _: None)
         self.stock.builder_dir(builderName)  # Buildbot sends nothing; an unknown builder still fails here
         return succeed(None)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         fields: dict[str, Any] = {}
@@ -130,20 +130,20 @@ class MsgpackConnection(BaseConnection):
 
         return d.addCallbacks(lambda _: None, refused)
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._proto.request("interrupt_command", builder_name=builderName, command_id=commandId,
                                    why=why).addCallback(lambda _: None)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self._proto.request("shutdown").addCallback(lambda _: None)
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self._proto.request("keepalive").addCallback(lambda _: None)
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         self._proto.close(abort=abort)
 
-    def _translate_failure(self, failure: Failure) -> Failure:
+    def translate_failure(self, failure: Failure) -> Failure:
         return translate_failure(failure)
 
     # -- a stock worker's builder list ----------------------------------------
@@ -155,7 +155,7 @@ class MsgpackConnection(BaseConnection):
         stock = self.stock
         assert stock is not None
         if stock.info is None:
-            await self._remote_get_worker_info()
+            await self.call_get_worker_info()
         if not self._settings_sent:
             await self._proto.request("set_worker_settings", args=dict(WORKER_SETTINGS))
             self._settings_sent = True
@@ -223,7 +223,7 @@ class MsgpackConnection(BaseConnection):
                     isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in args):
                 raise ProtocolError("update args must be a list of [key, value] pairs")
             pairs = [(key, value) for key, value in args]
-        pending = self._on_update(command_id, pairs)
+        pending = self.on_update(command_id, pairs)
         return pending.addCallback(lambda _: None) if isinstance(pending, Deferred) else None
 
     def worker_complete(self, msg: dict[str, Any]) -> None:
@@ -240,7 +240,7 @@ class MsgpackConnection(BaseConnection):
             error = error_from_wire(detail[0], detail[1], detail[2] if len(detail) > 2 else None)
         elif args is not None:
             error = RemoteCallFailed("Failure", str(args))
-        self._on_complete(command_id, error)
+        self.on_complete(command_id, error)
         return None
 
     def worker_transfer(self, msg: dict[str, Any]) -> Deferred[Any]:
@@ -248,7 +248,7 @@ class MsgpackConnection(BaseConnection):
         command_id, args = msg.get("command_id"), msg.get("args")
         if not isinstance(command_id, str) or not isinstance(msg.get("method"), str) or not isinstance(args, list):
             raise ProtocolError("ww_transfer needs command_id (str), handle (int), method (str) and args (list)")
-        return self._on_transfer_call(command_id, msg.get("handle"), msg["method"], args)
+        return self.on_transfer_call(command_id, msg.get("handle"), msg["method"], args)
 
     def stock_transfer(self, msg: dict[str, Any]) -> Deferred[Any]:
         """One of Buildbot's ``update_upload_*`` / ``update_read_file*`` messages."""
@@ -261,12 +261,12 @@ class MsgpackConnection(BaseConnection):
             args: list[Any] = [[msg.get("access_time"), msg.get("modified_time")]]
         else:
             args = [msg.get(k) for k in arg_keys]
-        return self._on_transfer_call(command_id, handle, method, args)
+        return self.on_transfer_call(command_id, handle, method, args)
 
-    def _on_connection_lost(self, reason: str = "connection closed") -> None:
+    def on_connection_lost(self, reason: str = "connection closed") -> None:
         self._stock_handles.clear()
         self._internal_lost()
-        super()._on_connection_lost(reason)
+        super().on_connection_lost(reason)
 
 
 @implementer(IRealm)
@@ -317,7 +317,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
 
     def _traffic(self) -> None:
         if self.conn is not None:
-            self.conn._on_traffic()
+            self.conn.on_traffic()
 
     def connectionMade(self) -> None:
         self.link_peer = describe_peer(self.transport)
@@ -414,7 +414,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
         self._done()
         self.listener._protocols.discard(self)
         if self.conn is not None:
-            self.conn._on_connection_lost(reason)
+            self.conn.on_connection_lost(reason)
 
     # -- requests from the worker ----------------------------------------------
 
@@ -453,10 +453,10 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             raise
 
     def _keepalive(self, msg: dict[str, Any]) -> None:
-        self._connection()._on_worker_keepalive()
+        self._connection().on_worker_keepalive()
 
     def _shutdown_request(self, msg: dict[str, Any]) -> None:
-        self._connection()._on_shutdown_request()
+        self._connection().on_shutdown_request()
 
 
 class _Factory(WebSocketServerFactory):

@@ -80,7 +80,7 @@ class _Channel(BaseCommandChannel):
         self._session = session
         self._label = f"an update of command {commandId!r}"
 
-    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+    def send_update(self, updates: list[Update]) -> Deferred[None]:
         return self._session.window.send_mergeable(self, approx_size(updates), updates, self._send_batch, self._label)
 
     def _send_batch(self, batches: list[list[Update]]) -> Deferred[Any]:
@@ -90,7 +90,7 @@ class _Channel(BaseCommandChannel):
                            else [[key, value] for key, value in pairs])
         return proto.request("update", command_id=self.commandId, args=args)
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
         proto = self._session.proto
         fields: dict[str, Any] = {"command_id": self.commandId, "args": None}
@@ -182,7 +182,7 @@ class _Session(WorkerSession):
         for channel in channels.values():
             channel.link_lost(reason)
         if self.logged_in:
-            self.connector._session_lost(self, reason)
+            self.connector.session_lost(self, reason)
         else:
             self.lost_before_login(reason)
 
@@ -202,7 +202,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         self.session: _Session | None = None
         self.window = connector.options.output_window
         self.refused_status: int | None = None
-        self.on_traffic = connector._on_traffic
+        self.on_traffic = connector.on_traffic
         self.handlers.update({
             "print": lambda msg: call_bot(self.bot, "print", self._str(msg, "message")),
             "keepalive": lambda msg: None,
@@ -457,5 +457,5 @@ class MsgpackConnector(BaseWorkerConnector):
         self.endpoint = parse_client_address(self.reactor, address, "msgpack")
         self.url = websocket_url(address)
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         return _Attempt(self).start()

@@ -46,35 +46,35 @@ class NullConnection(BaseConnection):
 
     # Arguments core has checked (_checked_call) are not walked again.
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self._peer.call("print", message, checked=True)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         return self._peer.call("getWorkerInfo")
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         return self._peer.call("setBuilderList", builders)
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         return self._peer.call("startBuild", builderName, checked=True)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         if handles:  # transfer handles travel as {key: [id, kind]} after the args
             return self._peer.call("startCommand", builderName, commandId, commandName, plain, handles)
         return self._peer.call("startCommand", builderName, commandId, commandName, plain)
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._peer.call("interruptCommand", builderName, commandId, why, checked=True)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self._peer.call("shutdown")
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self._peer.call("ping")
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         self._peer.close("connection closed by the master")
 
     def serve(self, method: str, args: list[Any]) -> Any:
@@ -82,21 +82,21 @@ class NullConnection(BaseConnection):
         if method == "update":
             commandId, updates = args
             # The answer waits for a master that asks to be waited for: backpressure.
-            result = self._on_update(str(commandId), [(str(k), v) for k, v in updates])
+            result = self.on_update(str(commandId), [(str(k), v) for k, v in updates])
             if isinstance(result, Deferred):
                 return result.addBoth(lambda _: None)
         elif method == "complete":
             commandId, err = args
-            self._on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))
+            self.on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))
         elif method == "transfer":
             commandId, handleId, name, call_args = args
             if not isinstance(call_args, list):
                 raise ProtocolError("transfer(command_id, handle_id, method, [args])")
-            return self._on_transfer_call(str(commandId), handleId, str(name), call_args)
+            return self.on_transfer_call(str(commandId), handleId, str(name), call_args)
         elif method == "keepalive":
-            self._on_worker_keepalive()
+            self.on_worker_keepalive()
         elif method == "shutdown":
-            self._on_shutdown_request()
+            self.on_shutdown_request()
         else:
             raise ProtocolError(f"unknown call {peer_text(method)} from the worker")
         return None
@@ -143,11 +143,11 @@ class NullListener(BaseListener):
             if timeout.active():
                 timeout.cancel()
             if state["conn"] is not None:
-                state["conn"]._on_connection_lost(reason)
+                state["conn"].on_connection_lost(reason)
 
         def traffic() -> None:
             if state["conn"] is not None:
-                state["conn"]._on_traffic()
+                state["conn"].on_traffic()
 
         peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic, self.options, "master",
                            self.login_guard.stats)

@@ -24,11 +24,11 @@ class _Channel(BaseCommandChannel):
         super().__init__(builderName, commandId)
         self._session = session
 
-    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+    def send_update(self, updates: list[Update]) -> Deferred[None]:
         # update() has checked the values; commandId came checked from the master.
         return self._session.peer_rpc.call("update", self.commandId, [list(u) for u in updates], checked=True)
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.connector._forget_channel(self)
         err = None if failure is None else list(error_to_wire(failure))
         return self._session.peer_rpc.call("complete", self.commandId, err)
@@ -84,7 +84,7 @@ class NullConnector(BaseWorkerConnector):
         super().__init__(*a, **kw)
         self._port_name = parse_port(self.address)
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         try:
             pipe = network_for(self.reactor).connect(self._port_name)
         except ConnectionLost as e:
@@ -96,11 +96,11 @@ class NullConnector(BaseWorkerConnector):
         def lost(reason: str) -> None:
             session.transfers.lost(reason)
             if logged_in:
-                self._session_lost(session, reason)
+                self.session_lost(session, reason)
             elif not result.called:
                 result.errback(Failure(ConnectionLost(f"link closed during login: {reason}")))
 
-        session.peer_rpc = MessagePeer(pipe, session.serve, lost, self.options.max_message_size, self._on_traffic,
+        session.peer_rpc = MessagePeer(pipe, session.serve, lost, self.options.max_message_size, self.on_traffic,
                                        self.options, "worker")
         # Calls from the master are served from here on, before the login answer.
         d = session.peer_rpc.call("login", self.name, self.password)

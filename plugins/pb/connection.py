@@ -73,10 +73,10 @@ class _Perspective(Servant):
         self.conn = conn
 
     def perspective_keepalive(self) -> None:
-        self.conn._on_worker_keepalive()
+        self.conn.on_worker_keepalive()
 
     def perspective_shutdown(self) -> None:
-        self.conn._on_shutdown_request()
+        self.conn.on_shutdown_request()
 
 
 class _CommandRef(Servant):
@@ -94,7 +94,7 @@ class _CommandRef(Servant):
             self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
             raise
         if batch:
-            pending = self.conn._on_update(self.commandId, batch)
+            pending = self.conn.on_update(self.commandId, batch)
             if isinstance(pending, Deferred):
                 # The answer (the worker's acknowledgement) waits for a master
                 # that asks to be waited for: a slow master slows the worker.
@@ -121,7 +121,7 @@ class _CommandRef(Servant):
                     raise ProtocolError("a packed update batch must be a list of [key: str, value] pairs")
                 batch.append((item[0], item[1]))
         if batch:
-            pending = self.conn._on_update(self.commandId, batch)
+            pending = self.conn.on_update(self.commandId, batch)
             if isinstance(pending, Deferred):
                 return pending.addBoth(lambda _: None)
         return None
@@ -133,7 +133,7 @@ class _CommandRef(Servant):
             error = core_error(failure)
         else:
             raise ProtocolError(f"complete expects None or a failure, not a {type(failure).__name__}")
-        self.conn._on_complete(self.commandId, error)
+        self.conn.on_complete(self.commandId, error)
         self.conn._broker.release(self)  # the command is over: nothing more may arrive here
 
 
@@ -148,7 +148,7 @@ class _WriterRef(Servant):
         self.handleId = handleId
 
     def _call(self, method: str, *args: Any) -> Deferred[Any]:
-        return self.conn._on_transfer_call(None, self.handleId, method, list(args))
+        return self.conn.on_transfer_call(None, self.handleId, method, list(args))
 
     def remote_write(self, data: Any) -> Deferred[Any]:
         return self._call("write", data)
@@ -188,30 +188,30 @@ class PBConnection(BaseConnection):
         self.builders: dict[str, pb.RemoteReference] = {}
         self._handle_refs: dict[int, _WriterRef] = {}
         self.perspective = _Perspective(self)
-        broker.on_traffic = self._on_traffic
-        broker.on_lost = self._on_connection_lost
+        broker.on_traffic = self.on_traffic
+        broker.on_lost = self.on_connection_lost
         broker.worker_name = workerName
         if broker.disconnected:
-            self._on_connection_lost(broker.lost_reason or "connection closed during login")
+            self.on_connection_lost(broker.lost_reason or "connection closed during login")
 
     def get_peer(self) -> str:
         return self._broker.peer
 
     # -- the one place native failures become core errors ------------------------
 
-    def _translate_failure(self, failure: Failure) -> Failure:
+    def translate_failure(self, failure: Failure) -> Failure:
         return Failure(core_error(failure))
 
     # -- primitives ---------------------------------------------------------------
 
-    def _remote_print(self, message: str) -> Deferred[Any]:
+    def call_print(self, message: str) -> Deferred[Any]:
         return self._broker.call(self._bot, "print", message=message).addCallback(_none)
 
-    def _remote_get_worker_info(self) -> Deferred[dict[str, Any]]:
+    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         limit = node_limit(self.options.max_message_size)
         return self._broker.call(self._bot, "getWorkerInfo").addCallback(_info, limit)
 
-    def _remote_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
+    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         wanted = [(name, builddir) for name, builddir in builders]
         return self._broker.call(self._bot, "setBuilderList", wanted).addCallback(self._got_builders)
 
@@ -232,14 +232,14 @@ class PBConnection(BaseConnection):
             )
         return ref
 
-    def _remote_start_build(self, builderName: str) -> Deferred[Any]:
+    def call_start_build(self, builderName: str) -> Deferred[Any]:
         try:
             ref = self._builder(builderName)
         except UnknownBuilder as e:
             return fail(e)
         return self._broker.call(ref, "startBuild").addCallback(lambda _: None)
 
-    def _remote_start_command(self, builderName: str, commandId: str, commandName: str,
+    def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
         try:
             ref = self._builder(builderName)
@@ -259,25 +259,25 @@ class PBConnection(BaseConnection):
         d = self._broker.call(ref, "startCommand", command_ref, commandId, commandName, args)
         return d.addCallbacks(lambda _: None, refused)
 
-    def _transfer_handles_released(self, handle_ids: list[int]) -> None:
+    def transfer_handles_released(self, handle_ids: list[int]) -> None:
         for handle_id in handle_ids:
             servant = self._handle_refs.pop(handle_id, None)
             if servant is not None:
                 self._broker.release(servant)  # later calls: ProtocolError, reaching nothing
 
-    def _remote_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
+    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         ref = self.builders.get(builderName)
         if ref is None:
             return succeed(None)  # its builder is gone, so is the command
         return self._broker.call(ref, "interruptCommand", commandId, why).addCallback(lambda _: None)
 
-    def _remote_shutdown(self) -> Deferred[Any]:
+    def call_shutdown(self) -> Deferred[Any]:
         return self._broker.call(self._bot, "shutdown").addCallback(lambda _: None)
 
-    def _remote_keepalive(self) -> Deferred[Any]:
+    def call_keepalive(self) -> Deferred[Any]:
         return self._broker.call(self._bot, KEEPALIVE_CALL).addCallback(lambda _: None)
 
-    def _lose_connection(self, abort: bool) -> None:
+    def lose_connection(self, abort: bool) -> None:
         self._broker.close(abort)
 
 

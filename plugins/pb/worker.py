@@ -72,7 +72,7 @@ class _Channel(BaseCommandChannel):
         self._label = f"an update of command {commandId!r}"
         self._packed_key = object()  # merges packed updates (self merges Buildbot-form ones)
 
-    def _send_update(self, updates: list[Update]) -> Deferred[None]:
+    def send_update(self, updates: list[Update]) -> Deferred[None]:
         window = self._link.window
         features = self._link.wire.peer_features
         if features and features.get("packed_updates"):
@@ -98,7 +98,7 @@ class _Channel(BaseCommandChannel):
         wire = batches[0] if len(batches) == 1 else [entry for batch in batches for entry in batch]
         return self._link.wire.call(self._ref, "update", wire)
 
-    def _send_complete(self, failure: BaseException | None) -> Deferred[None]:
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
         self._link.forget_handles(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
@@ -240,7 +240,7 @@ class _Link(LoginAttempt, WorkerSession):
 
     def build_broker(self) -> WireBroker:
         broker = WireBroker(True, self.connector.options, self.reactor)
-        broker.on_traffic = self.connector._on_traffic
+        broker.on_traffic = self.connector.on_traffic
         broker.on_lost = self._lost
         self.broker = broker
         return broker
@@ -294,7 +294,7 @@ class _Link(LoginAttempt, WorkerSession):
         self.window.lost(reason)
         self.transfers.lost(reason)
         if self.logged_in:
-            self.connector._session_lost(self, reason)
+            self.connector.session_lost(self, reason)
         else:
             self.lost_during_login(reason)
 
@@ -345,5 +345,5 @@ class PBConnector(BaseWorkerConnector):
         # AddressError now, not at the first attempt:
         parse_client_address(self.reactor, self.address, self.backendName)
 
-    def _connect_once(self) -> Deferred[WorkerSession]:
+    def connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()
