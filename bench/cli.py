@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from .aggregate import METRICS, aggregate
-from .plan import PROFILES, Profile, Subject, plan_subjects, trial_spec
+from .plan import NOT_IN_QUICK, PROFILES, Profile, Subject, plan_subjects, trial_spec
 from .procfs import machine_info
 from .report import markdown
 from .runner import REPO, run_trial
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = Profile(**{**profile.__dict__, "reps": args.reps})
     only_backends = args.backends.split(",") if args.backends else None
     subjects, installed = plan_subjects(only_backends)
+    if name == "quick":
+        subjects = [s for s in subjects if s.id not in NOT_IN_QUICK]
     if args.only:
         keep = set(args.only.split(","))
         subjects = [s for s in subjects if s.id in keep]

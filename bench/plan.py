@@ -114,7 +114,41 @@ def plan_subjects(only: list[str] | None = None) -> tuple[list[Subject], list[di
         if available():
             subjects.append(Subject("buildbot-worker", "buildbot-worker 4.x (PyPI), shell command, into workerwire pb",
                                     {"subject": "bbw", "chunk": 64 * KiB, "window": 0}, ("stream",), kind="peer"))
+    if "msgpack" in names:
+        subjects += msgpack_peers()
     return subjects, installed
+
+
+#: The stock worker over msgpack, which the msgpack worker subjects are compared with.
+BBW_MSGPACK = "buildbot-worker/msgpack"
+
+#: Subjects left out of ``--quick`` (each starts a worker daemon for a few
+#: seconds per repetition; tests/test_bench_quick.py runs --quick and must not
+#: get slower): the full run and ``--smoke`` measure them.
+NOT_IN_QUICK = frozenset({"msgpack/app-worker", "msgpack/shell", BBW_MSGPACK})
+
+
+def msgpack_peers() -> list[Subject]:
+    """Workers running the same shell command into one workerwire msgpack master:
+    the `workerwire worker` daemon, the bench worker, and a stock buildbot-worker
+    created with ``--protocol msgpack_experimental_v7``."""
+    from .sides.app_worker import available as app_available
+    from .sides.bbw import available
+
+    out = []
+    if app_available():
+        out.append(Subject("msgpack/app-worker", "`workerwire worker` daemon (the app) over msgpack, shell command "
+                           "(printer child)", {"subject": "app", "backend": "msgpack", "chunk": 64 * KiB, "window": 0},
+                           ("stream",), baseline=BBW_MSGPACK, kind="peer"))
+    out.append(Subject("msgpack/shell", "bench worker over msgpack, shell command (printer child, forwarded by "
+                       "bench/bot.py)", {"subject": "ww", "backend": "msgpack", "variant": "shell", "chunk": 64 * KiB,
+                                         "window": 0}, ("stream",), baseline=BBW_MSGPACK, kind="peer"))
+    if available():
+        out.append(Subject(BBW_MSGPACK, "buildbot-worker 4.x (PyPI) created with --protocol msgpack_experimental_v7, "
+                           "shell command, into workerwire msgpack", {"subject": "bbw", "backend": "msgpack",
+                                                                      "chunk": 64 * KiB, "window": 0}, ("stream",),
+                           kind="peer"))
+    return out
 
 
 def trial_spec(subject: Subject, profile: Profile, scenarios: list[str]) -> dict[str, Any]:

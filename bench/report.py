@@ -236,7 +236,9 @@ NOTES = [
     "bytes with `callRemote` and 16 calls outstanding (AMP: 60 KiB, its value limit is 65,535 bytes); raw TCP "
     "writes 64 KiB frames with a streaming producer. `pb/app-worker` (the `workerwire worker` daemon), "
     "`pb/shell` (the bench worker) and `buildbot-worker` all run `bench/printer.py` as a child process through "
-    "a Buildbot-style `shell` command into the same workerwire `pb` master.",
+    "a Buildbot-style `shell` command into the same workerwire `pb` master; `msgpack/app-worker`, `msgpack/shell` "
+    "and `buildbot-worker/msgpack` (created with `--protocol msgpack_experimental_v7`) do the same into one "
+    "workerwire `msgpack` master (full runs and `--smoke`; `--quick` leaves them out).",
     "* Storm: the master registers all workers on one port; the client starts every login in one reactor turn "
     "(workerwire connectors with their default backoff; raw PB does a `twisted.cred` login, raw AMP a login "
     "call, raw TCP one frame round trip); time is from the first start to the last login seen by both ends; "

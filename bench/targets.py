@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .aggregate import median
-from .plan import Profile, Subject
+from .plan import BBW_MSGPACK, Profile, Subject
 
 __all__ = ["Verdict", "judge"]
 
@@ -46,7 +46,7 @@ def judge(subjects: list[Subject], s: Summaries, profile: Profile) -> list[Verdi
     backends = [x for x in subjects if x.kind == "backend"]
     network = [x for x in backends if x.baseline != "floor"]
     for b in network:
-        if b.baseline in ("raw-pb", "raw-amp"):
+        if b.baseline in ("raw-pb", "raw-amp", "raw-ws"):
             out.append(_at_least("call round trip overhead", b.id, median(s.get(b.id, {}), "rtt", "calls_per_s"),
                                  median(s.get(b.baseline, {}), "rtt", "calls_per_s"), 0.9, b.baseline, "calls/s"))
     for b in network:
@@ -94,6 +94,13 @@ def judge(subjects: list[Subject], s: Summaries, profile: Profile) -> list[Verdi
                                      median(s.get(peer, {}), "stream", "mb_per_s"),
                                      median(s.get("buildbot-worker", {}), "stream", "mb_per_s"), 5.0,
                                      "buildbot-worker", "MB/s"))
+    if BBW_MSGPACK in ids:
+        for peer in ("msgpack/app-worker", "msgpack/shell"):
+            if peer in ids:
+                out.append(_at_least("msgpack worker vs buildbot-worker streaming", peer,
+                                     median(s.get(peer, {}), "stream", "mb_per_s"),
+                                     median(s.get(BBW_MSGPACK, {}), "stream", "mb_per_s"), 5.0,
+                                     BBW_MSGPACK, "MB/s"))
     bound = max(16 * 1024, profile.stream_bytes // KiB // 8)  # KiB
     for x in subjects:
         if x.kind == "baseline" or "stream" not in x.scenarios:

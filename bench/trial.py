@@ -35,7 +35,7 @@ async def open_subject(reactor: Any, spec: dict[str, Any]) -> Link:
     if subject == "bbw":
         from .sides.bbw import open_bbw_link
 
-        return await open_bbw_link(reactor, timeout)
+        return await open_bbw_link(reactor, timeout, spec.get("backend", "pb"))
     if subject == "app":
         from .sides.app_worker import open_app_link
 

@@ -1,5 +1,8 @@
-"""An unmodified ``buildbot-worker`` (PyPI) against the workerwire ``pb`` master.
+"""An unmodified ``buildbot-worker`` (PyPI) against a workerwire master.
 
+Over ``pb`` (buildbot-worker's default protocol) into the workerwire ``pb``
+master, or over Buildbot's MessagePack-over-WebSocket dialect (``create-worker
+--protocol msgpack_experimental_v7``) into the workerwire ``msgpack`` master.
 The worker directory is made by buildbot-worker's own ``create-worker``; the
 worker runs with ``buildbot-worker start --nodaemon`` (twistd in the
 foreground, so the spawned pid is the worker) and gets a ``shell`` command with
@@ -17,7 +20,10 @@ from typing import Any
 from .base import remove_tree, spawn, within
 from .ww import PASSWORD, WwLink, start_listener
 
-__all__ = ["open_bbw_link", "shell_args", "printer_argv", "buildbot_worker_argv"]
+__all__ = ["open_bbw_link", "shell_args", "printer_argv", "buildbot_worker_argv", "PROTOCOL_OPTIONS"]
+
+#: ``create-worker`` options that make a stock worker speak each backend's dialect.
+PROTOCOL_OPTIONS = {"pb": [], "msgpack": ["--protocol", "msgpack_experimental_v7"]}
 
 PRINTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "printer.py")
 
@@ -51,8 +57,10 @@ def available() -> bool:
     return True
 
 
-async def open_bbw_link(reactor: Any, timeout: float) -> WwLink:
-    backend, master, listener = start_listener("pb", reactor)
+async def open_bbw_link(reactor: Any, timeout: float, backend_name: str = "pb") -> WwLink:
+    """A stock buildbot-worker logged in to a workerwire *backend_name* master
+    (``pb`` or ``msgpack``), its builder ``b1`` set up."""
+    backend, master, listener = start_listener(backend_name, reactor)
     reg = await listener.updateRegistration("bbw", PASSWORD, backend.loopback_port())
     assert reg is not None
     basedir = tempfile.mkdtemp(prefix="workerwire-bench-bbw-")
@@ -60,7 +68,7 @@ async def open_bbw_link(reactor: Any, timeout: float) -> WwLink:
     # Setup, before anything is measured: the worker's own create-worker.
     subprocess.run(
         [*buildbot_worker_argv(), "create-worker", "--quiet", "--log-count=2", "--keepalive=600",
-         basedir, f"127.0.0.1:{reg.getPort()}", "bbw", PASSWORD],
+         *PROTOCOL_OPTIONS[backend_name], basedir, f"127.0.0.1:{reg.getPort()}", "bbw", PASSWORD],
         check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     child = spawn("buildbot-worker", [*buildbot_worker_argv(), "start", "--nodaemon", basedir], cwd=basedir)
