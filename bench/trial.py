@@ -124,14 +124,29 @@ async def _scenario(reactor: Any, name: str, timeout: float, coro: Any) -> dict[
 
 
 async def _rtt(link: Link, spec: dict[str, Any]) -> dict[str, Any]:
+    cpu0 = _cpu(link)
     latencies = await sequential(link.call, spec["rtt_calls"], spec["timeout"])
-    return {**rtt_figures(latencies), "calls": len(latencies)}
+    return {**rtt_figures(latencies), "calls": len(latencies), **_cpu_per_call(link, cpu0, len(latencies))}
 
 
 async def _pipelined(link: Link, spec: dict[str, Any]) -> dict[str, Any]:
     n = spec["pipe_calls"]
+    cpu0 = _cpu(link)
     seconds = await pipelined(link.call, n, spec["pipe_window"], spec["timeout"])
-    return {"calls_per_s": n / seconds, "calls": n, "outstanding": spec["pipe_window"]}
+    return {"calls_per_s": n / seconds, "calls": n, "outstanding": spec["pipe_window"],
+            **_cpu_per_call(link, cpu0, n)}
+
+
+def _cpu(link: Link) -> tuple[float, float | None]:
+    return time.process_time(), None if link.worker_pid is None else cpu_seconds(link.worker_pid)
+
+
+def _cpu_per_call(link: Link, cpu0: tuple[float, float | None], calls: int) -> dict[str, float | None]:
+    """CPU µs (user + system) each process spent per call: less sensitive to
+    other load on the machine than calls/s (the worker's in 10 ms ticks)."""
+    cpu1 = _cpu(link)
+    worker = None if cpu0[1] is None or cpu1[1] is None else (cpu1[1] - cpu0[1]) / calls * 1e6
+    return {"master_cpu_us_per_call": (cpu1[0] - cpu0[0]) / calls * 1e6, "worker_cpu_us_per_call": worker}
 
 
 async def _stream(reactor: Any, link: Link, spec: dict[str, Any]) -> dict[str, Any]:
