@@ -87,7 +87,7 @@ class MsgpackConnection(BaseConnection):
     # -- primitives ---------------------------------------------------------
 
     def call_print(self, message: str) -> Deferred[Any]:
-        return self._proto.request("print", message=message).addCallback(lambda _: None)
+        return self._proto.request_done("print", message=message)
 
     def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         def got(info: Any) -> dict[str, Any]:
@@ -106,7 +106,7 @@ class MsgpackConnection(BaseConnection):
 
     def call_start_build(self, builderName: str) -> Deferred[Any]:
         if self.stock is None:
-            return self._proto.request("start_build", builder_name=builderName).addCallback(lambda _: None)
+            return self._proto.request_done("start_build", builder_name=builderName)
         self.stock.builder_dir(builderName)  # Buildbot sends nothing; an unknown builder still fails here
         return succeed(None)
 
@@ -121,24 +121,24 @@ class MsgpackConnection(BaseConnection):
                 self._stock_handles[commandId] = {key: spec[0] for key, spec in handles.items()}
         elif handles:
             fields["handles"] = handles
-        d = self._proto.request("start_command", builder_name=builderName, command_id=commandId,
-                                command_name=commandName, args=plain, **fields)
+        d = self._proto.request_done("start_command", builder_name=builderName, command_id=commandId,
+                                     command_name=commandName, args=plain, **fields)
 
         def refused(failure: Failure) -> Failure:
             self._stock_handles.pop(commandId, None)
             return failure
 
-        return d.addCallbacks(lambda _: None, refused)
+        return d.addErrback(refused)
 
     def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
-        return self._proto.request("interrupt_command", builder_name=builderName, command_id=commandId,
-                                   why=why).addCallback(lambda _: None)
+        return self._proto.request_done("interrupt_command", builder_name=builderName, command_id=commandId,
+                                        why=why)
 
     def call_shutdown(self) -> Deferred[Any]:
-        return self._proto.request("shutdown").addCallback(lambda _: None)
+        return self._proto.request_done("shutdown")
 
     def call_keepalive(self) -> Deferred[Any]:
-        return self._proto.request("keepalive").addCallback(lambda _: None)
+        return self._proto.request_done("keepalive")
 
     def lose_connection(self, abort: bool) -> None:
         self._proto.close(abort=abort)

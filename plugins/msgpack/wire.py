@@ -26,9 +26,11 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
+from workerwire.socket_write import direct_socket
 from workerwire.values import decode
 
 from .errors import RemoteError, describe_loss, error_fields, error_from_answer
@@ -71,10 +73,15 @@ CLOSE_PROTOCOL_ERROR = 4002
 #: One allowance for every message, as the null backend has: a value in a
 #: shallower field (a command's ``args`` map) gets the levels it does not use.
 FRAMING_LEVELS = 3
+#: Bytes asked of a plain TCP socket per read (Twisted's default is 64 KiB):
+#: a 1 MiB update message arrives in 4 reads instead of 16, each one pass of
+#: autobahn's frame parser.
+READ_SIZE = 256 * 1024
 
 
-def _pack(msg: dict[str, Any]) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
+#: One packer for every message (``msgpack.packb`` builds one per call); it
+#: resets itself after each message, also when packing fails.
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 
 
 class _AutobahnLog:
@@ -106,7 +113,7 @@ class MessageLink:
     side = "?"
     #: Set from the upgrade: the peer speaks the workerwire extension.
     extended = False
-    #: Called for every inbound message (keepalive bookkeeping).
+    #: Called for every read from the peer (keepalive bookkeeping).
     on_traffic: Callable[[], None] = staticmethod(lambda: None)
 
     # Set by the autobahn protocol this is mixed into (declared for the type checker).
@@ -128,6 +135,8 @@ class MessageLink:
         self.link_peer = "?"
         self._seq = 0
         self._waiting: dict[int, Deferred[Any]] = {}
+        #: Requests in _waiting whose answer's result is dropped (request_done).
+        self._results_dropped: set[int] = set()
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._pongs: list[Deferred[None]] = []
@@ -158,6 +167,12 @@ class MessageLink:
             self.transport.setTcpNoDelay(True)
         except Exception:
             pass  # a UNIX socket has no Nagle
+        # Output arrives in messages of up to 1 MiB: glibc would otherwise give
+        # their memory back after each one and fault it in again (see
+        # workerwire.allocator).
+        prime_allocator()
+        if direct_socket(self.transport) is not None:
+            self.transport.bufferSize = READ_SIZE
         self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
                                  self._budget_pause, self._budget_resume, self._budget_drop, self.who,
                                  f"msgpack {self.side}", self.budget_stats)
@@ -203,6 +218,14 @@ class MessageLink:
     def request(self, op: str, **fields: Any) -> Deferred[Any]:
         """Send a request; the Deferred fires with the answer's ``result`` or
         fails with :class:`RemoteError` / :class:`ConnectionLost`."""
+        return self._request(op, fields, True)
+
+    def request_done(self, op: str, **fields: Any) -> Deferred[None]:
+        """:meth:`request` for a call whose result is not wanted: the Deferred
+        fires with None once the answer came (no callback per call to drop it)."""
+        return self._request(op, fields, False)
+
+    def _request(self, op: str, fields: dict[str, Any], want_result: bool) -> Deferred[Any]:
         if self.lost is not None or self.closing:
             return fail(ConnectionLost(f"link to {self.who()} is {'lost: ' + self.lost if self.lost else 'closing'}"))
         seq = self._seq
@@ -218,6 +241,8 @@ class MessageLink:
                 f"{op} message of {len(data)} bytes exceeds the peer's limit of {self.peer_max_message_size} bytes"))
         d: Deferred[Any] = Deferred()
         self._waiting[seq] = d
+        if not want_result:
+            self._results_dropped.add(seq)
         self._send_bytes(data)
         return d
 
@@ -264,20 +289,14 @@ class MessageLink:
         return d
 
     def onPong(self, payload: bytes) -> None:
-        self.on_traffic()
         if self._pongs:
             self._pongs.pop(0).callback(None)
-
-    def onPing(self, payload: bytes) -> None:
-        self.on_traffic()
-        super().onPing(payload)  # type: ignore[misc]
 
     # -- receiving ----------------------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.closing or self.lost is not None:
             return
-        self.on_traffic()
         if not isBinary:
             return self.protocol_error(ProtocolError("a text message; the dialect uses binary MessagePack messages"))
         try:
@@ -290,6 +309,12 @@ class MessageLink:
             return self._part(msg)
         self.message_size = len(payload)
         self._dispatch(msg)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Once per read (not per message): the peer is alive; and after every
+        # message in the read was handled (and answered), the send budget.
+        self.on_traffic()
+        super().dataReceived(data)  # type: ignore[misc]
         if self.budget is not None and not self.closing:
             self.budget.after_read()
 
@@ -324,10 +349,16 @@ class MessageLink:
             d = self._waiting.pop(seq, None)
             if d is None:
                 return self.protocol_error(ProtocolError(f"an answer to seq_number {seq}, which is not waiting"))
+            dropped = self._results_dropped
+            if dropped and seq in dropped:
+                dropped.discard(seq)
+                result = None
+            else:
+                result = msg.get("result")
             if msg.get("is_exception"):
                 d.errback(Failure(RemoteError(error_from_answer(msg))))
             else:
-                d.callback(msg.get("result"))
+                d.callback(result)
             return
         handler = self.handlers.get(op)
         if handler is None:
@@ -382,6 +413,7 @@ class MessageLink:
         self.lost = self.describe_close(wasClean, code, reason)
         error = ConnectionLost(f"link to {self.who()} lost: {self.lost}")
         waiting, self._waiting = self._waiting, {}
+        self._results_dropped.clear()
         for d in waiting.values():
             d.errback(Failure(error))
         pongs, self._pongs = self._pongs, []

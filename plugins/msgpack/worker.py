@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from workerwire.addresses import describe_peer, split_description
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.endpoints import parse_client_address
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import SendWindow, approx_size
@@ -203,16 +203,18 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         self.window = connector.options.output_window
         self.refused_status: int | None = None
         self.on_traffic = connector.on_traffic
+        # call_bot_now: a bot that answers at once is answered at once (no
+        # Deferred per call); its exception becomes the error answer.
         self.handlers.update({
-            "print": lambda msg: call_bot(self.bot, "print", self._str(msg, "message")),
+            "print": lambda msg: call_bot_now(self.bot, "print", self._str(msg, "message")),
             "keepalive": lambda msg: None,
-            "get_worker_info": lambda msg: call_bot(self.bot, "getWorkerInfo"),
+            "get_worker_info": lambda msg: call_bot_now(self.bot, "getWorkerInfo"),
             "set_worker_settings": lambda msg: None,  # Buildbot's line buffering; this worker sends as it goes
             "set_builder_list": self._set_builder_list,
-            "start_build": lambda msg: call_bot(self.bot, "startBuild", self._str(msg, "builder_name")),
+            "start_build": lambda msg: call_bot_now(self.bot, "startBuild", self._str(msg, "builder_name")),
             "start_command": self._start_command,
             "interrupt_command": self._interrupt_command,
-            "shutdown": lambda msg: call_bot(self.bot, "shutdown"),
+            "shutdown": lambda msg: call_bot_now(self.bot, "shutdown"),
             "ww_attached": self._attached,
         })
 
@@ -326,14 +328,14 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
 
         return d.addCallbacks(lambda _: None, refused)
 
-    def _interrupt_command(self, msg: dict[str, Any]) -> Deferred[Any]:
+    def _interrupt_command(self, msg: dict[str, Any]) -> Any:
         command_id = self._str(msg, "command_id")
         builder = msg.get("builder_name")
         if not isinstance(builder, str):
             channel = self.session.channels.get(command_id) if self.session else None
             builder = channel.builderName if channel is not None else ROOT_BUILDER
         why = msg.get("why")
-        return call_bot(self.bot, "interruptCommand", builder, command_id, str(why))
+        return call_bot_now(self.bot, "interruptCommand", builder, command_id, str(why))
 
 
 class _Attempt:
