@@ -14,7 +14,7 @@ worker; a refusal then (a duplicate worker) closes the WebSocket with code
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -293,29 +293,19 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
         self.verified = False
         self.worker_name: str | None = None
         self.conn: MsgpackConnection | None = None
-        self.on_traffic = self._traffic
         #: Bytes of updates received and not yet acknowledged (held by a slow master).
         self._unacked = 0
         #: A workerwire worker counts the window in its own estimate of the
         #: updates' size; the master allows twice the window (plus a batch)
         #: before it calls the worker hostile.
         self.window_bound = 2 * listener.options.output_window + 1024 * 1024
-        self.handlers.update({
-            "update": self._update,
-            "complete": self._complete,
-            "keepalive": self._keepalive,
-            "shutdown": self._shutdown_request,
-            "ww_transfer": lambda msg: self._connection().worker_transfer(msg),
-        })
-        for op in STOCK_TRANSFER_OPS:
-            self.handlers[op] = lambda msg: self._connection().stock_transfer(msg)
 
     def who(self) -> str:
         if self.worker_name is not None:
             return f"worker {self.worker_name!r} at {self.link_peer}"
         return self.link_peer
 
-    def _traffic(self) -> None:
+    def on_traffic(self) -> None:  # a method, not a bound method kept per connection
         if self.conn is not None:
             self.conn.on_traffic()
 
@@ -458,6 +448,21 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
     def _shutdown_request(self, msg: dict[str, Any]) -> None:
         self._connection().on_shutdown_request()
 
+    def _transfer(self, msg: dict[str, Any]) -> Any:
+        return self._connection().worker_transfer(msg)
+
+    def _stock_transfer(self, msg: dict[str, Any]) -> Any:
+        return self._connection().stock_transfer(msg)
+
+    handlers: ClassVar[dict[str, Callable[[Any, dict[str, Any]], Any]]] = {
+        "update": _update,
+        "complete": _complete,
+        "keepalive": _keepalive,
+        "shutdown": _shutdown_request,
+        "ww_transfer": _transfer,
+        **dict.fromkeys(STOCK_TRANSFER_OPS, _stock_transfer),
+    }
+
 
 class _Factory(WebSocketServerFactory):
     def __init__(self, listener: "MsgpackListener", entry: OpenPort):
@@ -471,6 +476,8 @@ class _Factory(WebSocketServerFactory):
             # The login guard times the upgrade; the close handshake is bounded by keepalive_timeout.
             openHandshakeTimeout=0,
             closeHandshakeTimeout=min(5.0, listener.options.keepalive_timeout),
+            # Text messages are refused as they are (a protocol error), valid UTF-8 or not.
+            utf8validateIncoming=False,
         )
 
     def buildProtocol(self, addr: Any) -> Any:

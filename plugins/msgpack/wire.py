@@ -2,9 +2,9 @@
 the workerwire extension's parts, and closing (``docs/protocols/msgpack.md``).
 
 :class:`MessageLink` is mixed into an autobahn protocol (server or client);
-the master's and the worker's protocols add their handlers in
-:attr:`MessageLink.handlers` (``op`` -> callable taking the message and
-returning the result, a Deferred of it, or raising).
+the master's and the worker's protocols give their handlers in the class
+table :attr:`MessageLink.handlers` (``op`` -> function taking the protocol and
+the message and returning the result, a Deferred of it, or raising).
 
 Every WebSocket message is one MessagePack map, binary.  Between two
 workerwire ends (negotiated in the HTTP upgrade, see :data:`DIALECT_HEADER`)
@@ -15,7 +15,7 @@ messages of at most that many bytes each, reassembled up to
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import msgpack
 from autobahn.wamp.types import TransportDetails
@@ -79,6 +79,10 @@ FRAMING_LEVELS = 3
 READ_SIZE = 256 * 1024
 
 
+#: What autobahn keeps of the HTTP upgrade and reads only during it.
+_UPGRADE_LEFTOVERS = ("http_headers", "http_request_data", "http_response_data", "http_status_line",
+                      "http_request_params")
+
 #: One packer for every message (``msgpack.packb`` builds one per call); it
 #: resets itself after each message, also when packing fails.
 _pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -111,6 +115,10 @@ class MessageLink:
     log = _AutobahnLog()
 
     side = "?"
+    #: What this side answers: ``op`` -> function of (the protocol, the
+    #: message) returning the result, a Deferred of it, or raising.  One
+    #: table per class, not per connection (a master holds thousands).
+    handlers: ClassVar[dict[str, Callable[[Any, dict[str, Any]], Any]]] = {}
     #: Set from the upgrade: the peer speaks the workerwire extension.
     extended = False
     #: Called for every read from the peer (keepalive bookkeeping).
@@ -128,15 +136,15 @@ class MessageLink:
     def link_setup(self, options: LinkOptions, clock: Any) -> None:
         self.options = options
         self.clock = clock
-        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.peer_max_message_size = options.max_message_size
         self.lost: str | None = None
         self.closing = False
         self.link_peer = "?"
         self._seq = 0
         self._waiting: dict[int, Deferred[Any]] = {}
-        #: Requests in _waiting whose answer's result is dropped (request_done).
-        self._results_dropped: set[int] = set()
+        #: Requests in _waiting whose answer's result is dropped (request_done);
+        #: made at the first one (a connection that is never called has none).
+        self._results_dropped: set[int] | None = None
         self._parts: list[bytes] = []
         self._parts_size = 0
         self._pongs: list[Deferred[None]] = []
@@ -208,10 +216,17 @@ class MessageLink:
         self.onOpen()  # type: ignore[attr-defined]
 
     def link_opened(self) -> None:
-        """The upgrade is done: bound what one WebSocket message may hold."""
+        """The upgrade is done: bound what one WebSocket message may hold, and
+        let go of the upgrade's HTTP text, which autobahn keeps but does not
+        read again (~2.5 KiB per connection on a master)."""
         limit = PART_SIZE + _PART_SLACK if self.extended else self.options.max_message_size
         self.maxMessagePayloadSize = limit
         self.maxFramePayloadSize = limit
+        for name in _UPGRADE_LEFTOVERS:
+            if name in self.__dict__:
+                setattr(self, name, None)
+        if not getattr(self, "utf8validateIncoming", True):
+            self.utf8validator = None  # made for every connection, used for text messages only
 
     # -- sending ----------------------------------------------------------------
 
@@ -242,6 +257,8 @@ class MessageLink:
         d: Deferred[Any] = Deferred()
         self._waiting[seq] = d
         if not want_result:
+            if self._results_dropped is None:
+                self._results_dropped = set()
             self._results_dropped.add(seq)
         self._send_bytes(data)
         return d
@@ -365,7 +382,7 @@ class MessageLink:
             # What Buildbot answers too.
             return self.answer_error(msg, ProtocolError(f"Command {op} does not exist."))
         try:
-            result = handler(msg)
+            result = handler(self, msg)
         except Exception as e:
             return self.answer_error(msg, e)
         if isinstance(result, Deferred):
@@ -413,7 +430,7 @@ class MessageLink:
         self.lost = self.describe_close(wasClean, code, reason)
         error = ConnectionLost(f"link to {self.who()} lost: {self.lost}")
         waiting, self._waiting = self._waiting, {}
-        self._results_dropped.clear()
+        self._results_dropped = None
         for d in waiting.values():
             d.errback(Failure(error))
         pongs, self._pongs = self._pongs, []

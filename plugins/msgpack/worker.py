@@ -12,7 +12,7 @@ from the moment the WebSocket is open.
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred, fail
@@ -203,20 +203,6 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         self.window = connector.options.output_window
         self.refused_status: int | None = None
         self.on_traffic = connector.on_traffic
-        # call_bot_now: a bot that answers at once is answered at once (no
-        # Deferred per call); its exception becomes the error answer.
-        self.handlers.update({
-            "print": lambda msg: call_bot_now(self.bot, "print", self._str(msg, "message")),
-            "keepalive": lambda msg: None,
-            "get_worker_info": lambda msg: call_bot_now(self.bot, "getWorkerInfo"),
-            "set_worker_settings": lambda msg: None,  # Buildbot's line buffering; this worker sends as it goes
-            "set_builder_list": self._set_builder_list,
-            "start_build": lambda msg: call_bot_now(self.bot, "startBuild", self._str(msg, "builder_name")),
-            "start_command": self._start_command,
-            "interrupt_command": self._interrupt_command,
-            "shutdown": lambda msg: call_bot_now(self.bot, "shutdown"),
-            "ww_attached": self._attached,
-        })
 
     def who(self) -> str:
         return f"master at {self.link_peer}"
@@ -337,6 +323,21 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         why = msg.get("why")
         return call_bot_now(self.bot, "interruptCommand", builder, command_id, str(why))
 
+    # call_bot_now: a bot that answers at once is answered at once (no
+    # Deferred per call); its exception becomes the error answer.
+    handlers: ClassVar[dict[str, Callable[[Any, dict[str, Any]], Any]]] = {
+        "print": lambda self, msg: call_bot_now(self.bot, "print", self._str(msg, "message")),
+        "keepalive": lambda self, msg: None,
+        "get_worker_info": lambda self, msg: call_bot_now(self.bot, "getWorkerInfo"),
+        "set_worker_settings": lambda self, msg: None,  # Buildbot's line buffering; this worker sends as it goes
+        "set_builder_list": _set_builder_list,
+        "start_build": lambda self, msg: call_bot_now(self.bot, "startBuild", self._str(msg, "builder_name")),
+        "start_command": _start_command,
+        "interrupt_command": _interrupt_command,
+        "shutdown": lambda self, msg: call_bot_now(self.bot, "shutdown"),
+        "ww_attached": _attached,
+    }
+
 
 class _Attempt:
     """One dial-and-login; :attr:`result` fires with the session."""
@@ -434,7 +435,9 @@ class _ClientFactory(WebSocketClientFactory):
         limit = max(connector.options.max_message_size, PART_SIZE + 1024)
         self.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit,
                                 openHandshakeTimeout=0,
-                                closeHandshakeTimeout=min(5.0, connector.options.keepalive_timeout))
+                                closeHandshakeTimeout=min(5.0, connector.options.keepalive_timeout),
+                                # Text messages are refused as they are (a protocol error).
+                                utf8validateIncoming=False)
 
     def buildProtocol(self, addr: Any) -> WorkerProtocol:
         proto = WorkerProtocol(self.connector, self.attempt)
