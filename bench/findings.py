@@ -12,7 +12,8 @@ __all__ = ["FINDINGS", "PROFILED"]
 
 #: When and against which code the findings were profiled.
 PROFILED = ("2026-11-30, plugins/pb at 2761628 (with core's allocator priming at 7455202), plugins/amp at 8c871bd "
-            "(with core's output window at b661993), plugins/null and core at 3a2081a, app at 64a1a9e")
+            "(with core's output window at b661993), plugins/null and core at 3a2081a, app at 64a1a9e; "
+            "plugins/msgpack 2026-12-06 (branch msgpack-bench, under load)")
 
 #: (target, subject) -> explanation.  ``*`` as subject matches any subject.
 FINDINGS: dict[tuple[str, str], str] = {
@@ -23,6 +24,19 @@ FINDINGS: dict[tuple[str, str], str] = {
         "`call_bot`'s result check), MessagePack for the message, and one more Deferred on the master "
         "(`BaseConnection._call`'s own, which keeps the ConnectionLost guarantee); cProfile: 7 `_runCallbacks` "
         "per round trip (both ends) where raw AMP needs 6."),
+    ("call round trip overhead", "msgpack"): (
+        "Round trips measured under heavy load (2026-12-06, load average 7-15 on 2 cores) gave 0.5x-1.3x raw-ws "
+        "from run to run; CPU per call (the results file's `master_cpu_us_per_call` / `worker_cpu_us_per_call`) "
+        "is steadier: pipelined, msgpack 35-48 us (master) and 27-35 us (worker) against raw autobahn's 23-34 / "
+        "19-28 us, i.e. ~0.7x as much work per call for raw autobahn. autobahn's own per-message work (frame "
+        "parsing, masking, `sendMessage`) is the same in both and most of the Python per call. What msgpack adds "
+        "(cProfile of 5,000 round trips, both ends): the contract's work — `BaseConnection._call`'s Deferred and "
+        "pending-call table, `check_value` of the argument, `values.decode`'s value walk on both ends, "
+        "`call_bot_now`'s checks — about half; the dialect's checks (seq_number, op, keepalive, send budget), the "
+        "other half. The backend's own share was cut: no Deferred for a bot's synchronous answer, no callback per "
+        "call to drop a result (`request_done`), one reused `msgpack.Packer`, keepalive touch and send-budget "
+        "check once per read (pipelined CPU per call 42 -> 36 us master, 35 -> 28 us worker). What is left of "
+        "the gap is mostly core's, shared by every backend (its Deferred per call)."),
     ("output streaming vs own transport", "amp"): (
         "Met by a wide margin since 8c871bd: 3,700-4,450 MB/s against raw AMP's 1,250-1,475 (2.5-3.5x; three "
         "`--only raw-tcp,raw-amp,amp --scenarios stream --reps 3` runs, 2026-11-30), at 0.21-0.23 (master) and "
