@@ -23,7 +23,12 @@ Worker side
     backend writes as ``return MyAttempt(self).start()``);
     :class:`LoginAttempt` (hooks: ``build_factory``, ``connected``, ``drop``;
     events: ``succeeded``, ``failed``, ``lost_during_login``);
-    :class:`WorkerSession`; :class:`BaseCommandChannel`; :func:`call_bot`.
+    :class:`WorkerSession`; :class:`BaseCommandChannel`; :func:`call_bot`;
+    :class:`WorkerLink` (a :class:`LoginAttempt` that becomes the
+    :class:`WorkerSession`, with the link's output window, transfer calls,
+    login outcome and loss already kept; events: ``login_succeeded``,
+    ``login_failed``, ``link_lost``; helpers: ``start_command``,
+    ``set_builder_list``; hook: ``send_transfer``).
 
 Credentials and helpers
     :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`
@@ -43,6 +48,7 @@ from .credentials import ChallengeResponse, IWorkerName, WorkerRealm, login_resp
 from .endpoints import parse_client_address, parse_server_port
 from .flow import SendWindow
 from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
+from .worker_link import WorkerLink, builder_pairs
 
 __all__ = [
     "API_VERSION",
@@ -56,6 +62,8 @@ __all__ = [
     "BaseCommandChannel",
     "LoginAttempt",
     "WorkerSession",
+    "WorkerLink",
+    "builder_pairs",
     "call_bot",
     "call_bot_now",
     "ChallengeResponse",

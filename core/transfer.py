@@ -630,3 +630,47 @@ def split_refs(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any
 
 
 __all__ += ["HandleRef", "split_refs"]
+
+
+class CarriedHandles:
+    """Worker side, for a backend that carries each handle as an object of
+    its own (pb: a remote reference in ``args``) instead of the master's id.
+
+    Gives each such carrier an id unique in the process and a
+    :class:`TransferProxy` on *link*, and ties it to the command it was given
+    to: a carrier is named only by that command on this link, and the
+    command's carriers are forgotten together (when it completes or its
+    start is refused).
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, link: TransferLink):
+        self.link = link
+        self._carriers: dict[tuple[str, int], Any] = {}
+        self._of_command: dict[str, list[int]] = {}
+
+    def proxy(self, command_id: str, kind: str, carrier: Any) -> TransferProxy:
+        """The proxy the bot gets for *carrier*, given to *command_id*."""
+        handle_id = next(self._ids)
+        self._carriers[(command_id, handle_id)] = carrier
+        self._of_command.setdefault(command_id, []).append(handle_id)
+        return TransferProxy(self.link, command_id, handle_id, kind)
+
+    def carrier(self, command_id: str, handle_id: int) -> Any:
+        """The carrier of a proxy's call.
+
+        :raises ProtocolError: no such handle for that command on this link
+            (any other pairing names nothing the master gave).
+        """
+        carrier = self._carriers.get((command_id, handle_id))
+        if carrier is None:
+            raise ProtocolError(f"no transfer handle {handle_id} for command {command_id!r} on this link")
+        return carrier
+
+    def forget(self, command_id: str) -> None:
+        for handle_id in self._of_command.pop(command_id, []):
+            self._carriers.pop((command_id, handle_id), None)
+
+
+__all__.append("CarriedHandles")

@@ -42,9 +42,8 @@ from workerwire.backend_api import (
     ChallengeResponse,
     CloseAtOnce,
     LinkOptions,
-    LoginAttempt,
     OpenPort,
-    SendWindow,
+    WorkerLink,
     WorkerSession,
     call_bot,
     describe_peer,
@@ -53,7 +52,7 @@ from workerwire.backend_api import (
 )
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
-from workerwire.transfer import TransferLink, attach_proxies, split_refs
+from workerwire.transfer import attach_proxies, split_refs
 from workerwire.values import decode, encode
 
 __all__ = ["backend", "JsonLinesBackend"]
@@ -315,17 +314,14 @@ class _Channel(BaseCommandChannel):
         return self.attempt.window.send_ordered(lambda: line.call("complete", self.commandId, error), key=self)
 
 
-class _Attempt(LoginAttempt, WorkerSession):
+class _Attempt(WorkerLink):
     """One dial and login; once logged in, the session."""
 
     def __init__(self, connector: "JsonConnector"):
         super().__init__(connector)
         self.line = Line(connector.options, self.serve)
         self.line.on_traffic = connector.on_traffic
-        self.line.on_lost = self.lost
-        self.logged_in = False
-        self.window = SendWindow(connector.options.output_window, clock=self.reactor)
-        self.transfers = TransferLink(lambda *call: self.line.call("transfer", *call), connector.options.output_window)
+        self.line.on_lost = self.link_lost
 
     def build_factory(self) -> Factory:
         return Factory.forProtocol(lambda: self.line)
@@ -335,40 +331,23 @@ class _Attempt(LoginAttempt, WorkerSession):
         c = self.connector
         d = line.call("hello")
         d.addCallback(lambda challenge: line.call("login", c.name, login_response(c.password, challenge)))
-        d.addCallbacks(self.logged, self.refused)
-
-    def logged(self, _: Any) -> None:
-        self.logged_in = True
-        self.succeeded(self)
-
-    def refused(self, failure: Failure) -> None:
-        self.failed(failure if failure.check(LoginRefused, ConnectionLost) else
-                    LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
+        d.addCallbacks(lambda _: self.login_succeeded(), self.login_failed)
 
     def drop(self, abort: bool) -> None:
         self.line.close(abort)
 
-    def lost(self, reason: str) -> None:
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_during_login(reason)
+    def send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
+        return self.line.call("transfer", command_id, handle_id, method, args)
 
     def serve(self, method: str, args: list[Any]) -> Any:
-        bot = self.connector.bot
         if method == "ping":
             return None
         if method == "setBuilderList":
-            return call_bot(bot, method, [(str(n), str(d)) for n, d in args[0]])
+            return self.set_builder_list(args[0])
         if method == "startCommand":
-            channel = _Channel(self, str(args[0]), str(args[1]))
-            self.connector._register_channel(channel)
             cmd_args = attach_proxies(args[3], args[4], self.transfers, str(args[1]))
-            d = call_bot(bot, method, channel, *args[:3], cmd_args)
-            return d.addErrback(lambda f: (self.connector._forget_channel(channel), f)[1])
-        return call_bot(bot, method, *args)
+            return self.start_command(_Channel(self, str(args[0]), str(args[1])), str(args[2]), cmd_args)
+        return call_bot(self.connector.bot, method, *args)
 
     def keepalive(self) -> Deferred[None]:
         return self.line.call("keepalive")

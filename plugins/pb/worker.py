@@ -9,11 +9,12 @@ builder answers ``startBuild``, ``startCommand(cmdRef, id, name, args)`` and
 0], ...])`` and ``complete(failure)`` on ``cmdRef``; ``keepalive`` and
 ``shutdown`` go to the perspective.  Calls from the master are served while
 the login answer is still pending (a PB master attaches before answering).
+The link's bookkeeping (window, transfer calls, login outcome, loss) is
+core's :class:`~workerwire.worker_link.WorkerLink`.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from twisted.internet import protocol
@@ -21,15 +22,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from workerwire.base_worker import (
-    BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now,
-)
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
+from workerwire.errors import ProtocolError
 from workerwire.endpoints import parse_client_address
-from workerwire.flow import SendWindow, approx_size
+from workerwire.flow import approx_size
 from workerwire.master import Update
-from workerwire.transfer import HANDLE_KEYS, TransferLink, TransferProxy
+from workerwire.transfer import HANDLE_KEYS, CarriedHandles
 from workerwire.values import encode
+from workerwire.worker_link import WorkerLink
 
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
@@ -38,9 +38,6 @@ from .security import ATOM_LIMIT, fits, node_limit, plain
 __all__ = ["PBConnector"]
 
 _VERSION = "workerwire-pb/1"
-
-#: Worker-side ids of the transfer references the masters gave (unique in the process).
-_handle_ids = itertools.count(1)
 
 #: Most bytes of updates merged into one ``packedUpdate`` (a workerwire
 #: master's extension; core's default, kept for ``update`` to a stock master,
@@ -100,7 +97,7 @@ class _Channel(BaseCommandChannel):
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._link.connector._forget_channel(self)
-        self._link.forget_handles(self.commandId)
+        self._link.handles.forget(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.wire, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
@@ -120,7 +117,7 @@ class _Builder(Servant):
     def remote_startCommand(self, command_ref: Any, commandId: Any, commandName: Any, args: Any) -> Deferred[Any]:
         if not isinstance(command_ref, pb.RemoteReference):
             raise ProtocolError("startCommand expects a command reference first")
-        limit = self.link.limit
+        link, limit = self.link, self.link.limit
         commandId, commandName = plain(commandId, "commandId", limit), plain(commandName, "commandName", limit)
         handles: dict[str, pb.RemoteReference] = {}
         if isinstance(args, dict):
@@ -131,18 +128,9 @@ class _Builder(Servant):
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
         for key, ref in handles.items():
-            args[key] = self.link.proxy(commandId, HANDLE_KEYS[key], ref)
-        connector = self.link.connector
-        channel = _Channel(self.link, self.name, commandId, command_ref)
-        connector._register_channel(channel)
-        d = call_bot(connector.bot, "startCommand", channel, self.name, commandId, commandName, args)
-
-        def refused(failure: Failure) -> Failure:
-            connector._forget_channel(channel)
-            self.link.forget_handles(commandId)
-            return failure
-
-        return d.addErrback(refused)
+            args[key] = link.handles.proxy(commandId, HANDLE_KEYS[key], ref)
+        channel = _Channel(link, self.name, commandId, command_ref)
+        return link.start_command(channel, commandName, args, refused=lambda: link.handles.forget(commandId))
 
     def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
         limit = self.link.limit
@@ -167,17 +155,9 @@ class _Bot(Servant):
         return _VERSION
 
     def remote_setBuilderList(self, wanted: Any) -> Deferred[Any]:
-        pairs = plain(wanted, "builders", self.link.limit)
-        if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
-        ):
-            raise ProtocolError("setBuilderList expects [(name, builddir), ...]")
-        d = call_bot(self.link.connector.bot, "setBuilderList", [(name, builddir) for name, builddir in pairs])
-        return d.addCallback(self._present)
+        return self.link.set_builder_list(plain(wanted, "builders", self.link.limit)).addCallback(self._present)
 
-    def _present(self, names: Any) -> dict[str, _Builder]:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ProtocolError(f"the bot's setBuilderList must return a list of names, not {names!r}")
+    def _present(self, names: list[str]) -> dict[str, _Builder]:
         self.builders = {n: self.builders.get(n) or _Builder(self.link, n) for n in names}
         return dict(self.builders)
 
@@ -185,43 +165,23 @@ class _Bot(Servant):
         return call_bot(self.link.connector.bot, "shutdown")
 
 
-class _Link(LoginAttempt, WorkerSession):
+class _Link(WorkerLink):
     """One connection attempt, and once logged in, the session."""
 
     def __init__(self, connector: "PBConnector"):
-        super().__init__(connector)
+        super().__init__(connector, translate=_core_failure)
         self.broker: WireBroker | None = None
         self.perspective: pb.RemoteReference | None = None
-        self.logged_in = False
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
-        #: Flow control of the commands' output (``LinkOptions.output_window``).
-        self.window = SendWindow(connector.options.output_window, clock=self.reactor, translate=_core_failure,
-                                 name="pb worker")
-        #: Transfer calls of the commands' handles (references), under the same window size.
-        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
-        self._handle_refs: dict[tuple[str, int], pb.RemoteReference] = {}
-        self._handles_of: dict[str, list[int]] = {}
+        #: The transfer handles the master gave, as references (one per handle per command).
+        self.handles = CarriedHandles(self.transfers)
 
-    # -- transfer handles ---------------------------------------------------------
-
-    def proxy(self, commandId: str, kind: str, ref: pb.RemoteReference) -> TransferProxy:
-        """The core proxy of a handle reference the master gave *commandId*."""
-        handle_id = next(_handle_ids)
-        self._handle_refs[(commandId, handle_id)] = ref
-        self._handles_of.setdefault(commandId, []).append(handle_id)
-        return TransferProxy(self.transfers, commandId, handle_id, kind)
-
-    def forget_handles(self, commandId: str) -> None:
-        for handle_id in self._handles_of.pop(commandId, []):
-            self._handle_refs.pop((commandId, handle_id), None)
-
-    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
-        ref = self._handle_refs.get((commandId, handleId))
-        if ref is None:
-            # A reference is given to one command on one link: any other
-            # pairing names nothing the master gave (as an unknown object id).
-            return fail(ProtocolError(f"no transfer handle {handleId} for command {commandId!r} on this link"))
+    def send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+        try:
+            ref = self.handles.carrier(commandId, handleId)
+        except ProtocolError:
+            return fail()
         if method == "utime":
             args = [tuple(args[0])]  # Buildbot's FileWriterImpl unpacks (atime, mtime)
         return self.wire.call(ref, method, *args).addErrback(_core_failure)
@@ -241,7 +201,7 @@ class _Link(LoginAttempt, WorkerSession):
     def build_broker(self) -> WireBroker:
         broker = WireBroker(True, self.connector.options, self.reactor)
         broker.on_traffic = self.connector.on_traffic
-        broker.on_lost = self._lost
+        broker.on_lost = self.link_lost
         self.broker = broker
         return broker
 
@@ -253,10 +213,9 @@ class _Link(LoginAttempt, WorkerSession):
 
     def ready(self, broker: WireBroker) -> None:
         """The PB dialect is agreed: log in."""
-        name = self.connector.name.encode("utf-8")
         password = self.connector.password.encode("utf-8")
         bot = _Bot(self)
-        d = broker.remoteForName("root").callRemote("login", name)
+        d = broker.remoteForName("root").callRemote("login", self.connector.name.encode("utf-8"))
 
         def respond(answer: Any) -> Deferred[Any]:
             if not (isinstance(answer, (list, tuple)) and len(answer) == 2 and isinstance(answer[0], bytes)
@@ -273,42 +232,20 @@ class _Link(LoginAttempt, WorkerSession):
 
         d.addCallback(respond)
         d.addCallback(perspective)
-        d.addCallbacks(self._logged_in, self._refused)
+        d.addCallbacks(self._logged_in, lambda failure: self.login_failed(core_error(failure)))
 
     def _logged_in(self, _: Any) -> None:
-        if self.result.called or self.broker is None:
-            return
-        self.logged_in = True
-        if self.broker.peer_features and self.broker.peer_features.get("packed_updates"):
+        if self.broker is not None and self.broker.peer_features and self.broker.peer_features.get("packed_updates"):
             self.window.batch_limit = PACKED_BATCH
-        self.succeeded(self)
-
-    def _refused(self, failure: Failure) -> None:
-        error = core_error(failure)
-        if isinstance(error, RemoteCallFailed):
-            # e.g. Buildbot's RuntimeError("rejecting duplicate worker")
-            error = LoginRefused(f"the master refused the login: {error}")
-        self.failed(error)
-
-    def _lost(self, reason: str) -> None:
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_during_login(reason)
+        self.login_succeeded()
 
     # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
-        if self.perspective is None:
-            return fail(ConnectionLost("not logged in"))
-        return _core(self.wire.call(self.perspective, "keepalive"))
+        return self.not_logged_in() or _core(self.wire.call(self.perspective, "keepalive"))
 
     def request_shutdown(self) -> Deferred[None]:
-        if self.perspective is None:
-            return fail(ConnectionLost("not logged in"))
-        return _core(self.wire.call(self.perspective, "shutdown"))
+        return self.not_logged_in() or _core(self.wire.call(self.perspective, "shutdown"))
 
     def close(self, abort: bool = False) -> None:
         if self.broker is not None:

@@ -1,0 +1,144 @@
+"""A stream backend's worker end: one login attempt that becomes the session.
+
+Every network backend's worker keeps, per connection, the same things around
+its wire: a :class:`~workerwire.flow.SendWindow` for the commands' output, a
+:class:`~workerwire.transfer.TransferLink` for their file transfer calls,
+whether the login succeeded, and -- when the connection goes -- which event
+that is (``session_lost`` once logged in, ``lost_during_login`` before).  It
+serves the master's calls to the bot the same way too: builder lists
+checked, a command's channel registered before the bot sees the command and
+forgotten when the bot refuses it.  :class:`WorkerLink` is all of that; a
+backend subclasses it and writes its wire (``build_factory``, ``connected``,
+``drop``, ``keepalive``, ``request_shutdown``, ``close``, and
+``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
+backend (``examples/jsonlines``) are built on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
+from .errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed, UnsupportedValue, WorkerwireError
+from .flow import SendWindow
+from .transfer import TransferLink
+
+__all__ = ["WorkerLink", "builder_pairs"]
+
+
+def builder_pairs(wanted: Any) -> list[tuple[str, str]]:
+    """The master's ``setBuilderList`` argument as ``[(name, builddir), ...]``.
+
+    :raises ProtocolError: not a list of two-str pairs (lists or tuples).
+    """
+    if not isinstance(wanted, (list, tuple)) or not all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in wanted
+    ):
+        raise ProtocolError("setBuilderList expects [(name, builddir), ...] with str names and directories")
+    return [(name, builddir) for name, builddir in wanted]
+
+
+class WorkerLink(LoginAttempt, WorkerSession):
+    """One dial-and-login of a worker; once logged in, the session itself.
+
+    :param translate: turns a native failure of a send into a core one (for
+        the output window; a backend whose sends fail with core errors only
+        leaves it out).
+    :ivar window: the output window (``LinkOptions.output_window``) the
+        command channels send through.
+    :ivar transfers: the transfer calls of this link's proxies, under the
+        same window size; they go out through :meth:`send_transfer`.
+    :ivar logged_in: the login succeeded (see :meth:`login_succeeded`).
+    """
+
+    def __init__(self, connector: BaseWorkerConnector, translate: Callable[[Failure], Failure] | None = None):
+        super().__init__(connector)
+        self.logged_in = False
+        options = connector.options
+        self.window = SendWindow(options.output_window, clock=self.reactor, translate=translate,
+                                 name=f"{connector.backendName} worker")
+        self.transfers = TransferLink(self.send_transfer, options.output_window)
+
+    # -- hook -------------------------------------------------------------------
+
+    def send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
+        """Carry one transfer call to the master; fail only with core errors.
+
+        The default carries none (a backend that passes no handles to the
+        bot never gets here)."""
+        return fail(UnsupportedValue(f"the {self.connector.backendName} worker carries no file transfer handles"))
+
+    # -- events the backend reports ----------------------------------------------
+
+    def login_succeeded(self) -> None:
+        """The master accepted the login: this link is the session from now on
+        (ignored once the attempt ended, e.g. timed out)."""
+        if not self.result.called:
+            self.logged_in = True
+            self.succeeded(self)
+
+    def login_failed(self, failure: Failure | BaseException) -> None:
+        """The login call failed: a core error stays what it is; whatever else
+        the master answered (Buildbot's ``RuntimeError`` for a duplicate
+        worker, ...) becomes a :class:`LoginRefused` naming it."""
+        error = failure.value if isinstance(failure, Failure) else failure
+        if not isinstance(error, WorkerwireError) or isinstance(error, RemoteCallFailed):
+            error = LoginRefused(f"the master refused the login: {error}")
+        self.failed(error)
+
+    def link_lost(self, reason: str) -> None:
+        """The connection is gone: the window and the transfer calls fail with
+        :class:`ConnectionLost`, and the connector hears of it as the loss of
+        the session, or of the login still under way."""
+        self.window.lost(reason)
+        self.transfers.lost(reason)
+        if self.logged_in:
+            self.connector.session_lost(self, reason)
+        else:
+            self.lost_during_login(reason)
+
+    # -- serving the master's calls -------------------------------------------------
+
+    def start_command(self, channel: BaseCommandChannel, commandName: str, args: dict[str, Any],
+                      refused: Callable[[], None] | None = None) -> Deferred[Any]:
+        """Hand the master's ``startCommand`` to the bot through *channel*.
+
+        The channel is registered first (the link's loss reaches it from then
+        on) and forgotten again if the bot refuses the command; *refused* runs
+        then too (to drop what the backend kept for the command).  Fires with
+        ``None`` once the bot accepted it.
+        """
+        connector = self.connector
+        connector._register_channel(channel)
+        d = call_bot(connector.bot, "startCommand", channel, channel.builderName, channel.commandId, commandName,
+                     args)
+
+        def refusal(failure: Failure) -> Failure:
+            connector._forget_channel(channel)
+            if refused is not None:
+                refused()
+            return failure
+
+        return d.addErrback(refusal)
+
+    def set_builder_list(self, wanted: Any) -> Deferred[list[str]]:
+        """Hand the master's ``setBuilderList`` to the bot (checked with
+        :func:`builder_pairs`); fires with the names now present."""
+        try:
+            pairs = builder_pairs(wanted)
+        except ProtocolError:
+            return fail()
+        return call_bot(self.connector.bot, "setBuilderList", pairs).addCallback(_names)
+
+    def not_logged_in(self) -> Deferred[None] | None:
+        """A failed Deferred for a session call made before the login ended, else ``None``."""
+        return None if self.logged_in else fail(ConnectionLost("not logged in"))
+
+
+def _names(names: Any) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ProtocolError(f"the bot's setBuilderList must return a list of names, not {names!r}")
+    return names
