@@ -176,3 +176,76 @@ def error_from_wire(
     if cls is not None:
         return cls(message)
     return RemoteCallFailed(type_name, message, remote_traceback)
+
+
+# -- Twisted's own failures, and names of the peer's (moved here from pb) ------------
+#
+# What every Twisted backend's ``translate_failure`` ends with once its
+# protocol's own failures are handled: a connection closed, lost or never
+# made, or a call cancelled with it, is ConnectionLost; twisted.cred's
+# refusal is LoginRefused; anything else is RemoteCallFailed.
+
+#: Type names a peer may fail a login with that mean "refused" (twisted.cred's
+#: ``UnauthorizedLogin`` family, as Buildbot's master and PB's portal raise it).
+LOGIN_REFUSAL_NAMES = frozenset({"UnauthorizedLogin", "LoginFailed", "UnhandledCredentials"})
+
+#: Longest error message a backend sends (longer ones are cut: a message is not a value).
+MAX_ERROR_MESSAGE = 64 * 1024
+
+
+def clip_message(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    """*message* cut to *limit* characters, saying so."""
+    return message if len(message) <= limit else message[:limit] + " [cut]"
+
+
+def type_name_of(raw: object) -> str:
+    """A peer's exception type name as core errors carry it: the last dotted
+    component of a qualified name (``buildbot_worker.base.UnknownCommand`` is
+    ``UnknownCommand``), from str, bytes or a class."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    elif isinstance(raw, type):
+        raw = f"{raw.__module__}.{raw.__qualname__}"
+    return str(raw).rsplit(".", 1)[-1] or "Exception"
+
+
+def describe_loss(reason: object) -> str:
+    """A short human reason for a lost link (a Failure, an exception or a text)."""
+    from twisted.internet import error as net_error
+
+    if isinstance(reason, str):
+        return reason or "connection closed"
+    value = getattr(reason, "value", reason)
+    if isinstance(value, net_error.ConnectionDone):
+        return "connection closed"
+    if isinstance(value, net_error.ConnectionAborted):
+        return "connection aborted"
+    text = str(value).strip() or type(value).__name__
+    return f"connection lost: {text}"
+
+
+def twisted_error(exc: object) -> WorkerwireError:
+    """The core error for what Twisted itself fails a call or a link with.
+
+    Core errors pass; a closed, lost or refused connection, or a call
+    cancelled (with its link), is :class:`ConnectionLost`; twisted.cred's
+    ``UnauthorizedLogin`` is :class:`LoginRefused`; anything else is
+    :class:`RemoteCallFailed` with the exception's type name and message.
+    """
+    from twisted.cred.error import UnauthorizedLogin
+    from twisted.internet import error as net_error
+    from twisted.internet.defer import CancelledError
+
+    if isinstance(exc, WorkerwireError):
+        return exc
+    if isinstance(exc, (net_error.ConnectionClosed, net_error.ConnectError)):
+        return ConnectionLost(describe_loss(exc))
+    if isinstance(exc, CancelledError):
+        return ConnectionLost("call cancelled")
+    if isinstance(exc, UnauthorizedLogin):
+        return LoginRefused(str(exc))
+    return RemoteCallFailed(type(exc).__name__, str(exc))
+
+
+__all__ += ["LOGIN_REFUSAL_NAMES", "MAX_ERROR_MESSAGE", "clip_message", "type_name_of", "describe_loss",
+            "twisted_error"]

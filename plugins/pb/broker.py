@@ -32,7 +32,7 @@ from workerwire.addresses import describe_peer
 from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
-from workerwire.errors import ProtocolError, UnsupportedValue, peer_text
+from workerwire.errors import ProtocolError, UnsupportedValue, describe_loss, peer_text
 from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.socket_write import direct_socket
 from workerwire.values import encode
@@ -196,7 +196,7 @@ class WireBroker(FastBanana, pb.Broker):
             pending = self.pending_bytes + self._partial
             self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)",
                                         "")
-        why = self.lost_reason or _reason_text(reason)
+        why = self.lost_reason or describe_loss(reason)
         self.closing = True
         if self.budget is not None:
             self.budget.stop()
@@ -468,9 +468,3 @@ def _describe(e: BaseException) -> str:
     if len(text) > 200:
         text = text[:200] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _reason_text(reason: Any) -> str:
-    if isinstance(reason, Failure):
-        return reason.getErrorMessage() or getattr(reason.type, "__name__", "connection closed")
-    return str(reason) or "connection closed"

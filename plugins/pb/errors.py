@@ -17,84 +17,56 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred import error as cred_error
-from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.spread import banana, jelly, pb
 
 from workerwire.errors import (
+    LOGIN_REFUSAL_NAMES,
     ConnectionLost,
     LoginRefused,
     ProtocolError,
     RemoteCallFailed,
     UnsupportedValue,
     WorkerwireError,
+    clip_message,
     error_from_wire,
     error_to_wire,
+    twisted_error,
+    type_name_of,
 )
 
-__all__ = ["core_error", "remote_type_name", "wire_failure", "WireFailure", "NO_TRACEBACK", "MAX_ERROR_MESSAGE"]
+__all__ = ["core_error", "remote_type_name", "wire_failure", "WireFailure", "NO_TRACEBACK"]
 
 #: What PB sends in place of a traceback it does not send.
 NO_TRACEBACK = "Traceback unavailable\n"
 
-#: Longest error message sent (longer ones are cut; a message is not a value).
-MAX_ERROR_MESSAGE = 64 * 1024
-
-_LINK_GONE = (
-    pb.PBConnectionLost,
-    pb.DeadReferenceError,
-    net_error.ConnectionDone,
-    net_error.ConnectionLost,
-    net_error.ConnectError,
-    net_error.ConnectionClosed,
-    CancelledError,
-)
-
-# Names a peer may send that mean a refused login (Buildbot's master and PB's
-# portal raise twisted.cred's UnauthorizedLogin).
-_LOGIN_NAMES = {"UnauthorizedLogin", "LoginFailed", "UnhandledCredentials"}
-
 
 def remote_type_name(failure: Any) -> str:
     """The peer's exception type name (last dotted component) of a copied failure."""
-    return _last_component(failure.type)
-
-
-def _last_component(raw: Any) -> str:
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    elif not isinstance(raw, str):
-        raw = qual(raw) if isinstance(raw, type) else str(raw)
-    return raw.rsplit(".", 1)[-1] or "Exception"
+    return type_name_of(failure.type)
 
 
 def core_error(failure: Failure | BaseException) -> WorkerwireError:
-    """Translate a native failure or exception into a core error."""
+    """Translate a native failure or exception into a core error (what is
+    PB's here, the rest by :func:`workerwire.errors.twisted_error`)."""
     if isinstance(failure, pb.CopiedFailure):
         name = remote_type_name(failure)
-        message = str(failure.value)
         tb = getattr(failure, "traceback", None)
-        tb = tb if isinstance(tb, str) and tb and tb != NO_TRACEBACK else None
-        if name in _LOGIN_NAMES:
-            return LoginRefused(message)
-        return error_from_wire(name, message, tb)
+        if name in LOGIN_REFUSAL_NAMES:
+            return LoginRefused(str(failure.value))
+        return error_from_wire(name, str(failure.value), tb if isinstance(tb, str) and tb != NO_TRACEBACK else None)
     exc = failure.value if isinstance(failure, Failure) else failure
-    if isinstance(exc, WorkerwireError):
-        return exc
     if isinstance(exc, pb.RemoteError):
         tb = exc.remoteTraceback if isinstance(exc.remoteTraceback, str) else None
-        return error_from_wire(_last_component(exc.remoteType), str(exc), tb if tb != NO_TRACEBACK else None)
-    if isinstance(exc, _LINK_GONE):
+        return error_from_wire(type_name_of(exc.remoteType), str(exc), tb if tb != NO_TRACEBACK else None)
+    if isinstance(exc, (pb.PBConnectionLost, pb.DeadReferenceError)):
         return ConnectionLost(f"connection lost: {exc}" if str(exc) else "connection lost")
-    if isinstance(exc, cred_error.UnauthorizedLogin):
-        return LoginRefused(str(exc))
     if isinstance(exc, (banana.BananaError, jelly.InsecureJelly)):
         return UnsupportedValue(f"PB cannot carry this value: {exc}")
     if isinstance(exc, pb.ProtocolError):
         return ProtocolError(str(exc))
-    return RemoteCallFailed(type(exc).__name__, str(exc))
+    return twisted_error(exc)
 
 
 class WireFailure(pb.Copyable):
@@ -107,7 +79,7 @@ class WireFailure(pb.Copyable):
 
     def __init__(self, wire_type: str, message: str, parents: list[str], traceback: str | None):
         self.wire_type = wire_type
-        self.message = message if len(message) <= MAX_ERROR_MESSAGE else message[:MAX_ERROR_MESSAGE] + " [cut]"
+        self.message = clip_message(message)
         self.parents = parents
         self.traceback = traceback
 
