@@ -8,6 +8,10 @@ receiving side rebuilds a core error with :func:`error_from_wire`.
 
 from __future__ import annotations
 
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
+
 __all__ = [
     "WorkerwireError",
     "ConnectionLost",
@@ -180,22 +184,14 @@ def error_from_wire(
 
 # -- Twisted's own failures, and names of the peer's (moved here from pb) ------------
 #
-# What every Twisted backend's ``translate_failure`` ends with once its
-# protocol's own failures are handled: a connection closed, lost or never
-# made, or a call cancelled with it, is ConnectionLost; twisted.cred's
-# refusal is LoginRefused; anything else is RemoteCallFailed.
+# describe_loss and translate_native are what the amp-slim branch adds to this
+# file too, with the same names, signatures and behaviour (one copy survives
+# the merge).
+
 
 #: Type names a peer may fail a login with that mean "refused" (twisted.cred's
 #: ``UnauthorizedLogin`` family, as Buildbot's master and PB's portal raise it).
 LOGIN_REFUSAL_NAMES = frozenset({"UnauthorizedLogin", "LoginFailed", "UnhandledCredentials"})
-
-#: Longest error message a backend sends (longer ones are cut: a message is not a value).
-MAX_ERROR_MESSAGE = 64 * 1024
-
-
-def clip_message(message: str, limit: int = MAX_ERROR_MESSAGE) -> str:
-    """*message* cut to *limit* characters, saying so."""
-    return message if len(message) <= limit else message[:limit] + " [cut]"
 
 
 def type_name_of(raw: object) -> str:
@@ -209,13 +205,12 @@ def type_name_of(raw: object) -> str:
     return str(raw).rsplit(".", 1)[-1] or "Exception"
 
 
-def describe_loss(reason: object) -> str:
-    """A short human reason for a lost link (a Failure, an exception or a text)."""
-    from twisted.internet import error as net_error
-
+def describe_loss(reason: Failure | BaseException | str) -> str:
+    """A short human reason for a lost link, from the reason Twisted gave
+    ``connectionLost`` (a text is taken as it is)."""
     if isinstance(reason, str):
-        return reason or "connection closed"
-    value = getattr(reason, "value", reason)
+        return reason
+    value = reason.value if isinstance(reason, Failure) else reason
     if isinstance(value, net_error.ConnectionDone):
         return "connection closed"
     if isinstance(value, net_error.ConnectionAborted):
@@ -224,28 +219,19 @@ def describe_loss(reason: object) -> str:
     return f"connection lost: {text}"
 
 
-def twisted_error(exc: object) -> WorkerwireError:
-    """The core error for what Twisted itself fails a call or a link with.
-
-    Core errors pass; a closed, lost or refused connection, or a call
-    cancelled (with its link), is :class:`ConnectionLost`; twisted.cred's
-    ``UnauthorizedLogin`` is :class:`LoginRefused`; anything else is
-    :class:`RemoteCallFailed` with the exception's type name and message.
-    """
-    from twisted.cred.error import UnauthorizedLogin
-    from twisted.internet import error as net_error
-    from twisted.internet.defer import CancelledError
-
-    if isinstance(exc, WorkerwireError):
-        return exc
-    if isinstance(exc, (net_error.ConnectionClosed, net_error.ConnectError)):
-        return ConnectionLost(describe_loss(exc))
-    if isinstance(exc, CancelledError):
-        return ConnectionLost("call cancelled")
-    if isinstance(exc, UnauthorizedLogin):
-        return LoginRefused(str(exc))
-    return RemoteCallFailed(type(exc).__name__, str(exc))
+def translate_native(failure: Failure) -> Failure:
+    """What every backend's ``translate_failure`` does after its own native
+    errors: core errors pass through; a closed or lost connection becomes
+    :class:`ConnectionLost` (:func:`describe_loss`), as does a cancelled call;
+    anything else becomes :class:`RemoteCallFailed` with its type name."""
+    value = failure.value
+    if isinstance(value, WorkerwireError):
+        return failure
+    if isinstance(value, net_error.ConnectionClosed):
+        return Failure(ConnectionLost(describe_loss(failure)))
+    if isinstance(value, CancelledError):
+        return Failure(ConnectionLost("call cancelled"))
+    return Failure(RemoteCallFailed(type(value).__name__, str(value)))
 
 
-__all__ += ["LOGIN_REFUSAL_NAMES", "MAX_ERROR_MESSAGE", "clip_message", "type_name_of", "describe_loss",
-            "twisted_error"]
+__all__ += ["LOGIN_REFUSAL_NAMES", "type_name_of", "describe_loss", "translate_native"]

@@ -13,17 +13,18 @@ from __future__ import annotations
 import traceback as _traceback
 from typing import Any
 
+from twisted.internet import error as net_error
+from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
 from workerwire.errors import (
+    ConnectionLost,
     RemoteCallFailed,
     UnknownBuilder,
     UnknownCommand,
     WorkerwireError,
-    describe_loss,
     error_from_wire,
     error_to_wire,
-    twisted_error,
 )
 
 __all__ = ["RemoteError", "error_fields", "error_from_answer", "translate_failure", "describe_loss"]
@@ -70,11 +71,27 @@ def error_from_answer(msg: dict[str, Any]) -> WorkerwireError:
 
 
 def translate_failure(failure: Failure) -> Failure:
-    """Turn a failure of a msgpack request into a core error (Twisted's own
-    failures by :func:`workerwire.errors.twisted_error`)."""
+    """Turn a failure of a msgpack request into a core error."""
     value = failure.value
     if isinstance(value, WorkerwireError):
         return failure
     if isinstance(value, RemoteError):
         return Failure(value.error)
-    return Failure(twisted_error(value))
+    if isinstance(value, net_error.ConnectionClosed):
+        return Failure(ConnectionLost(describe_loss(failure)))
+    if isinstance(value, CancelledError):
+        return Failure(ConnectionLost("call cancelled"))
+    return Failure(RemoteCallFailed(type(value).__name__, str(value)))
+
+
+def describe_loss(reason: Any) -> str:
+    """A short human reason for a lost link (a Failure or a text)."""
+    if isinstance(reason, str):
+        return reason
+    value = reason.value
+    if isinstance(value, net_error.ConnectionDone):
+        return "connection closed"
+    if isinstance(value, net_error.ConnectionAborted):
+        return "connection aborted"
+    text = str(value).strip() or type(value).__name__
+    return f"connection lost: {text}"

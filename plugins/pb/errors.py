@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred import error as cred_error
+from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.spread import banana, jelly, pb
@@ -29,17 +30,19 @@ from workerwire.errors import (
     RemoteCallFailed,
     UnsupportedValue,
     WorkerwireError,
-    clip_message,
     error_from_wire,
     error_to_wire,
-    twisted_error,
+    translate_native,
     type_name_of,
 )
 
-__all__ = ["core_error", "remote_type_name", "wire_failure", "WireFailure", "NO_TRACEBACK"]
+__all__ = ["core_error", "remote_type_name", "wire_failure", "WireFailure", "NO_TRACEBACK", "MAX_ERROR_MESSAGE"]
 
 #: What PB sends in place of a traceback it does not send.
 NO_TRACEBACK = "Traceback unavailable\n"
+
+#: Longest error message sent (longer ones are cut; a message is not a value).
+MAX_ERROR_MESSAGE = 64 * 1024
 
 
 def remote_type_name(failure: Any) -> str:
@@ -49,7 +52,7 @@ def remote_type_name(failure: Any) -> str:
 
 def core_error(failure: Failure | BaseException) -> WorkerwireError:
     """Translate a native failure or exception into a core error (what is
-    PB's here, the rest by :func:`workerwire.errors.twisted_error`)."""
+    PB's here, the rest by :func:`workerwire.errors.translate_native`)."""
     if isinstance(failure, pb.CopiedFailure):
         name = remote_type_name(failure)
         tb = getattr(failure, "traceback", None)
@@ -60,13 +63,16 @@ def core_error(failure: Failure | BaseException) -> WorkerwireError:
     if isinstance(exc, pb.RemoteError):
         tb = exc.remoteTraceback if isinstance(exc.remoteTraceback, str) else None
         return error_from_wire(type_name_of(exc.remoteType), str(exc), tb if tb != NO_TRACEBACK else None)
-    if isinstance(exc, (pb.PBConnectionLost, pb.DeadReferenceError)):
+    if isinstance(exc, (pb.PBConnectionLost, pb.DeadReferenceError, net_error.ConnectError)):
         return ConnectionLost(f"connection lost: {exc}" if str(exc) else "connection lost")
+    if isinstance(exc, cred_error.UnauthorizedLogin):
+        return LoginRefused(str(exc))
     if isinstance(exc, (banana.BananaError, jelly.InsecureJelly)):
         return UnsupportedValue(f"PB cannot carry this value: {exc}")
     if isinstance(exc, pb.ProtocolError):
         return ProtocolError(str(exc))
-    return twisted_error(exc)
+    error = translate_native(Failure(exc)).value if isinstance(exc, BaseException) else None
+    return error if isinstance(error, WorkerwireError) else RemoteCallFailed(type(exc).__name__, str(exc))
 
 
 class WireFailure(pb.Copyable):
@@ -79,7 +85,7 @@ class WireFailure(pb.Copyable):
 
     def __init__(self, wire_type: str, message: str, parents: list[str], traceback: str | None):
         self.wire_type = wire_type
-        self.message = clip_message(message)
+        self.message = message if len(message) <= MAX_ERROR_MESSAGE else message[:MAX_ERROR_MESSAGE] + " [cut]"
         self.parents = parents
         self.traceback = traceback
 
