@@ -27,27 +27,30 @@ Worker side
     :class:`WorkerLink` (a :class:`LoginAttempt` that becomes the
     :class:`WorkerSession`, with the link's output window, transfer calls,
     login outcome and loss already kept; events: ``login_succeeded``,
-    ``login_failed``, ``link_lost``; helpers: ``start_command``,
+    ``login_failed``, ``lost``; helpers: ``start_command``,
     ``set_builder_list``; hook: ``send_transfer``).
 
 Credentials and helpers
     :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`
     (HMAC-SHA256 challenge-response, ready to use); :class:`SendWindow`
     (output flow control); :func:`parse_client_address`,
-    :func:`parse_server_port`, :func:`describe_peer`.
+    :func:`parse_server_port`, :func:`describe_peer`; :class:`StreamLink`
+    (a stream protocol's transport plumbing on either end: TCP options,
+    send budget, pre-login input limit, protocol errors).
 """
 
 from __future__ import annotations
 
 from .addresses import describe_peer
 from .backend import API_VERSION, Backend, LinkOptions
-from .base_connection import BaseConnection
+from .base_connection import BaseConnection, update_pairs
 from .base_listener import BaseListener, OpenPort, WorkerCredentials
 from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now
 from .credentials import ChallengeResponse, IWorkerName, WorkerRealm, login_response, new_challenge
 from .endpoints import parse_client_address, parse_server_port
 from .flow import SendWindow
 from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
+from .stream_link import StreamLink
 from .worker_link import WorkerLink, builder_pairs
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "OpenPort",
     "WorkerCredentials",
     "BaseConnection",
+    "update_pairs",
     "BaseWorkerConnector",
     "BaseCommandChannel",
     "LoginAttempt",
@@ -78,4 +82,5 @@ __all__ = [
     "GENERIC_REFUSAL",
     "CloseAtOnce",
     "LoginTicket",
+    "StreamLink",
 ]

@@ -36,7 +36,24 @@ from .subscriptions import SubscriptionList
 from .transfer import HandleRef, HandleTable, split_handles
 from .values import check_value
 
-__all__ = ["BaseConnection"]
+__all__ = ["BaseConnection", "update_pairs"]
+
+
+def update_pairs(items: Any, where: str = "an update batch") -> list[Update]:
+    """What a worker sent as ``[[key, value], ...]`` (as most backends carry
+    updates), as the ``(key, value)`` pairs :meth:`BaseConnection.on_update`
+    takes.
+
+    :raises ProtocolError: not a list of two-item lists with a str key.
+    """
+    if type(items) is not list:
+        raise ProtocolError(f"{where} must be a list of [key, value] pairs, not a {type(items).__name__}")
+    pairs: list[Update] = []
+    for item in items:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not str:
+            raise ProtocolError(f"{where} must be a list of [key: str, value] pairs, not {peer_text(item)}")
+        pairs.append((item[0], item[1]))
+    return pairs
 
 _log = Logger()
 

@@ -13,7 +13,7 @@ backend calls on accept, on input, on the credentials and at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.cred import credentials
 from twisted.cred.checkers import ICredentialsChecker
@@ -38,6 +38,8 @@ from .tls import dial_address
 __all__ = ["BaseListener", "OpenPort", "WorkerCredentials"]
 
 _log = Logger()
+
+_Conn = TypeVar("_Conn", bound=BaseConnection)
 
 
 @implementer(ICredentialsChecker)
@@ -271,6 +273,38 @@ class BaseListener(Listener):
         if ticket is not None:
             ticket.verified()
         return str(avatar)
+
+    async def log_in(self, entry: OpenPort, ticket: LoginTicket | None, creds: Any,
+                     connect: Callable[[str], _Conn | Awaitable[_Conn]], close: Callable[[], None],
+                     mind: object = None) -> _Conn:
+        """One connection's whole login, the same for every backend:
+        :meth:`check_login`, then ``connect(name)`` -- the backend builds its
+        :class:`BaseConnection` (it may return an awaitable of it, and raise
+        :class:`LoginRefused` to refuse) -- then :meth:`attach` with *mind*.
+        The ticket is done however it ended.  Await it before answering the
+        login; the result is the attached connection.
+
+        :raises LoginRefused: a refusal (what ``connect`` raises is logged
+            and raised as it is); *close* is then called on the next reactor
+            turn, after the backend answered the login with it.
+        """
+        try:
+            name = await self.check_login(entry, ticket, creds)
+            try:
+                made = connect(name)
+                conn = made if isinstance(made, BaseConnection) else await made
+            except Exception as e:
+                _log.info("{backend} login of {name!r} from {peer} refused: {why}", backend=self.backendName,
+                          name=name, peer=ticket.peer if ticket is not None else "?", why=e)
+                raise
+            await self.attach(conn, mind)  # logs the master's refusals
+            return conn
+        except BaseException:
+            self.reactor.callLater(0, close)  # the refusal is answered first
+            raise
+        finally:
+            if ticket is not None:
+                ticket.done()
 
     # -- registrations ------------------------------------------------------
 

@@ -89,7 +89,7 @@ class WorkerLink(LoginAttempt, WorkerSession):
             error = LoginRefused(f"the master refused the login: {error}")
         self.failed(error)
 
-    def link_lost(self, reason: str) -> None:
+    def lost(self, reason: str) -> None:
         """The connection is gone: the window and the transfer calls fail with
         :class:`ConnectionLost`, and the connector hears of it as the loss of
         the session, or of the login still under way."""

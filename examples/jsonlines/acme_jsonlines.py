@@ -43,12 +43,14 @@ from workerwire.backend_api import (
     CloseAtOnce,
     LinkOptions,
     OpenPort,
+    StreamLink,
     WorkerLink,
     WorkerSession,
     call_bot,
     describe_peer,
     login_response,
     new_challenge,
+    update_pairs,
 )
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
@@ -72,16 +74,16 @@ class Line(Protocol):
     """Calls and answers, one JSON object per line; *serve(method, args)* answers
     the peer's calls (a value or a Deferred of one)."""
 
-    def __init__(self, options: LinkOptions, serve: Callable[[str, list[Any]], Any]):
+    def __init__(self, options: LinkOptions, serve: Callable[[str, list[Any]], Any], stream: StreamLink):
         self.options = options
         self.serve = serve
+        self.stream = stream  # core's transport plumbing: TCP options, send budget, pre-login input limit
         self.max_line = options.max_message_size * 4 // 3 + 4096  # base64 and the JSON around it
         self.parts: list[bytes] = []  # of the line being received (no copy per read)
         self.size = 0
         self.pending: dict[int, Deferred[Any]] = {}
         self.next_id = 0
         self.lost = False
-        self.on_data: Callable[[bytes], bool] = lambda data: True  # false: refuse the input
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
 
@@ -101,15 +103,19 @@ class Line(Protocol):
         return d
 
     def close(self, abort: bool = False) -> None:
-        if self.transport is not None and not self.lost:
-            if abort:
-                self.transport.abortConnection()  # type: ignore[attr-defined]
-            else:
-                self.transport.loseConnection()
+        if not self.lost:
+            self.stream.close(abort)
+
+    def connectionMade(self) -> None:
+        self.stream.made(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if not self.on_data(data):
-            return self.protocol_error(ProtocolError("too much input before logging in"))
+        if not self.stream.take(data):
+            return self.protocol_error(ProtocolError(self.stream.too_much_before_login()))
+        self.split(data)
+        self.stream.after_read()
+
+    def split(self, data: bytes) -> None:
         start = 0
         while not self.lost:
             end = data.find(b"\n", start)
@@ -138,7 +144,7 @@ class Line(Protocol):
             self.protocol_error(e if isinstance(e, ProtocolError) else ProtocolError(f"malformed message: {e}"))
 
     def protocol_error(self, error: ProtocolError) -> None:
-        self.close(abort=True)
+        self.stream.protocol_error(str(error), "acme-jsonlines")
 
     def _resolve(self, call_id: Any) -> Deferred[Any]:
         d = self.pending.pop(call_id, None)
@@ -169,10 +175,11 @@ class Line(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True
+        self.stream.gone()
         pending, self.pending = self.pending, {}
         for d in pending.values():
             d.errback(ConnectionLost("connection lost"))
-        self.on_lost(reason.getErrorMessage() if reason is not None else "connection closed")
+        self.on_lost(self.stream.drop_reason or (reason.getErrorMessage() if reason is not None else "connection closed"))
 
 
 # -- master side ------------------------------------------------------------------------------
@@ -218,8 +225,7 @@ class JsonConnection(BaseConnection):
     def serve(self, method: str, args: list[Any]) -> Any:
         """The worker's calls, once logged in."""
         if method == "update":
-            updates = [(str(key), value) for key, value in args[1]]
-            return self.on_update(str(args[0]), updates)  # the answer waits for a Deferred
+            return self.on_update(str(args[0]), update_pairs(args[1]))  # the answer waits for a Deferred
         if method == "complete":
             self.on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))
         elif method == "keepalive":
@@ -242,7 +248,7 @@ class JsonListener(BaseListener):
         class PortFactory(Factory):
             def buildProtocol(self, addr: Any) -> Any:
                 login = _MasterLogin(listener, entry)
-                login.ticket = listener.admit(entry, addr, lambda: login.line.close(abort=True))
+                login.ticket = login.line.stream.ticket = listener.admit(entry, addr, lambda: login.line.close(True))
                 return CloseAtOnce() if login.ticket is None else login.line
 
         return PortFactory()
@@ -256,8 +262,8 @@ class _MasterLogin:
         self.ticket: Any = None
         self.phase, self.challenge = "hello", b""
         self.conn: JsonConnection | None = None
-        self.line = Line(listener.options, self.serve)
-        self.line.on_data = lambda data: self.ticket.take(data)
+        self.line = Line(listener.options, self.serve,
+                         StreamLink(listener.options, listener.reactor, "acme-jsonlines master", listener.login_guard.stats))
         self.line.on_traffic = lambda: self.conn.on_traffic() if self.conn is not None else None
         self.line.on_lost = self.lost
 
@@ -274,19 +280,18 @@ class _MasterLogin:
         raise ProtocolError(f"{method} before the login")
 
     async def login(self, name: str, response: bytes, challenge: bytes) -> None:
-        try:
-            worker = await self.listener.check_login(self.entry, self.ticket, ChallengeResponse(name, challenge, response))
+        def connect(worker: str) -> JsonConnection:
             self.conn = JsonConnection(self.listener, worker, self.line)
-            await self.listener.attach(self.conn, None)
+            return self.conn
+
+        try:
+            await self.listener.log_in(self.entry, self.ticket, ChallengeResponse(name, challenge, response), connect,
+                                       self.line.close)
         except LoginRefused:
             self.conn = None
-            self.listener.reactor.callLater(0, self.line.close)  # after the answer
             raise
-        finally:
-            self.ticket.done()
 
     def lost(self, reason: str) -> None:
-        self.ticket.done()
         if self.conn is not None:
             self.conn.on_connection_lost(reason)
 
@@ -319,9 +324,9 @@ class _Attempt(WorkerLink):
 
     def __init__(self, connector: "JsonConnector"):
         super().__init__(connector)
-        self.line = Line(connector.options, self.serve)
+        self.line = Line(connector.options, self.serve, StreamLink(connector.options, self.reactor, "acme-jsonlines worker"))
         self.line.on_traffic = connector.on_traffic
-        self.line.on_lost = self.link_lost
+        self.line.on_lost = self.lost
 
     def build_factory(self) -> Factory:
         return Factory.forProtocol(lambda: self.line)

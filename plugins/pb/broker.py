@@ -22,19 +22,15 @@ from __future__ import annotations
 from types import CoroutineType
 from typing import Any, Callable
 
-from twisted.internet import abstract, protocol
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 
-from workerwire.addresses import describe_peer
-from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
-from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ProtocolError, UnsupportedValue, describe_loss, peer_text
-from workerwire.login_guard import MAX_LOGIN_INPUT
-from workerwire.socket_write import direct_socket
+from workerwire.stream_link import StreamLink
 from workerwire.values import encode
 
 from .codec import FastBanana
@@ -45,13 +41,6 @@ from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTra
 __all__ = ["WireBroker", "Servant"]
 
 _log = Logger()
-
-#: Bytes asked of a plain TCP socket per read once a read filled Twisted's
-#: default of 64 KiB (a stream): four times fewer reads of streamed output.
-#: Idle connections keep the default (no attribute per transport: a login
-#: storm's memory per connection is unchanged).
-READ_SIZE = 256 * 1024
-_DEFAULT_READ = abstract.FileDescriptor.bufferSize
 
 # The PB messages a workerwire peer may send (no cache protocol).
 _PROTO = frozenset({"version", "message", "answer", "error", "decref", "didNotUnderstand"})
@@ -100,15 +89,15 @@ class WireBroker(FastBanana, pb.Broker):
     factory: Any = None
     #: Set once this connection's login was attempted (the master allows one).
     logged_in = False
-    #: The master side's :class:`~workerwire.login_guard.LoginTicket` until the login finished.
-    login_ticket: Any = None
 
-    def __init__(self, isClient: bool, options: LinkOptions, reactor: Any):
+    def __init__(self, isClient: bool, options: LinkOptions, reactor: Any, stats: Any = None):
         super().__init__(isClient, security=INCOMING)
         self.options = options
         self.reactor = reactor
         self._outgoing = OUTGOING
-        self.peer = "?"
+        #: The transport's plumbing (peer, TCP options, send budget, login
+        #: ticket, closing and why); a master sets ``stream.ticket``.
+        self.stream = StreamLink(options, reactor, "pb " + ("worker" if isClient else "master"), stats)
         self.peer_features: dict[str, Any] | None = None
         self._features_known = False
         self._features_waiters: list[Deferred[None]] = []
@@ -118,53 +107,19 @@ class WireBroker(FastBanana, pb.Broker):
         # FastBanana counts what an unfinished message holds, so that no
         # message, however it is split into lists, grows past the size limit.
         self.max_message_size = options.max_message_size
-        self.closing = False
-        self.lost_reason: str | None = None
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
-        self.on_connected: Callable[["WireBroker"], None] = lambda broker: None
-        #: Bounds what this link holds queued for the peer (from connectionMade on).
-        self.budget: SendBudget | None = None
-        #: Counters the budget adds to (a master sets its listener's stats).
-        self.budget_stats: Any = None
-        #: The worker's name once it logged in (for log lines).
-        self.worker_name: str | None = None
         self.setNameForLocal(EXT_NAME, _Extension(self))
 
     # -- connection events ------------------------------------------------------
 
+    @property
+    def peer(self) -> str:
+        return self.stream.peer
+
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.peer = describe_peer(self.transport)
-        prime_allocator()
-        try:
-            self.transport.setTcpKeepAlive(1)
-            self.transport.setTcpNoDelay(1)  # calls are small and wait for answers
-        except Exception:
-            pass  # not a TCP transport
-        self.budget = SendBudget(self.options, self.reactor, lambda: transport_queued(self.transport),
-                                 self._pause_reading, self._resume_reading, self._drop_misbehaving, self._who,
-                                 "pb " + ("worker" if self.isClient else "master"), self.budget_stats)
-        self.on_connected(self)
-
-    def _who(self) -> str:
-        return f"worker {self.worker_name!r} at {self.peer}" if self.worker_name else self.peer
-
-    def _pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pauseProducing()
-
-    def _resume_reading(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resumeProducing()
-
-    def _drop_misbehaving(self, why: str) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self.lost_reason = f"dropped as a misbehaving peer: {why}"
-        if self.transport is not None:
-            self.transport.abortConnection()
+        self.stream.made(self.transport)
 
     def connectionReady(self) -> None:
         super().connectionReady()
@@ -192,14 +147,12 @@ class WireBroker(FastBanana, pb.Broker):
         return d
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if not self.closing and (self.buffer or self.listStack):
+        if not self.stream.closing and (self.buffer or self.listStack):
             pending = self.pending_bytes + self._partial
-            self._protocol_error_logged(f"connection closed in the middle of a message ({pending} bytes pending)",
-                                        "")
-        why = self.lost_reason or describe_loss(reason)
-        self.closing = True
-        if self.budget is not None:
-            self.budget.stop()
+            self.stream.log_protocol_error(f"connection closed in the middle of a message ({pending} bytes pending)",
+                                           "pb", "")
+        why = self.stream.drop_reason or describe_loss(reason)
+        self.stream.gone()
         super().connectionLost(reason)
         self._features_settled(None)
         self.on_lost(why)
@@ -207,22 +160,19 @@ class WireBroker(FastBanana, pb.Broker):
     # -- inbound bytes and messages ---------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
+        if self.stream.closing:
             return
-        if self.login_ticket is not None and not self.login_ticket.take(data):
-            self.protocol_error(f"more than {MAX_LOGIN_INPUT} bytes before logging in")
+        if not self.stream.take(data):
+            self.protocol_error(self.stream.too_much_before_login())
             return
-        if len(data) == _DEFAULT_READ and direct_socket(self.transport) is not None:
-            self.transport.bufferSize = READ_SIZE
         try:
             super().dataReceived(data)
         except Exception as e:
             self.protocol_error(_describe(e))
-        if self.budget is not None and not self.closing:
-            self.budget.after_read()
+        self.stream.after_read()
 
     def callExpressionReceived(self, obj: Any) -> None:
-        if self.closing:
+        if self.stream.closing:
             return
         if not self.currentDialect:
             offered = obj if self.isClient else [obj]
@@ -231,7 +181,7 @@ class WireBroker(FastBanana, pb.Broker):
         super().callExpressionReceived(obj)
 
     def expressionReceived(self, sexp: Any) -> None:
-        if self.closing:
+        if self.stream.closing:
             return
         self.on_traffic()
         if not isinstance(sexp, list) or not sexp:
@@ -287,27 +237,11 @@ class WireBroker(FastBanana, pb.Broker):
 
     def protocol_error(self, reason: str) -> None:
         """Log a protocol error from the peer and drop the connection."""
-        if self.closing:
-            return
-        self.closing = True
-        self.lost_reason = f"protocol error: {reason}"
-        self._protocol_error_logged(reason)
-        if self.transport is not None:
-            self.transport.abortConnection()
-
-    def _protocol_error_logged(self, reason: str, action: str = "; closing that connection") -> None:
-        if self.login_ticket is not None:
-            reason += self.login_ticket.foreign_hint("pb")
-        _log.warn("pb protocol error from {peer}: {reason}{action}", peer=self.peer, reason=reason, action=action)
+        self.stream.protocol_error(reason, "pb")
 
     def close(self, abort: bool = False) -> None:
         """Close the link (abort: without waiting for pending writes)."""
-        if self.transport is None:
-            return
-        if abort:
-            self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
+        self.stream.close(abort)
 
     # -- jelly -----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from workerwire.base_connection import BaseConnection
+from workerwire.base_connection import BaseConnection, update_pairs
 from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError, peer_text
 from workerwire.master import Update
 from workerwire.transfer import HandleRef
@@ -106,20 +106,13 @@ class _CommandRef(Servant):
         batches (one bytes item each), decoded and checked by the core codec."""
         if type(packed) is not list or not all(type(data) is bytes for data in packed):
             raise ProtocolError("packedUpdate expects a list of MessagePack-encoded update batches")
-        limit = self.conn.options.max_message_size
         batch: list[Update] = []
         for data in packed:
-            try:
-                items = decode(data, limit, 2)  # pairs are framing: values count from themselves
+            try:  # pairs are framing: values count from themselves
+                batch += update_pairs(decode(data, self.conn.options.max_message_size, 2), "a packed update batch")
             except ProtocolError as e:
                 self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
                 raise
-            if type(items) is not list:
-                raise ProtocolError("a packed update batch must be a list of [key, value] pairs")
-            for item in items:
-                if type(item) is not list or len(item) != 2 or type(item[0]) is not str:
-                    raise ProtocolError("a packed update batch must be a list of [key: str, value] pairs")
-                batch.append((item[0], item[1]))
         if batch:
             pending = self.conn.on_update(self.commandId, batch)
             if isinstance(pending, Deferred):
@@ -190,9 +183,9 @@ class PBConnection(BaseConnection):
         self.perspective = _Perspective(self)
         broker.on_traffic = self.on_traffic
         broker.on_lost = self.on_connection_lost
-        broker.worker_name = workerName
+        broker.stream.worker_name = workerName
         if broker.disconnected:
-            self.on_connection_lost(broker.lost_reason or "connection closed during login")
+            self.on_connection_lost(broker.stream.drop_reason or "connection closed during login")
 
     def get_peer(self) -> str:
         return self._broker.peer

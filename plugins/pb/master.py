@@ -12,18 +12,16 @@ answer to ``respond`` goes back.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
-from twisted.cred import credentials, error as cred_error
+from twisted.cred import error as cred_error
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 from twisted.spread import pb
-from zope.interface import implementer
 
 from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.credentials import ChallengeResponse
 from workerwire.errors import LoginRefused, ProtocolError
 from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce
 
@@ -32,63 +30,49 @@ from .connection import PBConnection
 
 __all__ = ["PBListener"]
 
-_log = Logger()
 
-
-@implementer(credentials.IUsernameHashedPassword)
 class _Challenger(Servant):
-    """PB's challenge-response credentials for one login attempt."""
+    """What ``login`` answers beside the challenge: ``respond(hash, mind)``
+    checks PB's MD5 challenge-response through core's login sequence."""
 
     def __init__(self, factory: "_PortFactory", broker: WireBroker, username: bytes, challenge: bytes):
         self.factory = factory
         self.broker = broker
         self.username = username
         self.challenge = challenge
-        self.response: bytes | None = None
-
-    def checkPassword(self, password: bytes) -> bool:
-        if self.response is None:
-            return False
-        return hmac.compare_digest(pb.respond(self.challenge, password), self.response)
 
     def remote_respond(self, response: Any, mind: Any) -> Deferred[Any]:
-        if self.response is not None or self.broker.logged_in:
+        if self.broker.logged_in:
             raise ProtocolError("respond was already called on this connection")
         if not isinstance(response, bytes):
             raise ProtocolError("respond expects the hashed password as bytes")
-        self.response = response
         self.broker.logged_in = True
-        return ensureDeferred(self._login(mind))
+        creds = ChallengeResponse(self.username.decode("utf-8", "replace"), self.challenge, response, _pb_digest)
+        return ensureDeferred(self._login(creds, mind))
 
-    async def _login(self, mind: Any) -> Any:
+    async def _login(self, creds: ChallengeResponse, mind: Any) -> Any:
         broker, listener = self.broker, self.factory.listener
-        try:
-            name = await listener.check_login(self.factory.entry, broker.login_ticket, self)
-        except LoginRefused:
-            # Answered as PB's own refusal (what buildbot-worker expects); then this connection closes.
-            broker.reactor.callLater(0, broker.close)
-            raise cred_error.UnauthorizedLogin(GENERIC_REFUSAL) from None
-        # As in Buildbot, the whole attach -- the master's newConnection hook and
-        # whatever it calls on the worker -- runs before the answer to respond.
-        try:
+
+        async def connect(name: str) -> PBConnection:
             if not isinstance(mind, pb.RemoteReference):
-                _log.info("pb login of {name!r} from {peer} refused: it gave no bot as the mind", name=name,
-                          peer=broker.peer)
                 raise LoginRefused("a pb worker logs in with its bot as the mind")
             broker.transfers.accepting = True
             await broker.features_known()
-            conn = PBConnection(listener, name, broker, mind)
-            await listener.attach(conn, mind)
-        except Exception as e:
-            if not isinstance(e, LoginRefused):  # the master's refusals are logged by the listener
-                _log.info("pb login of {name!r} from {peer} refused: {why}", name=name, peer=broker.peer,
-                          why=e)
-            broker.reactor.callLater(0, broker.close)  # the refusal is answered first
+            return PBConnection(listener, name, broker, mind)
+
+        # As in Buildbot, the whole attach -- the master's newConnection hook and
+        # whatever it calls on the worker -- runs before the answer to respond.
+        try:
+            conn = await listener.log_in(self.factory.entry, broker.stream.ticket, creds, connect, broker.close, mind)
+        except LoginRefused as e:
+            if e.message == GENERIC_REFUSAL:  # bad credentials: PB's own refusal (what buildbot-worker expects)
+                raise cred_error.UnauthorizedLogin(GENERIC_REFUSAL) from None
             raise
-        finally:
-            if broker.login_ticket is not None:
-                broker.login_ticket.done()
         return conn.perspective
+
+
+def _pb_digest(password: bytes, challenge: bytes) -> bytes:
+    return pb.respond(challenge, password)
 
 
 class _LoginRoot(Servant):
@@ -122,15 +106,12 @@ class _PortFactory(protocol.ServerFactory):
         self.unsafeTracebacks = self.options.send_tracebacks
 
     def buildProtocol(self, addr: Any) -> Any:
-        broker = WireBroker(False, self.options, self.reactor)
-        ticket = self.listener.admit(self.entry, addr, lambda: broker.close(abort=True))
-        if ticket is None:
+        broker = WireBroker(False, self.options, self.reactor, self.listener.login_guard.stats)
+        broker.stream.ticket = self.listener.admit(self.entry, addr, lambda: broker.close(abort=True))
+        if broker.stream.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
-        broker.login_ticket = ticket
-        broker.budget_stats = self.listener.login_guard.stats
         broker.factory = self
         broker.setNameForLocal("root", _LoginRoot(self, broker))
-        broker.on_lost = lambda reason: ticket.done()
         return broker
 
     def clientConnectionMade(self, broker: WireBroker) -> None:

@@ -201,7 +201,7 @@ class _Link(WorkerLink):
     def build_broker(self) -> WireBroker:
         broker = WireBroker(True, self.connector.options, self.reactor)
         broker.on_traffic = self.connector.on_traffic
-        broker.on_lost = self.link_lost
+        broker.on_lost = self.lost
         self.broker = broker
         return broker
 
