@@ -14,7 +14,7 @@ on one broker so they compare):
   worker processes of 250 connectors each: time until all logged in, the
   spread over the masters, and each master's RSS growth per connection.
 
-The broker is ``$WORKERWIRE_AMQP_URL``, or a private one (``tests/rabbitmq.py``)
+The broker is ``$WORKERWIRE_AMQP_URL``, or a private one (``workerwire_amqp.private_broker``)
 started for the run.  This runs apart from ``python -m bench``: that harness
 has no broker to give its trials.
 """
@@ -335,8 +335,7 @@ def main(argv: list[str]) -> int:
     broker = None
     url = os.environ.get(URL_ENV)
     if not url:
-        sys.path.insert(0, os.path.join(REPO, "tests"))
-        from rabbitmq import PrivateBroker
+        from workerwire_amqp.private_broker import PrivateBroker
 
         broker = PrivateBroker().start()
         url = os.environ[URL_ENV] = broker.url
