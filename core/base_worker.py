@@ -142,6 +142,9 @@ class WorkerSession(abc.ABC):
 
     #: Where the master is, e.g. ``"127.0.0.1:9989"``.
     peer: str = "?"
+    #: Which master instance this link is with, when the address does not say
+    #: (several masters behind one address); None: the connector's address names it.
+    master: str | None = None
 
     @abc.abstractmethod
     def keepalive(self) -> Deferred[None]: ...
@@ -476,7 +479,11 @@ class BaseWorkerConnector(WorkerConnector):
         _log.info("worker {name}: connected to master at {peer} over {backend}", name=self.name,
                   peer=session.peer, backend=self.backendName)
         try:
-            self.bot.linkEstablished()
+            established_to = getattr(self.bot, "linkEstablishedTo", None)
+            if established_to is not None:
+                established_to(session.master or self.address)
+            else:  # a bot written before linkEstablishedTo
+                self.bot.linkEstablished()
         except Exception:
             _log.failure("bot.linkEstablished raised")
         waiters, self._waiters = self._waiters, []

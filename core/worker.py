@@ -108,6 +108,17 @@ class WorkerBot(abc.ABC):
         default does nothing.
         """
 
+    def linkEstablishedTo(self, master: str) -> None:
+        """A link to *master* was established: what core's connectors call.
+
+        *master* names the master instance at the other end, as the backend
+        knows it: the address the worker dials for backends where one address
+        is one master, the master's own name in its pool where several masters
+        serve one address (amqp).  Two links with the same *master* are links
+        to the same master.  The default calls :meth:`linkEstablished`.
+        """
+        self.linkEstablished()
+
     def linkLost(self) -> None:
         """The link to the master is gone (commands' channels are now dead).
 

@@ -81,10 +81,9 @@ def main(argv: list[str]) -> None:
     options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
     backend = load_backend("amqp")
     for name in names:
-        # Grace 0: a command orphaned by the dead master is interrupted at once, so its
-        # completion fails with ConnectionLost before the worker is back at the other master
-        # (a longer grace lets the new login "restore" the link and the orphan run on silently).
-        runtime = FleetRuntime(name, os.path.join(basedir, name), reactor, lost_link_grace=0.0)
+        # The runtime's default lost-link grace: a command orphaned by a dead master is
+        # interrupted when the worker logs in to another master (kept for the same one).
+        runtime = FleetRuntime(name, os.path.join(basedir, name), reactor)
         connector = backend.create_connector(runtime, address, name, f"pw-{name}", options, reactor,
                                              Backoff(initial=0.1, maximum=1.0, jitter=0.2))
 

@@ -39,8 +39,10 @@ class WorkerRuntime(WorkerBot):
     :param allow_absolute_paths: let commands use paths outside *basedir*.
     :param lost_link_grace: seconds running commands go on after the link to
         the master is lost; then they are interrupted, unless the link came
-        back first (their output is lost either way: the master has already
-        failed them with ConnectionLost).
+        back first to the same master (their output is lost either way: the
+        master has already failed them with ConnectionLost).  A link to
+        another master (amqp failover) interrupts them at once: that master
+        knows nothing of them.
     :param on_shutdown: called when the master asks this worker to stop.
     """
 
@@ -72,6 +74,9 @@ class WorkerRuntime(WorkerBot):
         self._running: dict[str, Command] = {}
         #: commands whose link was lost, with the timer that will interrupt them
         self._orphans: dict[Command, IDelayedCall | None] = {}
+        #: the master of the current link (None: not told, or no link), and of each orphan
+        self._link_master: str | None = None
+        self._orphan_master: dict[Command, str | None] = {}
 
     # -- the worker-side contract -----------------------------------------------
 
@@ -79,11 +84,9 @@ class WorkerRuntime(WorkerBot):
         _log.info("message from the master: {message}", message=message)
 
     def remote_getWorkerInfo(self) -> dict[str, Any]:
-        self.link_restored()
         return worker_info(self.basedir, self.version, {name: cls.version for name, cls in self.commands.items()})
 
     def remote_setBuilderList(self, builders: list[tuple[str, str]]) -> list[str]:
-        self.link_restored()
         wanted: dict[str, str] = {}
         for name, builddir in builders:
             if not isinstance(name, str) or not name:
@@ -132,33 +135,60 @@ class WorkerRuntime(WorkerBot):
         if self.on_shutdown is not None:
             self.reactor.callLater(0, self.on_shutdown)
 
+    def linkEstablishedTo(self, master: str) -> None:
+        self._link_master = master
+        super().linkEstablishedTo(master)
+
+    def linkEstablished(self) -> None:
+        """Orphans of this link's master run to their end; others are interrupted now.
+
+        (Called alone, by a connector that does not say which master: the
+        orphans are kept, as if it were the same master.)"""
+        self.link_restored(self._link_master)
+
     def linkLost(self) -> None:
         """Running commands become orphans: interrupted after the grace period
-        unless the link comes back first."""
+        unless the link comes back first, to the same master."""
         running, self._running = self._running, {}
         for command in running.values():
             call = None
             if self.lost_link_grace >= 0:
                 call = self.reactor.callLater(self.lost_link_grace, self._interrupt_orphan, command)
             self._orphans[command] = call
+            self._orphan_master[command] = self._link_master
+        self._link_master = None
         if running:
             _log.warn("link to the master lost with {n} command(s) running; interrupting them in {t:g} s unless "
                       "it comes back", n=len(running), t=self.lost_link_grace)
 
     # -- helpers -----------------------------------------------------------------
 
-    def link_restored(self) -> None:
-        """The master talks to us again: orphans may finish on their own."""
+    def link_restored(self, master: str | None = None) -> None:
+        """A link is back, to *master* (None: not known).  Orphans of that
+        master may finish on their own; orphans of another master are
+        interrupted now (that master already failed them and will not hear of
+        them again)."""
         for command, call in list(self._orphans.items()):
+            if command not in self._orphan_master:
+                continue  # interrupted already
+            was = self._orphan_master[command]
             if call is not None and call.active():
                 call.cancel()
-                self._orphans[command] = None
-                _log.info("link is back; command {cid} runs to its end (its output is not sent)",
-                          cid=command.command_id)
+            self._orphans[command] = None
+            if master is None or was is None or was == master:
+                if call is not None:
+                    _log.info("link is back; command {cid} runs to its end (its output is not sent)",
+                              cid=command.command_id)
+                continue
+            del self._orphan_master[command]
+            _log.info("link is back, to master {master} (not {was}, which ran command {cid}): interrupting it",
+                      master=master, was=was, cid=command.command_id)
+            command.interrupt(f"the link to master {was} was lost; this worker now serves master {master}")
 
     def _interrupt_orphan(self, command: Command) -> None:
         if command in self._orphans:
             self._orphans[command] = None
+            self._orphan_master.pop(command, None)
             command.interrupt(f"the link to the master was lost {self.lost_link_grace:g} s ago")
 
     def _builder_dir(self, builderName: str) -> str:
@@ -172,6 +202,7 @@ class WorkerRuntime(WorkerBot):
         if self._running.get(commandId) is command:
             del self._running[commandId]
         call = self._orphans.pop(command, None)
+        self._orphan_master.pop(command, None)
         if call is not None and call.active():
             call.cancel()
 

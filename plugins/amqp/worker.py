@@ -375,7 +375,10 @@ class AMQPConnector(BaseWorkerConnector):
             if not isinstance(welcome, dict) or not isinstance(welcome.get("queue"), str):
                 raise ProtocolError("a welcome names the session queue")
             session.master_queue = welcome["queue"]
-            session.peer = f"master {welcome.get('master', '?')} of pool {spec.pool} at {link.describe()}"
+            master = welcome.get("master")
+            session.peer = f"master {master or '?'} of pool {spec.pool} at {link.describe()}"
+            # Which master: its name is unique among the pool's live masters.
+            session.master = f"{spec.pool}/{master}" if isinstance(master, str) and master else None
             session.logged_in = True
             if session.lost_reason is not None:
                 raise ConnectionLost(session.lost_reason)
