@@ -208,3 +208,36 @@ def _until_true(predicate: Any) -> Deferred[None]:
             await deferLater(REACTOR, 0.01, lambda: None)
 
     return ensureDeferred(poll())
+
+
+@async_test
+async def test_a_login_request_nobody_took_in_time_is_dropped_by_the_broker(amqp_broker_url: str,
+                                                                             tmp_path: Any) -> None:
+    """A worker that gave up waiting leaves no login behind for a master to serve
+    later (in a login storm, such leftovers are work for nobody that delays everyone)."""
+    from workerwire.errors import ConnectionLost
+    from workerwire_amqp.broker import connect
+    from workerwire_app.worker_runtime import WorkerRuntime
+
+    broker = parse_port("amqp:x").broker
+    link = await connect(broker, REACTOR, "test: the pool's login queue, consumed by nobody")
+    try:
+        channel = await link.channel()
+        login_queue = queue_name("unserved", "login")
+        await channel.queue_declare(login_queue, auto_delete=True)  # routable, but no master takes logins
+        connector = load_backend("amqp").create_connector(
+            WorkerRuntime(str(tmp_path), REACTOR), f"amqp:url={broker.escaped()}:pool=unserved", "w1", "pw",
+            LinkOptions(keepalive_interval=None, login_timeout=1.0), REACTOR)
+        with pytest.raises(ConnectionLost):
+            await within(connector.probe(), REACTOR, what="the login attempt to give up")
+        deadline = REACTOR.seconds() + 20
+        while True:
+            waiting = (await channel.queue_declare(login_queue, passive=True)).method.message_count
+            if waiting == 0:
+                break
+            assert REACTOR.seconds() < deadline, f"{waiting} login request(s) still queued 20 s after the worker gave up"
+            d: Deferred[None] = Deferred()
+            REACTOR.callLater(0.2, d.callback, None)
+            await d
+    finally:
+        link.close()

@@ -39,7 +39,8 @@ from twisted.internet.protocol import ClientCreator
 from workerwire import Backoff, LinkOptions, load_backend
 from workerwire_amqp.address import URL_ENV, BrokerURL
 
-from ..procfs import raise_fd_limit, rss_kib
+from ..procfs import cpu_seconds, raise_fd_limit, rss_kib
+from ..profiling import profiled
 
 REACTOR: Any = _reactor
 MiB = 1024 * 1024
@@ -189,26 +190,49 @@ def _readline(proc: Any, prefix: str, timeout: float) -> str:
         sel.close()
 
 
-def storm(url: str, workers: int, timeout: float) -> dict[str, Any]:
+def storm(url: str, workers: int, timeout: float, broker_cpu: Any = None) -> dict[str, Any]:
+    """N workers over two master processes; *broker_cpu()* (if given) is the broker's CPU seconds so far."""
     pool = f"storm-{os.getpid()}-{int(time.time())}"
     me = [sys.executable, "-m", "bench.sides.amqp_bench"]
     masters = {name: _spawn([*me, "master", url, pool, name, str(workers)]) for name in ("sa", "sb")}
     try:
         base = {name: json.loads(_readline(p, "READY", 120)) for name, p in masters.items()}
         address = f"amqp:url={BrokerURL(url).escaped()}:pool={pool}"
+        broker_cpu0 = broker_cpu() if broker_cpu is not None else None
         start = time.monotonic()
         fleets = [_spawn([*me, "workers", address, str(i), str(min(PER_PROCESS, workers - i))])
                   for i in range(0, workers, PER_PROCESS)]
         try:
+            fleet_cpu = 0.0
+            failed: dict[str, int] = {}
+            timeline: list[tuple[float, list[float]]] = []
             for f in fleets:
-                _readline(f, "ALL", timeout)
+                report = json.loads(_readline(f, "ALL", timeout))
+                fleet_cpu += report["cpu_s"]
+                timeline.append((report["began"], report["logged_in"]))
+                for why, n in report["failed_logins"].items():
+                    failed[why] = failed.get(why, 0) + n
             took = time.monotonic() - start
-            out: dict[str, Any] = {"workers": workers, "seconds": round(took, 2), "masters": {}}
+            out: dict[str, Any] = {"workers": workers, "seconds": round(took, 2), "masters": {},
+                                   "cpu_s": {"worker processes": round(fleet_cpu, 1)},
+                                   "failed_logins": failed}
+            wall0 = time.time() - took
+            connecting = min(b for b, _ in timeline)
+            # From the first connector's start: the worker processes' own start-up (interpreter,
+            # imports, under load seconds) is not part of the storm.
+            out["seconds_from_first_connect"] = round(time.time() - connecting, 2)
+            out["worker_processes"] = [
+                {"connecting_after_s": round(b - wall0, 2), "first_login_s": round(ts[0] - wall0, 2),
+                 "median_login_s": round(ts[len(ts) // 2] - wall0, 2), "last_login_s": round(ts[-1] - wall0, 2)}
+                for b, ts in timeline if ts]
+            if broker_cpu0 is not None:
+                out["cpu_s"]["broker"] = round(broker_cpu() - broker_cpu0, 1)
             for name, p in masters.items():
                 p.stdin.write("report\n")
                 p.stdin.flush()
-                count, rss = json.loads(_readline(p, "REPORT", 60))
-                grown = (rss - base[name]) * 1024
+                count, rss, cpu = json.loads(_readline(p, "REPORT", 60))
+                grown = (rss - base[name]["rss"]) * 1024
+                out["cpu_s"][f"master {name}"] = round(cpu - base[name]["cpu"], 1)
                 out["masters"][name] = {"workers": count, "rss_mib": round(rss / 1024, 1),
                                         "bytes_per_connection": round(grown / count) if count else None}
             counts = [m["workers"] for m in out["masters"].values()]
@@ -243,7 +267,7 @@ def run_master(url: str, pool: str, name: str, workers: int) -> None:
 
         def lineReceived(self, line: bytes) -> None:
             if line.strip() == b"report":
-                print("REPORT " + json.dumps([len(listener.connections()), rss_kib()]), flush=True)
+                print("REPORT " + json.dumps([len(listener.connections()), rss_kib(), cpu_seconds()]), flush=True)
 
         def connectionLost(self, reason: Any = None) -> None:
             if REACTOR.running:
@@ -252,7 +276,7 @@ def run_master(url: str, pool: str, name: str, workers: int) -> None:
     async def register() -> None:
         for i in range(workers):
             await listener.updateRegistration(f"w{i}", PASSWORD, port)
-        print("READY " + json.dumps(rss_kib()), flush=True)
+        print("READY " + json.dumps({"rss": rss_kib(), "cpu": cpu_seconds()}), flush=True)
 
     stdio.StandardIO(Control())
     REACTOR.callWhenRunning(lambda: ensureDeferred(register()).addErrback(lambda f: (f.printTraceback(),
@@ -268,15 +292,30 @@ def run_workers(address: str, first: int, count: int) -> None:
     from bench.bot import BenchBot
     from bench.sides.ww import PASSWORD
 
+    from twisted.logger import globalLogPublisher
+
     raise_fd_limit()
+    cpu0 = cpu_seconds() or 0.0
+    #: Why login attempts failed (the connectors' retry log lines), by the first words of the reason.
+    failures: dict[str, int] = {}
+
+    def count_failures(event: dict[str, Any]) -> None:
+        why = event.get("why")
+        if why is not None and "retrying" in event.get("log_format", ""):
+            key = " ".join(str(why).split()[:6])
+            failures[key] = failures.get(key, 0) + 1
+
+    globalLogPublisher.addObserver(count_failures)
     backend = load_backend("amqp")
     tmp = tempfile.mkdtemp(prefix="workerwire-amqp-storm-")
     waits = []
+    logged_in: list[float] = []
+    began = time.time()
     for i in range(first, first + count):
         c = backend.create_connector(BenchBot(tmp, REACTOR), address, f"w{i}", PASSWORD,
                                      LinkOptions(keepalive_interval=None), REACTOR, Backoff(initial=0.2, maximum=2.0))
         c.start()
-        waits.append(c.whenConnected())
+        waits.append(c.whenConnected().addCallback(lambda _: logged_in.append(time.time())))
 
     class Control(Protocol):
         def connectionLost(self, reason: Any = None) -> None:
@@ -289,7 +328,9 @@ def run_workers(address: str, first: int, count: int) -> None:
                 await d
             except Exception:
                 pass  # a refused first try retries; whenConnected of the retry is awaited below
-        print("ALL " + json.dumps(rss_kib()), flush=True)
+        print("ALL " + json.dumps({"rss": rss_kib(), "cpu_s": (cpu_seconds() or 0.0) - cpu0,
+                                   "failed_logins": failures, "began": began,
+                                   "logged_in": sorted(logged_in)}), flush=True)
 
     stdio.StandardIO(Control())
     ensureDeferred(all_in())
@@ -319,10 +360,10 @@ async def links(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "master":
-        run_master(*argv[1:4], int(argv[4]))
+        profiled(f"amqp-storm-master-{argv[3]}", lambda: run_master(*argv[1:4], int(argv[4])))
         return 0
     if argv and argv[0] == "workers":
-        run_workers(argv[1], int(argv[2]), int(argv[3]))
+        profiled("amqp-storm-workers", lambda: run_workers(argv[1], int(argv[2]), int(argv[3])))
         return 0
     p = argparse.ArgumentParser(prog="python -m bench.sides.amqp_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,7 +394,8 @@ def main(argv: list[str]) -> int:
             REACTOR.run()
             out["links"] = box
         if args.storm:
-            out["storm"] = storm(url, args.storm, args.storm_timeout)
+            out["storm"] = storm(url, args.storm, args.storm_timeout,
+                                 broker.cpu_seconds if broker is not None else None)
         print(json.dumps(out, indent=2))
     finally:
         if broker is not None:

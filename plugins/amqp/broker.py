@@ -162,9 +162,13 @@ class Mailbox:
     # -- sending ---------------------------------------------------------------
 
     def send(self, queue: str, kind: str, body: bytes, correlation_id: str | None = None,
-             reply_to: str | None = None, seen: int | None = None) -> Deferred[None]:
+             reply_to: str | None = None, seen: int | None = None,
+             expires: float | None = None) -> Deferred[None]:
         """Publish one message to *queue* (default exchange, mandatory, transient);
-        *seen* goes in its ``seen`` header (the sender's receipt count)."""
+        *seen* goes in its ``seen`` header (the sender's receipt count); a
+        message not taken within *expires* seconds is dropped by the broker
+        (the AMQP ``expiration`` property)."""
+        expiration = None if expires is None else str(max(1, int(expires * 1000)))
         if self.closed or not self.channel.is_open:
             return _failed(ConnectionLost(f"{self.owner}: the channel to the broker is closed"))
         count = max(1, -(-len(body) // PART))
@@ -177,7 +181,7 @@ class Mailbox:
                     headers = dict(headers or {}, seen=seen)
                 props = pika.BasicProperties(
                     type=kind, correlation_id=correlation_id, reply_to=reply_to, delivery_mode=1,
-                    headers=headers)
+                    headers=headers, expiration=expiration)
                 last = self.channel.basic_publish("", queue, piece, props, mandatory=True)
                 if index + 1 < count:
                     last.addErrback(lambda f: None)  # the last part's confirm reports the message

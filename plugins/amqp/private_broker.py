@@ -197,6 +197,25 @@ class PrivateBroker:
         tail = "\n".join(self.log_tail)
         return f"private rabbitmq-server {what}; its last log lines:\n{tail}"
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds the node's processes (its process group) used so far."""
+        proc = self.proc
+        if proc is None:
+            return None
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == proc.pid:  # the process group the node runs in
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def kill(self) -> None:
         """Crash the node at once (SIGKILL to the node's processes; epmd stays):
         every client connection drops, nothing is cleaned up, and the ports and

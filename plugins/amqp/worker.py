@@ -359,7 +359,10 @@ class AMQPConnector(BaseWorkerConnector):
             request = encode({"name": self.name, "password": self.password, "peer": peer,
                               "version": wire.PROTOCOL_VERSION}, "login")
             try:
-                await box.send(queue_name(spec.pool, "login"), wire.LOGIN, request, uuid.uuid4().hex, queue)
+                # A request still queued when this attempt gives up is dropped by the broker, not
+                # served to nobody: a login storm's retries do not pile up as work for the masters.
+                await box.send(queue_name(spec.pool, "login"), wire.LOGIN, request, uuid.uuid4().hex, queue,
+                               expires=self.options.login_timeout)
             except ConnectionLost as e:
                 raise ConnectionLost(f"no master serves pool {spec.pool!r} at {link.describe()} ({e})") from None
             answer: Message = await session.answer
