@@ -4,15 +4,16 @@ beside its raw baselines, then write the JSON results and docs/benchmarks.md."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 from .aggregate import METRICS, aggregate
-from .plan import NOT_IN_QUICK, PROFILES, Profile, Subject, plan_subjects, trial_spec
+from .plan import BROKER_SUBJECTS, NOT_IN_QUICK, PROFILES, Profile, Subject, plan_subjects, trial_spec
 from .procfs import machine_info
 from .report import markdown
 from .runner import REPO, run_trial
@@ -126,6 +127,27 @@ def _transfer(profile: Profile) -> dict[str, Any]:
     return figures
 
 
+@contextlib.contextmanager
+def _broker_for(subjects: list[Subject]) -> Iterator[None]:
+    """A private RabbitMQ broker for the run when a subject needs one (its URL in
+    ``$WORKERWIRE_AMQP_URL``, which the trials inherit), unless that names one already."""
+    from workerwire_amqp.private_broker import URL_ENV, PrivateBroker
+
+    if os.environ.get(URL_ENV) or not any(s.id in BROKER_SUBJECTS for s in subjects):
+        yield
+        return
+    t0 = time.monotonic()
+    broker = PrivateBroker().start()
+    _log(f"bench: private RabbitMQ broker for {', '.join(s.id for s in subjects if s.id in BROKER_SUBJECTS)} "
+         f"started in {time.monotonic() - t0:.1f} s")
+    os.environ[URL_ENV] = broker.url
+    try:
+        yield
+    finally:
+        del os.environ[URL_ENV]
+        broker.stop()
+
+
 def _brief(result: dict[str, Any]) -> str:
     parts = []
     if "rtt" in result and "calls_per_s" in result["rtt"]:
@@ -199,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [replace(s, scenarios=tuple(x for x in s.scenarios if x in wanted), storm=s.storm and "storm" in wanted)
                     for s in subjects]
         subjects = [s for s in subjects if s.scenarios or s.storm]
+    asked = set((args.backends or "").split(",")) | set((args.only or "").split(","))
+    from workerwire_amqp.private_broker import URL_ENV
+
+    if name != "full" and not os.environ.get(URL_ENV):
+        # Starting a broker is not cheap (4-5 s idle, 10-17 s under load): without a
+        # broker given in $WORKERWIRE_AMQP_URL, --quick/--smoke measure its subjects only when asked.
+        subjects = [s for s in subjects if s.id not in BROKER_SUBJECTS or s.id in asked
+                    or ("amqp" in asked and s.id == "raw-pika")]
     out_dir = os.path.abspath(args.profile) if args.profile else None
     json_path = args.json or os.path.join(out_dir or os.path.join(REPO, "bench"), "results.json")
     page_path = args.markdown or os.path.join(out_dir or os.path.join(REPO, "docs"), "benchmarks.md")
@@ -215,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
     _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
-    if want_transfer and not subjects:  # transfer alone: keep the stored figures of the other scenarios
-        results = _with_transfer(json_path, run(profile, [], installed, command, want_transfer=True))
-    else:
-        results = run(profile, subjects, installed, command, want_transfer)
+    with _broker_for(subjects):
+        if want_transfer and not subjects:  # transfer alone: keep the stored figures of the other scenarios
+            results = _with_transfer(json_path, run(profile, [], installed, command, want_transfer=True))
+        else:
+            results = run(profile, subjects, installed, command, want_transfer)
     for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (page_path, markdown(results))):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

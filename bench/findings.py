@@ -113,6 +113,21 @@ FINDINGS: dict[tuple[str, str], str] = {
     ("in-process delivery (pipelined)", "null"): (
         "As for the round trip: 0.54x (7.5 us per call against the floor's 4.1 us); per call two encodes and "
         "decodes with their checks and the Connection's Deferred against two bare `callLater(0)` hops."),
+    ("output streaming vs own transport", "amqp"): (
+        "Not profiled in depth yet. raw-pika's worker publishes 64 KiB messages with confirms and nothing else; "
+        "the amqp backend adds MessagePack framing of each batch (up to 1 MiB), the output window (4 MiB in "
+        "flight, each batch held until the master's remote_update finished and its `ack` came back through the "
+        "broker, with its own confirm) and the worker's receipt counts (`seen`). Both ends go through pika's "
+        "frame codec, whose per-frame callbacks (`pika.callback`) lead the cProfile of a 1,000-worker storm; "
+        "figures taken under load (2026-12-06, load average 9-13 on 2 cores) swing 2x between repetitions."),
+    ("call round trip overhead", "amqp"): (
+        "A workerwire call is a publish with a confirm each way (the master's call, the worker's result) and "
+        "a session queue per worker; raw-pika publishes without confirms. Measured under load only so far."),
+    ("storm: master RSS per connection", "amqp"): (
+        "About 15 KiB per session (`python -m bench.sides.amqp_bench --storm 2000`: 14.9 KB per connection on "
+        "each of two masters): each session is an AMQP channel of its own on the master's one broker connection "
+        "(pika's `Channel` with its callback registrations), a Mailbox, the `Connection` and its send budget. "
+        "Not yet reduced."),
 }
 
 

@@ -1,6 +1,7 @@
 """The worker side of a link trial, in its own process.
 
 ``python -m bench.peer raw-tcp|raw-pb|raw-amp|raw-ws HOST PORT``
+``python -m bench.peer raw-pika BROKER_URL MASTER_QUEUE``
 ``python -m bench.peer ww BACKEND ADDRESS NAME PASSWORD``
 
 Runs until its stdin closes (the measuring master ends it) or a time cap.
@@ -36,6 +37,10 @@ def main(argv: list[str]) -> int:
         from .sides import raw_ws
 
         raw_ws.run_worker(reactor, rest[0], int(rest[1]))
+    elif kind == "raw-pika":
+        from .sides import raw_pika
+
+        raw_pika.run_worker(reactor, rest[0], rest[1])
     elif kind == "ww":
         from .sides import ww
 

@@ -57,7 +57,13 @@ class Subject:
 
 
 #: The raw baseline each in-tree backend is compared with (others: raw TCP).
-BASELINE_OF = {"pb": "raw-pb", "amp": "raw-amp", "msgpack": "raw-ws"}
+BASELINE_OF = {"pb": "raw-pb", "amp": "raw-amp", "msgpack": "raw-ws", "amqp": "raw-pika"}
+
+#: Subjects that need a RabbitMQ broker: ``bench.cli`` starts a private one for
+#: them (``workerwire_amqp.private_broker``) unless ``$WORKERWIRE_AMQP_URL`` names one.
+#: In ``--quick``/``--smoke`` only when asked for by name or when a broker is
+#: given: starting one costs 4-5 s on an idle 2-core machine and 10-17 s under load.
+BROKER_SUBJECTS = ("raw-pika", "amqp")
 
 
 def baselines() -> list[Subject]:
@@ -94,10 +100,14 @@ def plan_subjects(only: list[str] | None = None) -> tuple[list[Subject], list[di
             continue
         installed.append({"name": name, "loads": True, "network": backend.network,
                           "description": backend.description})
-        base = BASELINE_OF.get(name, "raw-tcp") if backend.network else "floor"
+        base = BASELINE_OF.get(name, "raw-tcp") if not backend.in_process else "floor"
         subjects.append(Subject(name, f"workerwire {name}", {"subject": "ww", "backend": name, "chunk": 64 * KiB,
                                 "window": 0}, LINK_SCENARIOS, storm=True, baseline=base, kind="backend"))
     names = {b["name"] for b in installed if b["loads"]}
+    if "amqp" in names:
+        subjects.insert(len(baselines()), Subject(
+            "raw-pika", "raw pika publish/consume via RabbitMQ (64 KiB x 16, confirms while streaming)",
+            {"subject": "raw-pika", "chunk": 64 * KiB, "window": 16}, LINK_SCENARIOS))
     if "pb" in names:
         from .sides.app_worker import available as app_available
         from .sides.bbw import available

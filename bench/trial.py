@@ -32,6 +32,14 @@ async def open_subject(reactor: Any, spec: dict[str, Any]) -> Link:
         return FloorLink(reactor, chunk)
     if subject in ("raw-tcp", "raw-pb", "raw-amp", "raw-ws"):
         return await _open_raw(reactor, subject, chunk, window, timeout)
+    if subject == "raw-pika":  # the broker is the one bench.cli started ($WORKERWIRE_AMQP_URL)
+        import os
+
+        from workerwire_amqp.address import URL_ENV
+
+        from .sides import raw_pika
+
+        return await raw_pika.open_link(reactor, os.environ[URL_ENV], chunk, window, timeout)
     if subject == "bbw":
         from .sides.bbw import open_bbw_link
 
@@ -224,7 +232,7 @@ async def run_storm(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
             reg = await listener.updateRegistration(name, PASSWORD, port_str)
             assert reg is not None
             address = address or reg.getAddress()
-        in_process = not backend.network
+        in_process = backend.in_process
         argv = python_argv("bench.storm", "ww", str(count), str(deadline), spec["backend"], str(address))
     gc.collect()
     rss_before = rss_kib(None) or 0

@@ -136,7 +136,7 @@ async def open_link(reactor: Any, name: str, chunk: int, command: str, args_for:
     assert reg is not None
     cleanup: list[Any] = [listener.stopListening]
     pid: int | None = None
-    if backend.network:
+    if not backend.in_process:  # network backends, and amqp (another process, through the broker)
         child: Child = spawn_worker(reg.getAddress())
         cleanup.append(child.terminate)
         pid = child.pid
