@@ -241,3 +241,29 @@ async def test_a_login_request_nobody_took_in_time_is_dropped_by_the_broker(amqp
             await d
     finally:
         link.close()
+
+
+@async_test
+async def test_a_worker_stops_reading_a_master_that_takes_nothing_and_drops_it(harness: Harness) -> None:
+    """The worker's send budget toward its master: what it published to the
+    session queue minus the master's ``seen`` receipts.  A master that stops
+    taking (here: its session's reading paused, as a wedged master's would be)
+    while it keeps calling is not answered without bound: over
+    ``send_queue_limit`` the worker stops reading its calls, and after
+    ``send_queue_timeout`` with nothing taken it drops the link."""
+    worker_options = LinkOptions(keepalive_interval=None, send_queue_limit=64 * 1024, send_queue_resume=16 * 1024,
+                                 send_queue_timeout=1.0)
+    w = await harness.start_worker("w1", worker_options=worker_options)
+    conn = w.conn
+    session = w.connector._session
+    await within(_until_true(lambda: session.unseen() == 0), REACTOR, what="the master's receipts to catch up")
+    worker_lost: Deferred[None] = Deferred()
+    w.connector.notifyOnDisconnect(lambda: worker_lost.called or worker_lost.callback(None))
+    conn.box.pause()  # the master takes nothing more from the session queue
+    calls = [conn.remoteGetWorkerInfo() for _ in range(200)]  # each answer ~1 KiB: far over 64 KiB
+    for d in calls:
+        d.addErrback(lambda f: None)
+    await within(worker_lost, REACTOR, seconds=30, what="the worker to drop a master that takes nothing")
+    assert session.budget is not None and session.budget.dropped
+    assert 64 * 1024 < session.unseen() < 64 * 1024 + 16 * 1024, "it stopped answering soon after the limit"
+    assert "stopped taking" in (session.lost_reason or "")

@@ -303,8 +303,9 @@ class _Membership:
             conn.on_connection_lost(f"session setup failed: {e}")
             return
         # On the session's channel: after every call the master made while attaching.
+        # receipts: this master reports what it took (``seen``), so the worker may budget its sends.
         welcome = encode({"queue": session_queue, "master": self.spec.master, "pool": self.pool,
-                          "version": wire.PROTOCOL_VERSION})
+                          "version": wire.PROTOCOL_VERSION, "receipts": True})
         conn._send(wire.WELCOME, welcome, correlation_id)
 
     async def _refuse_on(self, box: Mailbox, reply_to: str, correlation_id: str | None, error: LoginRefused) -> None:
@@ -374,6 +375,11 @@ class AMQPConnection(BaseConnection):
         #: Body bytes published to the worker's queue, and what it reported it took.
         self.sent_bytes = 0
         self.seen_bytes = 0
+        #: Body bytes this master took from the session queue, and the count last reported
+        #: to the worker (its send budget toward us, as ours toward it).
+        self.taken_bytes = 0
+        self.reported_taken = 0
+        self._report_call: Any = None
         box.on_seen = self._on_seen
         # What the worker has not taken yet sits in the broker, not here, but it
         # is this link's send queue all the same: bounded like every backend's.
@@ -400,9 +406,27 @@ class AMQPConnection(BaseConnection):
 
     def _send(self, kind: str, body: bytes, correlation_id: str | None = None) -> Deferred[None]:
         self.sent_bytes += len(body)
-        d = self.box.send(self.worker_queue, kind, body, correlation_id, self.session_queue)
+        self.reported_taken = self.taken_bytes
+        d = self.box.send(self.worker_queue, kind, body, correlation_id, self.session_queue, self.taken_bytes)
         d.addErrback(self._send_failed)
         return d
+
+    def _took(self, size: int) -> None:
+        """*size* body bytes taken from the worker: report them now or soon (``seen``)."""
+        if not size:
+            return
+        self.taken_bytes += size
+        if self.taken_bytes - self.reported_taken >= wire.SEEN_EVERY:
+            self._send_seen()
+        elif self._report_call is None:
+            self._report_call = self._clock.callLater(wire.SEEN_DELAY, self._send_seen)
+
+    def _send_seen(self) -> None:
+        if self._report_call is not None and self._report_call.active():
+            self._report_call.cancel()
+        self._report_call = None
+        if self.taken_bytes != self.reported_taken and self._lost is None and not self._torn_down:
+            self._send(wire.SEEN, b"")
 
     def _send_failed(self, failure: Failure) -> None:
         if self._lost is None and not self._torn_down:
@@ -481,6 +505,9 @@ class AMQPConnection(BaseConnection):
             return
         calls, self._calls = self._calls, {}
         self.budget.stop()
+        if self._report_call is not None and self._report_call.active():
+            self._report_call.cancel()
+        self._report_call = None
         super().on_connection_lost(reason)
         for d in calls.values():
             if not d.called:
@@ -497,6 +524,7 @@ class AMQPConnection(BaseConnection):
     def _message(self, msg: Message) -> None:
         if msg.reply_to != self.worker_queue or self._lost is not None:
             return  # a message of an older session of this worker
+        self._took(len(msg.body))
         try:
             self._handle(msg)
         finally:

@@ -38,6 +38,11 @@ TRANSFER = "transfer"
 #: from my queue" (also the ``seen`` header of every worker message); the
 #: master's send budget counts what it published minus what was seen.
 SEEN = "seen"
+#: Either end reports what it took once this many bytes are unreported, or
+#: :data:`SEEN_DELAY` seconds after a message when nothing it sent meanwhile
+#: carried the count.
+SEEN_EVERY = 16 * 1024
+SEEN_DELAY = 0.05
 # both ways
 ACK = "ack"
 BYE = "bye"

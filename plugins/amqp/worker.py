@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
+from workerwire.budget import SendBudget
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError
 from workerwire.flow import SendWindow
 from workerwire.master import Update
@@ -44,8 +45,8 @@ WORKER_PREFETCH = 64
 #: The worker reports what it took from its queue (a ``seen`` message) once
 #: this many bytes are unreported, or :data:`SEEN_DELAY` seconds after a
 #: message when nothing it sent meanwhile carried the count.
-SEEN_EVERY = 16 * 1024
-SEEN_DELAY = 0.05
+SEEN_EVERY = wire.SEEN_EVERY
+SEEN_DELAY = wire.SEEN_DELAY
 
 
 def _failed(error: BaseException) -> Deferred[Any]:
@@ -107,6 +108,35 @@ class _Session(WorkerSession):
         self._report_call: Any = None
         #: Transfer calls of the commands' handles, under the output window.
         self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
+        #: Body bytes published to the master's session queue, and what the master reported it took.
+        self.sent = 0
+        self.master_seen = 0
+        #: What we sent that the master has not taken, bounded (once a master that reports
+        #: receipts welcomed us): over ``send_queue_limit`` we stop reading its calls.
+        self.budget: SendBudget | None = None
+        box.on_seen = self._on_master_seen
+
+    def _on_master_seen(self, seen: int) -> None:
+        if seen > self.master_seen:
+            self.master_seen = seen
+
+    def unseen(self) -> int:
+        """Bytes sent to the master that it has not reported taking."""
+        return max(0, self.sent - self.master_seen)
+
+    def start_budget(self, master: str) -> None:
+        options = self.connector.options
+        self.budget = SendBudget(options, self.connector.reactor, self.unseen, self.box.pause, self.box.resume,
+                                 self._budget_drop, lambda: f"master {master} of pool {self.connector.spec.pool}",
+                                 "amqp worker")
+
+    def _budget_drop(self, why: str) -> None:
+        self.lost(f"the master stopped taking what this worker sent: {why}")
+
+    def _publish(self, kind: str, body: bytes, correlation_id: str | None) -> Deferred[None]:
+        assert self.master_queue is not None
+        self.sent += len(body)
+        return self.box.send(self.master_queue, kind, body, correlation_id, self.queue, self._report())
 
     def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         try:
@@ -151,7 +181,7 @@ class _Session(WorkerSession):
         cid = str(self._serial)
         d: Deferred[Any] = Deferred()
         self._asks[cid] = d
-        self.box.send(self.master_queue, kind, body, cid, self.queue, self._report()).addErrback(self._send_failed)
+        self._publish(kind, body, cid).addErrback(self._send_failed)
         return d
 
     def _report(self) -> int:
@@ -175,8 +205,7 @@ class _Session(WorkerSession):
         self._report_call = None
         if self.seen == self.reported or self.master_queue is None or self.lost_reason is not None:
             return
-        self.box.send(self.master_queue, wire.SEEN, b"", None, self.queue, self._report()).addErrback(
-            self._send_failed)
+        self._publish(wire.SEEN, b"", None).addErrback(self._send_failed)
 
     def _send_failed(self, failure: Failure) -> None:
         self.lost(f"cannot reach the master: {failure.getErrorMessage()}")
@@ -193,6 +222,13 @@ class _Session(WorkerSession):
     # -- receiving ---------------------------------------------------------------
 
     def message(self, msg: Message) -> None:
+        try:
+            self._message(msg)
+        finally:
+            if self.budget is not None and self.lost_reason is None:
+                self.budget.after_read()
+
+    def _message(self, msg: Message) -> None:
         if self.lost_reason is not None:
             return
         if msg.reply_to is not None and msg.reply_to == (self.master_queue or msg.reply_to):
@@ -281,8 +317,7 @@ class _Session(WorkerSession):
             body = wire.encode_result(ok, value)
         except Exception as e:
             body = wire.encode_result(False, wire.error_body(e))
-        self.box.send(self.master_queue, wire.RESULT, body, correlation_id, self.queue, self._report()).addErrback(
-            self._send_failed)
+        self._publish(wire.RESULT, body, correlation_id).addErrback(self._send_failed)
 
     # -- loss ------------------------------------------------------------------
 
@@ -290,6 +325,8 @@ class _Session(WorkerSession):
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
+        if self.budget is not None:
+            self.budget.stop()
         if self._report_call is not None and self._report_call.active():
             self._report_call.cancel()
         self._report_call = None
@@ -383,6 +420,8 @@ class AMQPConnector(BaseWorkerConnector):
             # Which master: its name is unique among the pool's live masters.
             session.master = f"{spec.pool}/{master}" if isinstance(master, str) and master else None
             session.logged_in = True
+            if welcome.get("receipts") is True:  # the master reports what it took: budget our sends
+                session.start_budget(master if isinstance(master, str) else "?")
             if session.lost_reason is not None:
                 raise ConnectionLost(session.lost_reason)
             return session
