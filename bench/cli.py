@@ -222,11 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                     for s in subjects]
         subjects = [s for s in subjects if s.scenarios or s.storm]
     asked = set((args.backends or "").split(",")) | set((args.only or "").split(","))
-    from workerwire_amqp.private_broker import URL_ENV
-
-    if name != "full" and not os.environ.get(URL_ENV):
-        # Starting a broker is not cheap (4-5 s idle, 10-17 s under load): without a
-        # broker given in $WORKERWIRE_AMQP_URL, --quick/--smoke measure its subjects only when asked.
+    if name != "full":
+        # A broker's start (4-5 s idle, 10-17 s under load) and its two subjects (~80 s of
+        # --quick under load) are not cheap: --quick/--smoke measure them only when asked.
         subjects = [s for s in subjects if s.id not in BROKER_SUBJECTS or s.id in asked
                     or ("amqp" in asked and s.id == "raw-pika")]
     out_dir = os.path.abspath(args.profile) if args.profile else None

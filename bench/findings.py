@@ -120,9 +120,6 @@ FINDINGS: dict[tuple[str, str], str] = {
         "broker, with its own confirm) and the worker's receipt counts (`seen`). Both ends go through pika's "
         "frame codec, whose per-frame callbacks (`pika.callback`) lead the cProfile of a 1,000-worker storm; "
         "figures taken under load (2026-12-06, load average 9-13 on 2 cores) swing 2x between repetitions."),
-    ("call round trip overhead", "amqp"): (
-        "A workerwire call is a publish with a confirm each way (the master's call, the worker's result) and "
-        "a session queue per worker; raw-pika publishes without confirms. Measured under load only so far."),
     ("storm: master RSS per connection", "amqp"): (
         "About 15 KiB per session (`python -m bench.sides.amqp_bench --storm 2000`: 14.9 KB per connection on "
         "each of two masters): each session is an AMQP channel of its own on the master's one broker connection "

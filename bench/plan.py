@@ -61,8 +61,9 @@ BASELINE_OF = {"pb": "raw-pb", "amp": "raw-amp", "msgpack": "raw-ws", "amqp": "r
 
 #: Subjects that need a RabbitMQ broker: ``bench.cli`` starts a private one for
 #: them (``workerwire_amqp.private_broker``) unless ``$WORKERWIRE_AMQP_URL`` names one.
-#: In ``--quick``/``--smoke`` only when asked for by name or when a broker is
-#: given: starting one costs 4-5 s on an idle 2-core machine and 10-17 s under load.
+#: In ``--quick``/``--smoke`` only when asked for by name (``--only``/``--backends``):
+#: starting a broker costs 4-5 s on an idle 2-core machine and 10-17 s under load,
+#: and the two subjects' trials another ~80 s of ``--quick`` under load.
 BROKER_SUBJECTS = ("raw-pika", "amqp")
 
 
