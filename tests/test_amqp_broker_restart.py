@@ -28,7 +28,7 @@ import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.threads import deferToThread
 
-from test_amqp_failover import FleetOutput, _by_worker, _live_sessions_never_overlap, _until
+from test_amqp_failover import LONG_JOB, FleetOutput, _by_worker, _live_sessions_never_overlap, _until
 from test_app_support import REACTOR, CliProcess, EventLog, Processes, processes, to_toml  # noqa: F401
 
 from workerwire.addresses import escape_value
@@ -61,7 +61,7 @@ def _master_config(tmp: Path, name: str, url: str) -> Path:
         "master": {"duplicate_ping_timeout": 1.0, "state_dir": str(tmp / f"state-{name}")},
         "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
         "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
-        "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", "echo started; exec sleep 600"]}],
+        "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", LONG_JOB]}],
     }
     path = tmp / f"master-{name}.toml"
     path.write_text(to_toml(data), encoding="utf-8")

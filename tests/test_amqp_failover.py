@@ -32,6 +32,9 @@ WORKERS = [f"fw{i:02d}" for i in range(60)]
 INTERVAL, TIMEOUT = 4.0, 8.0
 #: Scheduling slack on a loaded 2-core machine, as the conformance suite allows.
 MARGIN = 1.0 * float(os.environ.get("WORKERWIRE_CONFORMANCE_TIMEOUT_SCALE", "1"))
+#: A job that runs until the link is lost (or its worker process dies: the fleets are
+#: killed at the end, and a plain ``sleep`` would outlive them by an hour).
+LONG_JOB = "echo started; while kill -0 $PPID 2>/dev/null; do sleep 2; done"
 #: Seconds to wait for a whole fleet to log in and start its jobs (60 logins and 60
 #: processes, two masters, on a machine shared with other test runs).
 LOGIN_WAIT = 240.0
@@ -44,8 +47,8 @@ def _master_config(tmp: Path, name: str, url: str) -> Path:
         "master": {"duplicate_ping_timeout": 1.0, "state_dir": str(tmp / f"state-{name}")},
         "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
         "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
-        # Runs until the link is lost: one process per worker, nothing spawned after it starts.
-        "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", "echo started; exec sleep 3600"]}],
+        # Runs until the link is lost (then interrupted by the worker runtime) or the fleet dies.
+        "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", LONG_JOB]}],
     }
     path = tmp / f"master-{name}.toml"
     path.write_text(to_toml(data), encoding="utf-8")
