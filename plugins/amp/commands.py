@@ -11,7 +11,7 @@ Every class here is one row of the command table in ``docs/protocols/amp.md``;
   larger than one AMP value, either inline in parts (the keys ``<argument>``,
   ``<argument>.1``, ``<argument>.2``... of the same box, with the peer's
   ``parts`` capability) or carried by preceding ``Chunk`` boxes and named by
-  the key ``<argument>.transfer`` (see :mod:`workerwire_amp.chunks`).
+  the key ``<argument>.transfer`` (see :mod:`workerwire.parts`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from workerwire.errors import (
     UnknownCommand,
     UnsupportedValue,
 )
+from workerwire.parts import Encoded
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -140,25 +141,6 @@ class TextList(amp.Argument):
             out.append(struct.pack("!H", len(data)))
             out.append(data)
         return b"".join(out)
-
-
-class Encoded:
-    """A value already encoded with :func:`workerwire.values.encode`.
-
-    Passing it as a ``Value`` argument sends these bytes without encoding
-    again (the worker's flow-control window sizes updates before sending).
-    With *pieces* (and their total *size*) instead of *data*, the encoding is
-    their concatenation, which a box in parts writes without joining them.
-    """
-
-    __slots__ = ("data", "pieces", "size")
-
-    def __init__(self, data: bytes | None = None, pieces: list[bytes] | None = None, size: int = 0):
-        if (data is None) == (pieces is None):
-            raise TypeError("Encoded takes data or pieces")
-        self.data = data
-        self.pieces = pieces
-        self.size = len(data) if data is not None else size
 
 
 class ValueCarrier(Protocol):

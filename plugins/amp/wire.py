@@ -9,7 +9,7 @@
   before the login), and refuses unknown commands;
 * carries ``Value`` arguments inline (in one AMP value, or in consecutive
   *parts* of one box when the peer announced ``parts``) or through ``Chunk``
-  transfers (:mod:`workerwire_amp.chunks`), bounded by ``max_message_size``;
+  transfers (:mod:`workerwire.parts`), bounded by ``max_message_size``;
 * answers every failing command with an error box whose code is the error's
   type name (:mod:`workerwire_amp.errors`);
 * turns any malformed or out-of-place input into one logged protocol error
@@ -32,20 +32,22 @@ from workerwire.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
+from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
 from workerwire.socket_write import direct_socket, write_pieces
 from workerwire.values import decode, encode
 
-from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces
-from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
+from .commands import TRANSFER_SUFFIX, Chunk, Integer, WireCommand
 from .errors import error_answer
 
-__all__ = ["WireProtocol", "MAX_KEYS", "ABORT_AFTER"]
+__all__ = ["WireProtocol", "MAX_KEYS", "MAX_CHUNK", "ABORT_AFTER"]
 
 _log = Logger()
 
 #: Most keys one box may have (the dialect's largest box has 7, and the parts
 #: of large Values).
 MAX_KEYS = 32
+#: Largest chunk (and largest inline Value, or part of one): the AMP value limit.
+MAX_CHUNK = amp.MAX_VALUE_LENGTH
 #: Longest key (AMP's limit).
 MAX_KEY_LENGTH = 255
 #: Seconds a closing connection may take to flush before it is aborted.
@@ -73,9 +75,9 @@ class WireProtocol(amp.AMP):
         super().__init__()
         self.options = options
         self.clock = clock
-        self.assembler = Assembler(options.max_message_size)
+        self.assembler = Transfers(options.max_message_size, "Chunk")
         self._transfer_ids = TransferIds()
-        self._outgoing: Outgoing | None = None
+        self._outgoing: OutgoingValues | None = None
         #: The peer's declared limit (from the handshake); we never send more.
         self.peer_max_message_size = options.max_message_size
         #: The peer announced the ``parts`` capability: large Values may go
@@ -328,17 +330,17 @@ class WireProtocol(amp.AMP):
             if command is Chunk:
                 if amp.ASK in box:
                     raise ProtocolError("Chunk boxes are never answered and may not carry _ask")
-                self.assembler.chunk(**self._parse(Chunk, box, Chunk.arguments))
+                self.assembler.part(**self._parse(Chunk, box, Chunk.arguments))
                 return
             if amp.ASK not in box:
                 raise ProtocolError(f"{command.__name__} without _ask; every command but Chunk is answered")
         elif amp.ANSWER not in box and amp.ERROR not in box:
             raise ProtocolError("box is neither a command nor an answer")
-        self.assembler.begin_box()
+        self.assembler.begin_message()
         self.box_value_bytes = 0
         super().ampBoxReceived(box)  # answers, errors, and dispatchCommand below
         if not self.closing:
-            self.assembler.end_box()
+            self.assembler.end_message()
 
     def _answerReceived(self, box: amp.AmpBox) -> None:
         if box[amp.ANSWER] not in (self._outstandingRequests or {}):
@@ -397,8 +399,7 @@ class WireProtocol(amp.AMP):
             data = inline
         self.box_value_bytes += len(data)
         if self.box_value_bytes > self.options.max_message_size:
-            raise ProtocolError(
-                f"message of {self.box_value_bytes} bytes exceeds the limit of {self.options.max_message_size} bytes")
+            raise too_large(self.box_value_bytes, self.options.max_message_size)
         # An Update's pairs are framing: its values count their nesting from
         # themselves, as they do on every backend.
         value = decode(data, self.options.max_message_size, 2 if key == b"updates" else 0)
@@ -442,7 +443,7 @@ class WireProtocol(amp.AMP):
             size = len(data)
         how = self._outgoing.plan(size)
         if how is IN_PARTS:
-            parts: list[Any] = split_parts(data) if data is not None else split_pieces(pieces, size)  # type: ignore[arg-type]
+            parts: list[Any] = split(data, MAX_CHUNK) if data is not None else split_pieces(pieces, size, MAX_CHUNK)  # type: ignore[arg-type]
             for n, part in enumerate(parts):
                 strings[key + b".%d" % n if n else key] = part
             return
@@ -489,7 +490,7 @@ class WireProtocol(amp.AMP):
         """Build a box of at most *keys* keys (AMP's and the arguments') with
         ``make(objects, self)``, then send the transfers its Values need."""
         extra = MAX_KEYS - keys if self.peer_parts else 0
-        self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
+        self._outgoing = OutgoingValues(self.outgoing_limit, MAX_CHUNK, self._transfer_ids, extra)
         try:
             box = make(objects, self)
         finally:
@@ -497,11 +498,11 @@ class WireProtocol(amp.AMP):
         self._send_transfers(out)
         return box
 
-    def _send_transfers(self, out: Outgoing) -> None:
+    def _send_transfers(self, out: OutgoingValues) -> None:
         """Send the ``Chunk`` boxes of the transfers a box being built needs."""
         for tid, data in out.transfers:
             total = b"%d" % len(data)
-            for offset, piece in Outgoing.pieces(data):
+            for offset, piece in out.pieces(data):
                 self._sendBoxCommand(Chunk.commandName, amp.AmpBox({
                     b"transfer": b"%d" % tid, b"offset": b"%d" % offset, b"total": total, b"data": piece,
                 }), requiresAnswer=False)
@@ -545,7 +546,7 @@ class WireProtocol(amp.AMP):
         box = amp.AmpBox()
         try:
             extra = MAX_KEYS - 2 - len(values) if self.peer_parts else 0
-            out = self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
+            out = self._outgoing = OutgoingValues(self.outgoing_limit, MAX_CHUNK, self._transfer_ids, extra)
             try:
                 for key, value in values:
                     self.put_value(key, box, value)
@@ -604,5 +605,3 @@ def _kinds(kinds: tuple[type, ...]) -> str:
     names = {type(None): "nil", str: "a str", list: "a list", dict: "a dict"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
-
-assert MAX_CHUNK == amp.MAX_VALUE_LENGTH, "chunks are as large as one AMP value"
