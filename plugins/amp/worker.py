@@ -9,7 +9,6 @@ bounded by ``LinkOptions.login_timeout`` and can be cancelled.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -20,7 +19,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_detail
 from workerwire.master import Update as UpdatePair
 from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import array_header, encode, encode_pairs
@@ -99,12 +98,8 @@ class _Channel(BaseCommandChannel):
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
-        error: list[str] | None = None
-        if failure is not None:
-            error = list(error_to_wire(failure))
-            if self._session.proto.options.send_tracebacks and failure.__traceback__ is not None:
-                error.append("".join(traceback.format_exception(type(failure), failure, failure.__traceback__)))
         proto = self._session.proto
+        error = None if failure is None else error_detail(failure, proto.options.send_tracebacks)
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
             label=f"the completion of command {self.commandId!r}", key=self)

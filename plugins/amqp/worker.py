@@ -11,7 +11,6 @@ session queue each names in ``reply_to``.
 
 from __future__ import annotations
 
-import traceback
 import uuid
 from typing import Any, cast
 
@@ -22,7 +21,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError, error_detail
 from workerwire.flow import SendWindow
 from workerwire.master import Update
 from workerwire.transfer import TransferLink, attach_proxies
@@ -71,12 +70,7 @@ class _Channel(BaseCommandChannel):
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
-        error = None
-        if failure is not None:
-            tb = None
-            if self._session.connector.options.send_tracebacks and failure.__traceback__ is not None:
-                tb = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
-            error = wire.error_body(failure, tb)
+        error = None if failure is None else error_detail(failure, self._session.connector.options.send_tracebacks)
         body = encode([self.commandId, error], "complete")
         return self._session.window.send_ordered(lambda: self._session.ask(wire.COMPLETE, body),
                                                  label=f"the completion of command {self.commandId!r}")
