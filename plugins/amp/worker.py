@@ -9,7 +9,7 @@ bounded by ``LinkOptions.login_timeout`` and can be cancelled.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -115,6 +115,7 @@ class _Session(WorkerSession):
     """One connection to the master, from ``Hello`` on."""
 
     def __init__(self, connector: "AMPConnector", proto: "WorkerProtocol"):
+        super().__init__()
         self.connector = connector
         self.proto = proto
         self.peer = proto.peer
@@ -122,10 +123,6 @@ class _Session(WorkerSession):
         #: Transfer calls of the commands' handles (``TransferCall``), under
         #: the same window size (set again from the master's ``Hello`` answer).
         self.transfers = TransferLink(self._send_transfer, connector.window)
-        self.logged_in = False
-        self.channels: dict[str, _Channel] = {}
-        #: Told about a loss that happens before the login completed.
-        self.lost_before_login: Callable[[str], None] = lambda reason: None
 
     def keepalive(self) -> Deferred[None]:
         return self._call(Keepalive)
@@ -142,26 +139,6 @@ class _Session(WorkerSession):
     def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         d = self.proto.call(TransferCall, command_id=commandId, handle=handleId, method=method, args=args)
         return d.addCallbacks(lambda answer: answer["result"], translate_failure)
-
-    def add_channel(self, channel: _Channel) -> None:
-        self.channels[channel.commandId] = channel
-        self.connector._register_channel(channel)
-
-    def forget_channel(self, channel: _Channel) -> None:
-        if self.channels.get(channel.commandId) is channel:
-            del self.channels[channel.commandId]
-        self.connector._forget_channel(channel)
-
-    def lost(self, reason: str) -> None:
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            channel.link_lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_before_login(reason)
 
 
 class WorkerProtocol(WireProtocol):

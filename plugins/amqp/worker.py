@@ -84,15 +84,14 @@ class _Session(WorkerSession):
         self.link = link
         self.box = box
         self.queue = queue
+        super().__init__()
         self.peer = f"pool {connector.spec.pool} at {link.describe()}"
         self.window = SendWindow(connector.options.output_window, clock=connector.reactor, batch_limit=BATCH,
                                  name="amqp worker")
         #: The session queue of the master serving us (from its first message).
         self.master_queue: str | None = None
-        self.logged_in = False
         self.lost_reason: str | None = None
         self.answer: Deferred[Message] = Deferred()
-        self.channels: dict[str, _Channel] = {}
         self._asks: dict[str, Deferred[Any]] = {}
         self._serial = 0
         #: Body bytes taken from the master (the ``seen`` count), and the last count sent.
@@ -174,15 +173,6 @@ class _Session(WorkerSession):
 
     def _send_failed(self, failure: Failure) -> None:
         self.lost(f"cannot reach the master: {failure.getErrorMessage()}")
-
-    def add_channel(self, channel: _Channel) -> None:
-        self.channels[channel.commandId] = channel
-        self.connector._register_channel(channel)
-
-    def forget_channel(self, channel: _Channel) -> None:
-        if self.channels.get(channel.commandId) is channel:
-            del self.channels[channel.commandId]
-        self.connector._forget_channel(channel)
 
     # -- receiving ---------------------------------------------------------------
 
@@ -287,14 +277,10 @@ class _Session(WorkerSession):
         if self._report_call is not None and self._report_call.active():
             self._report_call.cancel()
         self._report_call = None
-        self.window.lost(reason)
-        self.transfers.lost(reason)
+        self.fail_pending(reason)
         asks, self._asks = self._asks, {}
         for d in asks.values():
             d.errback(Failure(ConnectionLost(f"link to the master lost: {reason}")))
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            channel.link_lost(reason)
         if not self.answer.called:
             self.answer.errback(Failure(ConnectionLost(reason)))
             self.answer.addErrback(lambda f: None)  # a login attempt given up already does not wait for it
