@@ -153,6 +153,11 @@ class ValueCarrier(Protocol):
         """Decode the value of *key* (inline or from a finished transfer)."""
 
 
+def _keyword(name: bytes) -> str:
+    """The keyword argument of the wire name *name* (``command_id``: as AMP names it)."""
+    return name.decode("ascii").replace("-", "_")
+
+
 class Value(amp.Argument):
     """A contract value; *kinds* restricts the decoded top-level type."""
 
@@ -167,11 +172,11 @@ class Value(amp.Argument):
         return "Value<" + "|".join(self._NAMES[k] for k in self.kinds) + ">"
 
     def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        value = objects.pop(amp._wireNameToPythonIdentifier(name))
+        value = objects.pop(_keyword(name))
         proto.put_value(name, strings, value)
 
     def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        objects[amp._wireNameToPythonIdentifier(name)] = proto.take_value(
+        objects[_keyword(name)] = proto.take_value(
             name, strings, self.kinds)
 
 
@@ -187,13 +192,13 @@ class OptionalValue(Value):
         return super().wire_type + "?"
 
     def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        value = objects.pop(amp._wireNameToPythonIdentifier(name), None)
+        value = objects.pop(_keyword(name), None)
         if value is not None:
             proto.put_value(name, strings, value)
 
     def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
         if name not in strings and name + TRANSFER_SUFFIX not in strings:
-            objects[amp._wireNameToPythonIdentifier(name)] = None
+            objects[_keyword(name)] = None
             return
         super().fromBox(name, strings, objects, proto)
 

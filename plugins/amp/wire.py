@@ -1,6 +1,9 @@
 """The dialect's box layer, shared by both ends: limits, chunks, dispatch, errors.
 
-:class:`WireProtocol` is an :class:`twisted.protocols.amp.AMP` that
+:class:`WireProtocol` speaks AMP's box format (``AmpBox``, ``Command`` and
+its argument types, error codes: AMP's public API) with its own box parser
+and its own request dispatch, in place of ``BinaryBoxProtocol`` and
+``BoxDispatcher`` (whose private state a subclass had to reach into); it
 
 * caps every box at :data:`MAX_KEYS` keys while parsing it (AMP itself caps
   keys at 255 bytes and values at 65,535), so a box never costs more than
@@ -21,8 +24,10 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, ClassVar
 
+from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -63,7 +68,7 @@ _H = struct.Struct("!H").pack
 READ_SIZE = 256 * 1024
 
 
-class WireProtocol(amp.AMP):
+class WireProtocol(Protocol):
     """One end of an amp connection (subclassed per side)."""
 
     #: ``"master"`` or ``"worker"``, for log lines.
@@ -72,7 +77,6 @@ class WireProtocol(amp.AMP):
     responders: ClassVar[dict[bytes, tuple[type[WireCommand], str]]] = {}
 
     def __init__(self, options: LinkOptions, clock: Any):
-        super().__init__()
         self.options = options
         self.clock = clock
         self.assembler = Transfers(options.max_message_size, "Chunk")
@@ -91,7 +95,15 @@ class WireProtocol(amp.AMP):
         #: The socket of a plain TCP transport, written to directly (see
         #: :mod:`workerwire.socket_write`); None for TLS and anything else.
         self._direct_socket: Any = None
+        #: The box parser's state: input not parsed yet, and the box being parsed.
         self._unprocessed = b""
+        self._current_key: bytes | None = None
+        self._current_box: amp.AmpBox | None = None
+        #: Reading is paused (the send budget): parsing stops at the next box.
+        self.paused = False
+        #: Requests sent and not answered yet, by ``_ask`` tag.
+        self._outstanding: dict[bytes, Deferred[amp.AmpBox]] = {}
+        self._asks = 0
         #: A long value still arriving: its pieces, their length, the length needed.
         self._pieces: list[Any] = []
         self._pieces_len = 0
@@ -121,11 +133,6 @@ class WireProtocol(amp.AMP):
         return self.peer
 
     # -- connection ---------------------------------------------------------
-
-    def makeConnection(self, transport: Any) -> None:
-        # Skip AMP's own "connection established/lost" log lines: the listener
-        # and the connector log connections with the worker's name.
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -161,9 +168,17 @@ class WireProtocol(amp.AMP):
         if self._abort_call is None:
             self._abort_call = self.clock.callLater(ABORT_AFTER, self._abort)
 
+    def pauseProducing(self) -> None:
+        """Stop reading from the peer (the send budget's pause)."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]  # every stream transport has it
+
     def _resume_reading(self) -> None:
         if self.transport is not None and not self.lost and not self.closing:
-            self.resumeProducing()  # also parses what was read before the pause
+            self.paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self.dataReceived(b"")  # parse what was read before the pause
 
     def _drop_misbehaving(self, why: str) -> None:
         self.drop_reason = f"dropped as a misbehaving peer: {why}"
@@ -184,12 +199,13 @@ class WireProtocol(amp.AMP):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
-        partial: bytes = getattr(self, "_unprocessed", b"")
-        if not self.closing and (partial or self._currentBox is not None):
+        if not self.closing and (self._unprocessed or self._need or self._current_box is not None):
             self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
         self.closing = True
         self.assembler.clear()
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        outstanding, self._outstanding = self._outstanding, {}
+        for request in outstanding.values():
+            request.errback(reason)
         self.transport = None
         self._direct_socket = None
         self.link_lost(reason)
@@ -227,9 +243,6 @@ class WireProtocol(amp.AMP):
         :data:`MAX_KEYS` keys while it is parsed."""
         if self.closing:
             return  # a refused or closing peer's further input is dropped unread
-        if self.innerProtocol is not None:  # never switched by this dialect; as AMP does
-            self.innerProtocol.dataReceived(data)
-            return
         if self._need:
             pieces = self._pieces
             missing = self._need - self._pieces_len
@@ -254,12 +267,12 @@ class WireProtocol(amp.AMP):
             start = pos + 2
             end = start + length
             if end > n:
-                if length > 4096 and self._currentKey is not None:
+                if length > 4096 and self._current_key is not None:
                     # A long value: keep its pieces (no copy yet), join them once.
                     self._pieces, self._pieces_len, self._need = [memoryview(buf)[start:]], n - start, length
                     self._unprocessed = buf[pos:start]
                     return
-                if length > MAX_KEY_LENGTH and self._currentKey is None:
+                if length > MAX_KEY_LENGTH and self._current_key is None:
                     self._unprocessed = buf[pos:]
                     self.lengthLimitExceeded(length)
                     return
@@ -272,28 +285,28 @@ class WireProtocol(amp.AMP):
 
     def _take_string(self, string: bytes) -> bool:
         """One key or value of the box being parsed; False to stop parsing."""
-        key = self._currentKey
+        key = self._current_key
         if key is not None:
             self._box_keys += 1
             if self._box_keys > MAX_KEYS:
                 self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
                 return False
-            box = self._currentBox
+            box = self._current_box
             assert box is not None, "a key is set only while a box is being parsed"
             box[key] = string
-            self._currentKey = None
+            self._current_key = None
             return True
         if len(string) > MAX_KEY_LENGTH:
             self.lengthLimitExceeded(len(string))
             return False
-        box = self._currentBox
+        box = self._current_box
         if string:
             if box is None:
-                self._currentBox = amp.AmpBox()
+                self._current_box = amp.AmpBox()
                 self._box_keys = 0
-            self._currentKey = string
+            self._current_key = string
             return True
-        self._currentBox = None
+        self._current_box = None
         self.ampBoxReceived(box if box is not None else amp.AmpBox())
         return True
 
@@ -338,21 +351,60 @@ class WireProtocol(amp.AMP):
             raise ProtocolError("box is neither a command nor an answer")
         self.assembler.begin_message()
         self.box_value_bytes = 0
-        super().ampBoxReceived(box)  # answers, errors, and dispatchCommand below
+        if name is not None:
+            self._command_received(box)
+        else:
+            self._answer_received(box)
         if not self.closing:
             self.assembler.end_message()
 
-    def _answerReceived(self, box: amp.AmpBox) -> None:
-        if box[amp.ANSWER] not in (self._outstandingRequests or {}):
-            raise ProtocolError(f"answer to request {box[amp.ANSWER][:20]!r}, which is not outstanding")
-        super()._answerReceived(box)
-
-    def _errorReceived(self, box: amp.AmpBox) -> None:
-        if box[amp.ERROR] not in (self._outstandingRequests or {}):
-            raise ProtocolError(f"error answer to request {box[amp.ERROR][:20]!r}, which is not outstanding")
+    def _answer_received(self, box: amp.AmpBox) -> None:
+        """An answer or an error answer: it fires the request it answers (as AMP's dispatcher would)."""
+        error = amp.ERROR in box
+        tag = box[amp.ERROR if error else amp.ANSWER]
+        request = self._outstanding.pop(tag, None)
+        if request is None:
+            raise ProtocolError(f"{'error answer' if error else 'answer'} to request {tag[:20]!r}, "
+                                "which is not outstanding")
+        if not error:
+            request.callback(box)
+            return
         if amp.ERROR_CODE not in box or amp.ERROR_DESCRIPTION not in box:
             raise ProtocolError("error box without _error_code or _error_description")
-        super()._errorReceived(box)
+        code, description = box[amp.ERROR_CODE], box[amp.ERROR_DESCRIPTION].decode("utf-8", "replace")
+        request.errback(Failure(amp.PROTOCOL_ERRORS.get(code, amp.RemoteAmpError)(code, description)))
+
+    def _command_received(self, box: amp.AmpBox) -> None:
+        """A command (not ``Chunk``): its answer, or its error answer, goes back under its ``_ask``."""
+        ask = box[amp.ASK]
+        d = self.dispatchCommand(box)
+        d.addCallbacks(self._answer_box, self._error_box, callbackArgs=(ask,), errbackArgs=(ask,))
+        d.addCallback(self._emit)
+        d.addErrback(self._unhandled)
+
+    @staticmethod
+    def _answer_box(box: amp.AmpBox, ask: bytes) -> amp.AmpBox:
+        box[amp.ANSWER] = ask
+        return box
+
+    @staticmethod
+    def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
+        # Every responder failure became a RemoteAmpError in _make_error.
+        error: amp.RemoteAmpError = failure.value  # type: ignore[assignment]
+        description = error.description
+        return amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
+                           description.encode("utf-8", "replace") if isinstance(description, str) else description})
+
+    def _emit(self, box: amp.AmpBox) -> None:
+        try:
+            self.sendBox(box)
+        except net_error.ConnectionLost:
+            pass  # the connection closed while the responder ran
+
+    def _unhandled(self, failure: Failure) -> None:
+        _log.failure("amp {side}: answering {peer} failed; closing the connection", failure, side=self.side,
+                     peer=self.who())
+        self.close(abort=True)
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
         """Run the responder; its result (a dict of the answer's fields, or
@@ -371,7 +423,10 @@ class WireProtocol(amp.AMP):
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
-            parsed: dict[str, Any] = amp._stringsToObjects(box, schema, self)
+            parsed: dict[str, Any] = {}
+            strings = dict(box)
+            for name, argument in schema:
+                argument.fromBox(name, strings, parsed, self)
             return parsed
         except ProtocolError:
             raise
@@ -457,9 +512,8 @@ class WireProtocol(amp.AMP):
     def sendBox(self, box: amp.AmpBox) -> None:
         """As AMP sends a box, but writing a Value's parts without joining
         their pieces first (:mod:`workerwire.socket_write`)."""
-        if self._locked or self.transport is None or self._startingTLSBuffer is not None:
-            super().sendBox(box)  # AMP's own checks and errors
-            return
+        if self.transport is None:
+            raise net_error.ConnectionLost("the amp connection is closed")
         out: list[Any] = []
         for key, value in sorted(box.items()):
             if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH:
@@ -503,9 +557,24 @@ class WireProtocol(amp.AMP):
         for tid, data in out.transfers:
             total = b"%d" % len(data)
             for offset, piece in out.pieces(data):
-                self._sendBoxCommand(Chunk.commandName, amp.AmpBox({
+                self._send_command(Chunk.commandName, amp.AmpBox({
                     b"transfer": b"%d" % tid, b"offset": b"%d" % offset, b"total": total, b"data": piece,
-                }), requiresAnswer=False)
+                }), requires_answer=False)
+
+    def _send_command(self, name: bytes, box: amp.AmpBox, requires_answer: bool = True
+                      ) -> Deferred[amp.AmpBox] | None:
+        """Send *box* as command *name*; with an answer expected, the Deferred
+        that fires with the answer box (or fails with the error answer, as
+        ``RemoteAmpError``, or with the reason the connection closed)."""
+        box[amp.COMMAND] = name
+        if not requires_answer:
+            self.sendBox(box)
+            return None
+        self._asks += 1
+        tag = box[amp.ASK] = b"%x" % self._asks
+        self.sendBox(box)
+        request = self._outstanding[tag] = Deferred()
+        return request
 
     def call(self, command: type[WireCommand], **kw: Any) -> Deferred[dict[str, Any]]:
         """Send *command*; fires with its parsed answer.
@@ -518,19 +587,17 @@ class WireProtocol(amp.AMP):
         if self.lost or self.closing or self.transport is None:
             return fail(ConnectionLost("the connection is closed"))
         try:
+            box = amp.AmpBox()
             if command.arguments:
                 self._check_kinds(command.arguments, kw)
                 box = self._build(command.makeArguments, kw, 2 + len(command.arguments))
-            else:
-                box = amp.AmpBox()
+            sent = self._send_command(command.commandName, box, command.requiresAnswer)
         except Exception:
             return fail()
-        sent = self._sendBoxCommand(command.commandName, box, command.requiresAnswer)
         if sent is None:
             return succeed({})
         result: Deferred[dict[str, Any]] = Deferred()
-        # The AMP request Deferred always ends in None, so AMP never sees an
-        # unhandled error (it would drop the connection).
+        # The request's Deferred always ends in None: no failure is left unhandled.
         sent.addCallbacks(self._answered, result.errback, callbackArgs=(command, result))
         return result
 
@@ -554,9 +621,11 @@ class WireProtocol(amp.AMP):
                 self._outgoing = None
             if out.transfers:
                 self._send_transfers(out)
+            sent = self._send_command(command.commandName, box)
         except Exception:
             return fail()
-        return self._sendBoxCommand(command.commandName, box, True)
+        assert sent is not None
+        return sent
 
     def _answered(self, answer: amp.AmpBox, command: type[WireCommand], result: Deferred[dict[str, Any]]) -> None:
         if not command.response:
