@@ -2,29 +2,28 @@
 
 Each test names the private, where it is used, and what happens when a new
 release removes or renames it: most uses are speed-ups that would silently
-fall back to a slower path (or, for the AMP parser, break outright), so a
-test fails here first, on the upgrade, instead.  setup.cfg bounds twisted
+fall back to a slower path (or skip an override), so a test fails here
+first, on the upgrade, instead.  setup.cfg bounds twisted
 below its next major version for the same reason.  Where a private is used
 (``grep``-able list):
 
 ==================================================  ===============================================
 private                                             used by
 ==================================================  ===============================================
-``tcp.Connection._tempDataBuffer/_tempDataLen``,    ``workerwire.socket_write`` (write a message's
+``tcp.Connection._tempDataBuffer/_tempDataLen``,    ``workerwire.speedups.socket_write`` (a message's
 ``dataBuffer``, ``offset`` (undocumented)           pieces with one ``sendmsg`` while the buffer is
                                                     empty), ``workerwire.budget.transport_queued``
-``BinaryBoxProtocol._unprocessed/_currentKey/``     ``workerwire_amp.wire.WireProtocol.dataReceived``
-``_currentBox/_locked/_startingTLSBuffer``          (the box parser) and ``sendBox``
-``BoxDispatcher._outstandingRequests/``             ``WireProtocol`` (answers only to requests that
-``_answerReceived/_errorReceived/_sendBoxCommand``  are outstanding; sending boxes it built)
-``amp._stringsToObjects``,                          ``WireProtocol._parse``, ``workerwire_amp.commands``
-``amp._wireNameToPythonIdentifier``                 (``Value`` arguments)
 ``Banana._smallestInt/_largestInt/...LongInt``      ``workerwire_pb.codec.FastBanana`` (integers)
 ``Broker._sendFailureOrError``                      ``workerwire_pb.broker.WireBroker`` overrides it
                                                     (error answers as type and message, unlogged)
 autobahn ``_connectionMade``, ``_onOpen``,          ``workerwire_msgpack.wire.MessageLink``
 ``_transport_details``, ``wasNotCleanReason``
 ==================================================  ===============================================
+
+The amp backend uses none since its ``WireProtocol`` has its own box parser and
+request dispatch over AMP's public API (``AmpBox``, ``Command``, argument
+types, error codes); it used eleven of ``BinaryBoxProtocol``'s and
+``BoxDispatcher``'s before.
 """
 
 from __future__ import annotations
@@ -37,12 +36,11 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.protocols import amp
 from twisted.spread import banana, pb
 
 from workerwire.budget import transport_queued
 from workerwire.conformance import within
-from workerwire.socket_write import _BUFFER_ATTRIBUTES, direct_socket, write_pieces
+from workerwire.speedups.socket_write import _BUFFER_ATTRIBUTES, direct_socket, write_pieces
 
 
 class _Sink(Protocol):
@@ -80,52 +78,6 @@ async def test_a_tcp_transports_write_buffer_is_where_socket_write_and_the_budge
         transport.loseConnection()
     finally:
         await port.stopListening()
-
-
-def test_binary_box_protocol_keeps_its_parser_state_where_the_amp_backend_reads_it() -> None:
-    """``workerwire_amp.wire`` parses boxes itself, in AMP's own state
-    (``_unprocessed``, ``_currentKey``, ``_currentBox``) so that AMP's
-    ``connectionLost`` and ``ampBoxReceived`` still see it; ``sendBox``
-    defers to AMP while ``_locked`` or ``_startingTLSBuffer`` says so."""
-    proto = amp.AMP()
-    assert proto._unprocessed == b""
-    assert proto._currentKey is None and proto._currentBox is None
-    assert proto._locked is False and proto._startingTLSBuffer is None
-    assert proto.innerProtocol is None
-    boxes: list[amp.AmpBox] = []
-
-    class Receiver:
-        ampBoxReceived = boxes.append
-
-    parser = amp.BinaryBoxProtocol(Receiver())
-    parser.dataReceived(b"\x00\x01k\x00\x01")  # a key and half a value
-    assert parser._currentKey == b"k" and parser._currentBox == {} and parser._unprocessed == b"\x00\x01"
-    parser.dataReceived(b"v\x00\x00")
-    assert boxes == [{b"k": b"v"}] and parser._currentBox is None
-
-
-def test_box_dispatcher_privates_the_amp_backend_calls() -> None:
-    """``_outstandingRequests`` (answers to nothing are protocol errors),
-    ``_answerReceived`` / ``_errorReceived`` (overridden to check that),
-    ``_sendBoxCommand(command, box, requiresAnswer)`` (boxes built by the
-    backend, and ``Chunk`` boxes that are never answered)."""
-    proto = amp.AMP()
-    assert proto._outstandingRequests == {}
-    assert list(inspect.signature(proto._sendBoxCommand).parameters) == ["command", "box", "requiresAnswer"]
-    assert list(inspect.signature(proto._answerReceived).parameters) == ["box"]
-    assert list(inspect.signature(proto._errorReceived).parameters) == ["box"]
-    # The dispatcher still routes answers and errors through them.
-    source = inspect.getsource(amp.BoxDispatcher.ampBoxReceived)
-    assert "_answerReceived" in source and "_errorReceived" in source
-
-
-def test_amp_argument_helpers_the_amp_backend_calls() -> None:
-    """``amp._stringsToObjects(strings, arglist, proto)`` parses a box with the
-    backend's own argument types; ``amp._wireNameToPythonIdentifier`` names
-    a ``Value`` argument's keyword."""
-    assert list(inspect.signature(amp._stringsToObjects).parameters) == ["strings", "arglist", "proto"]
-    assert amp._stringsToObjects({b"n": b"7"}, [(b"n", amp.Integer())], None) == {"n": 7}
-    assert amp._wireNameToPythonIdentifier(b"command-id") == "command_id"
 
 
 def test_banana_integer_limits_the_pb_codec_reads() -> None:

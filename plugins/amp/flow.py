@@ -21,7 +21,7 @@ __all__ = ["SendWindow", "DEFAULT_WINDOW", "BATCH"]
 #: Deferred, an answer and a wake-up of the other process; with 1 MiB boxes
 #: (the window holds four) both spent about half the CPU per GB of 288 KiB
 #: ones.  The master's allocator no longer makes larger boxes dearer (see
-#: ``workerwire.allocator.prime_allocator``); 1.5 and 1.8 MiB were slower again
+#: ``workerwire.speedups.allocator.prime_allocator``); 1.5 and 1.8 MiB were slower again
 #: (fewer boxes in flight).
 BATCH = 1024 * 1024
 

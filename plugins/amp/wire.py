@@ -33,12 +33,12 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from workerwire.addresses import describe_peer
-from workerwire.allocator import prime_allocator
+from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
-from workerwire.socket_write import direct_socket, write_pieces
+from workerwire.speedups.socket_write import direct_socket, write_pieces
 from workerwire.values import decode, encode
 
 from .commands import TRANSFER_SUFFIX, Chunk, Integer, WireCommand
@@ -93,7 +93,7 @@ class WireProtocol(Protocol):
         self._box_keys = 0
         self._abort_call: IDelayedCall | None = None
         #: The socket of a plain TCP transport, written to directly (see
-        #: :mod:`workerwire.socket_write`); None for TLS and anything else.
+        #: :mod:`workerwire.speedups.socket_write`); None for TLS and anything else.
         self._direct_socket: Any = None
         #: The box parser's state: input not parsed yet, and the box being parsed.
         self._unprocessed = b""
@@ -511,7 +511,7 @@ class WireProtocol(Protocol):
 
     def sendBox(self, box: amp.AmpBox) -> None:
         """As AMP sends a box, but writing a Value's parts without joining
-        their pieces first (:mod:`workerwire.socket_write`)."""
+        their pieces first (:mod:`workerwire.speedups.socket_write`)."""
         if self.transport is None:
             raise net_error.ConnectionLost("the amp connection is closed")
         out: list[Any] = []
