@@ -169,6 +169,13 @@ class WorkerSession(abc.ABC):
         #: Told about a loss that happens before the login completed.
         self.lost_before_login: Callable[[str], None] = lambda reason: None
 
+    def adopt_window(self, window: int, batch_limit: int) -> None:
+        """The master announced its window and the largest batch it takes (in
+        bytes): updates and transfer calls stay within both from now on."""
+        self.window.limit = min(self.window.limit, window)
+        self.window.batch_limit = min(self.window.batch_limit, batch_limit)
+        self.transfers.window = self.window.limit
+
     def add_channel(self, channel: BaseCommandChannel) -> None:
         """A command started on this session (before the bot is asked to run it)."""
         self.channels[channel.commandId] = channel
@@ -311,6 +318,15 @@ class LoginAttempt(abc.ABC):
         if not self.result.called:
             self.drop(abort=False)
             self.result.errback(error if isinstance(error, Failure) else Failure(error))
+
+    def refused(self, failure: Failure) -> None:
+        """The master answered the login with *failure* (a core error already):
+        :meth:`failed` with it when it is a :class:`LoginRefused` or a
+        :class:`ConnectionLost`, else with a :class:`LoginRefused` saying what
+        the master answered."""
+        if not failure.check(LoginRefused, ConnectionLost):
+            failure = Failure(LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
+        self.failed(failure)
 
     def lost_during_login(self, reason: str) -> None:
         """The connection closed before the login ended."""

@@ -46,8 +46,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .errors import ConnectionLost, ProtocolError
+from .master import Update
+from .values import array_header, encode_pairs
 
-__all__ = ["SendWindow", "ReceiveWindow", "DEFAULT_WINDOW", "DEFAULT_BATCH", "approx_size"]
+__all__ = ["SendWindow", "ReceiveWindow", "DEFAULT_WINDOW", "DEFAULT_BATCH", "approx_size", "UpdateBatch",
+           "encode_updates", "merge_updates"]
 
 _log = Logger()
 
@@ -402,6 +405,29 @@ class ReceiveWindow:
             return result
 
         return pending.addBoth(acked)
+
+
+#: Updates encoded for :meth:`SendWindow.send_mergeable` by a backend whose
+#: messages carry them as one MessagePack array: ``(count, pieces, size)``,
+#: the number of ``[key, value]`` pairs, their encodings as pieces (large
+#: output is not copied), and their bytes.
+UpdateBatch = tuple[int, list[bytes], int]
+
+
+def encode_updates(updates: list[Update]) -> UpdateBatch:
+    """*updates* (checked by ``BaseCommandChannel.update``) as an :data:`UpdateBatch`."""
+    pieces, size = encode_pairs(updates)
+    return len(updates), pieces, size
+
+
+def merge_updates(batches: list[UpdateBatch]) -> tuple[list[bytes], int]:
+    """One MessagePack array of every batch's pairs, as pieces (a header for
+    their count, then their encodings, none joined), and its size in bytes."""
+    header = array_header(sum(n for n, _, _ in batches))
+    pieces = [header]
+    for _, more, _ in batches:
+        pieces.extend(more)
+    return pieces, len(header) + sum(size for _, _, size in batches)
 
 
 def approx_size(value: object) -> int:

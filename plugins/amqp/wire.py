@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
+from workerwire.flow import UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update
-from workerwire.values import array_header, decode, encode, encode_pairs
+from workerwire.values import array_header, decode, encode
 
 __all__ = [
     "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
@@ -56,18 +57,14 @@ def decode_body(body: bytes, max_size: int, kind: str | None = None) -> Any:
     return decode(body, max_size, FRAMING.get(kind or "", 0))
 
 
-def encode_update(command_id: str, batches: list[tuple[int, list[bytes], int]]) -> bytes:
+def encode_update(command_id: str, batches: list[UpdateBatch]) -> bytes:
     """``[command_id, [[key, value], ...]]`` from pre-encoded pair runs."""
-    pieces = [array_header(2), encode(command_id, "commandId", checked=True),
-              array_header(sum(n for n, _, _ in batches))]
-    for _, more, _ in batches:
-        pieces.extend(more)
-    return b"".join(pieces)
+    pairs, _ = merge_updates(batches)
+    return b"".join([array_header(2), encode(command_id, "commandId", checked=True), *pairs])
 
 
-def encoded_pairs(updates: list[Update]) -> tuple[int, list[bytes], int]:
-    pieces, size = encode_pairs(updates)
-    return len(updates), pieces, size
+#: Kept for callers of the old name.
+encoded_pairs = encode_updates
 
 
 def decode_update(value: Any) -> tuple[str, list[Update]]:

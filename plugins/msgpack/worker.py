@@ -223,9 +223,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
     def onOpen(self) -> None:
         self.link_opened()
         self.session = session = _Session(self.connector, self)
-        session.window.limit = min(session.window.limit, self.window)
-        session.window.batch_limit = min(BATCH, self.peer_max_message_size - 4096)
-        session.transfers.window = session.window.limit
+        session.adopt_window(self.window, self.peer_max_message_size - 4096)
         self.attempt.opened(self)
         if not self.extended:
             self.attempt.logged_in()  # Buildbot's master has nothing later to say
