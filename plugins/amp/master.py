@@ -35,9 +35,9 @@ from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse, new_challenge
 from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
-from workerwire.flow import ReceiveWindow
+from workerwire.flow import ReceiveWindow, decode_updates
 from workerwire.login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
-from workerwire.master import MasterHooks, Update as UpdatePair
+from workerwire.master import MasterHooks
 from workerwire.transfer import split_refs
 
 from .commands import (
@@ -270,7 +270,7 @@ class MasterProtocol(WireProtocol):
         size = self.box_value_bytes
         try:
             self.received.admit(size)
-            pairs = _update_pairs(updates)
+            pairs = decode_updates(updates, "Update.updates")
         except ProtocolError as e:
             raise self._malformed(str(e)) from None
         assert self.conn is not None
@@ -315,15 +315,6 @@ class MasterProtocol(WireProtocol):
         error = ProtocolError(why)
         self.protocol_error(error)
         return error
-
-
-def _update_pairs(updates: list[Any]) -> list[UpdatePair]:
-    pairs = []
-    for item in updates:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            raise ProtocolError("Update.updates must be a list of [key: str, value] pairs")
-        pairs.append((item[0], item[1]))
-    return pairs
 
 
 class _Factory(ServerFactory):
