@@ -26,11 +26,11 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from workerwire.allocator import prime_allocator
+from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.socket_write import direct_socket
+from workerwire.speedups.socket_write import direct_socket
 from workerwire.parts import Reassembly, split
 from workerwire.values import decode
 
