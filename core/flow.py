@@ -50,7 +50,7 @@ from .master import Update
 from .values import array_header, encode_pairs
 
 __all__ = ["SendWindow", "ReceiveWindow", "DEFAULT_WINDOW", "DEFAULT_BATCH", "approx_size", "UpdateBatch",
-           "encode_updates", "merge_updates", "decode_updates"]
+           "encode_updates", "merge_updates"]
 
 _log = Logger()
 
@@ -428,23 +428,6 @@ def merge_updates(batches: list[UpdateBatch]) -> tuple[list[bytes], int]:
     for _, more, _ in batches:
         pieces.extend(more)
     return pieces, len(header) + sum(size for _, _, size in batches)
-
-
-def decode_updates(value: object, what: str = "updates") -> list[Update]:
-    """The ``(key, value)`` pairs of a decoded updates array (what
-    :func:`merge_updates` sent), for ``on_update``.
-
-    :raises ProtocolError: *value* is not a list of ``[key: str, value]`` pairs
-        (*what* names it in the message).
-    """
-    if not isinstance(value, list):
-        raise ProtocolError(f"{what} must be a list of [key: str, value] pairs")
-    pairs: list[Update] = []
-    for item in value:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            raise ProtocolError(f"{what} must be a list of [key: str, value] pairs")
-        pairs.append((item[0], item[1]))
-    return pairs
 
 
 def approx_size(value: object) -> int:

@@ -31,11 +31,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
-from workerwire.base_connection import BaseConnection
+from workerwire.base_connection import BaseConnection, update_pairs
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse, new_challenge
 from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
-from workerwire.flow import ReceiveWindow, decode_updates
+from workerwire.flow import ReceiveWindow
 from workerwire.login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from workerwire.master import MasterHooks
 from workerwire.transfer import split_refs
@@ -270,7 +270,7 @@ class MasterProtocol(WireProtocol):
         size = self.box_value_bytes
         try:
             self.received.admit(size)
-            pairs = decode_updates(updates, "Update.updates")
+            pairs = update_pairs(updates, "Update.updates")
         except ProtocolError as e:
             raise self._malformed(str(e)) from None
         assert self.conn is not None

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
-from workerwire.flow import UpdateBatch, decode_updates, encode_updates, merge_updates
+from workerwire.base_connection import update_pairs
+from workerwire.flow import UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update
 from workerwire.values import array_header, decode, encode
 
@@ -71,7 +72,7 @@ def decode_update(value: Any) -> tuple[str, list[Update]]:
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
             and isinstance(value[1], list)):
         raise ProtocolError("update must be [command_id, [[key, value], ...]]")
-    return value[0], decode_updates(value[1], "an update's pairs")
+    return value[0], update_pairs(value[1], "an update's pairs")
 
 
 def error_body(exc: BaseException, traceback_text: str | None = None) -> list[Any]:
