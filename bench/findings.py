@@ -50,7 +50,7 @@ FINDINGS: dict[tuple[str, str], str] = {
         "~0.10 s/GB), and in about a third of its processes glibc trimmed the heap after every box and faulted "
         "it back (600,000 faults per GB, 1.7 s/GB, ~600 MB/s); one 8 MiB block freed at the first connection "
         "raises glibc's thresholds (`workerwire.allocator.prime_allocator`): 0 of 16 processes since. That in turn "
-        "made 1 MiB Update boxes cheaper than 288 KiB ones for both ends (`workerwire_amp.flow.BATCH`; per box: "
+        "made 1 MiB Update boxes cheaper than 288 KiB ones for both ends (`workerwire_amp.worker.BATCH`; per box: "
         "framing, a Deferred, an answer, a wake-up). A miss now: check the master's minor faults per GB (the "
         "allocator) and the machine's load; RSS growth is ~3 MiB on either side."),
     ("output streaming vs own transport", "pb"): (

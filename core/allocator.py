@@ -1,38 +1,21 @@
-"""glibc's malloc thresholds, raised once per process for streamed output.
+"""Moved to :mod:`workerwire.speedups.allocator` (not part of the backend API).
 
-Process-wide, not protocol-specific: every network backend that receives (or
-sends) command output in messages of a few hundred KiB calls
-:func:`prime_allocator` when a connection is made (``amp`` and ``pb`` do).
+This module only re-exports it; importing a name from it warns with a
+``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-__all__ = ["prime_allocator", "ALLOCATOR_PRIME"]
+import warnings
+from typing import Any
 
-#: Size of the block :func:`prime_allocator` frees, once per process.
-ALLOCATOR_PRIME = 8 * 1024 * 1024
-_primed = False
+from .speedups import allocator as _moved
+
+__all__ = list(_moved.__all__)
 
 
-def prime_allocator() -> None:
-    """Allocate and free one block of :data:`ALLOCATOR_PRIME` bytes, once per process.
-
-    glibc's malloc serves a block above its mmap threshold (128 KiB at
-    first) with mmap, and when it frees one, raises that threshold to the
-    block's size and its heap-trim threshold to twice that.  A process
-    receiving output messages (~300 KiB, with about three times that alive
-    while one is parsed and decoded) otherwise ends with a trim threshold of
-    about two messages, and unless a long-lived block happens to sit above
-    them it gives the memory back to the OS after each message and
-    page-faults it in again for the next: in about a third of amp master
-    processes, ~600,000 minor faults and 1.2 s/GB more system time, a third
-    of the throughput.  After this, blocks up to 8 MiB come from the heap and
-    it is trimmed once 16 MiB at its top are free, as glibc would set itself
-    after one 8 MiB message.  ``bytes(n)`` of a fresh mapping touches no
-    page; with other allocators this is one allocation and nothing else.
-    """
-    global _primed
-    if not _primed:
-        _primed = True
-        block = bytes(ALLOCATOR_PRIME)
-        del block
+def __getattr__(name: str) -> Any:
+    value = getattr(_moved, name)  # AttributeError for a name it never had
+    warnings.warn(f"workerwire.allocator.{name} moved to workerwire.speedups.allocator.{name} "
+                  "(speed-ups are not part of the backend API)", DeprecationWarning, stacklevel=2)
+    return value

@@ -32,8 +32,11 @@ Worker side
 
 Credentials and helpers
     :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`
-    (HMAC-SHA256 challenge-response, ready to use); :class:`SendWindow`
-    (output flow control); :func:`parse_client_address`,
+    (HMAC-SHA256 challenge-response, ready to use); :class:`SendWindow` and
+    :class:`ReceiveWindow` (output flow control, worker and master end);
+    :class:`Reassembly`, :func:`split` (values larger than a frame,
+    :mod:`workerwire.parts`); :func:`error_detail`, :func:`translate_native`,
+    :func:`describe_loss` (errors on the wire); :func:`parse_client_address`,
     :func:`parse_server_port`, :func:`describe_peer`; :class:`StreamLink`
     (a stream protocol's transport plumbing on either end: TCP options,
     send budget, pre-login input limit, protocol errors).
@@ -48,10 +51,12 @@ from .base_listener import BaseListener, OpenPort, WorkerCredentials
 from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot, call_bot_now
 from .credentials import ChallengeResponse, IWorkerName, WorkerRealm, login_response, new_challenge
 from .endpoints import parse_client_address, parse_server_port
-from .flow import SendWindow
+from .errors import describe_loss, error_detail, translate_native
+from .flow import ReceiveWindow, SendWindow
 from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
 from .stream_link import StreamLink
 from .worker_link import WorkerLink, builder_pairs
+from .parts import Reassembly, split
 
 __all__ = [
     "API_VERSION",
@@ -76,6 +81,12 @@ __all__ = [
     "login_response",
     "new_challenge",
     "SendWindow",
+    "ReceiveWindow",
+    "Reassembly",
+    "split",
+    "error_detail",
+    "translate_native",
+    "describe_loss",
     "parse_client_address",
     "parse_server_port",
     "describe_peer",

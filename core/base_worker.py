@@ -23,9 +23,11 @@ from .api_compat import CHANNEL_HOOKS, CONNECTOR_EVENTS, CONNECTOR_HOOKS, adopt_
 from .backend import LinkOptions
 from .backoff import Backoff
 from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand, WorkerwireError
+from .flow import SendWindow
 from .keepalive import KeepaliveMonitor
 from .master import Subscription, Update
 from .subscriptions import SubscriptionList
+from .transfer import TransferLink
 from .values import check_value, is_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
@@ -138,13 +140,73 @@ class BaseCommandChannel(CommandChannel):
 
 
 class WorkerSession(abc.ABC):
-    """One logged-in link, as a backend's connector made it."""
+    """One logged-in link, as a backend's connector made it.
+
+    Core keeps the session's command bookkeeping: the backend sets
+    :attr:`connector`, :attr:`window` and :attr:`transfers` (the session's
+    :class:`~workerwire.flow.SendWindow` and
+    :class:`~workerwire.transfer.TransferLink`), registers each command it
+    starts with :meth:`add_channel` (and :meth:`forget_channel` when the bot
+    refused it or the command completed), sets :attr:`logged_in` when the
+    login completed, and reports the end of its link with :meth:`lost`.
+    """
 
     #: Where the master is, e.g. ``"127.0.0.1:9989"``.
     peer: str = "?"
     #: Which master instance this link is with, when the address does not say
     #: (several masters behind one address); None: the connector's address names it.
     master: str | None = None
+    #: The connector whose session this is (set by the backend).
+    connector: "BaseWorkerConnector"
+    #: The session's output window and transfer calls (set by the backend):
+    #: :meth:`lost` fails what waits in them.
+    window: SendWindow
+    transfers: TransferLink
+
+    def __init__(self) -> None:
+        #: The commands running on this session, by id.
+        self.channels: dict[str, BaseCommandChannel] = {}
+        #: Set by the backend once the login completed: a loss is then the
+        #: connector's (``session_lost``); before, :attr:`lost_before_login`'s.
+        self.logged_in = False
+        #: Told about a loss that happens before the login completed.
+        self.lost_before_login: Callable[[str], None] = lambda reason: None
+
+    def adopt_window(self, window: int, batch_limit: int) -> None:
+        """The master announced its window and the largest batch it takes (in
+        bytes): updates and transfer calls stay within both from now on."""
+        self.window.limit = min(self.window.limit, window)
+        self.window.batch_limit = min(self.window.batch_limit, batch_limit)
+        self.transfers.window = self.window.limit
+
+    def add_channel(self, channel: BaseCommandChannel) -> None:
+        """A command started on this session (before the bot is asked to run it)."""
+        self.channels[channel.commandId] = channel
+        self.connector._register_channel(channel)
+
+    def forget_channel(self, channel: BaseCommandChannel) -> None:
+        """The command completed, or the bot refused it."""
+        if self.channels.get(channel.commandId) is channel:
+            del self.channels[channel.commandId]
+        self.connector._forget_channel(channel)
+
+    def fail_pending(self, reason: str) -> None:
+        """The link is gone: fail the window's sends, the transfer calls and the
+        running commands' channels."""
+        self.window.lost(reason)
+        self.transfers.lost(reason)
+        channels, self.channels = self.channels, {}
+        for channel in channels.values():
+            channel.link_lost(reason)
+
+    def lost(self, reason: str) -> None:
+        """The backend's link closed: :meth:`fail_pending`, then report it to the
+        connector (logged in) or to :attr:`lost_before_login`."""
+        self.fail_pending(reason)
+        if self.logged_in:
+            self.connector.session_lost(self, reason)
+        else:
+            self.lost_before_login(reason)
 
     @abc.abstractmethod
     def keepalive(self) -> Deferred[None]: ...
@@ -171,6 +233,7 @@ class LoginAttempt(abc.ABC):
     """
 
     def __init__(self, connector: "BaseWorkerConnector"):
+        super().__init__()  # a WorkerSession too, when the attempt is also the session
         self.connector = connector
         self.reactor: Any = connector.reactor
         #: Where the master is: the address until the transport is up, then its ``host:port``.
@@ -258,6 +321,15 @@ class LoginAttempt(abc.ABC):
         if not self.result.called:
             self.drop(abort=False)
             self.result.errback(error if isinstance(error, Failure) else Failure(error))
+
+    def refused(self, failure: Failure) -> None:
+        """The master answered the login with *failure* (a core error already):
+        :meth:`failed` with it when it is a :class:`LoginRefused` or a
+        :class:`ConnectionLost`, else with a :class:`LoginRefused` saying what
+        the master answered."""
+        if not failure.check(LoginRefused, ConnectionLost):
+            failure = Failure(LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
+        self.failed(failure)
 
     def lost_during_login(self, reason: str) -> None:
         """The connection closed before the login ended."""

@@ -8,6 +8,8 @@ receiving side rebuilds a core error with :func:`error_from_wire`.
 
 from __future__ import annotations
 
+import traceback as _traceback
+
 from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -31,6 +33,10 @@ __all__ = [
     "BackendLoadFailed",
     "error_to_wire",
     "error_from_wire",
+    "error_detail",
+    "clip_utf8",
+    "describe_loss",
+    "translate_native",
     "peer_text",
     "MAX_ECHO",
 ]
@@ -205,6 +211,25 @@ def type_name_of(raw: object) -> str:
     return str(raw).rsplit(".", 1)[-1] or "Exception"
 
 
+def error_detail(exc: BaseException, send_traceback: bool = False) -> list[str]:
+    """``[type name, message]`` for sending *exc* to the peer (:func:`error_to_wire`),
+    with its formatted traceback appended when *send_traceback* and it has one
+    (``LinkOptions.send_tracebacks``); :func:`error_from_wire` takes the three back."""
+    detail = list(error_to_wire(exc))
+    if send_traceback and exc.__traceback__ is not None:
+        detail.append("".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return detail
+
+
+def clip_utf8(text: str, limit: int) -> str:
+    """*text* cut to at most *limit* bytes of UTF-8 (ending in ``...`` when cut),
+    never in the middle of a character."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:max(0, limit - 3)].decode("utf-8", "ignore") + "..."
+
+
 def describe_loss(reason: Failure | BaseException | str) -> str:
     """A short human reason for a lost link, from the reason Twisted gave
     ``connectionLost`` (a text is taken as it is)."""
@@ -234,4 +259,4 @@ def translate_native(failure: Failure) -> Failure:
     return Failure(RemoteCallFailed(type(value).__name__, str(value)))
 
 
-__all__ += ["LOGIN_REFUSAL_NAMES", "type_name_of", "describe_loss", "translate_native"]
+__all__ += ["LOGIN_REFUSAL_NAMES", "type_name_of"]

@@ -1,8 +1,11 @@
 """Flow control of command output: a bounded window of unacknowledged update bytes.
 
 Protocol-neutral: the worker side of a link keeps one :class:`SendWindow` and
-sends every command's updates and completions through it (the ``amp`` and
-``pb`` backends do; the window is ``LinkOptions.output_window``).
+sends every command's updates and completions through it (every network
+backend does; the window is ``LinkOptions.output_window``); the master side
+keeps one :class:`ReceiveWindow`, which holds each update's acknowledgement
+until the command's consumer took it and calls a worker that overruns the
+window hostile.
 
 Each update costs its size (bytes of its encoding, or an estimate of it, see
 :func:`approx_size`) from the moment it is sent until the master's answer to
@@ -42,9 +45,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .errors import ConnectionLost
+from .errors import ConnectionLost, ProtocolError
+from .master import Update
+from .values import array_header, encode_pairs
 
-__all__ = ["SendWindow", "DEFAULT_WINDOW", "DEFAULT_BATCH", "approx_size"]
+__all__ = ["SendWindow", "ReceiveWindow", "DEFAULT_WINDOW", "DEFAULT_BATCH", "approx_size", "UpdateBatch",
+           "encode_updates", "merge_updates"]
 
 _log = Logger()
 
@@ -346,6 +352,82 @@ class SendWindow:
                     item.done.callback(None)
         finally:
             self._releasing = False
+
+
+class ReceiveWindow:
+    """The master's end of the window: bytes of updates received and not yet acknowledged.
+
+    An update counts its *size* (its bytes as the backend measures them: the
+    message, or its values) from its arrival until its acknowledgement may be
+    sent, which is when what the command's consumer returned from
+    ``on_update`` fired (:meth:`hold`).  While updates are unacknowledged, one
+    that would take the count past *limit* is an overrun (:meth:`admit`): a
+    :class:`ProtocolError` the backend answers by closing the link.  When
+    nothing is unacknowledged an update of any size is admitted, as the
+    worker's :class:`SendWindow` sends one larger than the window alone.
+
+    :param limit: the bytes allowed unacknowledged (a backend may allow slack
+        over the window it announced, e.g. when the worker only estimates sizes).
+    :param window: the window announced to the worker, named in the error
+        (default: *limit*).
+    """
+
+    __slots__ = ("limit", "window", "unacked")  # one per connection: kept small
+
+    def __init__(self, limit: int, window: int | None = None):
+        if limit < 1:
+            raise ValueError("the window must be at least 1 byte")
+        self.limit = limit
+        self.window = limit if window is None else window
+        #: Bytes of updates received and not yet acknowledged.
+        self.unacked = 0
+
+    def admit(self, size: int) -> None:
+        """An update of *size* bytes arrived.
+
+        :raises ProtocolError: it overruns the window.
+        """
+        if self.unacked > 0 and self.unacked + size > self.limit:
+            raise ProtocolError(f"the worker exceeded the flow-control window: {self.unacked + size} bytes of "
+                                f"updates unacknowledged, window {self.window}")
+
+    def hold(self, size: int, pending: object) -> "Deferred[Any] | None":
+        """The admitted update of *size* bytes was delivered and its consumer
+        returned *pending*: when that is a Deferred, the update counts until it
+        fires (its result passes through) and the acknowledgement must wait for
+        it; otherwise ``None``: acknowledge at once."""
+        if not isinstance(pending, Deferred):
+            return None
+        self.unacked += size
+
+        def acked(result: object) -> object:
+            self.unacked -= size
+            return result
+
+        return pending.addBoth(acked)
+
+
+#: Updates encoded for :meth:`SendWindow.send_mergeable` by a backend whose
+#: messages carry them as one MessagePack array: ``(count, pieces, size)``,
+#: the number of ``[key, value]`` pairs, their encodings as pieces (large
+#: output is not copied), and their bytes.
+UpdateBatch = tuple[int, list[bytes], int]
+
+
+def encode_updates(updates: list[Update]) -> UpdateBatch:
+    """*updates* (checked by ``BaseCommandChannel.update``) as an :data:`UpdateBatch`."""
+    pieces, size = encode_pairs(updates)
+    return len(updates), pieces, size
+
+
+def merge_updates(batches: list[UpdateBatch]) -> tuple[list[bytes], int]:
+    """One MessagePack array of every batch's pairs, as pieces (a header for
+    their count, then their encodings, none joined), and its size in bytes."""
+    header = array_header(sum(n for n, _, _ in batches))
+    pieces = [header]
+    for _, more, _ in batches:
+        pieces.extend(more)
+    return pieces, len(header) + sum(size for _, _, size in batches)
 
 
 def approx_size(value: object) -> int:

@@ -15,7 +15,7 @@ from workerwire.conformance import RecordingCommand, RecordingMaster, ScriptedWo
 from workerwire.conformance.scripted_worker import blob_text, stream_line
 from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire_amp import AMPConnector, AMPListener
-from workerwire_amp.flow import SendWindow
+from workerwire.flow import SendWindow
 
 MiB = 1024 * 1024
 OPTIONS = LinkOptions(keepalive_interval=None)

@@ -13,7 +13,8 @@ from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.values import encode
 from workerwire.credentials import login_response
-from workerwire_amp.chunks import IN_PARTS, MAX_CHUNK, TRANSFER, Outgoing, TransferIds, split_parts
+from workerwire.parts import IN_PARTS, TRANSFER, OutgoingValues, TransferIds, split
+from workerwire_amp.wire import MAX_CHUNK
 from workerwire_amp.commands import TextList
 
 from test_amp_support import LogRecorder, RawPeer, box, connect_raw, hello_box
@@ -24,7 +25,7 @@ def harness(make_harness: Any) -> Harness:
 
 
 def parts_of(key: str, data: bytes) -> dict[str, bytes]:
-    return {(key if n == 0 else f"{key}.{n}"): bytes(p) for n, p in enumerate(split_parts(data))}
+    return {(key if n == 0 else f"{key}.{n}"): bytes(p) for n, p in enumerate(split(data, MAX_CHUNK))}
 
 
 async def login(reactor: Any, port: int, capabilities: list[str]) -> RawPeer:
@@ -41,14 +42,14 @@ async def login(reactor: Any, port: int, capabilities: list[str]) -> RawPeer:
 
 
 def test_outgoing_puts_large_values_in_parts_while_the_box_has_keys() -> None:
-    out = Outgoing(limit=100 * MAX_CHUNK, next_id=TransferIds(), extra_keys=3)
+    out = OutgoingValues(limit=100 * MAX_CHUNK, part_size=MAX_CHUNK, next_id=TransferIds(), extra_parts=3)
     assert out.plan(3 * MAX_CHUNK) is IN_PARTS, "three parts: two keys beyond its own"
     assert out.plan(3 * MAX_CHUNK) is TRANSFER, "one key left, two needed: a transfer"
-    assert out.plan(MAX_CHUNK + 1) is IN_PARTS and out.extra_keys == 0
+    assert out.plan(MAX_CHUNK + 1) is IN_PARTS and out.extra_parts == 0
     # A sentinel, not a number a transfer id could equal (it was 0, compared with `is`).
     assert not isinstance(IN_PARTS, int) and IN_PARTS is not TRANSFER
     data = bytes(range(256)) * 1000
-    parts = split_parts(data)
+    parts = split(data, MAX_CHUNK)
     assert [len(p) for p in parts[:-1]] == [MAX_CHUNK] * (len(parts) - 1) and b"".join(parts) == data
 
 
@@ -136,15 +137,14 @@ def test_a_value_given_as_pieces_goes_as_its_concatenation(size: int) -> None:
     from twisted.internet.testing import StringTransport
     from twisted.protocols import amp
 
-    from workerwire_amp.chunks import Part, split_pieces
-    from workerwire_amp.commands import Encoded
+    from workerwire.parts import Encoded, Part, split_pieces
     from workerwire_amp.wire import WireProtocol
 
     data = bytes(range(256)) * (size // 256 + 1)
     data = data[:size]
     cut = [0, size // 3, size // 3 + 7, size]
     pieces = [data[a:b] for a, b in zip(cut, cut[1:])]
-    parts = split_pieces(pieces, size)
+    parts = split_pieces(pieces, size, MAX_CHUNK)
     assert b"".join(b"".join(p.buffers) for p in parts) == data
     assert [len(p) for p in parts[:-1]] == [MAX_CHUNK] * (len(parts) - 1)
 
@@ -152,7 +152,7 @@ def test_a_value_given_as_pieces_goes_as_its_concatenation(size: int) -> None:
     proto.peer_parts = True
     proto.makeConnection(StringTransport())
     strings: dict[bytes, object] = {}
-    proto._outgoing = Outgoing(10 * 1024 * 1024, TransferIds(), extra_keys=28)
+    proto._outgoing = OutgoingValues(10 * 1024 * 1024, MAX_CHUNK, TransferIds(), extra_parts=28)
     proto.put_value(b"v", strings, Encoded(pieces=pieces, size=size))
     transfers, proto._outgoing = proto._outgoing.transfers, None
     if transfers:

@@ -22,10 +22,10 @@ from workerwire.errors import (
 )
 from workerwire.addresses import client_address_for
 from workerwire.credentials import ChallengeResponse, login_response
-from workerwire_amp.chunks import MAX_CHUNK, TRANSFER, Assembler, Outgoing, TransferIds
+from workerwire.parts import TRANSFER, OutgoingValues, TransferIds, Transfers
 from workerwire_amp.commands import Integer
 from workerwire_amp.errors import TRACEBACK_SEPARATOR, error_answer, translate_failure
-from workerwire_amp.wire import WireProtocol
+from workerwire_amp.wire import MAX_CHUNK, WireProtocol
 
 
 def test_integers_are_strict_decimal() -> None:
@@ -37,33 +37,33 @@ def test_integers_are_strict_decimal() -> None:
 
 
 def test_assembler_reassembles_and_forgets() -> None:
-    a = Assembler(max_message_size=100)
-    a.chunk(1, 0, 10, b"01234")
+    a = Transfers(max_message_size=100)
+    a.part(1, 0, 10, b"01234")
     assert a.buffered == 5
-    a.chunk(1, 5, 10, b"56789")
-    a.begin_box()
+    a.part(1, 5, 10, b"56789")
+    a.begin_message()
     assert a.take(1) == b"0123456789"
-    a.end_box()
+    a.end_message()
     assert a.buffered == 0
     with pytest.raises(ProtocolError):
         a.take(1)
 
 
 def test_assembler_refuses_at_the_first_chunk_of_an_oversized_message() -> None:
-    a = Assembler(max_message_size=100)
-    a.chunk(1, 0, 60, b"x")
-    a.chunk(1, 1, 60, b"y" * 59)
+    a = Transfers(max_message_size=100)
+    a.part(1, 0, 60, b"x")
+    a.part(1, 1, 60, b"y" * 59)
     with pytest.raises(ProtocolError, match="exceeds the limit of 100 bytes"):
-        a.chunk(2, 0, 41, b"z")  # 60 + 41 waiting for one box
+        a.part(2, 0, 41, b"z")  # 60 + 41 waiting for one box
 
 
 def test_outgoing_inlines_small_values_and_plans_transfers_for_big_ones() -> None:
     ids = TransferIds()
-    out = Outgoing(limit=10 * MAX_CHUNK, next_id=ids)
+    out = OutgoingValues(limit=10 * MAX_CHUNK, part_size=MAX_CHUNK, next_id=ids)
     assert out.plan(MAX_CHUNK) is None
     assert out.plan(MAX_CHUNK + 1) is TRANSFER
     assert out.transfer(b"y" * (MAX_CHUNK + 1)) == 1
-    pieces = list(Outgoing.pieces(out.transfers[0][1]))
+    pieces = list(out.pieces(out.transfers[0][1]))
     assert [off for off, _ in pieces] == [0, MAX_CHUNK] and len(pieces[1][1]) == 1
     with pytest.raises(ProtocolError):
         out.plan(9 * MAX_CHUNK)

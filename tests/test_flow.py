@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.flow import SendWindow, approx_size
+from workerwire.flow import ReceiveWindow, SendWindow, approx_size
 
 
 class Wire:
@@ -192,3 +192,23 @@ def test_a_refusal_after_the_update_fired_fails_the_next_update_and_the_completi
     wire.answer()
     done.addErrback(refused.append)
     assert [f.getErrorMessage() for f in refused][-1] == "refused again"
+
+
+def test_the_receive_window_counts_held_updates_and_refuses_an_overrun() -> None:
+    """The master's end (amp and msgpack use it): an update counts until its
+    consumer's Deferred fired; one past the limit while others are held is a
+    protocol error; alone, an update of any size is admitted."""
+    window = ReceiveWindow(100, window=80)
+    window.admit(500)  # nothing held: one update larger than the window goes alone
+    assert window.hold(500, None) is None and window.unacked == 0
+    slow: Deferred[str] = Deferred()
+    held = window.hold(60, slow)
+    assert held is slow and window.unacked == 60
+    window.admit(40)
+    with pytest.raises(ProtocolError, match="161 bytes of updates unacknowledged, window 80"):
+        window.admit(101)
+    results: list[str] = []
+    held.addCallback(results.append)
+    slow.callback("ack")
+    assert results == ["ack"] and window.unacked == 0
+    window.admit(101)

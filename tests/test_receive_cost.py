@@ -3,7 +3,7 @@
 The receiving end holds the message's encoding while it arrives, and while
 it is decoded both the encoding and the decoded value exist: about twice the
 message, measured here with ``tracemalloc`` on the receive path of the two
-reassembling backends (amp's chunk :class:`~workerwire_amp.chunks.Assembler`,
+reassembling backends (amp's chunks in core's :class:`~workerwire.parts.Transfers`,
 pb's :class:`~workerwire_pb.transfers.TransferSink`).  Before this test, pb
 kept the pieces alive while it decoded (three times the message).
 """
@@ -18,7 +18,8 @@ import msgpack
 import pytest
 
 from workerwire.values import decode
-from workerwire_amp.chunks import MAX_CHUNK, Assembler
+from workerwire.parts import Transfers
+from workerwire_amp.wire import MAX_CHUNK
 from workerwire_pb.transfers import TransferSink
 
 MiB = 1024 * 1024
@@ -35,11 +36,11 @@ def _encoded(size: int) -> list[bytes]:
 
 
 def _amp(pieces: list[bytes]) -> Any:
-    assembler = Assembler(64 * MiB)
+    assembler = Transfers(64 * MiB)
     total, offset = sum(map(len, pieces)), 0
     while pieces:
         piece = memoryview(pieces.pop(0)).tobytes()  # a fresh copy, as a read; the source is released
-        assembler.chunk(1, offset, total, piece)
+        assembler.part(1, offset, total, piece)
         offset += len(piece)
         del piece
     return decode(assembler.take(1), 64 * MiB, 2)

@@ -1,4 +1,4 @@
-"""workerwire.socket_write: pieces reach the peer exactly as one joined write
+"""workerwire.speedups.socket_write: pieces reach the peer exactly as one joined write
 would send them, whatever the socket takes; and workerwire.addresses.describe_peer.
 
 The socket and transport here are stand-ins that record what they are given:
@@ -21,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
 from workerwire.conformance.harness import within
-from workerwire.socket_write import MAX_IOV, direct_socket, write_pieces
+from workerwire.speedups.socket_write import MAX_IOV, direct_socket, write_pieces
 from workerwire.addresses import describe_peer
 
 
@@ -126,3 +126,20 @@ def test_peers_are_described_the_same_for_every_backend() -> None:
     assert peer(UNIXAddress(b"/run/m.sock")) == "unix:/run/m.sock"
     assert peer(UNIXAddress(None), UNIXAddress(b"/run/m.sock")) == "unix:/run/m.sock"  # an anonymous client
     assert peer(UNIXAddress(None), UNIXAddress(None)) == "unix:?"
+
+
+def test_the_speedups_old_homes_still_import_and_say_where_they_moved() -> None:
+    """``workerwire.socket_write`` and ``workerwire.allocator`` moved into
+    ``workerwire.speedups`` (not part of the backend API); a backend importing
+    the old names keeps working and is told the new one."""
+    import workerwire.allocator as old_allocator
+    import workerwire.socket_write as old_socket_write
+    from workerwire.speedups import allocator
+
+    with pytest.warns(DeprecationWarning, match=r"workerwire\.speedups\.socket_write\.write_pieces"):
+        from workerwire.socket_write import write_pieces as old_write_pieces
+    assert old_write_pieces is write_pieces
+    with pytest.warns(DeprecationWarning, match=r"workerwire\.speedups\.allocator\.prime_allocator"):
+        assert old_allocator.prime_allocator is allocator.prime_allocator
+    with pytest.raises(AttributeError):
+        old_socket_write.no_such_name  # noqa: B018

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from workerwire.backend import Backend
+from workerwire.flow import DEFAULT_WINDOW
 
 from .commands import CAPABILITIES, PROTOCOL_VERSION
-from .flow import DEFAULT_WINDOW
 from .master import AMPConnection, AMPListener
 from .worker import AMPConnector
 

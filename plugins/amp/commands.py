@@ -11,7 +11,7 @@ Every class here is one row of the command table in ``docs/protocols/amp.md``;
   larger than one AMP value, either inline in parts (the keys ``<argument>``,
   ``<argument>.1``, ``<argument>.2``... of the same box, with the peer's
   ``parts`` capability) or carried by preceding ``Chunk`` boxes and named by
-  the key ``<argument>.transfer`` (see :mod:`workerwire_amp.chunks`).
+  the key ``<argument>.transfer`` (see :mod:`workerwire.parts`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from workerwire.errors import (
     UnknownCommand,
     UnsupportedValue,
 )
+from workerwire.parts import Encoded
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -142,25 +143,6 @@ class TextList(amp.Argument):
         return b"".join(out)
 
 
-class Encoded:
-    """A value already encoded with :func:`workerwire.values.encode`.
-
-    Passing it as a ``Value`` argument sends these bytes without encoding
-    again (the worker's flow-control window sizes updates before sending).
-    With *pieces* (and their total *size*) instead of *data*, the encoding is
-    their concatenation, which a box in parts writes without joining them.
-    """
-
-    __slots__ = ("data", "pieces", "size")
-
-    def __init__(self, data: bytes | None = None, pieces: list[bytes] | None = None, size: int = 0):
-        if (data is None) == (pieces is None):
-            raise TypeError("Encoded takes data or pieces")
-        self.data = data
-        self.pieces = pieces
-        self.size = len(data) if data is not None else size
-
-
 class ValueCarrier(Protocol):
     """What a ``Value`` argument needs from the protocol it is used on."""
 
@@ -169,6 +151,11 @@ class ValueCarrier(Protocol):
 
     def take_value(self, key: bytes, strings: dict[bytes, bytes], kinds: tuple[type, ...]) -> Any:
         """Decode the value of *key* (inline or from a finished transfer)."""
+
+
+def _keyword(name: bytes) -> str:
+    """The keyword argument of the wire name *name* (``command_id``: as AMP names it)."""
+    return name.decode("ascii").replace("-", "_")
 
 
 class Value(amp.Argument):
@@ -185,11 +172,11 @@ class Value(amp.Argument):
         return "Value<" + "|".join(self._NAMES[k] for k in self.kinds) + ">"
 
     def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        value = objects.pop(amp._wireNameToPythonIdentifier(name))
+        value = objects.pop(_keyword(name))
         proto.put_value(name, strings, value)
 
     def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        objects[amp._wireNameToPythonIdentifier(name)] = proto.take_value(
+        objects[_keyword(name)] = proto.take_value(
             name, strings, self.kinds)
 
 
@@ -205,13 +192,13 @@ class OptionalValue(Value):
         return super().wire_type + "?"
 
     def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
-        value = objects.pop(amp._wireNameToPythonIdentifier(name), None)
+        value = objects.pop(_keyword(name), None)
         if value is not None:
             proto.put_value(name, strings, value)
 
     def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: ValueCarrier) -> None:
         if name not in strings and name + TRANSFER_SUFFIX not in strings:
-            objects[amp._wireNameToPythonIdentifier(name)] = None
+            objects[_keyword(name)] = None
             return
         super().fromBox(name, strings, objects, proto)
 

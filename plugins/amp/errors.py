@@ -4,15 +4,13 @@ An error answer is an AMP ``_error`` box whose ``_error_code`` is the error's
 type name (``UnknownBuilder``, ``OSError``, ...) and whose
 ``_error_description`` is its message, UTF-8, optionally followed by
 :data:`TRACEBACK_SEPARATOR` and the sender's traceback (only when the sender
-was configured with ``send_tracebacks``).
+was configured with ``send_tracebacks``).  What is not amp's own (the type
+names, cutting the peer's text, lost connections) is core's
+(:mod:`workerwire.errors`).
 """
 
 from __future__ import annotations
 
-import traceback as _traceback
-
-from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
@@ -21,8 +19,11 @@ from workerwire.errors import (
     ProtocolError,
     RemoteCallFailed,
     WorkerwireError,
+    clip_utf8,
+    describe_loss,
+    error_detail,
     error_from_wire,
-    error_to_wire,
+    translate_native,
 )
 
 __all__ = ["TRACEBACK_SEPARATOR", "MAX_DESCRIPTION", "error_answer", "translate_failure", "describe_loss"]
@@ -34,22 +35,13 @@ MAX_DESCRIPTION = 60000
 _MAX_CODE = 200
 
 
-def _clip(text: str, limit: int) -> str:
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    return data[:max(0, limit - 3)].decode("utf-8", "ignore") + "..."
-
-
 def error_answer(exc: BaseException, send_traceback: bool = False) -> amp.RemoteAmpError:
     """The error answer to send for *exc* (which a responder raised)."""
-    type_name, message = error_to_wire(exc)
-    description = _clip(message, MAX_DESCRIPTION)
-    if send_traceback and exc.__traceback__ is not None:
-        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-        room = MAX_DESCRIPTION - len(description.encode("utf-8")) - len(TRACEBACK_SEPARATOR)
-        if room > 0:
-            description += TRACEBACK_SEPARATOR + _clip(tb, room)
+    type_name, message, *tb = error_detail(exc, send_traceback)
+    description = clip_utf8(message, MAX_DESCRIPTION)
+    room = MAX_DESCRIPTION - len(description.encode("utf-8")) - len(TRACEBACK_SEPARATOR)
+    if tb and room > 0:
+        description += TRACEBACK_SEPARATOR + clip_utf8(tb[0], room)
     code = type_name.encode("ascii", "replace")[:_MAX_CODE] or b"Error"
     return amp.RemoteAmpError(code, description)
 
@@ -69,36 +61,21 @@ def _from_answer(code: bytes, description: str | bytes) -> WorkerwireError:
 def translate_failure(failure: Failure) -> Failure:
     """Turn a failure of an amp call into a core error.
 
-    * core errors pass through;
     * an error answer (``RemoteAmpError``, ``UnknownRemoteError``,
       ``UnhandledCommand``) becomes the core error its code names, or
       :class:`RemoteCallFailed` with that type name;
-    * a closed or lost connection becomes :class:`ConnectionLost`;
-    * anything else becomes :class:`RemoteCallFailed`.
+    * AMP's size limit is a :class:`ProtocolError`, a switched protocol a
+      :class:`ConnectionLost`;
+    * the rest as on every backend (:func:`workerwire.errors.translate_native`).
     """
     value = failure.value
-    if isinstance(value, WorkerwireError):
-        return failure
     if isinstance(value, amp.RemoteAmpError):
         return Failure(_from_answer(value.errorCode, value.description))
     if isinstance(value, amp.UnhandledCommand):
         code, description = (value.args + (b"", ""))[:2]
         return Failure(_from_answer(code if isinstance(code, bytes) else amp.UNHANDLED_ERROR_CODE, description))
-    if isinstance(value, (net_error.ConnectionClosed, amp.ProtocolSwitched)):
+    if isinstance(value, amp.ProtocolSwitched):
         return Failure(ConnectionLost(describe_loss(failure)))
-    if isinstance(value, CancelledError):
-        return Failure(ConnectionLost("call cancelled"))
     if isinstance(value, amp.TooLong):
         return Failure(ProtocolError(f"AMP size limit: {value!r}"))
-    return Failure(RemoteCallFailed(type(value).__name__, str(value)))
-
-
-def describe_loss(reason: Failure) -> str:
-    """A short human reason for a lost connection."""
-    value = reason.value
-    if isinstance(value, net_error.ConnectionDone):
-        return "connection closed"
-    if isinstance(value, net_error.ConnectionAborted):
-        return "connection aborted"
-    text = str(value).strip() or type(value).__name__
-    return f"connection lost: {text}"
+    return translate_native(failure)

@@ -31,12 +31,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
-from workerwire.base_connection import BaseConnection
+from workerwire.base_connection import BaseConnection, update_pairs
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse, new_challenge
 from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
+from workerwire.flow import ReceiveWindow
 from workerwire.login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
-from workerwire.master import MasterHooks, Update as UpdatePair
+from workerwire.master import MasterHooks
 from workerwire.transfer import split_refs
 
 from .commands import (
@@ -134,16 +135,6 @@ class AMPConnection(BaseConnection):
     def translate_failure(self, failure: Failure) -> Failure:
         return translate_failure(failure)
 
-    # -- acknowledgement of updates ------------------------------------------
-
-    def deliver_update(self, commandId: str, updates: list[UpdatePair]) -> Deferred[Any] | None:
-        """Hand updates to the command; return what the ack must wait for, if anything.
-
-        :raises ProtocolError: no such command is running.
-        """
-        pending = self.on_update(commandId, updates)
-        return pending if isinstance(pending, Deferred) else None
-
 
 class MasterProtocol(WireProtocol):
     """The master's end of one worker connection."""
@@ -161,10 +152,11 @@ class MasterProtocol(WireProtocol):
         self.phase = "hello"
         self.conn: AMPConnection | None = None
         self.window = listener.window
+        #: Update bytes not yet acknowledged (core's window accounting).
+        self.received = ReceiveWindow(self.window)
         self._challenge = b""
         #: Set by the factory: the login timer, input limit and refusal delays.
         self.ticket: LoginTicket | None = None
-        self._unacked = 0
         self.peer_transfers = False
         self.on_traffic = self._traffic
         self.budget_stats = listener.login_guard.stats
@@ -276,32 +268,20 @@ class MasterProtocol(WireProtocol):
 
     def amp_Update(self, command_id: str, updates: list[Any]) -> Any:
         size = self.box_value_bytes
-        if self._unacked > 0 and self._unacked + size > self.window:
-            self.protocol_error(ProtocolError(
-                f"the worker exceeded the flow-control window: {self._unacked + size} bytes "
-                f"unacknowledged, window {self.window}"))
-            raise ProtocolError("flow-control window exceeded")
         try:
-            pairs = _update_pairs(updates)
+            self.received.admit(size)
+            pairs = update_pairs(updates, "Update.updates")
         except ProtocolError as e:
             raise self._malformed(str(e)) from None
         assert self.conn is not None
-        self._unacked += size
-        try:
-            pending = self.conn.deliver_update(command_id, pairs)
-        except Exception:
-            self._unacked -= size
-            raise
+        pending = self.received.hold(size, self.conn.on_update(command_id, pairs))
 
         def acked(result: object) -> dict[str, Any]:
-            self._unacked -= size
             if isinstance(result, Failure):
                 _log.failure("remote_update of command {cid} failed", result, cid=command_id)
             return {}
 
-        if pending is None:
-            return acked(None)
-        return pending.addBoth(acked)
+        return {} if pending is None else pending.addBoth(acked)
 
     def amp_TransferCall(self, command_id: str, handle: int, method: str, args: list[Any]) -> Any:
         # Core checks the handle and the transfer window (ProtocolError answers,
@@ -335,15 +315,6 @@ class MasterProtocol(WireProtocol):
         error = ProtocolError(why)
         self.protocol_error(error)
         return error
-
-
-def _update_pairs(updates: list[Any]) -> list[UpdatePair]:
-    pairs = []
-    for item in updates:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            raise ProtocolError("Update.updates must be a list of [key: str, value] pairs")
-        pairs.append((item[0], item[1]))
-    return pairs
 
 
 class _Factory(ServerFactory):

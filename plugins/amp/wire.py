@@ -1,6 +1,9 @@
 """The dialect's box layer, shared by both ends: limits, chunks, dispatch, errors.
 
-:class:`WireProtocol` is an :class:`twisted.protocols.amp.AMP` that
+:class:`WireProtocol` speaks AMP's box format (``AmpBox``, ``Command`` and
+its argument types, error codes: AMP's public API) with its own box parser
+and its own request dispatch, in place of ``BinaryBoxProtocol`` and
+``BoxDispatcher`` (whose private state a subclass had to reach into); it
 
 * caps every box at :data:`MAX_KEYS` keys while parsing it (AMP itself caps
   keys at 255 bytes and values at 65,535), so a box never costs more than
@@ -9,7 +12,7 @@
   before the login), and refuses unknown commands;
 * carries ``Value`` arguments inline (in one AMP value, or in consecutive
   *parts* of one box when the peer announced ``parts``) or through ``Chunk``
-  transfers (:mod:`workerwire_amp.chunks`), bounded by ``max_message_size``;
+  transfers (:mod:`workerwire.parts`), bounded by ``max_message_size``;
 * answers every failing command with an error box whose code is the error's
   type name (:mod:`workerwire_amp.errors`);
 * turns any malformed or out-of-place input into one logged protocol error
@@ -21,31 +24,35 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, ClassVar
 
+from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from workerwire.addresses import describe_peer
-from workerwire.allocator import prime_allocator
+from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
-from workerwire.socket_write import direct_socket, write_pieces
+from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
+from workerwire.speedups.socket_write import direct_socket, write_pieces
 from workerwire.values import decode, encode
 
-from .chunks import IN_PARTS, MAX_CHUNK, Assembler, Outgoing, Part, TransferIds, split_parts, split_pieces
-from .commands import TRANSFER_SUFFIX, Chunk, Encoded, Integer, WireCommand
+from .commands import TRANSFER_SUFFIX, Chunk, Integer, WireCommand
 from .errors import error_answer
 
-__all__ = ["WireProtocol", "MAX_KEYS", "ABORT_AFTER"]
+__all__ = ["WireProtocol", "MAX_KEYS", "MAX_CHUNK", "ABORT_AFTER"]
 
 _log = Logger()
 
 #: Most keys one box may have (the dialect's largest box has 7, and the parts
 #: of large Values).
 MAX_KEYS = 32
+#: Largest chunk (and largest inline Value, or part of one): the AMP value limit.
+MAX_CHUNK = amp.MAX_VALUE_LENGTH
 #: Longest key (AMP's limit).
 MAX_KEY_LENGTH = 255
 #: Seconds a closing connection may take to flush before it is aborted.
@@ -61,7 +68,7 @@ _H = struct.Struct("!H").pack
 READ_SIZE = 256 * 1024
 
 
-class WireProtocol(amp.AMP):
+class WireProtocol(Protocol):
     """One end of an amp connection (subclassed per side)."""
 
     #: ``"master"`` or ``"worker"``, for log lines.
@@ -70,12 +77,11 @@ class WireProtocol(amp.AMP):
     responders: ClassVar[dict[bytes, tuple[type[WireCommand], str]]] = {}
 
     def __init__(self, options: LinkOptions, clock: Any):
-        super().__init__()
         self.options = options
         self.clock = clock
-        self.assembler = Assembler(options.max_message_size)
+        self.assembler = Transfers(options.max_message_size, "Chunk")
         self._transfer_ids = TransferIds()
-        self._outgoing: Outgoing | None = None
+        self._outgoing: OutgoingValues | None = None
         #: The peer's declared limit (from the handshake); we never send more.
         self.peer_max_message_size = options.max_message_size
         #: The peer announced the ``parts`` capability: large Values may go
@@ -87,9 +93,17 @@ class WireProtocol(amp.AMP):
         self._box_keys = 0
         self._abort_call: IDelayedCall | None = None
         #: The socket of a plain TCP transport, written to directly (see
-        #: :mod:`workerwire.socket_write`); None for TLS and anything else.
+        #: :mod:`workerwire.speedups.socket_write`); None for TLS and anything else.
         self._direct_socket: Any = None
+        #: The box parser's state: input not parsed yet, and the box being parsed.
         self._unprocessed = b""
+        self._current_key: bytes | None = None
+        self._current_box: amp.AmpBox | None = None
+        #: Reading is paused (the send budget): parsing stops at the next box.
+        self.paused = False
+        #: Requests sent and not answered yet, by ``_ask`` tag.
+        self._outstanding: dict[bytes, Deferred[amp.AmpBox]] = {}
+        self._asks = 0
         #: A long value still arriving: its pieces, their length, the length needed.
         self._pieces: list[Any] = []
         self._pieces_len = 0
@@ -119,11 +133,6 @@ class WireProtocol(amp.AMP):
         return self.peer
 
     # -- connection ---------------------------------------------------------
-
-    def makeConnection(self, transport: Any) -> None:
-        # Skip AMP's own "connection established/lost" log lines: the listener
-        # and the connector log connections with the worker's name.
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -159,9 +168,17 @@ class WireProtocol(amp.AMP):
         if self._abort_call is None:
             self._abort_call = self.clock.callLater(ABORT_AFTER, self._abort)
 
+    def pauseProducing(self) -> None:
+        """Stop reading from the peer (the send budget's pause)."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]  # every stream transport has it
+
     def _resume_reading(self) -> None:
         if self.transport is not None and not self.lost and not self.closing:
-            self.resumeProducing()  # also parses what was read before the pause
+            self.paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self.dataReceived(b"")  # parse what was read before the pause
 
     def _drop_misbehaving(self, why: str) -> None:
         self.drop_reason = f"dropped as a misbehaving peer: {why}"
@@ -182,12 +199,13 @@ class WireProtocol(amp.AMP):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
-        partial: bytes = getattr(self, "_unprocessed", b"")
-        if not self.closing and (partial or self._currentBox is not None):
+        if not self.closing and (self._unprocessed or self._need or self._current_box is not None):
             self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
         self.closing = True
         self.assembler.clear()
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        outstanding, self._outstanding = self._outstanding, {}
+        for request in outstanding.values():
+            request.errback(reason)
         self.transport = None
         self._direct_socket = None
         self.link_lost(reason)
@@ -225,9 +243,6 @@ class WireProtocol(amp.AMP):
         :data:`MAX_KEYS` keys while it is parsed."""
         if self.closing:
             return  # a refused or closing peer's further input is dropped unread
-        if self.innerProtocol is not None:  # never switched by this dialect; as AMP does
-            self.innerProtocol.dataReceived(data)
-            return
         if self._need:
             pieces = self._pieces
             missing = self._need - self._pieces_len
@@ -252,12 +267,12 @@ class WireProtocol(amp.AMP):
             start = pos + 2
             end = start + length
             if end > n:
-                if length > 4096 and self._currentKey is not None:
+                if length > 4096 and self._current_key is not None:
                     # A long value: keep its pieces (no copy yet), join them once.
                     self._pieces, self._pieces_len, self._need = [memoryview(buf)[start:]], n - start, length
                     self._unprocessed = buf[pos:start]
                     return
-                if length > MAX_KEY_LENGTH and self._currentKey is None:
+                if length > MAX_KEY_LENGTH and self._current_key is None:
                     self._unprocessed = buf[pos:]
                     self.lengthLimitExceeded(length)
                     return
@@ -270,28 +285,28 @@ class WireProtocol(amp.AMP):
 
     def _take_string(self, string: bytes) -> bool:
         """One key or value of the box being parsed; False to stop parsing."""
-        key = self._currentKey
+        key = self._current_key
         if key is not None:
             self._box_keys += 1
             if self._box_keys > MAX_KEYS:
                 self.protocol_error(ProtocolError(f"box with more than {MAX_KEYS} keys"))
                 return False
-            box = self._currentBox
+            box = self._current_box
             assert box is not None, "a key is set only while a box is being parsed"
             box[key] = string
-            self._currentKey = None
+            self._current_key = None
             return True
         if len(string) > MAX_KEY_LENGTH:
             self.lengthLimitExceeded(len(string))
             return False
-        box = self._currentBox
+        box = self._current_box
         if string:
             if box is None:
-                self._currentBox = amp.AmpBox()
+                self._current_box = amp.AmpBox()
                 self._box_keys = 0
-            self._currentKey = string
+            self._current_key = string
             return True
-        self._currentBox = None
+        self._current_box = None
         self.ampBoxReceived(box if box is not None else amp.AmpBox())
         return True
 
@@ -328,29 +343,68 @@ class WireProtocol(amp.AMP):
             if command is Chunk:
                 if amp.ASK in box:
                     raise ProtocolError("Chunk boxes are never answered and may not carry _ask")
-                self.assembler.chunk(**self._parse(Chunk, box, Chunk.arguments))
+                self.assembler.part(**self._parse(Chunk, box, Chunk.arguments))
                 return
             if amp.ASK not in box:
                 raise ProtocolError(f"{command.__name__} without _ask; every command but Chunk is answered")
         elif amp.ANSWER not in box and amp.ERROR not in box:
             raise ProtocolError("box is neither a command nor an answer")
-        self.assembler.begin_box()
+        self.assembler.begin_message()
         self.box_value_bytes = 0
-        super().ampBoxReceived(box)  # answers, errors, and dispatchCommand below
+        if name is not None:
+            self._command_received(box)
+        else:
+            self._answer_received(box)
         if not self.closing:
-            self.assembler.end_box()
+            self.assembler.end_message()
 
-    def _answerReceived(self, box: amp.AmpBox) -> None:
-        if box[amp.ANSWER] not in (self._outstandingRequests or {}):
-            raise ProtocolError(f"answer to request {box[amp.ANSWER][:20]!r}, which is not outstanding")
-        super()._answerReceived(box)
-
-    def _errorReceived(self, box: amp.AmpBox) -> None:
-        if box[amp.ERROR] not in (self._outstandingRequests or {}):
-            raise ProtocolError(f"error answer to request {box[amp.ERROR][:20]!r}, which is not outstanding")
+    def _answer_received(self, box: amp.AmpBox) -> None:
+        """An answer or an error answer: it fires the request it answers (as AMP's dispatcher would)."""
+        error = amp.ERROR in box
+        tag = box[amp.ERROR if error else amp.ANSWER]
+        request = self._outstanding.pop(tag, None)
+        if request is None:
+            raise ProtocolError(f"{'error answer' if error else 'answer'} to request {tag[:20]!r}, "
+                                "which is not outstanding")
+        if not error:
+            request.callback(box)
+            return
         if amp.ERROR_CODE not in box or amp.ERROR_DESCRIPTION not in box:
             raise ProtocolError("error box without _error_code or _error_description")
-        super()._errorReceived(box)
+        code, description = box[amp.ERROR_CODE], box[amp.ERROR_DESCRIPTION].decode("utf-8", "replace")
+        request.errback(Failure(amp.PROTOCOL_ERRORS.get(code, amp.RemoteAmpError)(code, description)))
+
+    def _command_received(self, box: amp.AmpBox) -> None:
+        """A command (not ``Chunk``): its answer, or its error answer, goes back under its ``_ask``."""
+        ask = box[amp.ASK]
+        d = self.dispatchCommand(box)
+        d.addCallbacks(self._answer_box, self._error_box, callbackArgs=(ask,), errbackArgs=(ask,))
+        d.addCallback(self._emit)
+        d.addErrback(self._unhandled)
+
+    @staticmethod
+    def _answer_box(box: amp.AmpBox, ask: bytes) -> amp.AmpBox:
+        box[amp.ANSWER] = ask
+        return box
+
+    @staticmethod
+    def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
+        # Every responder failure became a RemoteAmpError in _make_error.
+        error: amp.RemoteAmpError = failure.value  # type: ignore[assignment]
+        description = error.description
+        return amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
+                           description.encode("utf-8", "replace") if isinstance(description, str) else description})
+
+    def _emit(self, box: amp.AmpBox) -> None:
+        try:
+            self.sendBox(box)
+        except net_error.ConnectionLost:
+            pass  # the connection closed while the responder ran
+
+    def _unhandled(self, failure: Failure) -> None:
+        _log.failure("amp {side}: answering {peer} failed; closing the connection", failure, side=self.side,
+                     peer=self.who())
+        self.close(abort=True)
 
     def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
         """Run the responder; its result (a dict of the answer's fields, or
@@ -369,7 +423,10 @@ class WireProtocol(amp.AMP):
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
-            parsed: dict[str, Any] = amp._stringsToObjects(box, schema, self)
+            parsed: dict[str, Any] = {}
+            strings = dict(box)
+            for name, argument in schema:
+                argument.fromBox(name, strings, parsed, self)
             return parsed
         except ProtocolError:
             raise
@@ -397,8 +454,7 @@ class WireProtocol(amp.AMP):
             data = inline
         self.box_value_bytes += len(data)
         if self.box_value_bytes > self.options.max_message_size:
-            raise ProtocolError(
-                f"message of {self.box_value_bytes} bytes exceeds the limit of {self.options.max_message_size} bytes")
+            raise too_large(self.box_value_bytes, self.options.max_message_size)
         # An Update's pairs are framing: its values count their nesting from
         # themselves, as they do on every backend.
         value = decode(data, self.options.max_message_size, 2 if key == b"updates" else 0)
@@ -442,7 +498,7 @@ class WireProtocol(amp.AMP):
             size = len(data)
         how = self._outgoing.plan(size)
         if how is IN_PARTS:
-            parts: list[Any] = split_parts(data) if data is not None else split_pieces(pieces, size)  # type: ignore[arg-type]
+            parts: list[Any] = split(data, MAX_CHUNK) if data is not None else split_pieces(pieces, size, MAX_CHUNK)  # type: ignore[arg-type]
             for n, part in enumerate(parts):
                 strings[key + b".%d" % n if n else key] = part
             return
@@ -455,10 +511,9 @@ class WireProtocol(amp.AMP):
 
     def sendBox(self, box: amp.AmpBox) -> None:
         """As AMP sends a box, but writing a Value's parts without joining
-        their pieces first (:mod:`workerwire.socket_write`)."""
-        if self._locked or self.transport is None or self._startingTLSBuffer is not None:
-            super().sendBox(box)  # AMP's own checks and errors
-            return
+        their pieces first (:mod:`workerwire.speedups.socket_write`)."""
+        if self.transport is None:
+            raise net_error.ConnectionLost("the amp connection is closed")
         out: list[Any] = []
         for key, value in sorted(box.items()):
             if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH:
@@ -489,7 +544,7 @@ class WireProtocol(amp.AMP):
         """Build a box of at most *keys* keys (AMP's and the arguments') with
         ``make(objects, self)``, then send the transfers its Values need."""
         extra = MAX_KEYS - keys if self.peer_parts else 0
-        self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
+        self._outgoing = OutgoingValues(self.outgoing_limit, MAX_CHUNK, self._transfer_ids, extra)
         try:
             box = make(objects, self)
         finally:
@@ -497,14 +552,29 @@ class WireProtocol(amp.AMP):
         self._send_transfers(out)
         return box
 
-    def _send_transfers(self, out: Outgoing) -> None:
+    def _send_transfers(self, out: OutgoingValues) -> None:
         """Send the ``Chunk`` boxes of the transfers a box being built needs."""
         for tid, data in out.transfers:
             total = b"%d" % len(data)
-            for offset, piece in Outgoing.pieces(data):
-                self._sendBoxCommand(Chunk.commandName, amp.AmpBox({
+            for offset, piece in out.pieces(data):
+                self._send_command(Chunk.commandName, amp.AmpBox({
                     b"transfer": b"%d" % tid, b"offset": b"%d" % offset, b"total": total, b"data": piece,
-                }), requiresAnswer=False)
+                }), requires_answer=False)
+
+    def _send_command(self, name: bytes, box: amp.AmpBox, requires_answer: bool = True
+                      ) -> Deferred[amp.AmpBox] | None:
+        """Send *box* as command *name*; with an answer expected, the Deferred
+        that fires with the answer box (or fails with the error answer, as
+        ``RemoteAmpError``, or with the reason the connection closed)."""
+        box[amp.COMMAND] = name
+        if not requires_answer:
+            self.sendBox(box)
+            return None
+        self._asks += 1
+        tag = box[amp.ASK] = b"%x" % self._asks
+        self.sendBox(box)
+        request = self._outstanding[tag] = Deferred()
+        return request
 
     def call(self, command: type[WireCommand], **kw: Any) -> Deferred[dict[str, Any]]:
         """Send *command*; fires with its parsed answer.
@@ -517,19 +587,17 @@ class WireProtocol(amp.AMP):
         if self.lost or self.closing or self.transport is None:
             return fail(ConnectionLost("the connection is closed"))
         try:
+            box = amp.AmpBox()
             if command.arguments:
                 self._check_kinds(command.arguments, kw)
                 box = self._build(command.makeArguments, kw, 2 + len(command.arguments))
-            else:
-                box = amp.AmpBox()
+            sent = self._send_command(command.commandName, box, command.requiresAnswer)
         except Exception:
             return fail()
-        sent = self._sendBoxCommand(command.commandName, box, command.requiresAnswer)
         if sent is None:
             return succeed({})
         result: Deferred[dict[str, Any]] = Deferred()
-        # The AMP request Deferred always ends in None, so AMP never sees an
-        # unhandled error (it would drop the connection).
+        # The request's Deferred always ends in None: no failure is left unhandled.
         sent.addCallbacks(self._answered, result.errback, callbackArgs=(command, result))
         return result
 
@@ -545,7 +613,7 @@ class WireProtocol(amp.AMP):
         box = amp.AmpBox()
         try:
             extra = MAX_KEYS - 2 - len(values) if self.peer_parts else 0
-            out = self._outgoing = Outgoing(self.outgoing_limit, self._transfer_ids, extra)
+            out = self._outgoing = OutgoingValues(self.outgoing_limit, MAX_CHUNK, self._transfer_ids, extra)
             try:
                 for key, value in values:
                     self.put_value(key, box, value)
@@ -553,9 +621,11 @@ class WireProtocol(amp.AMP):
                 self._outgoing = None
             if out.transfers:
                 self._send_transfers(out)
+            sent = self._send_command(command.commandName, box)
         except Exception:
             return fail()
-        return self._sendBoxCommand(command.commandName, box, True)
+        assert sent is not None
+        return sent
 
     def _answered(self, answer: amp.AmpBox, command: type[WireCommand], result: Deferred[dict[str, Any]]) -> None:
         if not command.response:
@@ -604,5 +674,3 @@ def _kinds(kinds: tuple[type, ...]) -> str:
     names = {type(None): "nil", str: "a str", list: "a list", dict: "a dict"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
-
-assert MAX_CHUNK == amp.MAX_VALUE_LENGTH, "chunks are as large as one AMP value"

@@ -9,10 +9,9 @@ bounded by ``LinkOptions.login_timeout`` and can be cancelled.
 
 from __future__ import annotations
 
-import traceback
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,10 +19,11 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_to_wire
+from workerwire.errors import LoginRefused, ProtocolError, error_detail
+from workerwire.flow import SendWindow, UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update as UpdatePair
 from workerwire.transfer import TransferLink, attach_proxies
-from workerwire.values import array_header, encode, encode_pairs
+from workerwire.values import array_header, encode
 from workerwire.worker import WorkerBot
 
 from workerwire.credentials import login_response
@@ -53,12 +53,20 @@ from .commands import (
     WireCommand,
 )
 from .errors import describe_loss, translate_failure
-from .flow import SendWindow
 from .wire import WireProtocol
 
-__all__ = ["AMPConnector", "WorkerProtocol"]
+__all__ = ["AMPConnector", "WorkerProtocol", "BATCH"]
 
 _log = Logger()
+
+#: Most bytes of updates merged into one ``Update`` box (core's default is
+#: 288 KiB).  Per box the worker and the master each pay AMP's framing, a
+#: Deferred, an answer and a wake-up of the other process; with 1 MiB boxes
+#: (the window holds four) both spent about half the CPU per GB of 288 KiB
+#: ones.  The master's allocator no longer makes larger boxes dearer (see
+#: ``workerwire.speedups.allocator.prime_allocator``); 1.5 and 1.8 MiB were
+#: slower again (fewer boxes in flight).
+BATCH = 1024 * 1024
 
 
 class _Channel(BaseCommandChannel):
@@ -78,59 +86,40 @@ class _Channel(BaseCommandChannel):
 
     def send_update(self, updates: list[UpdatePair]) -> Deferred[None]:
         proto = self._session.proto
-        # update() has checked the values; large output is not copied here.
-        pieces, size = encode_pairs(updates)
-        total = len(self._command_id) + len(array_header(len(updates))) + size
+        batch = encode_updates(updates)
+        total = len(self._command_id) + len(array_header(len(updates))) + batch[2]
         if total > proto.outgoing_limit:
-            return _failed(ProtocolError(
+            return fail(ProtocolError(
                 f"update of {total} bytes exceeds the message limit of {proto.outgoing_limit} bytes"))
-        return self._session.window.send_mergeable(self, total, (len(updates), pieces, size), self._send_batch,
-                                                   self._label)
+        return self._session.window.send_mergeable(self, total, batch, self._send_batch, self._label)
 
-    def _send_batch(self, batches: list[tuple[int, list[bytes], int]]) -> Deferred[Any]:
-        # One MessagePack array of every batch's items: a header for their
-        # count, then their encodings, handed on as pieces.
-        header = array_header(sum(n for n, _, _ in batches))
-        pieces = [header]
-        for _, more, _ in batches:
-            pieces.extend(more)
-        updates = Encoded(pieces=pieces, size=len(header) + sum(size for _, _, size in batches))
+    def _send_batch(self, batches: list[UpdateBatch]) -> Deferred[Any]:
+        pieces, size = merge_updates(batches)  # handed on as pieces, never joined
+        updates = Encoded(pieces=pieces, size=size)
         return self._session.proto.call_encoded(Update, [(b"command_id", self._encoded_id), (b"updates", updates)])
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
-        error: list[str] | None = None
-        if failure is not None:
-            error = list(error_to_wire(failure))
-            if self._session.proto.options.send_tracebacks and failure.__traceback__ is not None:
-                error.append("".join(traceback.format_exception(type(failure), failure, failure.__traceback__)))
         proto = self._session.proto
+        error = None if failure is None else error_detail(failure, proto.options.send_tracebacks)
         return self._session.window.send_ordered(
             lambda: proto.call(Complete, command_id=self.commandId, error=error),
             label=f"the completion of command {self.commandId!r}", key=self)
-
-
-def _failed(error: BaseException) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    d.errback(Failure(error))
-    return d
 
 
 class _Session(WorkerSession):
     """One connection to the master, from ``Hello`` on."""
 
     def __init__(self, connector: "AMPConnector", proto: "WorkerProtocol"):
+        super().__init__()
         self.connector = connector
         self.proto = proto
         self.peer = proto.peer
-        self.window = SendWindow(connector.window, clock=connector.reactor)
+        self.window = SendWindow(connector.window, clock=connector.reactor, batch_limit=BATCH,
+                                 translate=translate_failure, name="amp worker")
         #: Transfer calls of the commands' handles (``TransferCall``), under
         #: the same window size (set again from the master's ``Hello`` answer).
         self.transfers = TransferLink(self._send_transfer, connector.window)
-        self.logged_in = False
-        self.channels: dict[str, _Channel] = {}
-        #: Told about a loss that happens before the login completed.
-        self.lost_before_login: Callable[[str], None] = lambda reason: None
 
     def keepalive(self) -> Deferred[None]:
         return self._call(Keepalive)
@@ -147,26 +136,6 @@ class _Session(WorkerSession):
     def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         d = self.proto.call(TransferCall, command_id=commandId, handle=handleId, method=method, args=args)
         return d.addCallbacks(lambda answer: answer["result"], translate_failure)
-
-    def add_channel(self, channel: _Channel) -> None:
-        self.channels[channel.commandId] = channel
-        self.connector._register_channel(channel)
-
-    def forget_channel(self, channel: _Channel) -> None:
-        if self.channels.get(channel.commandId) is channel:
-            del self.channels[channel.commandId]
-        self.connector._forget_channel(channel)
-
-    def lost(self, reason: str) -> None:
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            channel.link_lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_before_login(reason)
 
 
 class WorkerProtocol(WireProtocol):
@@ -294,10 +263,7 @@ class _Attempt(LoginAttempt):
             return self.failed(ProtocolError("malformed Hello answer from the master"))
         self.proto.peer_max_message_size = answer["max_message_size"]
         self.proto.peer_parts = "parts" in answer["capabilities"]
-        window = self.session.window
-        window.limit = min(self.proto.connector.window, answer["window"])
-        self.session.transfers.window = window.limit
-        window.batch_limit = min(window.batch_limit, self.proto.outgoing_limit)
+        self.session.adopt_window(answer["window"], self.proto.outgoing_limit)
         self.proto.phase = "serving"
         self.proto.call(
             Login, username=self.connector.name,
@@ -311,10 +277,7 @@ class _Attempt(LoginAttempt):
             self.succeeded(self.session)
 
     def _refused(self, failure: Failure) -> None:
-        failure = translate_failure(failure)
-        if not failure.check(LoginRefused, ConnectionLost):
-            failure = Failure(LoginRefused(f"the master refused the login: {failure.getErrorMessage()}"))
-        self.failed(failure)
+        self.refused(translate_failure(failure))
 
 
 class AMPConnector(BaseWorkerConnector):

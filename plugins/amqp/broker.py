@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from workerwire.endpoints import client_from_string
 from workerwire.errors import ConnectionLost, ProtocolError
+from workerwire.parts import Reassembly, split
 
 from . import wire
 from .address import BrokerURL
@@ -144,8 +145,8 @@ class Mailbox:
         self.channel = channel
         self.max_message_size = max_message_size
         self.owner = owner
-        self._partial: dict[str | None, list[bytes]] = {}
-        self._partial_size: dict[str | None, int] = {}
+        #: Messages arriving in parts, by sender (``reply_to``).
+        self._partial: dict[str | None, Reassembly] = {}
         self.closed = False
         #: Called with every ``seen`` header received (paused or not).
         self.on_seen: Callable[[int], None] | None = None
@@ -171,11 +172,11 @@ class Mailbox:
         expiration = None if expires is None else str(max(1, int(expires * 1000)))
         if self.closed or not self.channel.is_open:
             return _failed(ConnectionLost(f"{self.owner}: the channel to the broker is closed"))
-        count = max(1, -(-len(body) // PART))
+        pieces = [bytes(part) for part in split(body, PART)] if len(body) > PART else [body]
+        count = len(pieces)
         last: Deferred[Any] = succeed(None)
         try:
-            for index in range(count):
-                piece = body[index * PART:(index + 1) * PART] if count > 1 else body
+            for index, piece in enumerate(pieces):
                 headers: dict[str, Any] | None = {"more": index + 1 < count} if count > 1 else None
                 if seen is not None:
                     headers = dict(headers or {}, seen=seen)
@@ -252,18 +253,16 @@ class Mailbox:
         headers = props.headers or {}
         body = received.body
         if "more" in headers or key in self._partial:
-            size = self._partial_size.get(key, 0) + len(body)
-            if size > self.max_message_size:
-                self._partial.pop(key, None)
-                self._partial_size.pop(key, None)
-                on_error(f"message of more than {self.max_message_size} bytes (max_message_size)")
+            partial = self._partial.setdefault(key, Reassembly(self.max_message_size))
+            try:
+                partial.add(body)
+            except ProtocolError as e:
+                del self._partial[key]
+                on_error(f"{e} (max_message_size)")
                 return
-            self._partial.setdefault(key, []).append(body)
-            self._partial_size[key] = size
             if headers.get("more"):
                 return
-            body = b"".join(self._partial.pop(key))
-            del self._partial_size[key]
+            body = self._partial.pop(key).join()
         elif len(body) > self.max_message_size:
             on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
             return

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
+from workerwire.base_connection import update_pairs
+from workerwire.flow import UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update
-from workerwire.values import array_header, decode, encode, encode_pairs
+from workerwire.values import array_header, decode, encode
 
 __all__ = [
     "PROTOCOL_VERSION", "LOGIN", "WELCOME", "REFUSED", "CALL", "RESULT", "UPDATE", "COMPLETE",
@@ -61,30 +63,21 @@ def decode_body(body: bytes, max_size: int, kind: str | None = None) -> Any:
     return decode(body, max_size, FRAMING.get(kind or "", 0))
 
 
-def encode_update(command_id: str, batches: list[tuple[int, list[bytes], int]]) -> bytes:
+def encode_update(command_id: str, batches: list[UpdateBatch]) -> bytes:
     """``[command_id, [[key, value], ...]]`` from pre-encoded pair runs."""
-    pieces = [array_header(2), encode(command_id, "commandId", checked=True),
-              array_header(sum(n for n, _, _ in batches))]
-    for _, more, _ in batches:
-        pieces.extend(more)
-    return b"".join(pieces)
+    pairs, _ = merge_updates(batches)
+    return b"".join([array_header(2), encode(command_id, "commandId", checked=True), *pairs])
 
 
-def encoded_pairs(updates: list[Update]) -> tuple[int, list[bytes], int]:
-    pieces, size = encode_pairs(updates)
-    return len(updates), pieces, size
+#: Kept for callers of the old name.
+encoded_pairs = encode_updates
 
 
 def decode_update(value: Any) -> tuple[str, list[Update]]:
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
             and isinstance(value[1], list)):
         raise ProtocolError("update must be [command_id, [[key, value], ...]]")
-    pairs: list[Update] = []
-    for pair in value[1]:
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise ProtocolError("each update must be [key, value] with a str key")
-        pairs.append((pair[0], pair[1]))
-    return value[0], pairs
+    return value[0], update_pairs(value[1], "an update's pairs")
 
 
 def error_body(exc: BaseException, traceback_text: str | None = None) -> list[Any]:

@@ -11,7 +11,6 @@ session queue each names in ``reply_to``.
 
 from __future__ import annotations
 
-import traceback
 import uuid
 from typing import Any, cast
 
@@ -23,7 +22,7 @@ from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
 from workerwire.budget import SendBudget
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError
+from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError, error_detail
 from workerwire.flow import SendWindow
 from workerwire.master import Update
 from workerwire.transfer import TransferLink, attach_proxies
@@ -72,12 +71,7 @@ class _Channel(BaseCommandChannel):
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
         self._session.forget_channel(self)
-        error = None
-        if failure is not None:
-            tb = None
-            if self._session.connector.options.send_tracebacks and failure.__traceback__ is not None:
-                tb = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
-            error = wire.error_body(failure, tb)
+        error = None if failure is None else error_detail(failure, self._session.connector.options.send_tracebacks)
         body = encode([self.commandId, error], "complete")
         return self._session.window.send_ordered(lambda: self._session.ask(wire.COMPLETE, body),
                                                  label=f"the completion of command {self.commandId!r}")
@@ -86,20 +80,21 @@ class _Channel(BaseCommandChannel):
 class _Session(WorkerSession):
     """One broker connection and one login; a session once welcomed."""
 
+    connector: "AMQPConnector"
+
     def __init__(self, connector: "AMQPConnector", link: BrokerLink, box: Mailbox, queue: str):
         self.connector = connector
         self.link = link
         self.box = box
         self.queue = queue
+        super().__init__()
         self.peer = f"pool {connector.spec.pool} at {link.describe()}"
         self.window = SendWindow(connector.options.output_window, clock=connector.reactor, batch_limit=BATCH,
                                  name="amqp worker")
         #: The session queue of the master serving us (from its first message).
         self.master_queue: str | None = None
-        self.logged_in = False
         self.lost_reason: str | None = None
         self.answer: Deferred[Message] = Deferred()
-        self.channels: dict[str, _Channel] = {}
         self._asks: dict[str, Deferred[Any]] = {}
         self._serial = 0
         #: Body bytes taken from the master (the ``seen`` count), and the last count sent.
@@ -209,15 +204,6 @@ class _Session(WorkerSession):
 
     def _send_failed(self, failure: Failure) -> None:
         self.lost(f"cannot reach the master: {failure.getErrorMessage()}")
-
-    def add_channel(self, channel: _Channel) -> None:
-        self.channels[channel.commandId] = channel
-        self.connector._register_channel(channel)
-
-    def forget_channel(self, channel: _Channel) -> None:
-        if self.channels.get(channel.commandId) is channel:
-            del self.channels[channel.commandId]
-        self.connector._forget_channel(channel)
 
     # -- receiving ---------------------------------------------------------------
 
@@ -330,14 +316,10 @@ class _Session(WorkerSession):
         if self._report_call is not None and self._report_call.active():
             self._report_call.cancel()
         self._report_call = None
-        self.window.lost(reason)
-        self.transfers.lost(reason)
+        self.fail_pending(reason)
         asks, self._asks = self._asks, {}
         for d in asks.values():
             d.errback(Failure(ConnectionLost(f"link to the master lost: {reason}")))
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            channel.link_lost(reason)
         if not self.answer.called:
             self.answer.errback(Failure(ConnectionLost(reason)))
             self.answer.addErrback(lambda f: None)  # a login attempt given up already does not wait for it

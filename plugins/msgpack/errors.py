@@ -10,21 +10,19 @@ survives the trip.
 
 from __future__ import annotations
 
-import traceback as _traceback
 from typing import Any
 
-from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
 from workerwire.errors import (
-    ConnectionLost,
     RemoteCallFailed,
     UnknownBuilder,
     UnknownCommand,
     WorkerwireError,
+    describe_loss,
+    error_detail,
     error_from_wire,
-    error_to_wire,
+    translate_native,
 )
 
 __all__ = ["RemoteError", "error_fields", "error_from_answer", "translate_failure", "describe_loss"]
@@ -40,12 +38,9 @@ class RemoteError(Exception):
 
 def error_fields(exc: BaseException, extended: bool, send_traceback: bool = False) -> dict[str, Any]:
     """The keys of an error answer for *exc* (besides ``op`` and ``seq_number``)."""
-    type_name, message = error_to_wire(exc)
-    fields: dict[str, Any] = {"result": message, "is_exception": True}
+    detail = error_detail(exc, send_traceback)
+    fields: dict[str, Any] = {"result": detail[1], "is_exception": True}
     if extended:
-        detail = [type_name, message]
-        if send_traceback and exc.__traceback__ is not None:
-            detail.append("".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)))
         fields["error"] = detail
     return fields
 
@@ -72,26 +67,6 @@ def error_from_answer(msg: dict[str, Any]) -> WorkerwireError:
 
 def translate_failure(failure: Failure) -> Failure:
     """Turn a failure of a msgpack request into a core error."""
-    value = failure.value
-    if isinstance(value, WorkerwireError):
-        return failure
-    if isinstance(value, RemoteError):
-        return Failure(value.error)
-    if isinstance(value, net_error.ConnectionClosed):
-        return Failure(ConnectionLost(describe_loss(failure)))
-    if isinstance(value, CancelledError):
-        return Failure(ConnectionLost("call cancelled"))
-    return Failure(RemoteCallFailed(type(value).__name__, str(value)))
-
-
-def describe_loss(reason: Any) -> str:
-    """A short human reason for a lost link (a Failure or a text)."""
-    if isinstance(reason, str):
-        return reason
-    value = reason.value
-    if isinstance(value, net_error.ConnectionDone):
-        return "connection closed"
-    if isinstance(value, net_error.ConnectionAborted):
-        return "connection aborted"
-    text = str(value).strip() or type(value).__name__
-    return f"connection lost: {text}"
+    if isinstance(failure.value, RemoteError):
+        return Failure(failure.value.error)
+    return translate_native(failure)

@@ -33,6 +33,7 @@ from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.endpoints import parse_server_port
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed, error_from_wire, error_to_wire
+from workerwire.flow import ReceiveWindow
 from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks
 from workerwire.tls import dial_address
@@ -293,12 +294,12 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
         self.verified = False
         self.worker_name: str | None = None
         self.conn: MsgpackConnection | None = None
-        #: Bytes of updates received and not yet acknowledged (held by a slow master).
-        self._unacked = 0
+        #: Updates received and not yet acknowledged (held by a slow master).
         #: A workerwire worker counts the window in its own estimate of the
         #: updates' size; the master allows twice the window (plus a batch)
         #: before it calls the worker hostile.
-        self.window_bound = 2 * listener.options.output_window + 1024 * 1024
+        self.received = ReceiveWindow(2 * listener.options.output_window + 1024 * 1024,
+                                      listener.options.output_window)
 
     def who(self) -> str:
         if self.worker_name is not None:
@@ -415,25 +416,14 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
 
     def _update(self, msg: dict[str, Any]) -> Any:
         size = self.message_size
-        if self.extended and self._unacked > 0 and self._unacked + size > self.window_bound:
-            error = ProtocolError(f"the worker exceeded the flow-control window: {self._unacked + size} bytes "
-                                  f"of updates unacknowledged, window {self.listener.options.output_window}")
-            self.protocol_error(error)
-            raise error
         try:
+            if self.extended:
+                self.received.admit(size)
             pending = self._connection().worker_update(msg)
         except ProtocolError as e:
             self.protocol_error(e)
             raise
-        if pending is None:
-            return None
-        self._unacked += size
-
-        def acked(result: object) -> object:
-            self._unacked -= size
-            return result
-
-        return pending.addBoth(acked)
+        return self.received.hold(size, pending)
 
     def _complete(self, msg: dict[str, Any]) -> None:
         try:

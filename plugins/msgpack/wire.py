@@ -26,11 +26,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from workerwire.allocator import prime_allocator
+from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.socket_write import direct_socket
+from workerwire.speedups.socket_write import direct_socket
+from workerwire.parts import Reassembly, split
 from workerwire.values import decode
 
 from .errors import RemoteError, describe_loss, error_fields, error_from_answer
@@ -145,8 +146,7 @@ class MessageLink:
         #: Requests in _waiting whose answer's result is dropped (request_done);
         #: made at the first one (a connection that is never called has none).
         self._results_dropped: set[int] | None = None
-        self._parts: list[bytes] = []
-        self._parts_size = 0
+        self._parts = Reassembly(options.max_message_size)
         self._pongs: list[Deferred[None]] = []
         #: Bytes of the encoding of the message being dispatched.
         self.message_size = 0
@@ -288,10 +288,9 @@ class MessageLink:
         if getattr(self, "state", None) != self.STATE_OPEN:  # type: ignore[attr-defined]
             return  # closing: the peer learns from the close (pending requests fail then)
         if self.extended and len(data) > PART_SIZE:
-            view = memoryview(data)
-            last = len(data) - PART_SIZE
-            for start in range(0, len(data), PART_SIZE):
-                part = {"op": PART_OP, "data": bytes(view[start:start + PART_SIZE]), "last": start >= last}
+            parts = split(data, PART_SIZE)
+            for n, piece in enumerate(parts, 1):
+                part = {"op": PART_OP, "data": bytes(piece), "last": n == len(parts)}
                 self.sendMessage(_pack(part), isBinary=True)  # type: ignore[attr-defined]
         else:
             self.sendMessage(data, isBinary=True)  # type: ignore[attr-defined]
@@ -339,15 +338,13 @@ class MessageLink:
         data = msg.get("data")
         if not isinstance(data, bytes) or not isinstance(msg.get("last"), bool):
             return self.protocol_error(ProtocolError("a ww_part needs 'data' (bytes) and 'last' (bool)"))
-        self._parts_size += len(data)
-        if self._parts_size > self.options.max_message_size:
-            return self.protocol_error(ProtocolError(
-                f"a message in parts exceeds the limit of {self.options.max_message_size} bytes"))
-        self._parts.append(data)
+        try:
+            self._parts.add(data)
+        except ProtocolError as e:
+            return self.protocol_error(e)
         if not msg["last"]:
             return
-        whole = b"".join(self._parts)
-        self._parts, self._parts_size = [], 0
+        whole = self._parts.join()
         try:
             inner = decode(whole, framing=FRAMING_LEVELS)
         except ProtocolError as e:

@@ -107,6 +107,7 @@ class _Session(WorkerSession):
     """One WebSocket to the master, from the upgrade on."""
 
     def __init__(self, connector: "MsgpackConnector", proto: "WorkerProtocol"):
+        super().__init__()
         self.connector = connector
         self.proto = proto
         self.peer = proto.link_peer
@@ -117,11 +118,8 @@ class _Session(WorkerSession):
         #: For a stock master: handle id -> (command id, command name, kind).
         self.stock_handles: dict[int, tuple[str, str, str]] = {}
         self._next_handle = 0
-        self.logged_in = False
-        self.channels: dict[str, _Channel] = {}
         #: Builders told to the bot for a stock master (all at the base directory).
         self.stock_builders: dict[str, str] = {}
-        self.lost_before_login: Callable[[str], None] = lambda reason: None
 
     def keepalive(self) -> Deferred[None]:
         if self.proto.extended:
@@ -164,27 +162,10 @@ class _Session(WorkerSession):
             d = self.proto.request(fields.pop("op"), command_id=command_id, **fields)
         return d.addErrback(translate_failure)
 
-    def add_channel(self, channel: _Channel) -> None:
-        self.channels[channel.commandId] = channel
-        self.connector._register_channel(channel)
-
-    def forget_channel(self, channel: _Channel) -> None:
-        if self.channels.get(channel.commandId) is channel:
-            del self.channels[channel.commandId]
+    def forget_channel(self, channel: BaseCommandChannel) -> None:
         for handle_id in [h for h, entry in self.stock_handles.items() if entry[0] == channel.commandId]:
             del self.stock_handles[handle_id]
-        self.connector._forget_channel(channel)
-
-    def lost(self, reason: str) -> None:
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        channels, self.channels = self.channels, {}
-        for channel in channels.values():
-            channel.link_lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_before_login(reason)
+        super().forget_channel(channel)
 
 
 # autobahn's own bases disagree on peer / _transport_details (see MessageLink).
@@ -242,9 +223,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
     def onOpen(self) -> None:
         self.link_opened()
         self.session = session = _Session(self.connector, self)
-        session.window.limit = min(session.window.limit, self.window)
-        session.window.batch_limit = min(BATCH, self.peer_max_message_size - 4096)
-        session.transfers.window = session.window.limit
+        session.adopt_window(self.window, self.peer_max_message_size - 4096)
         self.attempt.opened(self)
         if not self.extended:
             self.attempt.logged_in()  # Buildbot's master has nothing later to say
