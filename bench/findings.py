@@ -49,7 +49,7 @@ FINDINGS: dict[tuple[str, str], str] = {
         "the master the limit: it read 64 KiB per `recv` (now 256 KiB, `wire.READ_SIZE`: system time ~0.25 -> "
         "~0.10 s/GB), and in about a third of its processes glibc trimmed the heap after every box and faulted "
         "it back (600,000 faults per GB, 1.7 s/GB, ~600 MB/s); one 8 MiB block freed at the first connection "
-        "raises glibc's thresholds (`workerwire.allocator.prime_allocator`): 0 of 16 processes since. That in turn "
+        "raises glibc's thresholds (`workerwire.speedups.allocator.prime_allocator`): 0 of 16 processes since. That in turn "
         "made 1 MiB Update boxes cheaper than 288 KiB ones for both ends (`workerwire_amp.worker.BATCH`; per box: "
         "framing, a Deferred, an answer, a wake-up). A miss now: check the master's minor faults per GB (the "
         "allocator) and the machine's load; RSS growth is ~3 MiB on either side."),
@@ -62,7 +62,7 @@ FINDINGS: dict[tuple[str, str], str] = {
         "connection whose read fills 64 KiB reads 256 KiB at a time (`broker.READ_SIZE`; master 0.58-0.61 -> "
         "0.44-0.48 s/GB), and `packedUpdate` messages to a workerwire master carry up to 1 MiB "
         "(`worker.PACKED_BATCH`; master 0.44-0.48 -> 0.23-0.26, worker 0.37-0.39 -> 0.26-0.30 s/GB; 576 KiB and "
-        "1.5 MiB were slower), which pays only with glibc's thresholds raised (`workerwire.allocator`: without it "
+        "1.5 MiB were slower), which pays only with glibc's thresholds raised (`workerwire.speedups.allocator`: without it "
         "the master trimmed and faulted its heap per message in 12 of 12 runs, 1.17 s/GB, ~850 MB/s). A stock "
         "master still gets Buildbot-form updates in 288 KiB batches. A miss now: check the master's minor faults "
         "per GB (the allocator) and the machine's load; RSS growth is ~2 MiB (master) and ~3.6 MiB (worker)."),

@@ -4,7 +4,7 @@ Every backend over a byte stream (TCP, TLS, UNIX sockets) does the same
 things with its transport, whatever its framing: when the connection is
 made it names the peer, sets TCP keepalive (the OS notices a vanished peer
 even with workerwire's keepalive off) and ``TCP_NODELAY`` (calls are small
-and wait for answers), primes the allocator (:mod:`workerwire.allocator`),
+and wait for answers), primes the allocator (:mod:`workerwire.speedups.allocator`),
 and bounds what the link holds queued for the peer with a
 :class:`~workerwire.budget.SendBudget` (pausing reading from a peer that
 reads nothing, dropping it if it stays so); on the master, every read before
@@ -22,10 +22,10 @@ from twisted.internet import abstract
 from twisted.logger import Logger
 
 from .addresses import describe_peer
-from .allocator import prime_allocator
+from .speedups.allocator import prime_allocator
 from .budget import SendBudget, transport_queued
 from .login_guard import MAX_LOGIN_INPUT, LoginTicket
-from .socket_write import direct_socket
+from .speedups.socket_write import direct_socket
 
 __all__ = ["StreamLink", "tune_transport"]
 

@@ -18,7 +18,7 @@ enough to be a vocabulary word.
 
 A message of at least :data:`DIRECT_MIN` bytes on a plain TCP transport
 whose write buffer is empty goes to the socket with one scatter-gather
-``sendmsg`` of its tokens and strings (:mod:`workerwire.socket_write`): the same bytes,
+``sendmsg`` of its tokens and strings (:mod:`workerwire.speedups.socket_write`): the same bytes,
 without joining them and without Twisted joining its write buffer again.
 
 It also enforces the broker's message size limit while decoding (see
@@ -36,7 +36,7 @@ from typing import Any, Callable
 from twisted.spread import banana
 
 from workerwire.errors import ProtocolError
-from workerwire.socket_write import direct_socket, write_pieces
+from workerwire.speedups.socket_write import direct_socket, write_pieces
 
 __all__ = ["FastBanana", "b128", "DIRECT_MIN"]
 
