@@ -36,7 +36,8 @@ class NullRawFrames(RawFrames):
             pipe = session.peer_rpc.pipe
         self.pipe = pipe
         self.pipe.on_message = self.count  # the worker parses nothing more
-        self.pipe.on_close = self.link_closed
+        lost = self.pipe.on_close  # the worker still learns that its link is gone
+        self.pipe.on_close = lambda reason: (self.link_closed(reason), lost(reason))
         self._ids = itertools.count(10_000_000)
 
     def _call(self, method: str, *args: Any) -> bytes:
