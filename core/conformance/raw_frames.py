@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import abc
 import random
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -98,6 +98,17 @@ class RawFrames(abc.ABC):
         """What the backend calls when the link is gone (once or more)."""
         if not self.closed.called:
             self.closed.callback(None)
+
+    def closing_too(self, then: Callable[..., object]) -> Callable[..., None]:
+        """A replacement for the link's close callback *then* (such as a taken-over
+        protocol's ``connectionLost``): fires :attr:`closed`, then calls *then*
+        (so the connector still learns that its link is gone)."""
+
+        def closed(*args: Any) -> None:
+            self.link_closed()
+            then(*args)
+
+        return closed
 
     # -- kinds ---------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from ..errors import ConnectionLost
 from ..login_guard import MAX_LOGIN_INPUT
@@ -213,6 +214,7 @@ class _HeldCommand(RecordingCommand):
         return d
 
 
+@implementer(ILogObserver)
 class _Log:
     """Log lines of warnings and errors, from now on (for "a clear error")."""
 
@@ -220,13 +222,13 @@ class _Log:
         self.lines: list[str] = []
 
     def __enter__(self) -> "_Log":
-        globalLogPublisher.addObserver(self._seen)
+        globalLogPublisher.addObserver(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        globalLogPublisher.removeObserver(self._seen)
+        globalLogPublisher.removeObserver(self)
 
-    def _seen(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: dict[str, Any]) -> None:
         level = event.get("log_level")
         if level is not None and level.name in ("warn", "error", "critical"):
             self.lines.append(formatEvent(event) or "")
@@ -275,6 +277,10 @@ class HostileInputTests:
             await within(raw.closed, harness.reactor, what=f"the master to close a link that sent {what}")
         assert len(harness.master.offers) == offers, f"{what}: a login reached the master"
         assert log.lines, f"{what}: the master closed the link without saying why"
+        guard = getattr(harness.listener, "login_guard", None)  # core's, on a BaseListener
+        if guard is not None:
+            await within(_until(lambda: guard.unauthenticated == 0, harness.reactor), harness.reactor,
+                         what=f"the login guard to forget the link that sent {what}")
         await self._still_serving(harness, good)
 
     @async_test

@@ -16,8 +16,7 @@ class JsonRawFrames(TransportRawFrames):
         super().__init__()
         self.ids = itertools.count(10_000_000)
         if line is not None:  # a logged-in worker's line, taken over: its input is only counted
-            self.transport, line.dataReceived, lost = line.transport, self.count, line.on_lost
-            line.on_lost = lambda reason: (self.link_closed(reason), lost(reason))
+            self.transport, line.dataReceived, line.on_lost = line.transport, self.count, self.closing_too(line.on_lost)
 
     def _call(self, method: str, *args: object, packed: bytes = b"") -> bytes:
         b64 = base64.b64encode(packed or encode(list(args))).decode()

@@ -37,8 +37,7 @@ class AMPRawFrames(TransportRawFrames):
         self.proto = session.proto
         self.transport = session.proto.transport
         self.proto.dataReceived = self.count  # the worker protocol parses nothing more
-        lost = self.proto.connectionLost
-        self.proto.connectionLost = lambda reason=None: (self.link_closed(reason), lost(reason))
+        self.proto.connectionLost = self.closing_too(self.proto.connectionLost)
 
     def _call(self, command: bytes, **fields: bytes) -> bytes:
         return _box({amp.COMMAND: command, amp.ASK: b"raw%d" % next(self._asks),

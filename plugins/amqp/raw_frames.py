@@ -56,8 +56,7 @@ class AMQPRawFrames(TransportRawFrames):
         self.master_queue: str = session.master_queue
         self.reply_to: str = session.queue
         self.proto.dataReceived = self.count  # pika parses nothing more on this connection
-        lost = self.proto.connectionLost
-        self.proto.connectionLost = lambda reason=None: (self.link_closed(reason), lost(reason))
+        self.proto.connectionLost = self.closing_too(self.proto.connectionLost)
         self._ids = itertools.count(10_000_000)
 
     def _publish(self, kind: str, body: bytes) -> bytes:

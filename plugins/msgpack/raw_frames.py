@@ -46,8 +46,7 @@ class MsgpackRawFrames(TransportRawFrames):
         self.proto = session.proto
         self.transport = session.proto.transport
         self.proto.dataReceived = self.count  # autobahn parses nothing more; the worker answers nothing
-        lost = self.proto.connectionLost
-        self.proto.connectionLost = lambda reason=None: (self.link_closed(reason), lost(reason))
+        self.proto.connectionLost = self.closing_too(self.proto.connectionLost)
 
     def _op(self, op: str, **fields: Any) -> bytes:
         return msgpack.packb({"op": op, "seq_number": next(self._seqs), **fields})

@@ -36,8 +36,7 @@ class NullRawFrames(RawFrames):
             pipe = session.peer_rpc.pipe
         self.pipe = pipe
         self.pipe.on_message = self.count  # the worker parses nothing more
-        lost = self.pipe.on_close  # the worker still learns that its link is gone
-        self.pipe.on_close = lambda reason: (self.link_closed(reason), lost(reason))
+        self.pipe.on_close = self.closing_too(self.pipe.on_close)
         self._ids = itertools.count(10_000_000)
 
     def _call(self, method: str, *args: Any) -> bytes:

@@ -67,8 +67,7 @@ class PBRawFrames(TransportRawFrames):
         self.transport = link.broker.transport
         self.perspective = link.perspective.luid
         self.broker.dataReceived = self.count  # the broker parses nothing more
-        lost = self.broker.connectionLost
-        self.broker.connectionLost = lambda reason=None: (self.link_closed(reason), lost(reason))
+        self.broker.connectionLost = self.closing_too(self.broker.connectionLost)
 
     def _command_luid(self, command_id: str) -> int:
         channels = getattr(self.connector, "_channels", {})
