@@ -362,7 +362,8 @@ class HostileInputTests:
         raw.write(raw.login(rogue.name, rogue.password))
         raw.write(raw.login(good.name, good.password))
         if await self._answered_or_closed(harness, rogue, raw, "a login after the login"):
-            assert harness.master.connections["rogue"] is rogue.conn and rogue.conn.isConnected
+            assert harness.master.connections["rogue"] is rogue.conn and rogue.conn.isConnected, (
+                "a login after the login replaced the worker's connection")
         assert len(harness.master.offers) == offers, "a second login on a logged-in link reached the master"
         assert harness.master.connections["good"] is good.conn and good.conn.isConnected
         assert rc_good.updates == [] and not rc_good.done.called
