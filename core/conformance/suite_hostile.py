@@ -272,12 +272,16 @@ class HostileInputTests:
     async def _closed_before_login(self, harness: Harness, raw: RawFrames, data: bytes, what: str) -> None:
         good = await harness.start_worker("good")
         offers = len(harness.master.offers)
+        guard = getattr(harness.listener, "login_guard", None)  # core's, on a BaseListener
+        checked = {} if guard is None else dict(guard.stats)
         with _Log() as log:
             raw.write(data)
             await within(raw.closed, harness.reactor, what=f"the master to close a link that sent {what}")
         assert len(harness.master.offers) == offers, f"{what}: a login reached the master"
+        if guard is not None:
+            for count in ("refused", "throttled", "delayed"):
+                assert guard.stats[count] == checked.get(count, 0), f"{what}: credentials reached the portal ({count})"
         assert log.lines, f"{what}: the master closed the link without saying why"
-        guard = getattr(harness.listener, "login_guard", None)  # core's, on a BaseListener
         if guard is not None:
             await within(_until(lambda: guard.unauthenticated == 0, harness.reactor), harness.reactor,
                          what=f"the login guard to forget the link that sent {what}")
