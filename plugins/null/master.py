@@ -42,7 +42,6 @@ class NullConnection(BaseConnection):
     def __init__(self, listener: "NullListener", workerName: str, peer: MessagePeer):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._peer = peer
-
         #: Bytes of updates whose acknowledgement is held; more than
         #: ``_window_bound`` is an overrun of the worker's window (a protocol error).
         self._unacked = 0
