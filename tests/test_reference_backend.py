@@ -61,7 +61,11 @@ def test_a_line_nested_deep_is_refused_before_json_decodes_it(monkeypatch: pytes
 
     decoded: list[bytes] = []
     monkeypatch.setattr(acme_jsonlines.json, "loads", lambda line: decoded.append(line))
-    line = acme_jsonlines.Line(LinkOptions(), lambda method, args: None)
+    from twisted.internet import reactor
+
+    from workerwire.backend_api import StreamLink
+
+    line = acme_jsonlines.Line(LinkOptions(), lambda method, args: None, StreamLink(LinkOptions(), reactor, "test"))
     line.makeConnection(StringTransport())
     errors: list[Exception] = []
     line.protocol_error = errors.append  # type: ignore[method-assign]
