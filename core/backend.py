@@ -204,6 +204,20 @@ class Backend(abc.ABC):
             f"backend {self.name!r} offers no raw_frames() hook: the hostile-peer conformance tests need one "
             "(see docs/writing-a-backend.md)")
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        """For the hostile-peer conformance tests: a Deferred of a
+        :class:`workerwire.conformance.raw_frames.RawFrames` on a fresh link to
+        the master at *address* that has not logged in (a network backend:
+        ``workerwire.conformance.raw_frames.dial_raw``).  A backend whose
+        master holds no link before the login declares it in its
+        ``RawFrames.not_applicable`` (key ``"raw_connect"``) and leaves this.
+
+        :raises NotImplementedError: not offered by this backend.
+        """
+        raise NotImplementedError(
+            f"backend {self.name!r} offers no raw_connect() hook: the hostile-peer conformance tests need one "
+            "(see docs/writing-a-backend.md)")
+
     def check_port(self, portStr: str) -> None:
         """Raise :class:`AddressError` unless *portStr* is a listening address
         this backend accepts.  Opens nothing.

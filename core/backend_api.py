@@ -30,6 +30,13 @@ Worker side
     ``login_failed``, ``lost``; helpers: ``start_command``,
     ``set_builder_list``; hook: ``send_transfer``).
 
+Conformance hooks (on :class:`Backend`)
+    ``raw_frames(connector)`` and ``raw_connect(address, reactor)``: the
+    hostile-peer tests' raw frames (:mod:`workerwire.conformance.raw_frames`:
+    a few lines per kind -- ``request``, ``nested_update``, ``login``,
+    ``update``, ``complete``, ``oversized``, ``garbage``; a kind that cannot
+    exist is declared in ``RawFrames.not_applicable``); ``make_interposer``.
+
 Credentials and helpers
     :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`
     (HMAC-SHA256 challenge-response, ready to use); :class:`SendWindow` and

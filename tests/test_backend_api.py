@@ -155,13 +155,16 @@ def test_a_backend_written_for_api_1_0_still_runs_with_deprecation_warnings(tmp_
 
     from workerwire import api_compat
 
-    source = (Path(__file__).resolve().parent.parent / "examples" / "jsonlines" / "acme_jsonlines.py").read_text()
+    source_path = Path(__file__).resolve().parent.parent / "examples" / "jsonlines" / "acme_jsonlines.py"
+    source = source_path.read_text()
     old_names = {new: old for renames in (api_compat.MASTER_HOOKS, api_compat.MASTER_EVENTS,
                                           api_compat.CHANNEL_HOOKS, api_compat.CONNECTOR_HOOKS,
                                           api_compat.CONNECTOR_EVENTS) for old, new in renames.items()}
     legacy = re.sub(r"\b(" + "|".join(old_names) + r")\b", lambda m: old_names[m.group(1)], source)
-    assert "def _remote_print" in legacy and "._on_traffic" in legacy and "def _connect_once" in legacy
+    assert "_remote_print" in legacy and "._on_traffic" in legacy and "def _connect_once" in legacy
     (tmp_path / "acme_legacy.py").write_text(legacy)
+    raw = source_path.parent / "acme_jsonlines_raw.py"  # its frames for the hostile tests (names of neither API)
+    (tmp_path / raw.name).write_text(raw.read_text())
     dist = tmp_path / "acme_legacy-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-legacy\nVersion: 1.0\n")

@@ -493,24 +493,3 @@ async def test_repeated_failures_of_a_host_are_delayed_and_then_not_even_checked
         assert any("wrong password for worker 'w1'" in line for line in refusals)
     finally:
         await h.close()
-
-
-@pytest.mark.parametrize("backend_name", _params())
-@pytest_twisted.ensureDeferred
-async def test_a_large_frame_before_the_login_is_refused_before_it_is_buffered(backend_name: str,
-                                                                               tmp_path: Path) -> None:
-    payload = stuff(backend_name)
-    if payload is None:
-        pytest.fail(f"no frame builder for backend {backend_name!r} in this test: add one to stuff()")
-    h = await _harness(backend_name, tmp_path)
-    try:
-        port = (await h.register("w1", "pw")).getPort()
-        with LogLines() as log:
-            (conn,), _ = await open_raw(port, "127.0.0.2", payload, count=1)
-            await until(lambda: conn.lost.called, "the master to drop the connection", timeout=10)
-        from twisted.logger import formatEvent
-
-        assert any("bytes before logging in" in formatEvent(e) for e in log.events)
-        assert h.listener.login_guard.unauthenticated == 0
-    finally:
-        await h.close()

@@ -23,7 +23,6 @@ from twisted.spread import banana
 
 from workerwire import LinkOptions, load_backend
 from workerwire.conformance import Harness, within
-from workerwire.errors import ConnectionLost
 
 NEGOTIATE = banana.encode(b"pb") + banana.encode([b"version", 6])
 
@@ -184,24 +183,6 @@ async def test_a_large_message_before_the_login_is_refused_early(harness: Harnes
     client.transport.write(NEGOTIATE + banana.encode([b"message", 1, b"root", b"login", 1, [b"list", *big], []]))
     await within(client.lost, harness.reactor, what="the master to drop the connection")
     await within(logged, harness.reactor, what="the logged protocol error")
-
-
-@async_test
-async def test_logged_in_worker_sending_garbage_loses_only_its_link(harness: Harness, log: LogWatch) -> None:
-    good = await harness.start_worker("good", "pw-good")
-    bad = await harness.start_worker("bad", "pw-bad")
-    gone: Deferred[None] = Deferred()
-    bad.conn.notifyOnDisconnect(lambda: gone.callback(None))
-    logged = log.when("pb protocol error from 127.0.0.1:")
-    session = bad.connector._session  # the worker's own link, to misbehave on it
-    assert session is not None
-    session.broker.transport.write(b"\x05\xff garbage")
-    await within(gone, harness.reactor, what="the master to drop the misbehaving worker")
-    await within(logged, harness.reactor, what="the logged protocol error")
-    with pytest.raises(ConnectionLost):
-        await bad.conn.remotePrint("gone")
-    rc = await harness.run(good, "emit", {"updates": [["stdout", "fine\n"], ["rc", 0]]})
-    assert rc.values("stdout") == ["fine\n"]
 
 
 @async_test

@@ -64,6 +64,7 @@ class _Conn:
         self.options = LinkOptions(max_message_size=1024 * 1024)
         self.delivered: list[Any] = []
         self._broker = _Broker()
+        self._unacked = 0  # PBConnection's count of packed update bytes not yet acknowledged
 
     def on_update(self, commandId: str, updates: list[Any]) -> None:
         self.delivered.append((commandId, updates))

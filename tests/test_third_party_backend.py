@@ -47,6 +47,9 @@ class AcmeLoop(Backend):
     def raw_frames(self, connector):
         return self._inner.raw_frames(connector)
 
+    def raw_connect(self, address, reactor):
+        return self._inner.raw_connect(address, reactor)
+
 
 backend = AcmeLoop()
 

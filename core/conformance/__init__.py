@@ -86,7 +86,7 @@ if missing_runner() is None:
     from .relay import LinkInterposer, NoInterposer, TCPRelay
     from .scripted_worker import ScriptedWorker
     from .suite_calls import CallTests
-    from .suite_hostile import HostilePeerTests
+    from .suite_hostile import HostileInputTests, HostilePeerTests
     from .raw_frames import RawFrames  # noqa: F401  (public name)
     from .suite_commands import BackpressureTests, InterruptTests, ScaleTests, StreamingTests
     from .suite_link import DisconnectTests, KeepaliveTests, ShutdownTests
@@ -108,6 +108,7 @@ if missing_runner() is None:
         TransferTests,
         TransferWindowTests,
         HostilePeerTests,
+        HostileInputTests,
     ):
         """Every conformance test; a backend's test class provides ``backend_name``."""
 

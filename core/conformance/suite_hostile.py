@@ -1,24 +1,39 @@
-"""A worker with valid credentials that misbehaves: floods without reading,
-sends huge ids to be echoed, nests values too deep.
+"""Hostile peers, on every backend.
 
-These tests drive the backend's :meth:`~workerwire.backend.Backend.raw_frames`
-hook (:mod:`workerwire.conformance.raw_frames`): a logged-in worker link whose
-further bytes the test writes by hand.  A backend without the hook fails them.
+:class:`HostilePeerTests`: a worker with valid credentials that misbehaves:
+floods without reading, sends huge ids to be echoed, nests values too deep.
+
+:class:`HostileInputTests`: input that breaks the dialect, before and after the
+login: an oversized first frame (the 64 KiB pre-login limit), a peer that never
+logs in (the login timeout), updates and completions of commands that are not
+running (forged ids), messages out of phase (an update before the login, a
+login after it), a worker that overruns the output window, garbage bytes.
+
+Both drive the backend's hooks of :mod:`workerwire.conformance.raw_frames`
+(``Backend.raw_frames``: a logged-in worker link whose further bytes the test
+writes by hand; ``Backend.raw_connect``: a fresh link that has not logged in).
+A backend without them fails these tests; a kind its ``RawFrames`` declares
+impossible (``not_applicable``) is reported as not applicable with the reason.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
-from ..errors import ConnectionLost
-from .harness import TIMEOUT, Harness, RecordingCommand, WorkerHandle, within
-from .raw_frames import RawFrames
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
-__all__ = ["HostilePeerTests", "FLOOD_RSS_BOUND"]
+from ..errors import ConnectionLost
+from ..login_guard import MAX_LOGIN_INPUT
+from .harness import TIMEOUT, Harness, RecordingCommand, WorkerHandle, within
+from .raw_frames import FRESH_LINK, NotApplicable, RawFrames
+
+__all__ = ["HostilePeerTests", "HostileInputTests", "FLOOD_RSS_BOUND", "window_bound"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -173,6 +188,231 @@ class HostilePeerTests:
         assert rc.completions[0] is not None and rc.completions[0].check(ConnectionLost)
         done = await harness.run(good, "stream", {"count": 10})
         assert done.completions == [None], "another worker on the same master must keep running"
+
+
+def window_bound(window: int) -> int:
+    """The most bytes of updates a master may hold unacknowledged from one worker
+    before it must refuse the link: the window, with room for a worker that
+    counts its updates by an estimate of their size (twice the window) and
+    for the one batch it may add beyond it (1 MiB)."""
+    return 2 * window + MiB
+
+
+class _HeldCommand(RecordingCommand):
+    """Holds every update's acknowledgement (its ``remote_update`` Deferred never fires)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Deferred[None]] = []
+        self.payload_bytes = 0
+
+    def remote_update(self, updates: Any) -> object:
+        super().remote_update(updates)
+        self.payload_bytes += sum(len(v) for _, v in updates if isinstance(v, (str, bytes)))
+        d: Deferred[None] = Deferred()
+        self.held.append(d)
+        return d
+
+
+@implementer(ILogObserver)
+class _Log:
+    """Log lines of warnings and errors, from now on (for "a clear error")."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __enter__(self) -> "_Log":
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        globalLogPublisher.removeObserver(self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if level is not None and level.name in ("warn", "error", "critical"):
+            self.lines.append(formatEvent(event) or "")
+
+
+def _applicable(harness: Harness, raw: RawFrames, *kinds: str) -> None:
+    """Reports the test as not applicable when the backend declares one of *kinds* impossible."""
+    for kind in kinds:
+        reason = type(raw).not_applicable.get(kind)
+        if reason is not None:
+            pytest.skip(f"not applicable: backend {harness.backend.name!r} declares (RawFrames.not_applicable"
+                        f"[{kind!r}]): {reason}")
+
+
+class HostileInputTests:
+    """Input that breaks the dialect, before and after the login: the link that
+    sent it is refused (closed, or answered with a protocol error where the
+    peer is logged in), nothing of it reaches the portal or a command, and the
+    master keeps serving its other workers."""
+
+    async def _fresh(self, harness: Harness, *kinds: str) -> RawFrames:
+        """A fresh link to the port of the worker ``good`` (registered first), not logged in."""
+        reg = harness.listener.getRegistration("good") or await harness.register("good", "secret-good")
+        try:
+            raw = await within(harness.backend.raw_connect(reg.getAddress(), harness.reactor), harness.reactor,
+                               what="a raw link to the master")
+        except NotApplicable as e:
+            pytest.skip(f"not applicable: backend {harness.backend.name!r} declares (RawFrames.not_applicable"
+                        f"[{FRESH_LINK!r}]): {e}")
+        _applicable(harness, raw, *kinds)
+        return raw
+
+    async def _still_serving(self, harness: Harness, *workers: WorkerHandle) -> None:
+        """Every worker in *workers* runs a command, and a new worker logs in."""
+        for w in workers:
+            rc = await harness.run(w, "emit", {"updates": [["stdout", f"{w.name} still here"]]})
+            assert rc.values("stdout") == [f"{w.name} still here"] and rc.completions == [None]
+        late = await harness.start_worker()
+        assert late.conn.isConnected
+
+    async def _closed_before_login(self, harness: Harness, raw: RawFrames, data: bytes, what: str) -> None:
+        good = await harness.start_worker("good")
+        offers = len(harness.master.offers)
+        guard = getattr(harness.listener, "login_guard", None)  # core's, on a BaseListener
+        checked = {} if guard is None else dict(guard.stats)
+        with _Log() as log:
+            raw.write(data)
+            await within(raw.closed, harness.reactor, what=f"the master to close a link that sent {what}")
+        assert len(harness.master.offers) == offers, f"{what}: a login reached the master"
+        if guard is not None:
+            for count in ("refused", "throttled", "delayed"):
+                assert guard.stats[count] == checked.get(count, 0), f"{what}: credentials reached the portal ({count})"
+        assert log.lines, f"{what}: the master closed the link without saying why"
+        if guard is not None:
+            await within(_until(lambda: guard.unauthenticated == 0, harness.reactor), harness.reactor,
+                         what=f"the login guard to forget the link that sent {what}")
+        await self._still_serving(harness, good)
+
+    @async_test
+    async def test_an_oversized_first_frame_closes_the_link_before_the_login(self, harness: Harness) -> None:
+        raw = await self._fresh(harness, "oversized")
+        # More than the limit, sent at once: the master must not wait for the end of the frame.
+        await self._closed_before_login(harness, raw, raw.oversized(MAX_LOGIN_INPUT + 64 * KiB),
+                                        f"a first frame over the pre-login limit of {MAX_LOGIN_INPUT} bytes")
+
+    @async_test
+    async def test_garbage_before_the_login_closes_the_link(self, harness: Harness) -> None:
+        raw = await self._fresh(harness, "garbage")
+        await self._closed_before_login(harness, raw, raw.garbage(512), "garbage before the login")
+
+    @async_test
+    async def test_an_update_before_the_login_closes_the_link(self, harness: Harness) -> None:
+        raw = await self._fresh(harness, "update")
+        await self._closed_before_login(harness, raw, raw.update("c1", 100), "an update before the login")
+
+    @async_test
+    async def test_a_peer_that_never_logs_in_is_closed_after_the_login_timeout(self, harness: Harness) -> None:
+        login_timeout = 1.0
+        harness.use_options(harness.options.with_(login_timeout=login_timeout))
+        good = await harness.start_worker("good")
+        started = harness.reactor.seconds()
+        raw = await self._fresh(harness)
+        await within(raw.closed, harness.reactor, what="the login timeout to close a silent peer")
+        waited = harness.reactor.seconds() - started
+        assert waited >= 0.9 * login_timeout, f"closed after {waited:.2f} s, before the login timeout"
+        assert len(harness.master.offers) == 1
+        await self._still_serving(harness, good)
+
+    async def _two_running(self, harness: Harness) -> tuple[WorkerHandle, RecordingCommand, WorkerHandle,
+                                                            RecordingCommand, RawFrames]:
+        """``good`` and ``rogue`` each with a command running (``g1``, ``r1``); the rogue's link taken over."""
+        good = await harness.start_worker("good", builders=["b1", "b2"])
+        rogue = await harness.start_worker("rogue", builders=["b1", "b2"],
+                                           worker_options=harness.options.with_(keepalive_interval=None))
+        commands = []
+        for w, cid in ((good, "g1"), (rogue, "r1")):  # on b2: b1 stays free for _still_serving
+            rc = RecordingCommand()
+            await within(w.conn.remoteStartCommand(rc, "b2", cid, "hang", {}), harness.reactor,
+                         what="the worker to accept the command")
+            commands.append(rc)
+        return good, commands[0], rogue, commands[1], harness.backend.raw_frames(rogue.connector)
+
+    async def _answered_or_closed(self, harness: Harness, rogue: WorkerHandle, raw: RawFrames, what: str) -> bool:
+        """Writes a request about a sentinel after what the test wrote; True once it
+        was answered (answers come in order), False if the link closed instead."""
+        gone = disconnected(rogue.conn)
+        sentinel = "sentinel-after-" + what.replace(" ", "-")
+        raw.write(raw.request(sentinel))
+        answered = _until(lambda: sentinel.encode() in raw.tail or gone.called, harness.reactor)
+        await within(answered, harness.reactor, what=f"the master to answer or close after {what}")
+        return not gone.called
+
+    @async_test
+    async def test_updates_and_completions_of_commands_not_running_are_refused(self, harness: Harness) -> None:
+        good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
+        _applicable(harness, raw, "update", "complete")
+        # The other worker's running command, and ids never used.
+        for forged in ("g1", "forged-1"):
+            raw.write(raw.update(forged, 100))
+            raw.write(raw.complete(forged))
+        open_ = await self._answered_or_closed(harness, rogue, raw, "forged command ids")
+        if open_:
+            assert raw.tail.count(b"ProtocolError") >= 4, (
+                f"forged updates and completions were not refused as protocol errors: {raw.tail[-2000:]!r}")
+            assert rogue.conn.isConnected and not rc_rogue.done.called, "the rogue's own command was touched"
+        assert rc_rogue.updates == [] and rc_good.updates == [], "a forged update reached a command"
+        assert not rc_good.done.called, "a forged completion ended another worker's command"
+        await self._still_serving(harness, good)
+
+    @async_test
+    async def test_a_login_after_the_login_is_refused(self, harness: Harness) -> None:
+        good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
+        _applicable(harness, raw, "login")
+        offers = len(harness.master.offers)
+        raw.write(raw.login(rogue.name, rogue.password))
+        raw.write(raw.login(good.name, good.password))
+        if await self._answered_or_closed(harness, rogue, raw, "a login after the login"):
+            assert harness.master.connections["rogue"] is rogue.conn and rogue.conn.isConnected, (
+                "a login after the login replaced the worker's connection")
+        assert len(harness.master.offers) == offers, "a second login on a logged-in link reached the master"
+        assert harness.master.connections["good"] is good.conn and good.conn.isConnected
+        assert rc_good.updates == [] and not rc_good.done.called
+        await self._still_serving(harness, good)
+
+    @async_test
+    async def test_a_worker_that_overruns_the_output_window_is_dropped(self, harness: Harness) -> None:
+        window = 64 * KiB
+        harness.use_options(harness.options.with_(output_window=window))
+        good = await harness.start_worker("good")
+        rogue = await harness.start_worker("rogue", worker_options=harness.options.with_(keepalive_interval=None))
+        held = _HeldCommand()
+        await within(rogue.conn.remoteStartCommand(held, "b1", "r1", "hang", {}), harness.reactor,
+                     what="the worker to accept the command")
+        raw = harness.backend.raw_frames(rogue.connector)
+        _applicable(harness, raw, "update")
+        gone = disconnected(rogue.conn)
+        piece = window // 2
+        total = 0
+        while total <= 2 * window_bound(window) and not gone.called:  # far beyond what the master may take
+            raw.write(raw.update("r1", piece))
+            total += piece
+            await _until(lambda: raw.unsent() < 4 * piece or gone.called, harness.reactor)
+        await within(gone, harness.reactor, what=f"the master to drop a worker that sent {total} bytes of updates "
+                                                 f"unacknowledged (window {window})")
+        assert held.payload_bytes <= window_bound(window) + piece, (
+            f"the master took {held.payload_bytes} bytes of unacknowledged updates (window {window}, "
+            f"bound {window_bound(window)})")
+        await within(held.done, harness.reactor, what="the command to end with the link")
+        assert held.completions[0] is not None and held.completions[0].check(ConnectionLost)
+        await self._still_serving(harness, good)
+
+    @async_test
+    async def test_garbage_after_the_login_closes_only_that_link(self, harness: Harness) -> None:
+        good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
+        _applicable(harness, raw, "garbage")
+        gone = disconnected(rogue.conn)
+        with _Log() as log:
+            raw.write(raw.garbage(512))
+            await within(gone, harness.reactor, what="the master to drop a worker that sent garbage")
+        assert log.lines, "the master closed the link without saying why"
+        await within(rc_rogue.done, harness.reactor, what="the rogue's command to end with the link")
+        assert rc_rogue.completions[0] is not None and rc_rogue.completions[0].check(ConnectionLost)
+        assert not rc_good.done.called and good.conn.isConnected
+        await self._still_serving(harness, good)
 
 
 def _until(predicate: Any, reactor: Any, interval: float = 0.01) -> Deferred[None]:

@@ -1,78 +1,44 @@
-"""A minimal reference backend: one JSON object per line over TCP (backend API 1).
-
-It is written as a third party would write one, against ``workerwire.backend_api``
-only, and passes the whole conformance suite.  Core does the plumbing (ports,
-the login sequence and its guard, credentials, the login attempt and its
-timeout, reconnecting, keepalive, the ``Connection`` contract, flow control);
-this module is the framing, the encoding and the mapping of messages to
-core's events.
-
-Wire (both directions), one JSON object per line::
-
-    {"call": ID, "method": NAME, "args": B64}   ->   {"answer": ID, "result": B64}
-                                                or   {"error": ID, "type": NAME, "message": TEXT}
-
-``B64`` is base64 of the MessagePack encoding of the value (``workerwire.values``:
-JSON alone cannot carry bytes).  A worker calls ``hello`` (answer: a challenge),
-then ``login(name, HMAC-SHA256(password, challenge))``; after that the master
-calls ``print``, ``getWorkerInfo``, ``setBuilderList``, ``startBuild``,
-``startCommand``, ``interruptCommand``, ``shutdown`` and ``ping``, and the worker
-calls ``update(id, [[key, value], ...])``, ``complete(id, error|null)``,
-``keepalive``, ``shutdown`` and ``transfer(id, handle, method, args)`` (file
-transfer handles travel as ``{key: [handle, kind]}`` after ``startCommand``'s args).  Install it with the entry point
-``acme-jsonlines = acme_jsonlines:backend`` in ``workerwire.backends``.
+"""A minimal reference backend, written against ``workerwire.backend_api`` only: one flat JSON object per
+line over TCP, both ways ``{"call": ID, "method": NAME, "args": B64}`` answered by ``{"answer": ID, "result":
+B64}`` or ``{"error": ID, "type": NAME, "message": TEXT}`` (B64: base64 of the ``workerwire.values`` encoding).
+The worker calls ``hello`` (-> challenge), ``login(name, HMAC-SHA256(password, challenge))``, then ``update``,
+``complete``, ``keepalive``, ``shutdown``, ``transfer``; the master calls the contract's methods and ``ping``.
+Entry point: ``acme-jsonlines = acme_jsonlines:backend``; the hostile-peer tests' frames: ``acme_jsonlines_raw``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from workerwire.backend_api import (
-    Backend,
-    BaseCommandChannel,
-    BaseConnection,
-    BaseListener,
-    BaseWorkerConnector,
-    ChallengeResponse,
-    CloseAtOnce,
-    LinkOptions,
-    OpenPort,
-    StreamLink,
-    WorkerLink,
-    WorkerSession,
-    call_bot,
-    describe_peer,
-    login_response,
-    new_challenge,
-    update_pairs,
-)
+from workerwire.backend_api import (Backend, BaseCommandChannel, BaseConnection, BaseListener, BaseWorkerConnector,
+                                   ChallengeResponse, CloseAtOnce, LinkOptions, OpenPort, StreamLink, WorkerLink,
+                                   WorkerSession, call_bot, describe_peer, login_response, new_challenge, update_pairs)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
 from workerwire.transfer import attach_proxies, split_refs
 from workerwire.values import decode, encode
 
-__all__ = ["backend", "JsonLinesBackend"]
+#: JSON strings: a line without them must be one flat object (json.loads recurses: check nesting first).
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 def _pack(value: Any) -> str:
     return base64.b64encode(encode(value)).decode("ascii")
 
 
-def _unpack(text: Any, limit: int) -> Any:
-    if not isinstance(text, str):
-        raise ProtocolError("a value must be a base64 string")
-    return decode(base64.b64decode(text, validate=True), limit)
+def _unpack(text: str, limit: int, framing: int = 0) -> Any:  # a TypeError for a non-string: malformed
+    return decode(base64.b64decode(text, validate=True), limit, framing)
 
 
 class Line(Protocol):
-    """Calls and answers, one JSON object per line; *serve(method, args)* answers
-    the peer's calls (a value or a Deferred of one)."""
+    """Calls and answers; *serve(method, args)* answers the peer's calls (a value or a Deferred of one)."""
 
     def __init__(self, options: LinkOptions, serve: Callable[[str, list[Any]], Any], stream: StreamLink):
         self.options = options
@@ -133,11 +99,14 @@ class Line(Protocol):
     def lineReceived(self, line: bytes) -> None:
         self.on_traffic()
         try:
-            msg = json.loads(line)
-            if "call" in msg:
-                self._dispatch(int(msg["call"]), str(msg["method"]), _unpack(msg["args"], self.options.max_message_size))
+            rest = _STRINGS.sub(b"", line)
+            if rest.count(b"{") + rest.count(b"[") > 1:
+                raise ProtocolError("a message must be one JSON object of strings and numbers, nested in nothing")
+            msg, limit = json.loads(line), self.options.max_message_size
+            if "call" in msg:  # values count their nesting from themselves, not from [id, [[key, value]]]
+                self._dispatch(int(msg["call"]), str(msg["method"]), _unpack(msg["args"], limit, 3))
             elif "answer" in msg:
-                self._resolve(msg["answer"]).callback(_unpack(msg["result"], self.options.max_message_size))
+                self._resolve(msg["answer"]).callback(_unpack(msg["result"], limit))
             else:
                 self._resolve(msg["error"]).errback(error_from_wire(str(msg["type"]), str(msg["message"])))
         except Exception as e:
@@ -182,50 +151,44 @@ class Line(Protocol):
         self.on_lost(self.stream.drop_reason or (reason.getErrorMessage() if reason is not None else "connection closed"))
 
 
-# -- master side ------------------------------------------------------------------------------
+def _forward(method: str) -> Any:
+    return lambda self, *args: self.line.call(method, *args)
 
 
 class JsonConnection(BaseConnection):
     def __init__(self, listener: "JsonListener", name: str, line: Line):
         super().__init__(listener.master, name, listener.backendName, listener.options, listener.reactor)
         self.line = line
+        self.unacked = 0  # bytes of updates whose acknowledgement is held
 
     def get_peer(self) -> str:
         return describe_peer(self.line.transport)
 
-    def call_print(self, message: str) -> Deferred[Any]:
-        return self.line.call("print", message)
-
-    def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
-        return self.line.call("getWorkerInfo")
-
-    def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
-        return self.line.call("setBuilderList", builders)
-
-    def call_start_build(self, builderName: str) -> Deferred[Any]:
-        return self.line.call("startBuild", builderName)
+    call_print, call_get_worker_info = _forward("print"), _forward("getWorkerInfo")
+    call_set_builder_list, call_start_build = _forward("setBuilderList"), _forward("startBuild")
+    call_interrupt_command, call_shutdown = _forward("interruptCommand"), _forward("shutdown")
+    call_keepalive = _forward("ping")
 
     def call_start_command(self, builderName: str, commandId: str, commandName: str,
-                              args: dict[str, Any]) -> Deferred[Any]:
+                           args: dict[str, Any]) -> Deferred[Any]:
         plain, handles = split_refs(args)
         return self.line.call("startCommand", builderName, commandId, commandName, plain, handles)
-
-    def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
-        return self.line.call("interruptCommand", builderName, commandId, why)
-
-    def call_shutdown(self) -> Deferred[Any]:
-        return self.line.call("shutdown")
-
-    def call_keepalive(self) -> Deferred[Any]:
-        return self.line.call("ping")
 
     def lose_connection(self, abort: bool) -> None:
         self.line.close(abort)
 
     def serve(self, method: str, args: list[Any]) -> Any:
         """The worker's calls, once logged in."""
-        if method == "update":
-            return self.on_update(str(args[0]), update_pairs(args[1]))  # the answer waits for a Deferred
+        if method == "update":  # the answer waits for a Deferred; a window overrun is a protocol error
+            size = approx_size(updates := update_pairs(args[1]))
+            if self.unacked and self.unacked + size > 2 * self.options.output_window + 2**20:
+                self.line.protocol_error(ProtocolError(f"window of {self.options.output_window} bytes overrun"))
+                raise ProtocolError("the worker overran its window")
+            result = self.on_update(str(args[0]), updates)
+            if isinstance(result, Deferred):
+                self.unacked += size
+                result.addBoth(lambda r: setattr(self, "unacked", self.unacked - size))
+            return result
         if method == "complete":
             self.on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))
         elif method == "keepalive":
@@ -294,9 +257,6 @@ class _MasterLogin:
     def lost(self, reason: str) -> None:
         if self.conn is not None:
             self.conn.on_connection_lost(reason)
-
-
-# -- worker side ------------------------------------------------------------------------------
 
 
 class _Channel(BaseCommandChannel):
@@ -377,6 +337,14 @@ class JsonLinesBackend(Backend):
     api_version = 1
     listener_class = JsonListener
     connector_class = JsonConnector
+
+    def raw_frames(self, connector: Any) -> Any:  # the hostile-peer tests' hooks
+        from acme_jsonlines_raw import JsonRawFrames
+        return JsonRawFrames(connector._session.line)
+
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from acme_jsonlines_raw import JsonRawFrames, dial_raw
+        return ensureDeferred(dial_raw(reactor, address, JsonRawFrames(), self.name))
 
 
 backend = JsonLinesBackend()

@@ -47,5 +47,10 @@ class AMPBackend(Backend):
 
         return AMPRawFrames(connector)
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from .raw_frames import raw_connect
+
+        return raw_connect(address, reactor)
+
 
 backend = AMPBackend()

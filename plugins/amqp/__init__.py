@@ -61,6 +61,11 @@ class AMQPBackend(Backend):
 
         return AMQPRawFrames(connector)
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from .raw_frames import raw_connect
+
+        return raw_connect(address, reactor)
+
     async def make_interposer(self, address: str, reactor: Any) -> Any:
         """A relay in front of the broker for workers dialing *address* (the
         conformance suite's dead-peer tests); see :mod:`workerwire_amqp.interposer`."""

@@ -380,6 +380,8 @@ class AMQPConnection(BaseConnection):
         self.taken_bytes = 0
         self.reported_taken = 0
         self._report_call: Any = None
+        #: Body bytes of updates whose acknowledgement is held (the worker's window).
+        self._unacked = 0
         box.on_seen = self._on_seen
         # What the worker has not taken yet sits in the broker, not here, but it
         # is this link's send queue all the same: bounded like every backend's.
@@ -549,7 +551,7 @@ class AMQPConnection(BaseConnection):
             else:
                 d.errback(Failure(wire.body_error(result)))
         elif kind == wire.UPDATE:
-            self._answer(msg.correlation_id, self._update, value)
+            self._answer(msg.correlation_id, lambda v: self._update(v, len(msg.body)), value)
         elif kind == wire.COMPLETE:
             self._answer(msg.correlation_id, self._complete, value)
         elif kind == wire.KEEPALIVE:
@@ -563,9 +565,22 @@ class AMQPConnection(BaseConnection):
         else:
             raise ProtocolError(f"unknown message kind {kind!r} from the worker")
 
-    def _update(self, value: Any) -> object:
+    def _update(self, value: Any, size: int) -> object:
         command_id, pairs = wire.decode_update(value)
-        return self.on_update(command_id, pairs)
+        window = self.options.output_window  # the worker's; a bound with slack for its batching
+        if self._unacked > 0 and self._unacked + size > 2 * window + 1024 * 1024:
+            why = (f"the worker exceeded the flow-control window: {self._unacked + size} bytes unacknowledged, "
+                   f"window {window}")
+            self._protocol_error(why)
+            raise ProtocolError(why)
+        result = self.on_update(command_id, pairs)
+        if isinstance(result, Deferred):
+            self._unacked += size
+            result.addBoth(self._acked, size)
+        return result
+
+    def _acked(self, _: object, size: int) -> None:
+        self._unacked -= size
 
     def _complete(self, value: Any) -> object:
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):

@@ -57,6 +57,11 @@ class MsgpackBackend(Backend):
 
         return MsgpackRawFrames(connector)
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from .raw_frames import raw_connect
+
+        return raw_connect(address, reactor)
+
     def check_port(self, portStr: str) -> None:
         from twisted.internet import reactor
 

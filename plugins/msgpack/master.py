@@ -326,9 +326,19 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
 
     # -- the login: the HTTP upgrade --------------------------------------------
 
+    #: The upgrade request was parsed and reached onConnect (which logs its own refusals).
+    upgrade_parsed = False
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        if not self.upgrade_parsed:
+            _log.warn("msgpack master: {peer} sent no valid WebSocket upgrade (the login): {reason}; closed",
+                      peer=self.link_peer, reason=reason[:200])
+        super().failHandshake(reason, code, responseHeaders)
+
     # autobahn accepts a Deferred of the answer (its docstring says so) but
     # annotates onConnect with the plain answer only.
     def onConnect(self, request: Any) -> Deferred[Any]:  # type: ignore[override]
+        self.upgrade_parsed = True
         return ensureDeferred(self._login(request))
 
     async def _login(self, request: Any) -> Any:

@@ -37,6 +37,11 @@ class NullBackend(Backend):
 
         return NullRawFrames(connector)
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from .raw_frames import raw_connect
+
+        return raw_connect(address, reactor)
+
     def make_interposer(self, address: str, reactor: Any) -> Any:
         """A blackholable relay to *address*, for the conformance suite's dead-peer tests."""
         from .relay import NullRelay

@@ -12,6 +12,8 @@ from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, error_from_wire, peer_text
+from workerwire.flow import approx_size
+from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.transfer import split_refs
 
 from .network import PipeEnd, network_for
@@ -40,6 +42,13 @@ class NullConnection(BaseConnection):
     def __init__(self, listener: "NullListener", workerName: str, peer: MessagePeer):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._peer = peer
+        #: Bytes of updates whose acknowledgement is held; more than
+        #: ``_window_bound`` is an overrun of the worker's window (a protocol error).
+        self._unacked = 0
+        self._window_bound = 2 * self.options.output_window + 1024 * 1024
+
+    def _acked(self, _: object, size: int) -> None:
+        self._unacked -= size
 
     def get_peer(self) -> str:
         return self._peer.pipe.description
@@ -82,9 +91,18 @@ class NullConnection(BaseConnection):
         if method == "update":
             commandId, updates = args
             # The answer waits for a master that asks to be waited for: backpressure.
-            result = self.on_update(str(commandId), [(str(k), v) for k, v in updates])
+            pairs = [(str(k), v) for k, v in updates]
+            size = approx_size(pairs)
+            if self._unacked > 0 and self._unacked + size > self._window_bound:  # the worker's window overrun
+                why = (f"the worker exceeded the flow-control window: {self._unacked + size} bytes of updates "
+                       f"unacknowledged, window {self.options.output_window}")
+                _log.warn("protocol error from {peer}: {why}; closing the link", peer=self.get_peer(), why=why)
+                self._peer.close(f"protocol error: {why}")
+                raise ProtocolError(why)
+            result = self.on_update(str(commandId), pairs)
             if isinstance(result, Deferred):
-                return result.addBoth(lambda _: None)
+                self._unacked += size
+                return result.addBoth(self._acked, size)
         elif method == "complete":
             commandId, err = args
             self.on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))
@@ -134,7 +152,7 @@ class NullListener(BaseListener):
             if conn is not None:
                 return conn.serve(method, args)
             if method != "login" or state.get("logging_in"):
-                raise ProtocolError(f"{peer_text(method)} before login; log in first")
+                refuse(f"{peer_text(method)} before login; log in first")
             state["logging_in"] = True
             name, password = str(args[0]), str(args[1])
             return self._login(entry, peer, name, password, state, timeout)
@@ -149,8 +167,26 @@ class NullListener(BaseListener):
             if state["conn"] is not None:
                 state["conn"].on_traffic()
 
+        def refuse(why: str) -> None:
+            _log.warn("protocol error from {peer}: {why}; closing the link", peer=pipe.description, why=why)
+            pipe.close(f"protocol error: {why}")
+            raise ProtocolError(why)
+
         peer = MessagePeer(pipe, serve, lost, self.options.max_message_size, traffic, self.options, "master",
                            self.login_guard.stats)
+        received, taken = pipe.on_message, [0]
+
+        def before_login(data: bytes) -> None:  # the pre-login input limit, as on a network backend
+            if state["conn"] is None and not pipe.closed:
+                taken[0] += len(data)
+                if taken[0] > MAX_LOGIN_INPUT:
+                    try:
+                        refuse(f"more than {MAX_LOGIN_INPUT} bytes before logging in")
+                    except ProtocolError:
+                        return
+            received(data)
+
+        pipe.on_message = before_login
 
     async def _login_async(self, entry: OpenPort, peer: MessagePeer, name: str, password: str,
                            state: dict[str, Any], timeout: Any) -> None:

@@ -40,5 +40,10 @@ class PBBackend(Backend):
 
         return PBRawFrames(connector)
 
+    def raw_connect(self, address: str, reactor: Any) -> Any:
+        from .raw_frames import raw_connect
+
+        return raw_connect(address, reactor)
+
 
 backend = PBBackend()

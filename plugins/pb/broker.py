@@ -204,6 +204,9 @@ class WireBroker(FastBanana, pb.Broker):
         # The peer may call only what this side gave it (and has not released):
         # anything else is answered with a ProtocolError and reaches nothing.
         if self.localObjectForID(objectID) is None:
+            if self.stream.ticket is not None and not self.logged_in:  # a master's link, before the login
+                self.protocol_error(f"a message to object {_short(objectID)} before logging in")
+                return
             if answerRequired:
                 self._sendFailureOrError(Failure(ProtocolError(
                     f"no object {_short(objectID)} on this link: it was never given to the peer, or was "
