@@ -30,6 +30,7 @@ from .errors import (
     WorkerwireError,
     peer_text,
 )
+from .flow import ReceiveWindow
 from .keepalive import KeepaliveMonitor
 from .master import CommandTarget, Connection, MasterHooks, Subscription, Update
 from .subscriptions import SubscriptionList
@@ -56,6 +57,10 @@ def update_pairs(items: Any, where: str = "an update batch") -> list[Update]:
     return pairs
 
 _log = Logger()
+
+
+#: What :attr:`BaseConnection.receive_window` allows over twice the window (a worker's largest batch).
+RECEIVE_WINDOW_SLACK = 1024 * 1024
 
 
 @dataclass
@@ -97,6 +102,7 @@ class BaseConnection(Connection):
         self._busy_builders: dict[str, str] = {}
         self._keepalive: KeepaliveMonitor | None = None
         self._close_timer: IDelayedCall | None = None
+        self._receive_window: ReceiveWindow | None = None
         self.mind: object = None
         #: Transfer handles of the running commands (see :mod:`workerwire.transfer`).
         self.transfer_handles = HandleTable(options.output_window, f"worker {workerName!r}")
@@ -191,6 +197,20 @@ class BaseConnection(Connection):
             result.addErrback(lambda f: _log.failure(
                 "remote_update of command {cid} on {worker} failed", f, cid=commandId, worker=self.workerName))
         return result
+
+    @property
+    def receive_window(self) -> ReceiveWindow:
+        """The master's end of the worker's output window, for a backend that
+        does not measure it more exactly itself: ``admit(size)`` each update as
+        it arrives (a :class:`ProtocolError` there is an overrun: close the
+        link), then acknowledge when ``hold(size, self.on_update(...))`` says.
+        Its bound is twice ``output_window`` plus 1 MiB (a worker measures its
+        updates its own way and batches up to 1 MiB)."""
+        window = self._receive_window
+        if window is None:  # made on first use: most links never need one
+            w = self.options.output_window
+            window = self._receive_window = ReceiveWindow(2 * w + RECEIVE_WINDOW_SLACK, w)
+        return window
 
     def on_complete(self, commandId: str, error: WorkerwireError | None) -> None:
         """A running command ended (``error`` is ``None`` on success).

@@ -13,6 +13,7 @@ from workerwire import LinkOptions
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.errors import ProtocolError
+from workerwire.flow import ReceiveWindow
 from workerwire.values import encode
 from workerwire_pb import connection
 
@@ -64,7 +65,7 @@ class _Conn:
         self.options = LinkOptions(max_message_size=1024 * 1024)
         self.delivered: list[Any] = []
         self._broker = _Broker()
-        self._unacked = 0  # PBConnection's count of packed update bytes not yet acknowledged
+        self.receive_window = ReceiveWindow(2 * self.options.output_window + 2**20)  # as BaseConnection's
 
     def on_update(self, commandId: str, updates: list[Any]) -> None:
         self.delivered.append((commandId, updates))

@@ -159,7 +159,6 @@ class JsonConnection(BaseConnection):
     def __init__(self, listener: "JsonListener", name: str, line: Line):
         super().__init__(listener.master, name, listener.backendName, listener.options, listener.reactor)
         self.line = line
-        self.unacked = 0  # bytes of updates whose acknowledgement is held
 
     def get_peer(self) -> str:
         return describe_peer(self.line.transport)
@@ -181,13 +180,13 @@ class JsonConnection(BaseConnection):
         """The worker's calls, once logged in."""
         if method == "update":  # the answer waits for a Deferred; a window overrun is a protocol error
             size = approx_size(updates := update_pairs(args[1]))
-            if self.unacked and self.unacked + size > 2 * self.options.output_window + 2**20:
-                self.line.protocol_error(ProtocolError(f"window of {self.options.output_window} bytes overrun"))
-                raise ProtocolError("the worker overran its window")
+            try:
+                self.receive_window.admit(size)
+            except ProtocolError as e:
+                self.line.protocol_error(e)
+                raise
             result = self.on_update(str(args[0]), updates)
-            if isinstance(result, Deferred):
-                self.unacked += size
-                result.addBoth(lambda r: setattr(self, "unacked", self.unacked - size))
+            self.receive_window.hold(size, result)
             return result
         if method == "complete":
             self.on_complete(str(args[0]), None if args[1] is None else error_from_wire(*args[1]))

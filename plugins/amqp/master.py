@@ -380,8 +380,6 @@ class AMQPConnection(BaseConnection):
         self.taken_bytes = 0
         self.reported_taken = 0
         self._report_call: Any = None
-        #: Body bytes of updates whose acknowledgement is held (the worker's window).
-        self._unacked = 0
         box.on_seen = self._on_seen
         # What the worker has not taken yet sits in the broker, not here, but it
         # is this link's send queue all the same: bounded like every backend's.
@@ -567,20 +565,14 @@ class AMQPConnection(BaseConnection):
 
     def _update(self, value: Any, size: int) -> object:
         command_id, pairs = wire.decode_update(value)
-        window = self.options.output_window  # the worker's; a bound with slack for its batching
-        if self._unacked > 0 and self._unacked + size > 2 * window + 1024 * 1024:
-            why = (f"the worker exceeded the flow-control window: {self._unacked + size} bytes unacknowledged, "
-                   f"window {window}")
-            self._protocol_error(why)
-            raise ProtocolError(why)
+        try:
+            self.receive_window.admit(size)
+        except ProtocolError as e:
+            self._protocol_error(str(e))
+            raise
         result = self.on_update(command_id, pairs)
-        if isinstance(result, Deferred):
-            self._unacked += size
-            result.addBoth(self._acked, size)
+        self.receive_window.hold(size, result)
         return result
-
-    def _acked(self, _: object, size: int) -> None:
-        self._unacked -= size
 
     def _complete(self, value: Any) -> object:
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):

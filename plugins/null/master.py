@@ -42,13 +42,6 @@ class NullConnection(BaseConnection):
     def __init__(self, listener: "NullListener", workerName: str, peer: MessagePeer):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._peer = peer
-        #: Bytes of updates whose acknowledgement is held; more than
-        #: ``_window_bound`` is an overrun of the worker's window (a protocol error).
-        self._unacked = 0
-        self._window_bound = 2 * self.options.output_window + 1024 * 1024
-
-    def _acked(self, _: object, size: int) -> None:
-        self._unacked -= size
 
     def get_peer(self) -> str:
         return self._peer.pipe.description
@@ -93,16 +86,15 @@ class NullConnection(BaseConnection):
             # The answer waits for a master that asks to be waited for: backpressure.
             pairs = [(str(k), v) for k, v in updates]
             size = approx_size(pairs)
-            if self._unacked > 0 and self._unacked + size > self._window_bound:  # the worker's window overrun
-                why = (f"the worker exceeded the flow-control window: {self._unacked + size} bytes of updates "
-                       f"unacknowledged, window {self.options.output_window}")
-                _log.warn("protocol error from {peer}: {why}; closing the link", peer=self.get_peer(), why=why)
-                self._peer.close(f"protocol error: {why}")
-                raise ProtocolError(why)
-            result = self.on_update(str(commandId), pairs)
-            if isinstance(result, Deferred):
-                self._unacked += size
-                return result.addBoth(self._acked, size)
+            try:
+                self.receive_window.admit(size)
+            except ProtocolError as e:  # the worker overran its window
+                _log.warn("protocol error from {peer}: {why}; closing the link", peer=self.get_peer(), why=str(e))
+                self._peer.close(f"protocol error: {e}")
+                raise
+            held = self.receive_window.hold(size, self.on_update(str(commandId), pairs))
+            if held is not None:
+                return held.addBoth(lambda _: None)
         elif method == "complete":
             commandId, err = args
             self.on_complete(str(commandId), None if err is None else error_from_wire(str(err[0]), str(err[1])))

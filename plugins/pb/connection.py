@@ -115,16 +115,14 @@ class _CommandRef(Servant):
                 raise
         if batch:
             conn, size = self.conn, sum(len(data) for data in packed)
-            bound = 2 * conn.options.output_window + 1024 * 1024  # a workerwire worker's window, with slack
-            if conn._unacked > 0 and conn._unacked + size > bound:
-                why = (f"the worker exceeded the flow-control window: {conn._unacked + size} bytes of updates "
-                       f"unacknowledged, window {conn.options.output_window}")
-                conn._broker.protocol_error(why)
-                raise ProtocolError(why)
-            pending = conn.on_update(self.commandId, batch)
-            if isinstance(pending, Deferred):
-                conn._unacked += size
-                return pending.addBoth(conn._acked, size)
+            try:
+                conn.receive_window.admit(size)  # a workerwire worker keeps a window
+            except ProtocolError as e:
+                conn._broker.protocol_error(str(e))
+                raise
+            held = conn.receive_window.hold(size, conn.on_update(self.commandId, batch))
+            if held is not None:
+                return held.addBoth(lambda _: None)
         return None
 
     def remote_complete(self, failure: Any = None) -> None:
@@ -189,17 +187,11 @@ class PBConnection(BaseConnection):
         self.builders: dict[str, pb.RemoteReference] = {}
         self._handle_refs: dict[int, _WriterRef] = {}
         self.perspective = _Perspective(self)
-        #: Bytes of packed updates (a workerwire worker's, which keeps a window)
-        #: whose acknowledgement is held.
-        self._unacked = 0
         broker.on_traffic = self.on_traffic
         broker.on_lost = self.on_connection_lost
         broker.stream.worker_name = workerName
         if broker.disconnected:
             self.on_connection_lost(broker.stream.drop_reason or "connection closed during login")
-
-    def _acked(self, _: object, size: int) -> None:
-        self._unacked -= size
 
     def get_peer(self) -> str:
         return self._broker.peer
