@@ -115,3 +115,50 @@ def judge(subjects: list[Subject], s: Summaries, profile: Profile) -> list[Verdi
                                f"RSS growth <= {bound // 1024} MiB (MiB, max over reps)",
                                None if worst is None else worst <= bound))
     return out
+
+
+#: Issue 18's targets for the 10,000-worker storm (:mod:`bench.storm10k`).
+STORM10K_ATTACH_S = 10.0
+STORM10K_RSS_KIB = 8.0
+STORM10K_IDLE_CPU_PCT = 5.0
+STORM10K_REJOIN_S = 60.0
+#: The backends the issue names; the others measured are shown, not judged.
+STORM10K_JUDGED = ("pb", "amp")
+
+
+def judge_storm10k(results: dict[str, Any]) -> list[Verdict]:
+    """Issue 18's targets from :func:`bench.storm10k.run`'s figures: per judged
+    backend, all logged in, all attached within 10 s, <= 8 KiB master RSS per
+    connection, idle master CPU <= 5 % of one core at a 60 s keepalive
+    interval, 0 keepalive deadline misses at 5 s, all back within 60 s of a
+    master restart (from the SIGKILL)."""
+    out: list[Verdict] = []
+    for name, fig in results.get("backends", {}).items():
+        if name not in STORM10K_JUDGED:
+            continue
+        if "error" in fig:
+            out.append(Verdict("storm10k: measured", name, None, None, None, "a complete run", False, fig["error"]))
+            continue
+        att, idle, rst, stress = fig["attach"], fig["idle"], fig["restart"], fig["stress"]
+        n = att["workers"]
+        out.append(Verdict("storm10k: all logged in", name, att["connected"], n, _ratio(att["connected"], n),
+                           f"{n} of {n}", att["connected"] == n))
+        secs = att["seconds"]
+        out.append(Verdict("storm10k: time until all attached", name, secs, None, None,
+                           f"<= {STORM10K_ATTACH_S:g} s", None if secs is None else secs <= STORM10K_ATTACH_S,
+                           "" if secs is not None else "not all attached"))
+        per = att["master_rss_per_conn_kib"]
+        out.append(Verdict("storm10k: master RSS per connection", name, per, None, None,
+                           f"<= {STORM10K_RSS_KIB:g} KiB", None if per is None else per <= STORM10K_RSS_KIB))
+        cpu = idle["master_cpu_pct"]
+        out.append(Verdict(f"storm10k: idle master CPU, keepalive {idle['interval_s']:g} s", name, cpu, None, None,
+                           f"<= {STORM10K_IDLE_CPU_PCT:g} % of one core",
+                           None if cpu is None else cpu <= STORM10K_IDLE_CPU_PCT))
+        out.append(Verdict(f"storm10k: keepalive misses at {stress['interval_s']:g} s", name, stress["misses"],
+                           None, None, "0 (master and workers)", stress["misses"] == 0 and stress["live_at_end"] == n))
+        back = rst["seconds_from_kill"]
+        out.append(Verdict("storm10k: all back after a master restart", name, back, None, None,
+                           f"<= {STORM10K_REJOIN_S:g} s from the SIGKILL",
+                           False if back is None else back <= STORM10K_REJOIN_S,
+                           "" if back is not None else f"{rst['back']} of {n} back within {rst['limit_s']:g} s"))
+    return out
