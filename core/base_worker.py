@@ -427,7 +427,8 @@ class BaseWorkerConnector(WorkerConnector):
             _log.failure("bot.linkLost raised")
         self._disconnect_subs.deliver()
         if self._running:
-            self._schedule(self._next_delay())
+            # Full jitter: a master restart must not bring every worker back at once.
+            self._schedule(self.backoff.delay_after_loss())
         else:
             self._fire_stop_waiters()
 
