@@ -10,7 +10,7 @@ from twisted.logger import Logger
 
 from workerwire import LinkOptions
 
-__all__ = ["raise_open_files_limit", "files_needed"]
+__all__ = ["raise_open_files_limit", "files_needed", "workers_allowed", "open_files_capacity"]
 
 _log = Logger()
 
@@ -45,3 +45,25 @@ def raise_open_files_limit(needed: int) -> int:
             "{hard}) or lower those options, or connections will be refused when it runs out",
             soft=soft, needed=needed, hard=hard)
     return soft
+
+
+def workers_allowed(open_files: int, listener_options: Iterable[LinkOptions]) -> int | None:
+    """Worker connections that fit in *open_files* descriptors beside what
+    :func:`files_needed` counts for the listeners (None: no limit)."""
+    if open_files == resource.RLIM_INFINITY:
+        return None
+    return max(0, open_files - _SPARE - sum(o.max_unauthenticated + o.max_waiting_logins for o in listener_options))
+
+
+def open_files_capacity(workers: int, listener_options: Iterable[LinkOptions]) -> dict[str, int | None]:
+    """Raise the limit (:func:`raise_open_files_limit`) and say in one log
+    line how many workers it allows; returns ``open_files_limit`` and
+    ``workers_allowed`` (None: unlimited) for ``workerwire status``."""
+    options = list(listener_options)
+    soft = raise_open_files_limit(files_needed(workers, options))
+    allowed = workers_allowed(soft, options)
+    limit = None if soft == resource.RLIM_INFINITY else soft
+    _log.info("open-files limit {limit}: room for {allowed} worker connections ({workers} configured)",
+              limit="unlimited" if limit is None else limit, allowed="any number of" if allowed is None else allowed,
+              workers=workers)
+    return {"open_files_limit": limit, "workers_allowed": allowed}

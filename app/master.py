@@ -47,7 +47,7 @@ from .asyncutil import TimedOut, wait_for
 from .config import ConfigError, ConfigErrors, JobConfig, MasterConfig, ProtocolConfig, WorkerConfig, load_config
 from .events import EventLog
 from .job_log import open_job_log
-from .limits import files_needed, raise_open_files_limit
+from .limits import open_files_capacity
 from .metrics import MasterMetrics, refusal_kind, serve_metrics
 from .remote_command import RemoteCommand, failure_dict
 
@@ -104,6 +104,8 @@ class Master:
         self._observing: Any = None
         self._metrics_port: Any = None
         self._control: Any = None
+        #: The open-files limit and how many workers it allows (set by start()).
+        self.open_files: dict[str, int | None] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -113,8 +115,8 @@ class Master:
         :raises ConfigErrors: a port cannot be opened (in use, not permitted);
             everything opened so far is closed again before this raises.
         """
-        raise_open_files_limit(files_needed(len(self.config.workers),
-                                            [p.options for p in self.config.protocols.values()]))
+        self.open_files = open_files_capacity(len(self.config.workers),
+                                              [p.options for p in self.config.protocols.values()])
         for proto in self.config.protocols.values():
             self._listeners[proto.name] = proto.backend.create_listener(self, proto.options, self.reactor)
         try:
@@ -742,7 +744,8 @@ class Master:
                              keepalive_rtt=self._rtt.get(conn))
             entry["running"] = sorted(self._running.get(name, {}).values(), key=lambda c: c["started"])
             workers.append(entry)
-        return {"config": self.config.path, "protocols": self.addresses(), "workers": workers}
+        return {"config": self.config.path, "protocols": self.addresses(), "workers": workers,
+                "open_files": self.open_files}
 
     def _connection_counts(self) -> dict[str, int]:
         counts = {name: 0 for name in self.config.protocols}
