@@ -304,10 +304,14 @@ def _restart(rnd: _Round, address: str, rejoin_limit: float) -> dict[str, Any]:
 def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": backend}
     say = lambda msg: log.write(f"storm10k {backend}: {msg}\n") or log.flush()  # noqa: E731
-    rnd = _Round(backend, opts.workers, opts.clients, opts.interval, opts.timeout, until, log)
+    rnd = _Round(backend, opts.workers, opts.clients, opts.interval, opts.timeout, until, log, opts.tracemalloc)
     try:
         say(f"{opts.workers} workers from {opts.clients} clients, keepalive {opts.interval:g} s")
         out["attach"] = attach = _attach(rnd, opts.attach_deadline)
+        if opts.tracemalloc:  # a diagnosis, not figures: tracemalloc slows and grows the master
+            assert rnd.master is not None
+            out["tracemalloc"] = rnd.master.ask("TRACEMALLOC", until)
+            return out
         say(f"attached {attach['connected']}/{opts.workers} in {attach['seconds']} s, "
             f"{attach['master_rss_per_conn_kib']} KiB/conn")
         window = opts.idle_window if opts.idle_window is not None else opts.interval
@@ -345,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attach-deadline", type=float, default=60.0, help="seconds the clients wait for all logins")
     p.add_argument("--rejoin-limit", type=float, default=120.0, help="seconds to wait for all to rejoin")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="hard limit for the whole run")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="only log in, then show what the master allocated per connection, by source line "
+                   "(a diagnosis: the master runs under tracemalloc)")
     p.add_argument("--json", help="write the figures here (default: print them)")
     return p
 

@@ -136,6 +136,8 @@ def judge_storm10k(results: dict[str, Any]) -> list[Verdict]:
     for name, fig in results.get("backends", {}).items():
         if name not in STORM10K_JUDGED:
             continue
+        if "idle" not in fig and "error" not in fig:
+            continue  # a --tracemalloc diagnosis: nothing to judge
         if "error" in fig:
             out.append(Verdict("storm10k: measured", name, None, None, None, "a complete run", False, fig["error"]))
             continue

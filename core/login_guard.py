@@ -231,6 +231,10 @@ class _HostRecord:
 class LoginTicket:
     """One accepted connection until its login finished (see the module docstring)."""
 
+    # A backend may keep its ticket as long as the connection: no dict each.
+    __slots__ = ("guard", "host", "peer", "_close", "counted", "is_verified", "is_done", "received",
+                 "first_bytes", "_timer", "_held", "on_done")
+
     def __init__(self, guard: "LoginGuard", host: str, peer: str, close: Callable[[], None]):
         self.guard = guard
         self.host = host

@@ -72,6 +72,8 @@ class CommandTarget(Protocol):
 class Subscription(abc.ABC):
     """A handle on a callback registration."""
 
+    __slots__ = ()  # lets a handle kept per connection have no dict (subclasses may still have one)
+
     @abc.abstractmethod
     def unsubscribe(self) -> None:
         """Stop the callback from being called; calling this twice is harmless."""

@@ -14,6 +14,8 @@ _log = Logger()
 
 
 class _Handle(Subscription):
+    __slots__ = ("_owner", "callback")  # several per connection on a master
+
     def __init__(self, owner: "SubscriptionList", callback: Callable[..., object]):
         self._owner = owner
         self.callback = callback
@@ -25,6 +27,8 @@ class _Handle(Subscription):
 class SubscriptionList:
     """Callbacks called in subscription order; one failing callback is logged
     and does not stop the others."""
+
+    __slots__ = ("_handles",)
 
     def __init__(self) -> None:
         self._handles: list[_Handle] = []
