@@ -33,9 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--render", action="store_true",
                    help="measure nothing: rewrite the Markdown page from the results file (e.g. after editing "
                    "bench/findings.py)")
-    p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm,transfer; "
-                   "default all; transfer only in full mode, 256 MiB each way: minutes. --scenarios transfer "
-                   "alone keeps the other figures of the results file and page)")
+    p.add_argument("--scenarios", help="comma-separated scenarios to run (rtt,pipelined,stream,storm,transfer,"
+                   "storm10k; default all but storm10k; transfer only in full mode, 256 MiB each way: minutes; "
+                   "storm10k only when named: 10,000 workers against one master per network backend, ~4 min "
+                   "each (--quick: 2,000, --smoke: 200). --scenarios transfer or storm10k alone keeps the other "
+                   "figures of the results file and page)")
     p.add_argument("--profile", metavar="DIR", help="run every bench process under cProfile, stats into DIR "
                    "(slows everything: for finding hot paths, not for figures)")
     p.add_argument("--json", help="results file (default: bench/results.json; with --profile: in DIR)")
@@ -49,7 +51,7 @@ def _log(msg: str) -> None:
 
 
 def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any]], command: str,
-        want_transfer: bool = False) -> dict[str, Any]:
+        want_transfer: bool = False, storm10k_backends: list[str] | None = None) -> dict[str, Any]:
     t_start = time.monotonic()
     machine = machine_info()
     runs: dict[str, list[dict[str, Any]]] = {s.id: [] for s in subjects}
@@ -76,6 +78,7 @@ def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any
             if subject.storm:
                 one(subject, ["storm"], rep)
     transfer = _transfer(profile) if want_transfer else None
+    storm10k = _storm10k(profile, storm10k_backends) if storm10k_backends is not None else None
     summaries = {s.id: aggregate(runs[s.id]) for s in subjects}
     verdicts = judge(subjects, summaries, profile)
     return {
@@ -92,6 +95,7 @@ def run(profile: Profile, subjects: list[Subject], installed: list[dict[str, Any
         },
         "targets": [v.as_dict() for v in verdicts],
         **({"transfer": transfer} if transfer is not None else {}),
+        **({"storm10k": storm10k} if storm10k is not None else {}),
     }
 
 
@@ -148,6 +152,44 @@ def _broker_for(subjects: list[Subject]) -> Iterator[None]:
         broker.stop()
 
 
+#: ``python -m bench.storm10k`` arguments per mode (full: its defaults, 10,000 workers from 4 clients).
+STORM10K_ARGS = {
+    "full": [],
+    "quick": ["--workers", "2000", "--clients", "2", "--idle-window", "10", "--stress-window", "10"],
+    "smoke": ["--workers", "200", "--clients", "2", "--idle-window", "2", "--stress-interval", "1",
+              "--stress-timeout", "1", "--stress-window", "3", "--max-seconds", "300"],
+}
+
+
+def _storm10k(profile: Profile, backends: list[str]) -> dict[str, Any]:
+    """The ``storm10k`` scenario: ``python -m bench.storm10k`` in its own
+    process (it runs its own master and client processes), its figures, or
+    ``{"error": ...}``."""
+    import subprocess
+    import tempfile
+
+    from .sides.base import child_env
+    from .storm10k import parser
+
+    argv_tail = STORM10K_ARGS[profile.name] + ["--backends", ",".join(backends)]
+    limit = parser().parse_args(argv_tail).max_seconds + 120
+    _log(f"  storm10k: python -m bench.storm10k {' '.join(argv_tail)} (up to {limit:.0f} s)")
+    with tempfile.TemporaryDirectory(prefix="workerwire-bench-storm10k-") as tmp:
+        out = os.path.join(tmp, "storm10k.json")
+        argv = [sys.executable, "-m", "bench.storm10k", *argv_tail, "--json", out]
+        try:
+            proc = subprocess.run(argv, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True, timeout=limit, start_new_session=True)
+        except subprocess.TimeoutExpired as e:
+            return {"error": f"python -m bench.storm10k did not finish in {e.timeout:.0f} s"}
+        _log(proc.stderr.rstrip())
+        if not os.path.exists(out):
+            return {"error": f"python -m bench.storm10k exited {proc.returncode}: {proc.stderr[-2000:]}"}
+        with open(out, encoding="utf-8") as f:
+            figures: dict[str, Any] = json.load(f)
+    return figures
+
+
 def _brief(result: dict[str, Any]) -> str:
     parts = []
     if "rtt" in result and "calls_per_s" in result["rtt"]:
@@ -175,6 +217,13 @@ def missing_figures(results: dict[str, Any]) -> list[str]:
     transfer = results.get("transfer")
     if transfer is not None and "error" in transfer:
         missing.append(f"transfer: {transfer['error'][:200]}")
+    storm10k = results.get("storm10k")
+    if storm10k is not None:
+        if "error" in storm10k:
+            missing.append(f"storm10k: {storm10k['error'][:200]}")
+        for name, fig in storm10k.get("backends", {}).items():
+            if "error" in fig:
+                missing.append(f"storm10k {name}: {fig['error'][:200]}")
     for sid, sub in results["subjects"].items():
         in_process = sid == "floor" or sub["baseline"] == "floor"
         wanted = list(sub["scenarios"]) + (["storm"] if sub["storm"] else [])
@@ -190,15 +239,18 @@ def missing_figures(results: dict[str, Any]) -> list[str]:
     return missing
 
 
-def _with_transfer(json_path: str, fresh: dict[str, Any]) -> dict[str, Any]:
-    """The stored results of *json_path* with *fresh*'s transfer figures (or
-    *fresh* itself when nothing is stored)."""
+def _with_sections(json_path: str, fresh: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The stored results of *json_path* with *fresh*'s figures of the
+    sections *keys* (``transfer``, ``storm10k``), or *fresh* itself when
+    nothing is stored."""
     try:
         with open(json_path, encoding="utf-8") as f:
             stored: dict[str, Any] = json.load(f)
     except (OSError, ValueError):
         return fresh
-    stored["transfer"] = fresh["transfer"]
+    for key in keys:
+        if key in fresh:
+            stored[key] = fresh[key]
     return stored
 
 
@@ -216,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.only.split(","))
         subjects = [s for s in subjects if s.id in keep]
     want_transfer = name == "full" and (not args.scenarios or "transfer" in args.scenarios.split(","))
+    want_storm10k = bool(args.scenarios) and "storm10k" in args.scenarios.split(",")
+    storm10k_backends: list[str] | None = None
+    if want_storm10k:
+        from .storm10k import BACKENDS
+
+        storm10k_backends = [b for b in BACKENDS if only_backends is None or b in only_backends]
     if args.scenarios:
         wanted = set(args.scenarios.split(","))
         subjects = [replace(s, scenarios=tuple(x for x in s.scenarios if x in wanted), storm=s.storm and "storm" in wanted)
@@ -244,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[name]
     _log(f"bench: {name} mode, {profile.reps} repetitions; subjects: {', '.join(s.id for s in subjects)}")
     with _broker_for(subjects):
-        if want_transfer and not subjects:  # transfer alone: keep the stored figures of the other scenarios
-            results = _with_transfer(json_path, run(profile, [], installed, command, want_transfer=True))
+        if (want_transfer or want_storm10k) and not subjects:  # alone: keep the stored figures of the others
+            results = _with_sections(json_path, run(profile, [], installed, command, want_transfer,
+                                                    storm10k_backends), ["transfer", "storm10k"])
         else:
-            results = run(profile, subjects, installed, command, want_transfer)
+            results = run(profile, subjects, installed, command, want_transfer, storm10k_backends)
     for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (page_path, markdown(results))):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

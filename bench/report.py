@@ -144,6 +144,10 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_cell(g('master_rss_per_conn_kib'), 1)} |")
     if "transfer" in results:
         lines += _transfer_section(results["transfer"])
+    if "storm10k" in results:
+        from .storm10k_report import storm10k_section
+
+        lines += storm10k_section(results["storm10k"])
     lines += ["", "## Subjects", ""]
     for sid in order:
         sub = subjects[sid]
