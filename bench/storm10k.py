@@ -255,7 +255,8 @@ def _attach(rnd: _Round, attach_deadline: float) -> dict[str, Any]:
     connected = sum(d["connected"] for d in done)
     out: dict[str, Any] = {
         "workers": rnd.workers, "clients": len(rnd.clients), "client_connected": connected,
-        "connected": min(connected, m["live"]), "master_live": m["live"],
+        # The master's count: a client's DONE may come at its deadline, just before its last logins.
+        "connected": m["live"], "master_live": m["live"],
         "seconds": None if attached is None else attached["t_all"] - t_start,
         "master_rss_registered_kib": ready["rss_kib"],
         "master_rss_attached_kib": None if attached is None else attached["rss_kib"],

@@ -152,6 +152,7 @@ def main(argv: list[str]) -> int:
         if line == "stats":
             state.on_connected()
             say("STATS", state.stats())
+            state.ka_max_rtt = 0.0  # the slowest round trip since the last stats
 
     def stop() -> None:
         if reactor.running:

@@ -12,7 +12,8 @@ JSON line each:
 ``ATTACHED {...}``  all WORKERS attached at once (when the last one did, RSS after a ``gc.collect()``);
 ``STATS {...}``     the answer to a ``stats`` line on stdin: live connections, disconnects,
                     keepalive round trips seen by the :mod:`workerwire.observe` hook (answered,
-                    answered later than the timeout, slowest), the login guard's counters;
+                    answered later than the timeout, the slowest since the last ``stats``),
+                    the login guard's counters;
 ``TRACEMALLOC {...}`` the answer to ``tracemalloc`` (with ``--tracemalloc``): the
                     allocations made since READY, by line, per attached connection.
 
@@ -159,6 +160,7 @@ def main(argv: list[str]) -> int:
             say("STATS", {"t": time.monotonic(), "live": master.live, "attached_total": master.attached_total,
                           "lost": master.lost, "ka_answered": master.ka_answered, "ka_late": master.ka_late,
                           "ka_max_rtt": master.ka_max_rtt, "guard": guard_stats(), "rss_kib": rss_kib(None)})
+            master.ka_max_rtt = 0.0  # the slowest round trip since the last stats
         elif line == "tracemalloc" and trace:
             say("TRACEMALLOC", _allocations(state["snapshot"], max(master.live, 1)))
 
