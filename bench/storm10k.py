@@ -262,10 +262,21 @@ def _attach(rnd: _Round, attach_deadline: float) -> dict[str, Any]:
         "master_rss_attached_kib": None if attached is None else attached["rss_kib"],
         "master_rss_per_conn_kib": None if attached is None else
         (attached["rss_kib"] - ready["rss_kib"]) / rnd.workers,
+        # Master CPU from the first attach to the last, as a share of that time: near 100 % means the master
+        # was the limit; far below, the workers were waiting (backoff after being closed at a login cap).
+        "master_cpu_busy_pct": _busy(attached),
         "guard": m["guard"], "attempt_errors": _merge_errors(done),
         "address": ready["address"],
     }
     return out
+
+
+def _busy(attached: dict[str, Any] | None) -> float | None:
+    """The master's CPU time from its first attach to its last, as a % of that time."""
+    if attached is None or not attached.get("first"):
+        return None
+    t_first, cpu_first = attached["first"]
+    return 100 * (attached["cpu_s"] - cpu_first) / max(attached["t_all"] - t_first, 1e-9)
 
 
 def _merge_errors(done: list[dict[str, Any]]) -> dict[str, int]:
@@ -296,6 +307,7 @@ def _restart(rnd: _Round, address: str, rejoin_limit: float) -> dict[str, Any]:
         "seconds_from_kill": None if attached is None else attached["t_all"] - t_kill,
         "seconds_from_ready": None if attached is None else attached["t_all"] - ready["t"],
         "restart_s": ready["t"] - t_kill,  # until the new master listened with every worker registered
+        "master_cpu_busy_pct": _busy(attached),
         "back": m["live"], "workers": rnd.workers, "limit_s": rejoin_limit,
         "guard": m["guard"],
         "worker_links_lost": _sum_clients(clients, "lost"),

@@ -57,6 +57,8 @@ class StormMaster:
         self.lost = 0
         self.t_all: float | None = None
         self.t_last: float | None = None
+        #: monotonic time and process CPU seconds at the first attach.
+        self.first: tuple[float, float] | None = None
         self.on_all: Any = None
         self.ka_answered = 0
         self.ka_late = 0
@@ -67,6 +69,8 @@ class StormMaster:
         self.live += 1
         self.attached_total += 1
         self.t_last = time.monotonic()
+        if self.first is None:
+            self.first = (self.t_last, time.process_time())
         conn.notifyOnDisconnect(self._lost)
         if self.live == self.workers and self.t_all is None:
             self.t_all = self.t_last
@@ -150,7 +154,8 @@ def main(argv: list[str]) -> int:
 
     def on_all() -> None:
         gc.collect()
-        say("ATTACHED", {"workers": workers, "t_all": master.t_all, "rss_kib": rss_kib(None),
+        say("ATTACHED", {"workers": workers, "t_all": master.t_all, "rss_kib": rss_kib(None), "cpu_s": time.process_time(),
+                         "first": master.first,
                          "guard": guard_stats()})
 
     master.on_all = on_all
@@ -179,7 +184,7 @@ def main(argv: list[str]) -> int:
             import tracemalloc
 
             state["snapshot"] = tracemalloc.take_snapshot()
-        say("READY", {"address": address, "t": time.monotonic(), "rss_kib": rss_kib(None)})
+        say("READY", {"address": address, "t": time.monotonic(), "rss_kib": rss_kib(None), "cpu_s": time.process_time()})
 
     def start() -> None:
         from twisted.internet.defer import ensureDeferred

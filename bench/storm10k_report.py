@@ -23,6 +23,11 @@ def _guard(g: dict[str, int] | None) -> str:
     return ", ".join(f"{k} {g.get(k, 0):,}" for k in keys if g.get(k))
 
 
+def _busy(fig: dict[str, Any]) -> str:
+    busy = fig.get("master_cpu_busy_pct")
+    return "" if busy is None else f" (master busy {busy:.0f} %)"
+
+
 def storm10k_section(r: dict[str, Any]) -> list[str]:
     lines = ["", "## 10,000 workers on one master (issue 18)", ""]
     if "error" in r:
@@ -37,7 +42,9 @@ def storm10k_section(r: dict[str, Any]) -> list[str]:
         f"Round 1, keepalive every {st['interval']:g} s (timeout {st['timeout']:g} s): every worker starts its "
         "login at once (the clients' connectors, default options and backoff); *attached* is from the first "
         "client's start to the master's last attach (`time.monotonic()` across processes); RSS per connection "
-        "is the master's VmRSS after all attached minus after the registrations, over the workers; idle CPU is "
+        "is the master's VmRSS after all attached minus after the registrations, over the workers; *master busy* "
+        "is its CPU time from its first attach to its last, over that time (near 100 %: the master was the limit; well below: workers were waiting, "
+        "e.g. in backoff after the login guard closed them at a cap); idle CPU is "
         "the master's user + system time over "
         + (f"{st['idle_window']:g} s" if st.get("idle_window") else "one whole interval (every connection pings "
            "and is pinged once in it)")
@@ -61,10 +68,10 @@ def storm10k_section(r: dict[str, Any]) -> list[str]:
         stress_misses = (f"{s['misses']} ({s['master_late'] + s['master_lost']} / "
                          f"{s['worker_late'] + s['worker_lost']})")
         lines.append(
-            f"| `{name}` | {a['connected']:,} / {a['workers']:,} | {_n(a['seconds'], 2)} | "
+            f"| `{name}` | {a['connected']:,} / {a['workers']:,} | {_n(a['seconds'], 2)}{_busy(a)} | "
             f"{_n(a['master_rss_per_conn_kib'], 2)} | {_n(i['master_cpu_pct'], 2)} | {i['misses']} | "
             f"{_n(s['master_cpu_pct'], 2)} | {stress_misses} | "
-            f"{_n(rs['seconds_from_kill'], 1)} / {_n(rs['seconds_from_ready'], 1)}"
+            f"{_n(rs['seconds_from_kill'], 1)} / {_n(rs['seconds_from_ready'], 1)}{_busy(rs)}"
             + ("" if rs["back"] == rs["workers"] else f" ({rs['back']:,} back)")
             + f" | {_guard(a['guard'])} | {_guard(rs['guard'])} |")
     for name, why in r.get("not_measured", {}).items():
