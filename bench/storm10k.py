@@ -178,6 +178,7 @@ class _Round:
         self.backend, self.workers, self.clients_n = backend, workers, clients
         self.interval, self.timeout, self.until, self.log = interval, timeout, until, log
         self.tracemalloc = tracemalloc
+        self.master_options: list[str] = []
         self.master: _Proc | None = None
         self.clients: list[_Proc] = []
         self.generation = 0
@@ -185,7 +186,8 @@ class _Round:
     def start_master(self, port_str: str) -> dict[str, Any]:
         self.generation += 1
         argv = [sys.executable, "-m", "bench.storm10k_master", self.backend, port_str, str(self.workers),
-                f"{self.interval:g}", f"{self.timeout:g}"] + (["--tracemalloc"] if self.tracemalloc else [])
+                f"{self.interval:g}", f"{self.timeout:g}"] + (["--tracemalloc"] if self.tracemalloc else []) + \
+            [f"--option={o}" for o in self.master_options]
         self.master = _Proc(f"{self.backend} master #{self.generation}", argv)
         return self.master.wait_for("READY", self.until)
 
@@ -318,6 +320,7 @@ def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: A
     out: dict[str, Any] = {"backend": backend}
     say = lambda msg: log.write(f"storm10k {backend}: {msg}\n") or log.flush()  # noqa: E731
     rnd = _Round(backend, opts.workers, opts.clients, opts.interval, opts.timeout, until, log, opts.tracemalloc)
+    rnd.master_options = opts.master_option
     try:
         say(f"{opts.workers} workers from {opts.clients} clients, keepalive {opts.interval:g} s")
         out["attach"] = attach = _attach(rnd, opts.attach_deadline)
@@ -335,6 +338,7 @@ def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: A
     finally:
         rnd.close()
     rnd = _Round(backend, opts.workers, opts.clients, opts.stress_interval, opts.stress_timeout, until, log)
+    rnd.master_options = opts.master_option
     try:
         say(f"stress: keepalive {opts.stress_interval:g} s, timeout {opts.stress_timeout:g} s")
         stress_attach = _attach(rnd, opts.attach_deadline)
@@ -362,6 +366,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attach-deadline", type=float, default=60.0, help="seconds the clients wait for all logins")
     p.add_argument("--rejoin-limit", type=float, default=120.0, help="seconds to wait for all to rejoin")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="hard limit for the whole run")
+    p.add_argument("--master-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a LinkOptions field of the master other than its default (e.g. max_waiting_logins=10000)")
     p.add_argument("--tracemalloc", action="store_true",
                    help="only log in, then show what the master allocated per connection, by source line "
                    "(a diagnosis: the master runs under tracemalloc)")
@@ -374,7 +380,9 @@ def command_line(opts: argparse.Namespace) -> str:
     defaults = parser().parse_args([])
     parts = ["python -m bench.storm10k"]
     for key, value in vars(opts).items():
-        if key != "json" and value != getattr(defaults, key):
+        if key == "master_option":
+            parts += [f"--master-option {o}" for o in value]
+        elif key != "json" and value != getattr(defaults, key):
             parts.append(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float) else
                          f"--{key.replace('_', '-')} {value}")
     return " ".join(parts)

@@ -1,6 +1,8 @@
 """The master process of the 10,000-worker storm (``bench.storm10k``).
 
-``python -m bench.storm10k_master BACKEND PORT_STRING WORKERS INTERVAL TIMEOUT [--tracemalloc]``
+``python -m bench.storm10k_master BACKEND PORT_STRING WORKERS INTERVAL TIMEOUT [--tracemalloc] [--option=NAME=VALUE ...]``
+
+(``--option``: a :class:`~workerwire.LinkOptions` field of the master other than its default.)
 
 Listens with workerwire backend BACKEND on PORT_STRING (``tcp:port=0:...``
 the first time, the same port again after a restart), registers WORKERS
@@ -130,10 +132,12 @@ def main(argv: list[str]) -> int:
 
     reactor: Any = _reactor
     trace = "--tracemalloc" in argv
+    changes = dict(a[len("--option="):].split("=", 1) for a in argv if a.startswith("--option="))
     args = [a for a in argv if not a.startswith("--")]
     backend_name, port_str, workers_s, interval_s, timeout_s = args
     workers, interval, timeout = int(workers_s), float(interval_s), float(timeout_s)
     options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
+    options = options.with_(**{k: type(getattr(options, k))(v) for k, v in changes.items()})
     problem = check_fd_limit(workers, options)
     if problem:
         sys.stderr.write(problem + "\n")
