@@ -224,6 +224,9 @@ def missing_figures(results: dict[str, Any]) -> list[str]:
         for name, fig in storm10k.get("backends", {}).items():
             if "error" in fig:
                 missing.append(f"storm10k {name}: {fig['error'][:200]}")
+            for part in ("idle", "stress"):
+                if "error" in fig.get(part, {}):
+                    missing.append(f"storm10k {name} {part}: {fig[part]['error'][:200]}")
     for sid, sub in results["subjects"].items():
         in_process = sid == "floor" or sub["baseline"] == "floor"
         wanted = list(sub["scenarios"]) + (["storm"] if sub["storm"] else [])

@@ -61,6 +61,10 @@ NOT_MEASURED = {"amqp": "workers connect to the broker; the master holds no sock
                 "null": "in-process: no sockets"}
 
 
+#: Seconds past the clients' deadline the master may still take to attach every worker.
+ATTACH_GRACE = 30.0
+
+
 class StormError(RuntimeError):
     """The storm could not be run or measured (a limit, a process that died, a wait that ran out)."""
 
@@ -248,12 +252,13 @@ def _attach(rnd: _Round, attach_deadline: float) -> dict[str, Any]:
     assert rnd.master is not None
     limit = min(rnd.until, time.monotonic() + attach_deadline + 30)
     done = [c.wait_for("DONE", limit) for c in rnd.clients]
-    try:
-        attached: dict[str, Any] | None = rnd.master.wait_for("ATTACHED", min(rnd.until, time.monotonic() + 10))
+    t_start = min(d["t_start"] for d in done)
+    try:  # the clients gave up waiting at their deadline; their connectors go on trying a while longer
+        attached: dict[str, Any] | None = rnd.master.wait_for(
+            "ATTACHED", min(rnd.until, t_start + attach_deadline + ATTACH_GRACE))
     except StormError:
         attached = None
     m, _ = rnd.stats()
-    t_start = min(d["t_start"] for d in done)
     connected = sum(d["connected"] for d in done)
     out: dict[str, Any] = {
         "workers": rnd.workers, "clients": len(rnd.clients), "client_connected": connected,
@@ -316,8 +321,13 @@ def _restart(rnd: _Round, address: str, rejoin_limit: float) -> dict[str, Any]:
     }
 
 
+def _incomplete(attach: dict[str, Any], opts: argparse.Namespace) -> str:
+    return (f"not measured: only {attach['connected']:,} of {opts.workers:,} workers attached within "
+            f"{opts.attach_deadline + ATTACH_GRACE:g} s (the window would have measured the storm)")
+
+
 def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"backend": backend}
+    out: dict[str, Any] = {"backend": backend, "settings_interval": opts.interval}
     say = lambda msg: log.write(f"storm10k {backend}: {msg}\n") or log.flush()  # noqa: E731
     rnd = _Round(backend, opts.workers, opts.clients, opts.interval, opts.timeout, until, log, opts.tracemalloc)
     rnd.master_options = opts.master_option
@@ -328,11 +338,17 @@ def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: A
             assert rnd.master is not None
             out["tracemalloc"] = rnd.master.ask("TRACEMALLOC", until)
             return out
+        if opts.only_attach:
+            return out
         say(f"attached {attach['connected']}/{opts.workers} in {attach['seconds']} s, "
             f"{attach['master_rss_per_conn_kib']} KiB/conn")
         window = opts.idle_window if opts.idle_window is not None else opts.interval
-        out["idle"] = rnd.window(window)
-        say(f"idle {window:g} s: master CPU {out['idle']['master_cpu_pct']:.2f} %, misses {out['idle']['misses']}")
+        if attach["seconds"] is None:  # a window during the storm would measure the storm, not idling
+            out["idle"] = {"error": _incomplete(attach, opts)}
+        else:
+            out["idle"] = rnd.window(window)
+            say(f"idle {window:g} s: master CPU {out['idle']['master_cpu_pct']:.2f} %, "
+                f"misses {out['idle']['misses']}")
         out["restart"] = _restart(rnd, attach["address"], opts.rejoin_limit)
         say(f"rejoined {out['restart']['back']}/{opts.workers} {out['restart']['seconds_from_kill']} s after the kill")
     finally:
@@ -342,11 +358,14 @@ def measure_backend(backend: str, opts: argparse.Namespace, until: float, log: A
     try:
         say(f"stress: keepalive {opts.stress_interval:g} s, timeout {opts.stress_timeout:g} s")
         stress_attach = _attach(rnd, opts.attach_deadline)
-        out["stress"] = rnd.window(opts.stress_window)
-        out["stress"]["connected"] = stress_attach["connected"]
-        out["stress"]["attach_seconds"] = stress_attach["seconds"]
-        say(f"stress {opts.stress_window:g} s: master CPU {out['stress']['master_cpu_pct']:.2f} %, "
-            f"misses {out['stress']['misses']}")
+        if stress_attach["seconds"] is None:  # a window during the storm would measure the storm
+            out["stress"] = {"error": _incomplete(stress_attach, opts), "interval_s": opts.stress_interval}
+        else:
+            out["stress"] = rnd.window(opts.stress_window)
+            out["stress"]["connected"] = stress_attach["connected"]
+            out["stress"]["attach_seconds"] = stress_attach["seconds"]
+            say(f"stress {opts.stress_window:g} s: master CPU {out['stress']['master_cpu_pct']:.2f} %, "
+                f"misses {out['stress']['misses']}")
     finally:
         rnd.close()
     return out
@@ -368,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=1800.0, help="hard limit for the whole run")
     p.add_argument("--master-option", action="append", default=[], metavar="NAME=VALUE",
                    help="a LinkOptions field of the master other than its default (e.g. max_waiting_logins=10000)")
+    p.add_argument("--only-attach", action="store_true", help="round 1's storm only (a diagnosis)")
     p.add_argument("--tracemalloc", action="store_true",
                    help="only log in, then show what the master allocated per connection, by source line "
                    "(a diagnosis: the master runs under tracemalloc)")

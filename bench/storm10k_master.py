@@ -157,8 +157,9 @@ def main(argv: list[str]) -> int:
         return None if guard is None else dict(guard.stats)
 
     def on_all() -> None:
+        cpu = time.process_time()
         gc.collect()
-        say("ATTACHED", {"workers": workers, "t_all": master.t_all, "rss_kib": rss_kib(None), "cpu_s": time.process_time(),
+        say("ATTACHED", {"workers": workers, "t_all": master.t_all, "rss_kib": rss_kib(None), "cpu_s": cpu,
                          "first": master.first,
                          "guard": guard_stats()})
 

@@ -65,12 +65,12 @@ def storm10k_section(r: dict[str, Any]) -> list[str]:
             lines.append(f"| `{name}` | {f['error']} |" + " |" * 9)
             continue
         a, i, rs, s = f["attach"], f["idle"], f["restart"], f["stress"]
-        stress_misses = (f"{s['misses']} ({s['master_late'] + s['master_lost']} / "
-                         f"{s['worker_late'] + s['worker_lost']})")
+        stress_misses = "—" if "error" in s else (f"{s['misses']} ({s['master_late'] + s['master_lost']} / "
+                                                  f"{s['worker_late'] + s['worker_lost']})")
         lines.append(
             f"| `{name}` | {a['connected']:,} / {a['workers']:,} | {_n(a['seconds'], 2)}{_busy(a)} | "
-            f"{_n(a['master_rss_per_conn_kib'], 2)} | {_n(i['master_cpu_pct'], 2)} | {i['misses']} | "
-            f"{_n(s['master_cpu_pct'], 2)} | {stress_misses} | "
+            f"{_n(a['master_rss_per_conn_kib'], 2)} | {_n(i.get('master_cpu_pct'), 2)} | {i.get('misses', '—')} | "
+            f"{_n(s.get('master_cpu_pct'), 2)} | {stress_misses} | "
             f"{_n(rs['seconds_from_kill'], 1)} / {_n(rs['seconds_from_ready'], 1)}{_busy(rs)}"
             + ("" if rs["back"] == rs["workers"] else f" ({rs['back']:,} back)")
             + f" | {_guard(a['guard'])} | {_guard(rs['guard'])} |")

@@ -137,7 +137,7 @@ def judge_storm10k(results: dict[str, Any]) -> list[Verdict]:
         if name not in STORM10K_JUDGED:
             continue
         if "idle" not in fig and "error" not in fig:
-            continue  # a --tracemalloc diagnosis: nothing to judge
+            continue  # a --tracemalloc / --only-attach diagnosis: nothing to judge
         if "error" in fig:
             out.append(Verdict("storm10k: measured", name, None, None, None, "a complete run", False, fig["error"]))
             continue
@@ -152,12 +152,15 @@ def judge_storm10k(results: dict[str, Any]) -> list[Verdict]:
         per = att["master_rss_per_conn_kib"]
         out.append(Verdict("storm10k: master RSS per connection", name, per, None, None,
                            f"<= {STORM10K_RSS_KIB:g} KiB", None if per is None else per <= STORM10K_RSS_KIB))
-        cpu = idle["master_cpu_pct"]
-        out.append(Verdict(f"storm10k: idle master CPU, keepalive {idle['interval_s']:g} s", name, cpu, None, None,
-                           f"<= {STORM10K_IDLE_CPU_PCT:g} % of one core",
-                           None if cpu is None else cpu <= STORM10K_IDLE_CPU_PCT))
-        out.append(Verdict(f"storm10k: keepalive misses at {stress['interval_s']:g} s", name, stress["misses"],
-                           None, None, "0 (master and workers)", stress["misses"] == 0 and stress["live_at_end"] == n))
+        cpu = idle.get("master_cpu_pct")
+        out.append(Verdict(f"storm10k: idle master CPU, keepalive {fig['settings_interval']:g} s", name, cpu, None,
+                           None, f"<= {STORM10K_IDLE_CPU_PCT:g} % of one core",
+                           None if cpu is None else cpu <= STORM10K_IDLE_CPU_PCT, idle.get("error", "")))
+        misses = stress.get("misses")
+        out.append(Verdict(f"storm10k: keepalive misses at {stress['interval_s']:g} s", name, misses,
+                           None, None, "0 (master and workers)",
+                           None if misses is None else misses == 0 and stress["live_at_end"] == n,
+                           stress.get("error", "")))
         back = rst["seconds_from_kill"]
         out.append(Verdict("storm10k: all back after a master restart", name, back, None, None,
                            f"<= {STORM10K_REJOIN_S:g} s from the SIGKILL",
