@@ -46,7 +46,7 @@ class _Session(WorkerSession):
         return succeed(None)
 
     def close(self, abort: bool = False) -> None:
-        self.connector._session_lost(self, "closed")
+        self.connector.session_lost(self, "closed")
 
 
 class _Bot:
@@ -64,7 +64,7 @@ class _Connector(BaseWorkerConnector):
         super().__init__(_Bot(), "fake", "w", "pw", None, clock, backoff)  # type: ignore[arg-type]
         self.dials: list[float] = []
 
-    def _connect_once(self) -> Deferred[Any]:
+    def connect_once(self) -> Deferred[Any]:
         self.dials.append(self.reactor.seconds())
         return succeed(_Session(self))
 
