@@ -80,7 +80,9 @@ def storm10k_section(r: dict[str, Any]) -> list[str]:
     for v in r.get("targets", []):
         met = "—" if v["met"] is None else ("met" if v["met"] else "**not met**")
         note = f" ({v['note']})" if v.get("note") else ""
-        lines.append(f"| {v['target']} | `{v['subject']}` | {_n(v['measured'], 2)} | {v['needed']} | {met}{note} |")
+        digits = 2 if v["measured"] is not None and abs(v["measured"]) < 100 else 0
+        lines.append(f"| {v['target']} | `{v['subject']}` | {_n(v['measured'], digits)} | {v['needed']} | "
+                     f"{met}{note} |")
     missed = [v for v in r.get("targets", []) if v["met"] is not True]
     if missed:
         lines += ["", f"Why (profiled {PROFILED}):", ""]
