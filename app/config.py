@@ -114,6 +114,24 @@ class ConfigErrors(Exception):
         return "\n".join(str(e) for e in self.errors)
 
 
+def _size_waiting_rooms(protocols: dict[str, "ProtocolConfig"], workers: Mapping[str, "WorkerConfig"],
+                        declared: Mapping[str, Any]) -> dict[str, "ProtocolConfig"]:
+    """A protocol without its own ``max_waiting_logins`` lets every worker
+    registered on it wait for a login slot (at least the default): a fleet that
+    returns at once, e.g. after a master restart, waits its turn instead of being
+    closed at the login caps and backing off.  A waiting connection holds one
+    file descriptor until ``login_timeout``; the open-files limit counts it."""
+    sized = dict(protocols)
+    for name, protocol in protocols.items():
+        table = declared.get(name)
+        if isinstance(table, dict) and "max_waiting_logins" in table:
+            continue
+        fleet = sum(1 for w in workers.values() if name in w.protocols)
+        if fleet > protocol.options.max_waiting_logins:
+            sized[name] = dataclasses.replace(protocol, options=protocol.options.with_(max_waiting_logins=fleet))
+    return sized
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     """One ``[protocols.NAME]`` table: a backend and where it listens."""
@@ -266,6 +284,7 @@ class _Parser:
             for name, worker in list(workers.items()):
                 if job.applies_to(name) and job.builder not in {b for b, _ in worker.builders}:
                     workers[name] = dataclasses.replace(worker, builders=worker.builders + ((job.builder, job.builder),))
+        protocols = _size_waiting_rooms(protocols, workers, declared)
         return MasterConfig(self.path, protocols, workers, tuple(jobs), settings.duplicate_ping_timeout, settings)
 
     def master_table(self, table: Any) -> MasterSettings:

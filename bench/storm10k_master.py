@@ -136,7 +136,9 @@ def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     backend_name, port_str, workers_s, interval_s, timeout_s = args
     workers, interval, timeout = int(workers_s), float(interval_s), float(timeout_s)
-    options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
+    # The waiting room holds the fleet, as `workerwire master` sizes it for a config of this many workers.
+    options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout,
+                          max_waiting_logins=max(LinkOptions().max_waiting_logins, workers))
     options = options.with_(**{k: type(getattr(options, k))(v) for k, v in changes.items()})
     problem = check_fd_limit(workers, options)
     if problem:

@@ -203,3 +203,18 @@ def test_worker_protocols_must_be_enabled(tmp_path: Path) -> None:
     found = errors(tmp_path, GOOD + 'protocols = ["pb-not-enabled"]\n')
     assert found == [f"{tmp_path / 'master.toml'}: workers[0].protocols: 'pb-not-enabled' not enabled in "
                      "[protocols]; valid: enabled protocols: null"]
+
+
+def test_the_login_waiting_room_holds_every_worker_of_a_protocol_unless_set(tmp_path: Path) -> None:
+    """A fleet larger than the default waiting room (1,024) that returns at once
+    waits its turn instead of being closed at the login caps; an explicit
+    ``max_waiting_logins`` is kept as written."""
+    workers = "".join(f'[[workers]]\nname = "w{i}"\npassword = "p"\nprotocols = ["pb"]\n' for i in range(1500))
+    path = tmp_path / "m.toml"
+    path.write_text('[protocols.pb]\nport = "tcp:0"\n[protocols.amp]\nport = "tcp:0"\nmax_waiting_logins = 10\n'
+                    '[protocols.null]\nport = "null:0"\n' + workers +
+                    '[[workers]]\nname = "a"\npassword = "p"\nprotocols = ["amp", "null"]\n')
+    config = load_config(str(path))
+    assert config.protocols["pb"].options.max_waiting_logins == 1500
+    assert config.protocols["amp"].options.max_waiting_logins == 10
+    assert config.protocols["null"].options.max_waiting_logins == 1024
