@@ -136,9 +136,14 @@ def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     backend_name, port_str, workers_s, interval_s, timeout_s = args
     workers, interval, timeout = int(workers_s), float(interval_s), float(timeout_s)
-    # The waiting room holds the fleet, as `workerwire master` sizes it for a config of this many workers.
-    options = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout,
-                          max_waiting_logins=max(LinkOptions().max_waiting_logins, workers))
+    # The waiting room holds the fleet, as `workerwire master` sizes it for a config of this many workers,
+    # as far as the open-files limit leaves room for it beside the workers' own connections.
+    from workerwire_app.limits import files_needed, raise_open_files_limit
+
+    plain = LinkOptions(keepalive_interval=interval, keepalive_timeout=timeout)
+    soft = raise_open_files_limit(files_needed(workers, [plain.with_(max_waiting_logins=workers)]))
+    room = min(workers, soft - files_needed(workers, [plain.with_(max_waiting_logins=0)]))
+    options = plain.with_(max_waiting_logins=max(plain.max_waiting_logins, room))
     options = options.with_(**{k: type(getattr(options, k))(v) for k, v in changes.items()})
     problem = check_fd_limit(workers, options)
     if problem:
