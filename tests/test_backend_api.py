@@ -3,7 +3,6 @@ hooks core owns for every backend."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from conftest import write_distribution
 from workerwire import AddressError, Backend, LinkOptions, load_backend
 from workerwire.conformance import Harness, within
 
@@ -69,12 +69,8 @@ def test_the_base_check_port_names_the_backend(bad: Any) -> None:
 def _install(tmp_path: Any, module: str, source: str) -> dict[str, str]:
     """A third-party distribution registering *module*:backend; the environment
     that has it on the path (a fresh process: stevedore caches entry points)."""
-    (tmp_path / f"{module}.py").write_text(source)
-    dist = tmp_path / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[workerwire.backends]\n{module.replace('_', '-')} = {module}:backend\n")
-    return dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return write_distribution(tmp_path, module, "1.0", {module.replace("_", "-"): f"{module}:backend"},
+                              {module: source})
 
 
 _FUTURE_BACKEND = """
