@@ -158,15 +158,9 @@ def test_a_backend_written_for_api_1_0_still_runs_with_deprecation_warnings(tmp_
                                           api_compat.CONNECTOR_EVENTS) for old, new in renames.items()}
     legacy = re.sub(r"\b(" + "|".join(old_names) + r")\b", lambda m: old_names[m.group(1)], source)
     assert "_remote_print" in legacy and "._on_traffic" in legacy and "def _connect_once" in legacy
-    (tmp_path / "acme_legacy.py").write_text(legacy)
     raw = source_path.parent / "acme_jsonlines_raw.py"  # its frames for the hostile tests (names of neither API)
-    (tmp_path / raw.name).write_text(raw.read_text())
-    dist = tmp_path / "acme_legacy-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-legacy\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[workerwire.backends]\nacme-jsonlines = acme_legacy:backend\n")
-    (dist / "RECORD").write_text("")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = write_distribution(tmp_path, "acme-legacy", "1.0", {"acme-jsonlines": "acme_legacy:backend"},
+                             {"acme_legacy": legacy, raw.stem: raw.read_text()})
     out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "workerwire.conformance",
                           "acme-jsonlines", "-q", "-p", "no:randomly", "-k", "not nested and (remote_ or start_ or updates or interrupt or transfer_utime or transfer_link_lost or pending_call "
                           "or close or shutdown or login)", "-W", "always::DeprecationWarning"],
