@@ -162,10 +162,6 @@ class MessageLink:
     def who(self) -> str:
         return self.link_peer
 
-    def dataReceived(self, data: bytes) -> None:
-        self.link_bytes.received += len(data)
-        super().dataReceived(data)  # type: ignore[misc]
-
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's one way to its transport (frames, pings, the upgrade).
         self.link_bytes.sent += len(data)
@@ -343,6 +339,7 @@ class MessageLink:
     def dataReceived(self, data: bytes) -> None:
         # Once per read (not per message): the peer is alive; and after every
         # message in the read was handled (and answered), the send budget.
+        self.link_bytes.received += len(data)
         self.on_traffic()
         super().dataReceived(data)  # type: ignore[misc]
         if self.budget is not None and not self.closing:
