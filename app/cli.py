@@ -23,6 +23,7 @@ Exit status 2 means a usage or config mistake; the message says which.
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import json
 import os
@@ -30,7 +31,6 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
@@ -40,11 +40,13 @@ from workerwire.tls import add_client_options
 
 from . import __version__
 from .config import ConfigErrors, load_config
+from .control import MAX_RUN_STDIN
 from .control_client import run_command, status_command, worker_command
 from .daemon import LOG_LEVELS, on_signal, run, setup_logging
 from .events import EventLog
 from .exec import DEFAULT_BACKEND, MAX_STDIN, ExecOptions, run_exec
 from .master import Master
+from .stdin import StdinTooLong, read_stdin, should_read
 from .worker_daemon import PasswordSource, WorkerDaemon
 from .worker_runtime import DEFAULT_LOST_LINK_GRACE, WorkerRuntime
 
@@ -125,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print every update as a JSON line instead of the output")
     e.add_argument("--timeout", type=_seconds, metavar="S", help="kill the command after S seconds without output")
     e.add_argument("-n", "--no-stdin", action="store_true",
-                   help="do not read stdin (by default, unless it is a terminal, stdin is read to its end and "
-                        "given to the command)")
+                   help="do not read stdin (by default, unless it is a terminal, stdin is read to its end, at most "
+                        f"{MAX_STDIN // (1024 * 1024)} MiB, and given to the command)")
     logging_option(e, "warn")
     e.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
 
@@ -146,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", metavar="DIR", help="directory relative to the builder's (default: build)")
     r.add_argument("--timeout", type=_seconds, metavar="S", help="kill the command after S seconds without output")
     r.add_argument("--json", action="store_true", help="print every update as a JSON line instead of the output")
+    r.add_argument("-n", "--no-stdin", action="store_true",
+                   help="do not read stdin (by default, unless it is a terminal, stdin is read to its end, at most "
+                        f"{MAX_RUN_STDIN // (1024 * 1024)} MiB, and given to the command)")
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
 
     for what, text in (("disconnect", "close a worker's connection (it reconnects by itself)"),
@@ -336,17 +341,15 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     setup_logging(args.log_level)
     opts = ExecOptions(command=command, backend=args.backend, json=args.json, timeout=args.timeout)
-    read_stdin = not args.no_stdin and not sys.stdin.isatty()
+    wants_stdin = should_read(args.no_stdin)
 
     async def main(reactor: Any) -> int:
-        if read_stdin:
-            # In a thread: a pipe whose writer is slow must not stop the reactor.
-            data = await threads.deferToThread(sys.stdin.buffer.read, MAX_STDIN + 1)
-            if len(data) > MAX_STDIN:
-                print(f"workerwire exec: stdin is longer than {MAX_STDIN} bytes; give the command a file "
-                      "instead (or -n to not read stdin)", file=sys.stderr)
+        if wants_stdin:
+            try:
+                opts.stdin = await read_stdin("workerwire exec", MAX_STDIN)
+            except StdinTooLong as e:
+                print(str(e), file=sys.stderr)
                 return USAGE_ERROR
-            opts.stdin = data
         return await run_exec(reactor, opts)
 
     return run(main)
@@ -393,9 +396,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = _control_socket(args)
     if path is None:
         return USAGE_ERROR
-    req = {"request": "run", "worker": args.worker, "builder": args.builder, "workdir": args.workdir,
-           "timeout": args.timeout, "command": command}
-    return run(lambda reactor: run_command(reactor, path, req, args.json))
+    req: dict[str, Any] = {"request": "run", "worker": args.worker, "builder": args.builder,
+                           "workdir": args.workdir, "timeout": args.timeout, "command": command}
+    wants_stdin = should_read(args.no_stdin)
+
+    async def main(reactor: Any) -> int:
+        if wants_stdin:
+            try:
+                data = await read_stdin("workerwire run", MAX_RUN_STDIN)
+            except StdinTooLong as e:
+                print(str(e), file=sys.stderr)
+                return USAGE_ERROR
+            if data:
+                req["stdin"] = base64.b64encode(data).decode("ascii")
+        return await run_command(reactor, path, req, args.json)
+
+    return run(main)
 
 
 # -- backends -------------------------------------------------------------------------

@@ -15,7 +15,9 @@ answers, then closes the connection (except during ``run``).
 * ``{"request": "disconnect", "worker": NAME}`` and
   ``{"request": "shutdown", "worker": NAME}`` -> ``{"ok": true, "message": ...}``.
 * ``{"request": "run", "worker": NAME, "command": [ARGV...] or "shell string",
-  "builder": B or null, "timeout": S or null, "workdir": W or null}`` ->
+  "builder": B or null, "timeout": S or null, "workdir": W or null,
+  "stdin": BASE64 (optional: the command's stdin, at most
+  :data:`MAX_RUN_STDIN` bytes once decoded)}`` ->
   ``{"started": {"command_id": ..., "worker": ..., "builder": ...}}``, then
   one line per update, ``{"update": KEY, "value": V}`` (a ``bytes`` value,
   such as raw stdout, as ``{"update": KEY, "b64": BASE64}``), and finally
@@ -48,12 +50,18 @@ from .remote_command import failure_dict
 if TYPE_CHECKING:
     from .master import Master
 
-__all__ = ["ControlServer", "encode_update", "MAX_LINE"]
+__all__ = ["ControlServer", "encode_update", "MAX_LINE", "MAX_RUN_STDIN", "MAX_REQUEST"]
 
 _log = Logger()
 
-#: Longest request or answer line, in bytes.
+#: Longest request or answer line, in bytes (a ``run`` request with stdin: see :data:`MAX_REQUEST`).
 MAX_LINE = 1024 * 1024
+#: Most bytes of stdin ``run`` gives the command (Buildbot's ``initial_stdin``:
+#: one value in the start of the command, so it also has to fit in the
+#: link's ``max_message_size``).
+MAX_RUN_STDIN = 16 * 1024 * 1024
+#: Longest request line: a ``run`` with :data:`MAX_RUN_STDIN` bytes of stdin in base64.
+MAX_REQUEST = MAX_LINE + (MAX_RUN_STDIN + 2) // 3 * 4
 
 
 def encode_update(key: str, value: Any) -> dict[str, Any]:
@@ -76,7 +84,7 @@ def _jsonable(value: Any) -> Any:
 @implementer(IPushProducer)
 class _Session(LineOnlyReceiver):
     delimiter = b"\n"
-    MAX_LENGTH = MAX_LINE
+    MAX_LENGTH = MAX_REQUEST
 
     def __init__(self, master: "Master"):
         self.master = master
@@ -118,11 +126,20 @@ class _Session(LineOnlyReceiver):
 
     def fail(self, error: str) -> None:
         self.send({"ok": False, "error": error})
+        self.close()
+
+    def close(self) -> None:
+        """Close once everything sent is written.  This session stops being the
+        transport's producer first: a transport whose producer was ever paused
+        resumes it when its buffer drains, instead of closing (Twisted's
+        ``FileDescriptor.doWrite``), so a ``run`` whose client once read slower
+        than the output came never ended."""
         if self.transport is not None:
+            IConsumer(self.transport).unregisterProducer()
             self.transport.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.fail(f"request longer than {MAX_LINE} bytes")
+        self.fail(f"request longer than {MAX_REQUEST} bytes (a run's stdin: at most {MAX_RUN_STDIN} bytes)")
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -152,8 +169,7 @@ class _Session(LineOnlyReceiver):
             _log.failure("control request {request} failed", request=request.get("request"))
             self.fail(f"the master failed: {e}")
             return
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self.close()
 
     def connectionLost(self, reason: Any = None) -> None:
         interrupt, self.interrupt = self.interrupt, None
@@ -207,6 +223,19 @@ class _Session(LineOnlyReceiver):
                                     or timeout <= 0):
             self.send({"ok": False, "error": f"timeout {timeout!r} is not a positive number of seconds"})
             return
+        stdin = request.get("stdin")
+        if stdin is not None:
+            try:
+                if not isinstance(stdin, str):
+                    raise ValueError(f"a {type(stdin).__name__}")
+                stdin = base64.b64decode(stdin, validate=True)
+            except ValueError as e:
+                self.send({"ok": False, "error": f"stdin is not base64 ({e}); valid: the command's stdin as a "
+                                                "base64 string, or no stdin key"})
+                return
+            if len(stdin) > MAX_RUN_STDIN:
+                self.send({"ok": False, "error": f"stdin is {len(stdin)} bytes; valid: at most {MAX_RUN_STDIN}"})
+                return
         conn = self._connected(request)
         if conn is None:
             return
@@ -223,6 +252,8 @@ class _Session(LineOnlyReceiver):
                 "want_stderr": True, "logEnviron": False, "raw_output": True,
                 # Interrupts and timeouts: SIGTERM first, SIGKILL SIGTERM_GRACE s later (as exec).
                 "sigtermTime": SIGTERM_GRACE}
+        if stdin:
+            args["initial_stdin"] = stdin  # bytes: the shell command writes them as they are
         command_id = self.master.next_command_id("run")
 
         def updates(batch: list[Any]) -> Deferred[None] | None:

@@ -99,8 +99,11 @@ class Master:
         self._rtt: dict[Connection, float] = {}
         #: worker name -> command id -> what status shows of a running command.
         self._running: dict[str, dict[str, dict[str, Any]]] = {}
+        #: (backend, its byte counts) of every listener this master made, the
+        #: replaced ones too: the link byte counters never go down.
+        self._link_totals: list[tuple[str, Any]] = []
         self.metrics = MasterMetrics()
-        self.metrics.watch_state(self._connection_counts, self._guard_stats)
+        self.metrics.watch_state(self._connection_counts, self._guard_stats, self._link_byte_counts)
         self._observing: Any = None
         self._metrics_port: Any = None
         self._control: Any = None
@@ -118,7 +121,7 @@ class Master:
         self.open_files = open_files_capacity(len(self.config.workers),
                                               [p.options for p in self.config.protocols.values()])
         for proto in self.config.protocols.values():
-            self._listeners[proto.name] = proto.backend.create_listener(self, proto.options, self.reactor)
+            self._listeners[proto.name] = self._new_listener(proto)
         try:
             for pname in self.config.protocols:
                 await self._anchor(pname, self.config)
@@ -389,7 +392,7 @@ class Master:
                 replaced.add(pname)
         for pname, proto in new.protocols.items():
             if pname not in self._listeners:
-                self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
+                self._listeners[pname] = self._new_listener(proto)
                 replaced.add(pname)
             try:
                 await self._anchor(pname, new)
@@ -435,6 +438,13 @@ class Master:
                       fields[0] if fields and "=" not in fields[0] else None)
         return wanted is not None and wanted != "0" and wanted == str(reg.getPort())
 
+    def _new_listener(self, proto: ProtocolConfig) -> Any:
+        listener = proto.backend.create_listener(self, proto.options, self.reactor)
+        totals = getattr(listener, "link_totals", None)  # a BaseListener's (workerwire.link_bytes)
+        if totals is not None:
+            self._link_totals.append((getattr(listener, "backendName", proto.backend.name), totals))
+        return listener
+
     async def _replace_listener(self, pname: str, why: str, proto: ProtocolConfig | None) -> None:
         """Stop *pname*'s listener (closing its connections with *why*); start a new one for *proto*."""
         for conn in self._workers.values():
@@ -444,7 +454,7 @@ class Master:
         if listener is not None:
             await listener.stopListening()
         if proto is not None:
-            self._listeners[pname] = proto.backend.create_listener(self, proto.options, self.reactor)
+            self._listeners[pname] = self._new_listener(proto)
 
     def _why_reconnect(self, before: WorkerConfig, after: WorkerConfig, old: MasterConfig,
                        new: MasterConfig, reconfigured: set[str]) -> str | None:
@@ -601,6 +611,12 @@ class Master:
             self._rtt[conn] = rtt
             self.metrics.keepalive_rtt(getattr(owner, "backendName", "?"), rtt)
 
+    def transfer_bytes(self, owner: object, direction: str, size: int) -> None:
+        """A transfer on a connection of this master carried *size* bytes."""
+        name = getattr(owner, "workerName", None)
+        if name is not None and self._workers.get(name) is owner:
+            self.metrics.transfer(direction, size)
+
     def _on_disconnect(self, name: str, conn: Connection) -> None:
         self._attached.discard(conn)
         self._since.pop(conn, None)
@@ -741,11 +757,19 @@ class Master:
             if conn is not None:
                 entry.update(backend=conn.backendName, peer=conn.get_peer(), tls=self.uses_tls(conn.backendName),
                              attached=conn in self._attached, connected_since=self._since.get(conn),
-                             keepalive_rtt=self._rtt.get(conn))
+                             keepalive_rtt=self._rtt.get(conn), **_byte_counts(conn))
             entry["running"] = sorted(self._running.get(name, {}).values(), key=lambda c: c["started"])
             workers.append(entry)
         return {"config": self.config.path, "protocols": self.addresses(), "workers": workers,
                 "open_files": self.open_files}
+
+    def _link_byte_counts(self) -> dict[str, tuple[int, int]]:
+        """Per backend: bytes its links received and sent (closed links included)."""
+        out: dict[str, tuple[int, int]] = {}
+        for backend, totals in self._link_totals:
+            received, sent = out.get(backend, (0, 0))
+            out[backend] = (received + totals.received, sent + totals.sent)
+        return out
 
     def _connection_counts(self) -> dict[str, int]:
         counts = {name: 0 for name in self.config.protocols}
@@ -761,6 +785,17 @@ class Master:
             if guard is not None:
                 out[name] = dict(guard.stats)
         return out
+
+
+def _byte_counts(conn: Connection) -> dict[str, int]:
+    """What ``status`` shows of a connection's bytes: its link's (read and
+    written by the backend, login included; 0 for a backend that does not
+    count) and its file transfers'."""
+    link = getattr(conn, "link_bytes", None)
+    handles = getattr(conn, "transfer_handles", None)
+    return {"bytes_received": getattr(link, "received", 0), "bytes_sent": getattr(link, "sent", 0),
+            "transfer_uploaded": getattr(handles, "uploaded", 0),
+            "transfer_downloaded": getattr(handles, "downloaded", 0)}
 
 
 def _job_changes(old: MasterConfig, new: MasterConfig) -> dict[str, list[str]]:

@@ -26,9 +26,16 @@ Series (all named ``workerwire_*``):
   end), ``workerwire_commands_failed_total{backend,error}`` (ended by an
   error such as ``ConnectionLost``, or refused at start).
 * ``workerwire_command_output_bytes_total{backend,stream}``: stdout/stderr
-  bytes the master received from commands it started (``bytes in`` as the
-  master observes them; link-level byte counts are not observable without a
-  backend hook, see docs/operating.md).
+  bytes the master received from commands it started.
+* ``workerwire_link_received_bytes_total{backend}``,
+  ``workerwire_link_sent_bytes_total{backend}``: bytes the master read from
+  and wrote to its workers' links, framing and logins included (what the
+  backend's protocol sees: plaintext under TLS), read at scrape time from
+  :mod:`workerwire.link_bytes` counters.  A backend that does not count
+  shows 0.
+* ``workerwire_transfer_bytes_total{direction}``: file transfer bytes,
+  ``upload`` (worker to master: writes that succeeded) and ``download``
+  (master to worker: what reads answered).
 """
 
 from __future__ import annotations
@@ -66,9 +73,11 @@ class _StateCollector(Collector):
     """Series read from the master's state at scrape time."""
 
     def __init__(self, connections: Callable[[], dict[str, int]],
-                 guard_stats: Callable[[], dict[str, dict[str, int]]]):
+                 guard_stats: Callable[[], dict[str, dict[str, int]]],
+                 link_bytes: Callable[[], dict[str, tuple[int, int]]]):
         self._connections = connections
         self._guard_stats = guard_stats
+        self._link_bytes = link_bytes
 
     def collect(self) -> Iterable[Any]:
         conns = GaugeMetricFamily("workerwire_connections", "Connected workers", labels=["backend"])
@@ -81,6 +90,15 @@ class _StateCollector(Collector):
             for event, n in sorted(stats.items()):
                 guard.add_metric([backend, event], n)
         yield guard
+        received = CounterMetricFamily("workerwire_link_received_bytes", "Bytes read from workers' links",
+                                       labels=["backend"])
+        sent = CounterMetricFamily("workerwire_link_sent_bytes", "Bytes written to workers' links",
+                                   labels=["backend"])
+        for backend, (n_received, n_sent) in sorted(self._link_bytes().items()):
+            received.add_metric([backend], n_received)
+            sent.add_metric([backend], n_sent)
+        yield received
+        yield sent
 
 
 class MasterMetrics:
@@ -101,11 +119,17 @@ class MasterMetrics:
                               ["backend", "error"], registry=r)
         self.output_bytes = Counter("workerwire_command_output_bytes", "Command output bytes received",
                                     ["backend", "stream"], registry=r)
+        self.transfer_bytes = Counter("workerwire_transfer_bytes", "File transfer bytes by direction",
+                                      ["direction"], registry=r)
+        for direction in ("upload", "download"):
+            self.transfer_bytes.labels(direction)  # both series exist from the start, at 0
 
     def watch_state(self, connections: Callable[[], dict[str, int]],
-                    guard_stats: Callable[[], dict[str, dict[str, int]]]) -> None:
-        """Read these two at every scrape (connections per backend, the guards' counts)."""
-        self.registry.register(_StateCollector(connections, guard_stats))
+                    guard_stats: Callable[[], dict[str, dict[str, int]]],
+                    link_bytes: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """Read these at every scrape: connections per backend, the guards'
+        counts, and (received, sent) link bytes per backend."""
+        self.registry.register(_StateCollector(connections, guard_stats, link_bytes))
 
     def login(self, result: str, backend: str, reason: str) -> None:
         self.logins.labels(backend, result, reason).inc()
@@ -124,6 +148,9 @@ class MasterMetrics:
 
     def output(self, backend: str, stream: str, n: int) -> None:
         self.output_bytes.labels(backend, stream).inc(n)
+
+    def transfer(self, direction: str, n: int) -> None:
+        self.transfer_bytes.labels(direction).inc(n)
 
 
 class MetricsPage(Resource):

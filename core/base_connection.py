@@ -32,6 +32,7 @@ from .errors import (
 )
 from .flow import ReceiveWindow
 from .keepalive import KeepaliveMonitor
+from .link_bytes import LinkBytes
 from .master import CommandTarget, Connection, MasterHooks, Subscription, Update
 from .subscriptions import SubscriptionList
 from .transfer import HandleRef, HandleTable, split_handles
@@ -107,6 +108,11 @@ class BaseConnection(Connection):
         #: Transfer handles of the running commands (see :mod:`workerwire.transfer`).
         self.transfer_handles = HandleTable(options.output_window, f"worker {workerName!r}")
         self.transfer_handles.on_release = self.transfer_handles_released
+        self.transfer_handles.owner = self
+        #: Bytes this link read and wrote, counted by the backend (its
+        #: protocol's counter, login included; zero for a backend that does
+        #: not count: see :mod:`workerwire.link_bytes`).
+        self.link_bytes = LinkBytes()
 
     # -- backend primitives -------------------------------------------------
 

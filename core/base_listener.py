@@ -31,6 +31,7 @@ from .base_connection import BaseConnection
 from .credentials import IWorkerName, WorkerRealm
 from .endpoints import parse_server_port
 from .errors import AddressError, LoginRefused, RegistrationError, WorkerwireError
+from .link_bytes import LinkTotals
 from .login_guard import GENERIC_REFUSAL, BadCredentials, LoginGuard, LoginTicket, refusal_reason
 from .master import Connection, Listener, MasterHooks, Registration
 from .tls import dial_address
@@ -155,6 +156,10 @@ class BaseListener(Listener):
         self._connections: set[BaseConnection] = set()
         #: Login timeout, caps and failed-login delays of this listener's ports.
         self.login_guard = LoginGuard(self.options, self.reactor, self.backendName)
+        #: Bytes read and written by this listener's connections, logged in or
+        #: not (its backend's protocols open a counter each; see
+        #: :mod:`workerwire.link_bytes`).
+        self.link_totals = LinkTotals()
         cls = type(self)
         if cls.build_factory is BaseListener.build_factory and cls._open_port is BaseListener._open_port:
             raise TypeError(f"{cls.__name__} must implement build_factory(entry) (backend API 1), "

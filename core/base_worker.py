@@ -25,6 +25,7 @@ from .backoff import Backoff
 from .errors import ConnectionLost, LoginRefused, ProtocolError, UnknownCommand, WorkerwireError
 from .flow import SendWindow
 from .keepalive import KeepaliveMonitor
+from .link_bytes import LinkBytes
 from .master import Subscription, Update
 from .subscriptions import SubscriptionList
 from .transfer import TransferLink
@@ -382,6 +383,9 @@ class BaseWorkerConnector(WorkerConnector):
         self._close_timer: IDelayedCall | None = None
         self.connections_made = 0
         self.last_error: BaseException | None = None
+        #: Bytes every connection of this connector read and wrote (its
+        #: backend's protocols add to it; see :mod:`workerwire.link_bytes`).
+        self.link_bytes = LinkBytes()
 
     @property
     def password(self) -> str:

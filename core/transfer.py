@@ -48,6 +48,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import observe
 from .errors import ConnectionLost, ProtocolError, UnsupportedValue, WorkerwireError
 
 __all__ = [
@@ -293,6 +294,13 @@ class HandleTable:
         self.peak_in_flight = 0
         #: Called with the released handle ids (a backend frees what it sent for them).
         self.on_release: Callable[[list[int]], None] = lambda ids: None
+        #: The connection these handles belong to (named in
+        #: :func:`workerwire.observe.transfer_bytes` reports).
+        self.owner: object = None
+        #: Bytes written to writer handles (uploads) and answered by reader
+        #: handles (downloads) through this table.
+        self.uploaded = 0
+        self.downloaded = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -377,7 +385,13 @@ class HandleTable:
                     return Failure(ProtocolError(
                         f"the master's reader answered {type(result).__name__} of "
                         f"{len(result) if isinstance(result, bytes) else '?'} bytes to read({call_args[0]})"))
+                if result:
+                    self.downloaded += len(result)
+                    observe.transfer_bytes(self.owner, observe.DOWNLOAD, len(result))
                 return result
+            if size:
+                self.uploaded += size
+                observe.transfer_bytes(self.owner, observe.UPLOAD, size)
             return None
 
         start: Deferred[Any] = succeed(None) if previous is None else _after(previous)

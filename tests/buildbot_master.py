@@ -10,8 +10,17 @@ the build's result, its steps and their logs from the master's database.
 :meth:`BuildbotMaster.stop` sends SIGTERM, then SIGKILL if it lingers.
 
 :class:`WorkerProcess` runs a worker against it: a stock ``buildbot-worker``
-(:meth:`WorkerProcess.stock`) or ``workerwire worker --backend pb``
-(:meth:`WorkerProcess.workerwire`), each a real subprocess.
+(:meth:`WorkerProcess.stock`) or ``workerwire worker`` (:meth:`WorkerProcess.workerwire`,
+``--backend pb`` by default), each a real subprocess.  ``protocol=`` makes the
+master's workers dial another of Buildbot's worker protocols (e.g.
+``msgpack_experimental_v7``) on :attr:`BuildbotMaster.worker_port`; changes
+still arrive over pb on :attr:`BuildbotMaster.pb_port`.
+
+The command lines (:func:`buildbot_argv`, :func:`buildbot_worker_argv`,
+:func:`workerwire_worker_argv`) and :func:`free_port` are shared with the
+Buildbot plugin's harness (``test_buildbot_plugin_harness.py``, which runs its
+master as a daemon with ``buildbot start``/``reconfig``/``stop`` and a probe
+service inside it).
 
 Every wait is bounded and driven by what it waits for (a log line, a row in
 the database), checked from the reactor; nothing blocks it.  Typical use::
@@ -48,7 +57,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.spread import pb
 
 __all__ = ["BuildbotMaster", "Builder", "BuildResult", "StepResult", "WorkerProcess", "HarnessError",
-           "SUCCESS", "WARNINGS", "FAILURE", "SKIPPED", "EXCEPTION", "RETRY", "CANCELLED", "RESULT_NAMES"]
+           "SUCCESS", "WARNINGS", "FAILURE", "SKIPPED", "EXCEPTION", "RETRY", "CANCELLED", "RESULT_NAMES",
+           "free_port", "wait_until", "buildbot_argv", "buildbot_worker_argv", "workerwire_worker_argv"]
 
 # Buildbot's result codes (buildbot.process.results), spelled out so this module needs no buildbot import.
 SUCCESS, WARNINGS, FAILURE, SKIPPED, EXCEPTION, RETRY, CANCELLED = range(7)
@@ -75,6 +85,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def buildbot_argv(*args: str) -> list[str]:
+    """``buildbot ARGS`` run by this interpreter (so its venv's buildbot, whatever is on PATH)."""
+    runner = "import sys; from buildbot.scripts.runner import run; sys.argv[0] = 'buildbot'; run()"
+    return [sys.executable, "-c", runner, *args]
+
+
+def buildbot_worker_argv(*args: str) -> list[str]:
+    """``buildbot-worker ARGS`` run by this interpreter."""
+    runner = "import sys; from buildbot_worker.scripts.runner import run; sys.argv[0] = 'buildbot-worker'; run()"
+    return [sys.executable, "-c", runner, *args]
+
+
+def workerwire_worker_argv(backend: str, port: int, name: str, password_file: Path, basedir: Path,
+                           *extra: str) -> list[str]:
+    """The arguments of ``workerwire worker`` dialling a master on 127.0.0.1:*port*
+    over *backend*, its password in a file (as an operator runs it)."""
+    return ["worker", "--backend", backend, "--master", f"tcp:host=127.0.0.1:port={port}", "--name", name,
+            "--password-file", str(password_file), "--basedir", str(basedir), *extra]
 
 
 def _reactor() -> Any:
@@ -256,15 +286,19 @@ class BuildbotMaster:
     :param workers: worker name -> password.
     :param builders: the builders, each with its own scheduler.
     :param extra_config: Python source appended to ``master.cfg`` (``c`` is the config dict).
+    :param protocol: the Buildbot protocol workers dial (``c['protocols']`` key), on
+        :attr:`worker_port`; changes always come over pb, on :attr:`pb_port`.
     """
 
     def __init__(self, basedir: Path, workers: dict[str, str], builders: Sequence[Builder],
-                 extra_config: str = ""):
+                 extra_config: str = "", protocol: str = "pb"):
         self.basedir = Path(basedir).absolute()
         self.workers = dict(workers)
         self.builders = list(builders)
         self.extra_config = extra_config
-        self.worker_port = free_port()
+        self.protocol = protocol
+        self.pb_port = free_port()
+        self.worker_port = self.pb_port if protocol == "pb" else free_port()
         self.change_password = uuid.uuid4().hex
         self._process: _Process | None = None
         self._transport: Any = None
@@ -300,7 +334,7 @@ class BuildbotMaster:
             c['buildbotNetUsageData'] = None
             c['db'] = {{'db_url': 'sqlite:///state.sqlite'}}
             c['logCompressionMethod'] = 'raw'
-            c['protocols'] = {{'pb': {{'port': 'tcp:{port}:interface=127.0.0.1'}}}}
+            c['protocols'] = {protocols}
             c['workers'] = [
                 {workers}
             ]
@@ -311,8 +345,16 @@ class BuildbotMaster:
             c['builders'] = [
                 {builders}
             ]
-            """).format(port=self.worker_port, workers=workers, user=_CHANGE_USER, password=self.change_password,
-                        schedulers=schedulers, builders=builders) + self.extra_config + "\n"
+            """).format(protocols=repr(self._protocols()), workers=workers, user=_CHANGE_USER,
+                        password=self.change_password, schedulers=schedulers,
+                        builders=builders) + self.extra_config + "\n"
+
+    def _protocols(self) -> dict[str, dict[str, object]]:
+        # Buildbot's pb takes an endpoint string, its msgpack protocol a port number.
+        protocols: dict[str, dict[str, object]] = {"pb": {"port": f"tcp:{self.pb_port}:interface=127.0.0.1"}}
+        if self.protocol != "pb":
+            protocols[self.protocol] = {"port": self.worker_port}
+        return protocols
 
     async def start(self, timeout: float = START_TIMEOUT) -> None:
         """``create-master``, then ``start --nodaemon``; return once the master runs (bounded by *timeout*)."""
@@ -328,9 +370,7 @@ class BuildbotMaster:
         await self.wait_for_log("BuildMaster is running", timeout)
 
     def _buildbot(self, *args: str) -> list[str]:
-        """The ``buildbot`` command line, run by this interpreter (so its venv's buildbot)."""
-        runner = "import sys; from buildbot.scripts.runner import run; sys.argv[0] = 'buildbot'; run()"
-        return [sys.executable, "-c", runner, *args]
+        return buildbot_argv(*args)
 
     def log_text(self) -> str:
         try:
@@ -363,7 +403,7 @@ class BuildbotMaster:
         project is unique (``harness-<random>``)."""
         reactor = _reactor()
         factory = pb.PBClientFactory()
-        reactor.connectTCP("127.0.0.1", self.worker_port, factory)
+        reactor.connectTCP("127.0.0.1", self.pb_port, factory)
         try:
             remote = await factory.login(UsernamePassword(_CHANGE_USER.encode(), self.change_password.encode()))
             await remote.callRemote("addChange", {
@@ -463,24 +503,22 @@ class WorkerProcess:
     @classmethod
     def stock(cls, basedir: Path, port: int, name: str, password: str) -> "WorkerProcess":
         """An unmodified ``buildbot-worker`` (``create-worker``, then ``start --nodaemon``)."""
-        runner = "import sys; from buildbot_worker.scripts.runner import run; sys.argv[0] = 'buildbot-worker'; run()"
-        base = [sys.executable, "-c", runner]
-        return cls("buildbot-worker", basedir, [*base, "start", "--nodaemon", str(Path(basedir).absolute())],
-                   [[*base, "create-worker", "--quiet", str(Path(basedir).absolute()), f"127.0.0.1:{port}", name,
-                     password]])
+        basedir = Path(basedir).absolute()
+        return cls("buildbot-worker", basedir, buildbot_worker_argv("start", "--nodaemon", str(basedir)),
+                   [buildbot_worker_argv("create-worker", "--quiet", str(basedir), f"127.0.0.1:{port}", name,
+                                         password)])
 
     @classmethod
-    def workerwire(cls, basedir: Path, port: int, name: str, password: str) -> "WorkerProcess":
-        """``workerwire worker --backend pb`` (the password in a file, as an operator would)."""
+    def workerwire(cls, basedir: Path, port: int, name: str, password: str, backend: str = "pb",
+                   *extra: str) -> "WorkerProcess":
+        """``workerwire worker --backend BACKEND`` (the password in a file, as an operator would)."""
         basedir = Path(basedir).absolute()
         password_file = basedir.parent / f"{basedir.name}.password"
         password_file.parent.mkdir(parents=True, exist_ok=True)
         password_file.write_text(password + "\n")
         password_file.chmod(0o600)
-        return cls("workerwire", basedir, [
-            sys.executable, "-m", "workerwire_app", "worker", "--backend", "pb",
-            "--master", f"tcp:host=127.0.0.1:port={port}", "--name", name,
-            "--password-file", str(password_file), "--basedir", str(basedir)])
+        return cls("workerwire", basedir, [sys.executable, "-m", "workerwire_app", *workerwire_worker_argv(
+            backend, port, name, password_file, basedir, *extra)])
 
     @property
     def output(self) -> str:

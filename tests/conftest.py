@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 import pytest_twisted
@@ -25,6 +26,30 @@ from workerwire.conformance import Harness
 sys.path.insert(0, os.path.dirname(__file__))
 
 from rabbitmq import URL_ENV, PrivateBroker  # noqa: E402
+
+
+def write_distribution(site: Path, name: str, version: str, backends: Mapping[str, str],
+                       modules: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Install a throwaway distribution into the directory *site*, as pip would
+    lay it out: each of *modules* (module name -> source) as ``site/NAME.py``,
+    and ``NAME-VERSION.dist-info`` with ``METADATA``, ``entry_points.txt``
+    registering *backends* (entry-point name -> ``module:attribute``) in the
+    ``workerwire.backends`` group, and an empty ``RECORD``.
+
+    Returns ``os.environ`` with *site* first on ``PYTHONPATH``: a fresh
+    process run with it finds the distribution (this one does not: stevedore
+    caches entry points).
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in (modules or {}).items():
+        (site / f"{module}.py").write_text(source)
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(
+        "[workerwire.backends]\n" + "".join(f"{entry} = {target}\n" for entry, target in backends.items()))
+    (dist / "RECORD").write_text("")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.fixture(scope="session")

@@ -76,8 +76,11 @@ class CliProcess(ProcessProtocol):
     """One ``workerwire`` child process; output is collected as it arrives."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 name: str = "workerwire", program: list[str] | None = None, keep_stdout: bool = True):
+                 name: str = "workerwire", program: list[str] | None = None, keep_stdout: bool = True,
+                 stdin: bytes = b""):
         self.args = args
+        #: Written to the process's stdin, which is then closed.
+        self.stdin = stdin
         self.keep_stdout = keep_stdout
         #: Bytes received on stdout (kept in :attr:`stdout` only if *keep_stdout*).
         self.stdout_bytes = 0
@@ -95,7 +98,10 @@ class CliProcess(ProcessProtocol):
         argv = self.program + self.args
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         REACTOR.spawnProcess(self, argv[0], argv, env=self.env, path=self.cwd)
-        # An empty stdin, as under a service manager (``workerwire exec`` reads a stdin that is not a terminal).
+        # By default an empty stdin, as under a service manager (``workerwire exec`` and ``run`` read a
+        # stdin that is not a terminal).
+        if self.stdin:
+            self.transport.write(self.stdin)
         self.transport.closeStdin()
         return self
 

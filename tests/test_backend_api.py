@@ -3,7 +3,6 @@ hooks core owns for every backend."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from conftest import write_distribution
 from workerwire import AddressError, Backend, LinkOptions, load_backend
 from workerwire.conformance import Harness, within
 
@@ -69,12 +69,8 @@ def test_the_base_check_port_names_the_backend(bad: Any) -> None:
 def _install(tmp_path: Any, module: str, source: str) -> dict[str, str]:
     """A third-party distribution registering *module*:backend; the environment
     that has it on the path (a fresh process: stevedore caches entry points)."""
-    (tmp_path / f"{module}.py").write_text(source)
-    dist = tmp_path / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[workerwire.backends]\n{module.replace('_', '-')} = {module}:backend\n")
-    return dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return write_distribution(tmp_path, module, "1.0", {module.replace("_", "-"): f"{module}:backend"},
+                              {module: source})
 
 
 _FUTURE_BACKEND = """
@@ -162,15 +158,9 @@ def test_a_backend_written_for_api_1_0_still_runs_with_deprecation_warnings(tmp_
                                           api_compat.CONNECTOR_EVENTS) for old, new in renames.items()}
     legacy = re.sub(r"\b(" + "|".join(old_names) + r")\b", lambda m: old_names[m.group(1)], source)
     assert "_remote_print" in legacy and "._on_traffic" in legacy and "def _connect_once" in legacy
-    (tmp_path / "acme_legacy.py").write_text(legacy)
     raw = source_path.parent / "acme_jsonlines_raw.py"  # its frames for the hostile tests (names of neither API)
-    (tmp_path / raw.name).write_text(raw.read_text())
-    dist = tmp_path / "acme_legacy-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-legacy\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[workerwire.backends]\nacme-jsonlines = acme_legacy:backend\n")
-    (dist / "RECORD").write_text("")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = write_distribution(tmp_path, "acme-legacy", "1.0", {"acme-jsonlines": "acme_legacy:backend"},
+                             {"acme_legacy": legacy, raw.stem: raw.read_text()})
     out = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-m", "workerwire.conformance",
                           "acme-jsonlines", "-q", "-p", "no:randomly", "-k", "not nested and (remote_ or start_ or updates or interrupt or transfer_utime or transfer_link_lost or pending_call "
                           "or close or shutdown or login)", "-W", "always::DeprecationWarning"],

@@ -11,8 +11,10 @@ workers as child processes, for the Buildbot plugin's tests (no tests here).
   ``buildbot-worker`` (Buildbot's own pb) or ``workerwire worker`` (amp, or pb
   through workerwire).
 
-Written locally for this plugin's tests while the shared harness
-(``tests/buildbot_master.py``, branch ``runtime``) was not on main yet.
+The command lines and free ports are the shared harness's
+(``tests/buildbot_master.py``); what is this plugin's own is the master's
+lifecycle as an operator drives it (a daemon: ``start``, ``reconfig``,
+``stop``, a config that may fail ``checkconfig``) and the probe inside it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,19 +32,16 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from buildbot_master import buildbot_argv, buildbot_worker_argv, free_port, workerwire_worker_argv
 from test_app_support import REACTOR, CliProcess, Processes, workerwire_argv
 
+__all__ = ["BuildbotMaster", "ProbeLink", "WorkerSpec", "free_port"]
+
 TESTS_DIR = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 #: Generous: a Buildbot master starts in seconds, but the machine is shared.
 DEADLINE = 90.0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (a master restart needs fixed ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: The programs this harness runs, by name (run by this interpreter: its venv's).
+PROGRAMS = {"buildbot": buildbot_argv(), "buildbot-worker": buildbot_worker_argv()}
 
 
 class _ProbeProtocol(LineReceiver):
@@ -230,7 +227,7 @@ class BuildbotMaster:
 
     async def run(self, program: str, *args: str, timeout: float = DEADLINE) -> CliProcess:
         """Run a command (``buildbot``, ``buildbot-worker``) to its end; fails unless it exits 0."""
-        proc = self.processes.start(list(args), program=[str(BIN / program)], name=f"{program} {args[0]}",
+        proc = self.processes.start(list(args), program=PROGRAMS[program], name=f"{program} {args[0]}",
                                     env=self.env)
         status = await proc.wait_exit(timeout)
         if status != 0:
@@ -252,7 +249,7 @@ class BuildbotMaster:
 
     async def check_config(self) -> CliProcess:
         """``buildbot checkconfig``, whatever its exit status."""
-        proc = self.processes.start(["checkconfig", str(self.basedir)], program=[str(BIN / "buildbot")],
+        proc = self.processes.start(["checkconfig", str(self.basedir)], program=PROGRAMS["buildbot"],
                                     name="buildbot checkconfig", env=self.env)
         await proc.wait_exit(DEADLINE)
         return proc
@@ -290,9 +287,8 @@ class BuildbotMaster:
         pw_file = basedir.parent / f"{spec.name}.password"
         pw_file.write_text(pw, encoding="utf-8")
         proc = self.processes.start(
-            ["worker", "--backend", spec.backend or "", "--master", f"tcp:host=127.0.0.1:port={spec.port}",
-             "--name", spec.name, "--password-file", str(pw_file), "--basedir", str(basedir),
-             "--keepalive-interval", "10"],
+            workerwire_worker_argv(spec.backend or "", spec.port, spec.name, pw_file, basedir,
+                                   "--keepalive-interval", "10"),
             program=workerwire_argv(), name=f"workerwire worker {spec.name}", env=self.env)
         self.worker_procs[spec.name] = proc
         return proc
@@ -303,7 +299,7 @@ class BuildbotMaster:
         if not basedir.exists():
             await self.run("buildbot-worker", "create-worker", "--umask=0o22", str(basedir),
                            f"127.0.0.1:{self.pb_port}", spec.name, spec.password)
-        proc = self.processes.start(["start", "--nodaemon", str(basedir)], program=[str(BIN / "buildbot-worker")],
+        proc = self.processes.start(["start", "--nodaemon", str(basedir)], program=PROGRAMS["buildbot-worker"],
                                     name=f"buildbot-worker {spec.name}", env=self.env)
         self.worker_procs[spec.name] = proc
         return proc

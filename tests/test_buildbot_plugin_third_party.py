@@ -9,14 +9,13 @@ as a third party building on workerwire might.
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 from typing import AsyncIterator
 
 import pytest_twisted
 from pytest_twisted import ensureDeferred as async_test
 
+from conftest import write_distribution
 from test_app_support import Processes
 from test_buildbot_plugin_harness import BuildbotMaster, ProbeLink, WorkerSpec, free_port
 
@@ -52,18 +51,10 @@ backend = AcmeRelay()
 '''
 
 
-def third_party_site(root: Path) -> Path:
-    root.mkdir()
-    (root / "acme_relay.py").write_text(ACME_RELAY)
-    dist = root / "acme_relay_backend-0.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-relay-backend\nVersion: 0.3\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
-        [workerwire.backends]
-        acme-relay = acme_relay:backend
-        """))
-    (dist / "RECORD").write_text("")
-    return root
+def third_party_site(root: Path) -> dict[str, str]:
+    """The environment of processes that have the acme-relay distribution installed (in *root*)."""
+    return write_distribution(root, "acme-relay-backend", "0.3", {"acme-relay": "acme_relay:backend"},
+                              {"acme_relay": ACME_RELAY})
 
 
 @pytest_twisted.async_yield_fixture
@@ -72,8 +63,7 @@ async def master(tmp_path: Path) -> AsyncIterator[BuildbotMaster]:
     probe = ProbeLink()
     port = await probe.listen()
     bb = BuildbotMaster(tmp_path / "master", procs, probe, port)
-    site = third_party_site(tmp_path / "site")
-    bb.env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    bb.env = third_party_site(tmp_path / "site")
     try:
         yield bb
     finally:

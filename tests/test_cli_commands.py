@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import textwrap
 from pathlib import Path
 
+from conftest import write_distribution
 from test_app_support import network_backends, workerwire_argv
 from workerwire import backend_names, load_backend
 
@@ -19,15 +18,8 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
 
 def with_broken_backend(tmp_path: Path) -> dict[str, str]:
     """An environment in which a third-party distribution registers a backend that fails to import."""
-    (tmp_path / "acme_broken.py").write_text("raise ImportError('acme needs libacme, which is missing')\n")
-    dist = tmp_path / "acme_broken-2.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-broken\nVersion: 2.0\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
-        [workerwire.backends]
-        acme-broken = acme_broken:backend
-        """))
-    return dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return write_distribution(tmp_path, "acme-broken", "2.0", {"acme-broken": "acme_broken:backend"},
+                              {"acme_broken": "raise ImportError('acme needs libacme, which is missing')\n"})
 
 
 def test_backends_lists_every_installed_backend() -> None:

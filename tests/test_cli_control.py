@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,9 @@ class Operated:
         self.workers[label or name] = proc
         return proc
 
-    async def cli(self, *args: str, timeout: float = 30) -> CliProcess:
-        """Run ``workerwire ARGS`` to its end."""
-        proc = self.procs.start(list(args), name=" ".join(args[:1]))
+    async def cli(self, *args: str, timeout: float = 30, stdin: bytes = b"") -> CliProcess:
+        """Run ``workerwire ARGS`` to its end (*stdin* piped in)."""
+        proc = self.procs.start(list(args), name=" ".join(args[:1]), stdin=stdin)
         await proc.wait_exit(timeout=timeout)
         return proc
 
@@ -255,3 +256,48 @@ async def test_run_and_status_with_a_stock_buildbot_worker(tmp_path: Path, proce
     worker.signal("TERM")
     await worker.wait_exit()
     await operated.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_gives_the_command_what_was_piped_into_it(operated: Operated) -> None:
+    await operated.start()
+    config = str(operated.config)
+    run = await operated.cli("run", "-c", config, "--worker", "w1", "--", "cat", stdin=b"x\n")
+    assert (run.status, run.stdout, run.text_err) == (0, b"x\n", "")
+    # Bytes as they are, not text: a NUL and invalid UTF-8 come back unchanged.
+    data = bytes(range(256)) * 1000
+    run = await operated.cli("run", "-c", config, "--worker", "w2", "--", "cat", stdin=data)
+    assert (run.status, run.stdout) == (0, data), run.text_err
+    run = await operated.cli("run", "-c", config, "--worker", "w1", "--no-stdin", "--", "cat", stdin=b"ignored")
+    assert (run.status, run.stdout) == (0, b"")
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_refuses_more_stdin_than_its_limit_before_it_asks_the_master(operated: Operated) -> None:
+    from workerwire_app.control import MAX_RUN_STDIN
+
+    events = await operated.start()
+    run = await operated.cli("run", "-c", str(operated.config), "--worker", "w1", "--", "cat",
+                             stdin=b"y" * (MAX_RUN_STDIN + 1))
+    assert run.status == 2 and run.stdout == b""
+    assert f"stdin is longer than {MAX_RUN_STDIN} bytes (16 MiB)" in run.text_err and "--no-stdin" in run.text_err
+    assert not events.matching("job_started")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_control_channel_refuses_stdin_that_is_not_base64(operated: Operated) -> None:
+    await operated.start()
+    answers = await control_request(REACTOR, operated.ready["control_socket"], {
+        "request": "run", "worker": "w1", "command": ["cat"], "stdin": "not base64!"})
+    assert answers[-1]["ok"] is False and "stdin is not base64" in answers[-1]["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_ends_after_more_output_than_the_control_socket_buffers(operated: Operated) -> None:
+    """The master paused sending (its client read slower than the output came);
+    the connection still closes at the end (it used to stay open: run hung)."""
+    await operated.start()
+    size = 4 * 1024 * 1024
+    run = await operated.cli("run", "-c", str(operated.config), "--worker", "w1", "--", sys.executable, "-c",
+                             f"import sys; sys.stdout.write('a' * {size})")
+    assert (run.status, len(run.stdout), run.text_err) == (0, size, "")

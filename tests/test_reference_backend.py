@@ -6,12 +6,13 @@ lines."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import write_distribution
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "jsonlines"
 EXAMPLE = EXAMPLES / "acme_jsonlines.py"
@@ -24,13 +25,8 @@ MAX_LINES = 400
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
-    for module in MODULES:
-        shutil.copy(module, root / module.name)
-    dist = root / "acme_jsonlines-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-jsonlines\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[workerwire.backends]\nacme-jsonlines = acme_jsonlines:backend\n")
-    (dist / "RECORD").write_text("")
+    write_distribution(root, "acme-jsonlines", "1.0", {"acme-jsonlines": "acme_jsonlines:backend"},
+                       {module.stem: module.read_text() for module in MODULES})
     return root
 
 

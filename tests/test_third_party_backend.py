@@ -9,10 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from conftest import write_distribution
 
 ACME_MODULE = '''
 """acme_loop: a third-party backend, built on whatever the registry calls "null"."""
@@ -79,21 +80,15 @@ not_a_backend = object()
 @pytest.fixture(scope="module")
 def third_party_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
-    (root / "acme_loop.py").write_text(ACME_MODULE)
-    (root / "acme_broken.py").write_text("raise ImportError('acme_broken needs libacme, which is missing')\n")
-    dist = root / "acme_loop_backend-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-loop-backend\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
-        [workerwire.backends]
-        acme-loop = acme_loop:backend
-        acme-broken = acme_broken:backend
-        acme-incomplete = acme_loop:Incomplete
-        acme-misnamed = acme_loop:Misnamed
-        acme-deaf = acme_loop:deaf
-        acme-object = acme_loop:not_a_backend
-        """))
-    (dist / "RECORD").write_text("")
+    write_distribution(root, "acme-loop-backend", "1.2.3", {
+        "acme-loop": "acme_loop:backend",
+        "acme-broken": "acme_broken:backend",
+        "acme-incomplete": "acme_loop:Incomplete",
+        "acme-misnamed": "acme_loop:Misnamed",
+        "acme-deaf": "acme_loop:deaf",
+        "acme-object": "acme_loop:not_a_backend",
+    }, {"acme_loop": ACME_MODULE,
+        "acme_broken": "raise ImportError('acme_broken needs libacme, which is missing')\n"})
     return root
 
 

@@ -39,20 +39,42 @@ PY = sys.executable
 
 
 class _Handle:
-    """Answers each call on a later reactor turn, in call order; *fail_on* fails that method."""
+    """Answers each call on a later reactor turn, in call order; *fail_on* fails that method.
 
-    def __init__(self, fail_on: str | None = None, fail_after: int = 0):
+    ``whenRoom()`` is the proxy's (:meth:`workerwire.transfer.TransferProxy.whenRoom`):
+    it fires once fewer than *window* bytes of calls (write data, read lengths)
+    are unanswered; ``window=None`` makes a handle without it (as a handle of
+    another kind could be)."""
+
+    def __init__(self, fail_on: str | None = None, fail_after: int = 0, window: int | None = 8000):
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.fail_on = fail_on
         self.fail_after = fail_after
         self.max_in_flight = 0
         self._in_flight = 0
+        self.window = window
+        self.bytes_in_flight = 0
+        self.max_bytes_in_flight = 0
+        self._room: list[Deferred[None]] = []
+        if window is None:
+            self.whenRoom = None  # type: ignore[method-assign]  # a handle without the proxy's window
+
+    def whenRoom(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self.window is None or self.bytes_in_flight < self.window:
+            d.callback(None)
+        else:
+            self._room.append(d)
+        return d
 
     def callRemote(self, method: str, *args: Any) -> Deferred[Any]:
         self.calls.append((method, args))
         d: Deferred[Any] = Deferred()
         self._in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        size = len(args[0]) if method == "write" else args[0] if method == "read" else 0
+        self.bytes_in_flight += size
+        self.max_bytes_in_flight = max(self.max_bytes_in_flight, self.bytes_in_flight)
         if method == self.fail_on and sum(1 for m, _ in self.calls if m == method) > self.fail_after:
             outcome: Any = RemoteCallFailed("OSError", f"{method} failed on the master")
         else:
@@ -60,6 +82,11 @@ class _Handle:
 
         def fire() -> None:
             self._in_flight -= 1
+            self.bytes_in_flight -= size
+            if self._room and (self.window is None or self.bytes_in_flight < self.window):
+                waiting, self._room = self._room, []
+                for w in waiting:
+                    w.callback(None)
             if isinstance(outcome, Exception):
                 d.errback(outcome)
             else:
@@ -78,8 +105,8 @@ class _Handle:
 class RecordingWriter(_Handle):
     """Stands in for the contract's writer proxy (Buildbot's FileWriterImpl roles)."""
 
-    def __init__(self, fail_on: str | None = None, fail_after: int = 0):
-        super().__init__(fail_on, fail_after)
+    def __init__(self, fail_on: str | None = None, fail_after: int = 0, window: int | None = 8000):
+        super().__init__(fail_on, fail_after, window)
         self.data = bytearray()
 
     def answer(self, method: str, args: tuple[Any, ...]) -> Any:
@@ -92,8 +119,9 @@ class RecordingWriter(_Handle):
 class RecordingReader(_Handle):
     """Stands in for the contract's reader proxy (Buildbot's FileReaderImpl roles)."""
 
-    def __init__(self, content: bytes, fail_on: str | None = None, fail_after: int = 0):
-        super().__init__(fail_on, fail_after)
+    def __init__(self, content: bytes, fail_on: str | None = None, fail_after: int = 0,
+                 window: int | None = 8000):
+        super().__init__(fail_on, fail_after, window)
         self.content = content
         self.pos = 0
 
@@ -498,3 +526,55 @@ async def test_worker_info_has_a_real_buildbot_workers_keys_and_types(tmp_path: 
     assert {k: v for k, v in ours.items() if k.startswith("os_")} == \
         {k: v for k, v in theirs.items() if k.startswith("os_")}
     assert ours["version"] == __version__ and ours["basedir"] == str(tmp_path / "ours")
+
+
+# -- the link's transfer window -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [3000, 20_000])
+@pytest_twisted.ensureDeferred
+async def test_transfers_keep_the_links_window_full_and_no_fuller(tmp_path: Path, window: int) -> None:
+    """Blocks go out while the handle's ``whenRoom()`` says the window has room
+    (core's window, one per link), not up to a window of the runtime's own."""
+    content = os.urandom(200_000)
+    src = tmp_path / "b1" / "build" / "up.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(content)
+    writer = RecordingWriter(window=window)
+    failure, _ = await run_transfer(UploadFile, tmp_path, {"workersrc": "up.bin", "writer": writer})
+    assert failure is None and bytes(writer.data) == content
+    # Full: more than one block unanswered at a time; no fuller: one block past the window at most.
+    assert 2 * 1000 < writer.max_bytes_in_flight < window + 1000
+
+    reader = RecordingReader(content, window=window)
+    failure, _ = await run_transfer(DownloadFile, tmp_path, {"workerdest": "down.bin", "reader": reader})
+    assert failure is None and (tmp_path / "b1" / "build" / "down.bin").read_bytes() == content
+    assert 2 * 1000 < reader.max_bytes_in_flight < window + 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handle_without_when_room_gets_one_call_at_a_time(tmp_path: Path) -> None:
+    content = os.urandom(20_000)
+    src = tmp_path / "b1" / "build" / "up.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(content)
+    writer = RecordingWriter(window=None)
+    failure, _ = await run_transfer(UploadFile, tmp_path, {"workersrc": "up.bin", "writer": writer})
+    assert failure is None and bytes(writer.data) == content and writer.max_in_flight == 1
+    reader = RecordingReader(content, window=None)
+    failure, _ = await run_transfer(DownloadFile, tmp_path, {"workerdest": "down.bin", "reader": reader})
+    assert failure is None and (tmp_path / "b1" / "build" / "down.bin").read_bytes() == content
+    assert reader.max_in_flight == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_stops_at_the_first_failed_write(tmp_path: Path) -> None:
+    src = tmp_path / "b1" / "build" / "up.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(os.urandom(100_000))
+    writer = RecordingWriter(fail_on="write", fail_after=3, window=5000)
+    failure, updates = await run_transfer(UploadFile, tmp_path, {"workersrc": "up.bin", "writer": writer})
+    assert isinstance(failure, RemoteCallFailed) and dict(updates)["rc"] == 1
+    # The writes already in the window when the failure came back, and no more.
+    assert writer.methods().count("write") <= 4 + 5000 // 1000 + 1
+    assert writer.methods()[-1] == "close"

@@ -32,11 +32,14 @@ With ``keepstamp`` and a source that cannot be read, no ``utime`` is sent
 (``buildbot-worker`` sends ``utime((None, None))``, which fails on the master).
 
 Unlike ``buildbot-worker``, which waits for each block's answer before
-sending the next, up to :data:`WINDOW` bytes of blocks are in flight at once
-(handles answer in order), a directory is archived in a thread instead of
-the reactor's, and a download is written to a temporary file beside the
+sending the next, blocks stream while the link's transfer window has room
+(the proxy's ``whenRoom()``, :meth:`workerwire.transfer.TransferProxy.whenRoom`:
+one window per link, ``LinkOptions.output_window``, shared by every transfer
+on it; handles answer in order), a directory is archived in a thread instead
+of the reactor's, and a download is written to a temporary file beside the
 destination that replaces it only once the transfer ended: a failed download
-leaves no partial file that looks complete.
+leaves no partial file that looks complete.  A handle without ``whenRoom``
+gets one call at a time, as ``buildbot-worker`` makes them.
 """
 
 from __future__ import annotations
@@ -56,13 +59,9 @@ from workerwire import CommandChannel
 
 from .base import Command, CommandContext, header_line
 
-__all__ = ["UploadFile", "UploadDirectory", "DownloadFile", "TRANSFER_COMMANDS", "WINDOW"]
+__all__ = ["UploadFile", "UploadDirectory", "DownloadFile", "TRANSFER_COMMANDS"]
 
 _log = Logger()
-
-#: Bytes of blocks a transfer keeps in flight (at least one block).
-WINDOW = 1024 * 1024
-
 
 def _handle(args: dict[str, Any], key: str) -> Any:
     handle = args.get(key)
@@ -150,12 +149,19 @@ class _Transfer(Command):
         self.end(f.value)
 
     async def send_blocks(self, read: Callable[[int], bytes], writer: Any) -> None:
-        """``write`` the blocks *read* gives, keeping up to :data:`WINDOW` bytes in flight."""
-        in_flight: collections.deque[Deferred[Any]] = collections.deque()
-        depth = max(1, WINDOW // self.blocksize)
+        """``write`` the blocks *read* gives, each as soon as the link's transfer
+        window has room (``writer.whenRoom()``), without waiting for answers
+        in between; a failed write stops the sending and raises."""
+        when_room: Callable[[], Deferred[None]] | None = getattr(writer, "whenRoom", None)
+        pending: collections.deque[Deferred[Any]] = collections.deque()
+        failures: list[Failure] = []
+
+        def failed(f: Failure) -> None:
+            failures.append(f)
+
         remaining = self.maxsize
         try:
-            while not self.interrupted:
+            while not self.interrupted and not failures:
                 length = self.blocksize if remaining is None else min(self.blocksize, remaining)
                 if length <= 0:
                     self.fail_with(1, f"Maximum filesize reached, truncating file '{self.path}'")
@@ -165,14 +171,21 @@ class _Transfer(Command):
                     break
                 if remaining is not None:
                     remaining -= len(data)
-                in_flight.append(writer.callRemote("write", data))
-                if len(in_flight) >= depth:
-                    await in_flight.popleft()
-            while in_flight:
-                await in_flight.popleft()
+                if when_room is not None:
+                    await when_room()
+                while pending and (when_room is None or pending[0].called):
+                    await pending.popleft()  # answered already, or (no window) one call at a time
+                if failures:
+                    break
+                d = writer.callRemote("write", data)
+                d.addErrback(failed)
+                pending.append(d)
+            while pending:
+                await pending.popleft()
         finally:
-            for d in in_flight:  # after a failure: the later answers do not matter
-                d.addErrback(_swallow)
+            pending.clear()  # after a failure: the later answers do not matter (their errors are taken)
+        if failures:
+            failures[0].raiseException()
 
 
 class UploadFile(_Transfer):
@@ -336,16 +349,24 @@ class DownloadFile(_Transfer):
             _log.warn("closing the master's reader failed: {why}", why=e)
 
     async def _receive(self, fp: Any) -> None:
-        """``read`` blocks into *fp*, up to :data:`WINDOW` bytes requested ahead; stop at an empty block."""
+        """``read`` blocks into *fp*, asking for the next while the link's
+        transfer window has room (``reader.whenRoom()``); stop at an empty block."""
         blocksize = self.blocksize
-        depth = max(1, WINDOW // blocksize)
+        when_room: Callable[[], Deferred[None]] | None = getattr(self.reader, "whenRoom", None)
         unrequested = self.maxsize  # bytes still allowed that no read asked for yet (None: no limit)
         in_flight: collections.deque[tuple[Deferred[Any], int]] = collections.deque()
         eof = False
         try:
             while True:
-                while not eof and not self.interrupted and len(in_flight) < depth \
-                        and (unrequested is None or unrequested > 0):
+                while not eof and not self.interrupted and (unrequested is None or unrequested > 0):
+                    if in_flight:
+                        if when_room is None:
+                            break  # no window: one read at a time
+                        room = when_room()
+                        if not room.called:
+                            break  # the window is full: take an answer first
+                    elif when_room is not None:
+                        await when_room()  # the window may be full of other transfers' calls
                     length = blocksize if unrequested is None else min(blocksize, unrequested)
                     if unrequested is not None:
                         unrequested -= length

@@ -89,6 +89,7 @@ class AMPConnection(BaseConnection):
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._proto = proto
+        self.link_bytes = proto.link_bytes
 
     def get_peer(self) -> str:
         return self._proto.peer
@@ -329,6 +330,7 @@ class _Factory(ServerFactory):
         proto.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
         if proto.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
+        proto.link_bytes = self.listener.link_totals.open()
         return proto
 
 

@@ -37,6 +37,7 @@ from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
+from workerwire.link_bytes import LinkBytes
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
 from workerwire.speedups.socket_write import direct_socket, write_pieces
 from workerwire.values import decode, encode
@@ -118,6 +119,8 @@ class WireProtocol(Protocol):
         self.budget_stats: Any = None
         #: Why this end dropped the link, when it did (for the loss report).
         self.drop_reason: str | None = None
+        #: Bytes read and written (a side sets its listener's or connector's counter).
+        self.link_bytes = LinkBytes()
 
     # -- subclass hooks -----------------------------------------------------
 
@@ -203,6 +206,7 @@ class WireProtocol(Protocol):
             self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
         self.closing = True
         self.assembler.clear()
+        self.link_bytes.close()
         outstanding, self._outstanding = self._outstanding, {}
         for request in outstanding.values():
             request.errback(reason)
@@ -241,6 +245,7 @@ class WireProtocol(Protocol):
         per string), with a long value's pieces joined once it is whole, and
         without a method dispatch per string; the box is capped at
         :data:`MAX_KEYS` keys while it is parsed."""
+        self.link_bytes.received += len(data)
         if self.closing:
             return  # a refused or closing peer's further input is dropped unread
         if self._need:
@@ -529,6 +534,7 @@ class WireProtocol(Protocol):
                 out.append(_H(len(value)))
                 out.append(value)
         out.append(b"\x00\x00")
+        self.link_bytes.sent += sum(map(len, out))
         write_pieces(self.transport, self._direct_socket, out)
 
     @staticmethod

@@ -156,6 +156,7 @@ class WorkerProtocol(WireProtocol):
         self.phase = "hello"
         self.session: _Session | None = None
         self.on_traffic = connector.on_traffic
+        self.link_bytes = connector.link_bytes
 
     def who(self) -> str:
         return f"master at {self.peer}"

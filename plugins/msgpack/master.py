@@ -72,6 +72,7 @@ class MsgpackConnection(BaseConnection):
     def __init__(self, listener: "MsgpackListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, "msgpack", listener.options, listener.reactor)
         self._proto = proto
+        self.link_bytes = proto.link_bytes
         #: Set for a stock buildbot-worker, whose paths the master makes absolute.
         self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
         self._settings_sent = False
@@ -493,6 +494,7 @@ class _Factory(WebSocketServerFactory):
             return CloseAtOnce()
         proto = MasterProtocol(self.listener, self.entry, ticket)
         proto.factory = self
+        proto.link_bytes = self.listener.link_totals.open()
         box.append(proto)
         return proto
 

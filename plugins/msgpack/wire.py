@@ -30,6 +30,7 @@ from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
+from workerwire.link_bytes import LinkBytes
 from workerwire.speedups.socket_write import direct_socket
 from workerwire.parts import Reassembly, split
 from workerwire.values import decode
@@ -154,9 +155,17 @@ class MessageLink:
         self.budget: SendBudget | None = None
         #: Counters the budget adds to (a master sets its listener's stats).
         self.budget_stats: Any = None
+        #: Bytes read and written, WebSocket framing and HTTP upgrade included
+        #: (a side sets its listener's or connector's counter).
+        self.link_bytes = LinkBytes()
 
     def who(self) -> str:
         return self.link_peer
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # autobahn's one way to its transport (frames, pings, the upgrade).
+        self.link_bytes.sent += len(data)
+        super().sendData(data, sync, chopsize)  # type: ignore[misc]
 
     # -- autobahn hooks --------------------------------------------------------
 
@@ -200,6 +209,7 @@ class MessageLink:
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.budget is not None:
             self.budget.stop()
+        self.link_bytes.close()
         if not getattr(self, "made", False):
             # A wrapper (TLS) that fails before it connected us: autobahn never
             # set up, so only our own end is reported.
@@ -329,6 +339,7 @@ class MessageLink:
     def dataReceived(self, data: bytes) -> None:
         # Once per read (not per message): the peer is alive; and after every
         # message in the read was handled (and answered), the send budget.
+        self.link_bytes.received += len(data)
         self.on_traffic()
         super().dataReceived(data)  # type: ignore[misc]
         if self.budget is not None and not self.closing:

@@ -184,6 +184,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         self.window = connector.options.output_window
         self.refused_status: int | None = None
         self.on_traffic = connector.on_traffic
+        self.link_bytes = connector.link_bytes
 
     def who(self) -> str:
         return f"master at {self.link_peer}"

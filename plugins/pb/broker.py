@@ -30,6 +30,7 @@ from twisted.spread import jelly, pb
 
 from workerwire.backend import LinkOptions
 from workerwire.errors import ProtocolError, UnsupportedValue, describe_loss, peer_text
+from workerwire.link_bytes import LinkBytes
 from workerwire.stream_link import StreamLink
 from workerwire.values import encode
 
@@ -109,6 +110,8 @@ class WireBroker(FastBanana, pb.Broker):
         self.max_message_size = options.max_message_size
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
+        #: Bytes read and written (a side sets its listener's or connector's counter).
+        self.link_bytes = LinkBytes()
         self.setNameForLocal(EXT_NAME, _Extension(self))
 
     # -- connection events ------------------------------------------------------
@@ -153,6 +156,7 @@ class WireBroker(FastBanana, pb.Broker):
                                            "pb", "")
         why = self.stream.drop_reason or describe_loss(reason)
         self.stream.gone()
+        self.link_bytes.close()
         super().connectionLost(reason)
         self._features_settled(None)
         self.on_lost(why)
@@ -160,6 +164,7 @@ class WireBroker(FastBanana, pb.Broker):
     # -- inbound bytes and messages ---------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        self.link_bytes.received += len(data)
         if self.stream.closing:
             return
         if not self.stream.take(data):

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from twisted.spread import banana
 
 from workerwire.errors import ProtocolError
+from workerwire.link_bytes import LinkBytes
 from workerwire.speedups.socket_write import direct_socket, write_pieces
 
 __all__ = ["FastBanana", "b128", "DIRECT_MIN"]
@@ -98,6 +99,10 @@ class FastBanana:
     _pieces_len = 0
     _need = 0
     _max_symbol = -1
+    #: Bytes read and written: the broker sets its connection's counter
+    #: (see :mod:`workerwire.link_bytes`); this shared one, never read, is
+    #: what a bare codec (tests) adds to.
+    link_bytes: LinkBytes = LinkBytes()
 
     # Provided by banana.Banana.
     buffer: bytes
@@ -247,7 +252,9 @@ class FastBanana:
             self._max_symbol = max((len(s) for s in self.outgoingSymbols), default=0)
         self._encode_into(obj, parts.append, self.currentDialect == b"pb")
         transport = self.transport
-        if sum(map(len, parts)) >= DIRECT_MIN:
+        size = sum(map(len, parts))
+        self.link_bytes.sent += size
+        if size >= DIRECT_MIN:
             write_pieces(transport, direct_socket(transport), parts)
         else:
             transport.write(b"".join(parts))

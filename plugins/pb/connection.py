@@ -184,6 +184,7 @@ class PBConnection(BaseConnection):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._broker = broker
         self._bot = bot
+        self.link_bytes = broker.link_bytes
         self.builders: dict[str, pb.RemoteReference] = {}
         self._handle_refs: dict[int, _WriterRef] = {}
         self.perspective = _Perspective(self)

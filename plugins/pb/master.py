@@ -110,6 +110,7 @@ class _PortFactory(protocol.ServerFactory):
         broker.stream.ticket = self.listener.admit(self.entry, addr, lambda: broker.close(abort=True))
         if broker.stream.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
+        broker.link_bytes = self.listener.link_totals.open()
         broker.factory = self
         broker.setNameForLocal("root", _LoginRoot(self, broker))
         return broker

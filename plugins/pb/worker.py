@@ -202,6 +202,7 @@ class _Link(WorkerLink):
         broker = WireBroker(True, self.connector.options, self.reactor)
         broker.on_traffic = self.connector.on_traffic
         broker.on_lost = self.lost
+        broker.link_bytes = self.connector.link_bytes
         self.broker = broker
         return broker
 
