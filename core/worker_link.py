@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
 from .errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed, UnsupportedValue, WorkerwireError
-from .flow import SendWindow
+from .flow import DEFAULT_BATCH, SendWindow
 from .transfer import TransferLink
 
 __all__ = ["WorkerLink", "builder_pairs"]
@@ -49,6 +49,8 @@ class WorkerLink(LoginAttempt, WorkerSession):
     :param translate: turns a native failure of a send into a core one (for
         the output window; a backend whose sends fail with core errors only
         leaves it out).
+    :param window: the output window's size (default ``LinkOptions.output_window``).
+    :param batch_limit: the most bytes of updates merged into one send.
     :ivar window: the output window (``LinkOptions.output_window``) the
         command channels send through.
     :ivar transfers: the transfer calls of this link's proxies, under the
@@ -62,13 +64,14 @@ class WorkerLink(LoginAttempt, WorkerSession):
     still under way (:meth:`lost_during_login`).
     """
 
-    def __init__(self, connector: BaseWorkerConnector, translate: Callable[[Failure], Failure] | None = None):
+    def __init__(self, connector: BaseWorkerConnector, translate: Callable[[Failure], Failure] | None = None,
+                 window: int | None = None, batch_limit: int = DEFAULT_BATCH):
         super().__init__(connector)  # WorkerSession's bookkeeping too: channels, logged_in
         self.lost_before_login = self.lost_during_login
-        options = connector.options
-        self.window = SendWindow(options.output_window, clock=self.reactor, translate=translate,
+        size = connector.options.output_window if window is None else window
+        self.window = SendWindow(size, clock=self.reactor, batch_limit=batch_limit, translate=translate,
                                  name=f"{connector.backendName} worker")
-        self.transfers = TransferLink(self.send_transfer, options.output_window)
+        self.transfers = TransferLink(self.send_transfer, size)
 
     # -- hook -------------------------------------------------------------------
 
