@@ -7,8 +7,10 @@ whether the login succeeded, and -- when the connection goes -- which event
 that is (``session_lost`` once logged in, ``lost_during_login`` before).  It
 serves the master's calls to the bot the same way too: builder lists
 checked, a command's channel registered before the bot sees the command and
-forgotten when the bot refuses it.  :class:`WorkerLink` is all of that; a
-backend subclasses it and writes its wire (``build_factory``, ``connected``,
+forgotten when the bot refuses it.  :class:`WorkerLink` is all of that, on
+:class:`~workerwire.base_worker.WorkerSession`'s bookkeeping (its channels,
+``logged_in``, ``lost`` and ``forget_channel``, which a channel calls when it
+completes); a backend subclasses it and writes its wire (``build_factory``, ``connected``,
 ``drop``, ``keepalive``, ``request_shutdown``, ``close``, and
 ``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
 backend (``examples/jsonlines``) are built on it.
@@ -23,7 +25,7 @@ from twisted.python.failure import Failure
 
 from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
 from .errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed, UnsupportedValue, WorkerwireError
-from .flow import SendWindow
+from .flow import DEFAULT_BATCH, SendWindow
 from .transfer import TransferLink
 
 __all__ = ["WorkerLink", "builder_pairs"]
@@ -47,20 +49,29 @@ class WorkerLink(LoginAttempt, WorkerSession):
     :param translate: turns a native failure of a send into a core one (for
         the output window; a backend whose sends fail with core errors only
         leaves it out).
+    :param window: the output window's size (default ``LinkOptions.output_window``).
+    :param batch_limit: the most bytes of updates merged into one send.
     :ivar window: the output window (``LinkOptions.output_window``) the
         command channels send through.
     :ivar transfers: the transfer calls of this link's proxies, under the
         same window size; they go out through :meth:`send_transfer`.
     :ivar logged_in: the login succeeded (see :meth:`login_succeeded`).
+
+    The backend reports the end of its connection with
+    :meth:`~workerwire.base_worker.WorkerSession.lost`: the window, the
+    transfer calls and the running commands fail with :class:`ConnectionLost`,
+    and the connector hears of it as the loss of the session, or of the login
+    still under way (:meth:`lost_during_login`).
     """
 
-    def __init__(self, connector: BaseWorkerConnector, translate: Callable[[Failure], Failure] | None = None):
-        super().__init__(connector)
-        self.logged_in = False
-        options = connector.options
-        self.window = SendWindow(options.output_window, clock=self.reactor, translate=translate,
+    def __init__(self, connector: BaseWorkerConnector, translate: Callable[[Failure], Failure] | None = None,
+                 window: int | None = None, batch_limit: int = DEFAULT_BATCH):
+        super().__init__(connector)  # WorkerSession's bookkeeping too: channels, logged_in
+        self.lost_before_login = self.lost_during_login
+        size = connector.options.output_window if window is None else window
+        self.window = SendWindow(size, clock=self.reactor, batch_limit=batch_limit, translate=translate,
                                  name=f"{connector.backendName} worker")
-        self.transfers = TransferLink(self.send_transfer, options.output_window)
+        self.transfers = TransferLink(self.send_transfer, size)
 
     # -- hook -------------------------------------------------------------------
 
@@ -89,17 +100,6 @@ class WorkerLink(LoginAttempt, WorkerSession):
             error = LoginRefused(f"the master refused the login: {error}")
         self.failed(error)
 
-    def lost(self, reason: str) -> None:
-        """The connection is gone: the window and the transfer calls fail with
-        :class:`ConnectionLost`, and the connector hears of it as the loss of
-        the session, or of the login still under way."""
-        self.window.lost(reason)
-        self.transfers.lost(reason)
-        if self.logged_in:
-            self.connector.session_lost(self, reason)
-        else:
-            self.lost_during_login(reason)
-
     # -- serving the master's calls -------------------------------------------------
 
     def start_command(self, channel: BaseCommandChannel, commandName: str, args: dict[str, Any],
@@ -111,13 +111,12 @@ class WorkerLink(LoginAttempt, WorkerSession):
         then too (to drop what the backend kept for the command).  Fires with
         ``None`` once the bot accepted it.
         """
-        connector = self.connector
-        connector._register_channel(channel)
-        d = call_bot(connector.bot, "startCommand", channel, channel.builderName, channel.commandId, commandName,
-                     args)
+        self.add_channel(channel)
+        d = call_bot(self.connector.bot, "startCommand", channel, channel.builderName, channel.commandId,
+                     commandName, args)
 
         def refusal(failure: Failure) -> Failure:
-            connector._forget_channel(channel)
+            self.forget_channel(channel)
             if refused is not None:
                 refused()
             return failure

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from workerwire import LinkOptions
 from workerwire.base_connection import update_pairs
-from workerwire.base_worker import BaseWorkerConnector, WorkerSession
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession
 from workerwire.conformance import within
 from workerwire.errors import (
     ConnectionLost,
@@ -140,6 +140,39 @@ def test_set_builder_list_refuses_malformed_lists_before_the_bot_sees_them() -> 
     link.set_builder_list([["a"]]).addErrback(results.append)
     assert results[0] == ["a"] and called == [[("a", "da")]]
     assert results[1].check(ProtocolError)
+
+
+class _Channel(BaseCommandChannel):
+    def send_update(self, updates: Any) -> Deferred[None]:
+        return succeed(None)
+
+    def send_complete(self, failure: BaseException | None) -> Deferred[None]:
+        return succeed(None)
+
+
+def test_a_link_keeps_a_command_channel_until_refused_completed_or_lost() -> None:
+    class Bot:
+        def remote_startCommand(self, channel: Any, builder: str, command_id: str, name: str, args: Any) -> None:
+            if name == "nonesuch":
+                raise UnknownBuilder(f"no builder {builder!r}")
+
+    link = _link()
+    link.connector.bot = Bot()
+    link.login_succeeded()
+    running, done, refused = _Channel("b", "c1"), _Channel("b", "c2"), _Channel("b", "c3")
+    link.start_command(running, "shell", {})
+    link.start_command(done, "shell", {})
+    errors: list[Failure] = []
+    link.start_command(refused, "nonesuch", {}).addErrback(errors.append)
+    assert errors[0].check(UnknownBuilder)
+    assert link.channels == {"c1": running, "c2": done}  # the refused one is forgotten
+    link.forget_channel(done)  # what a channel does when it completes
+    assert link.channels == {"c1": running}
+    link.lost("reset")
+    assert link.channels == {}
+    failures: list[Failure] = []
+    running.update([("stdout", "x")]).addErrback(failures.append)
+    assert failures[0].check(ConnectionLost) and "reset" in str(failures[0].value)
 
 
 def test_twisted_failures_map_to_core_errors() -> None:

@@ -272,7 +272,7 @@ class _Channel(BaseCommandChannel):
         return self.attempt.window.send_mergeable(self, approx_size(updates), updates, send_many)
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
-        self.attempt.connector._forget_channel(self)
+        self.attempt.forget_channel(self)
         error = None if failure is None else list(error_to_wire(failure))
         line = self.attempt.line
         return self.attempt.window.send_ordered(lambda: line.call("complete", self.commandId, error), key=self)

@@ -192,12 +192,9 @@ class MasterProtocol(WireProtocol):
         hint = self.ticket.foreign_hint("amp") if self.ticket is not None else ""
         super()._log_protocol_error(ProtocolError(f"{error}{hint}") if hint else error)
 
-    def _cancel_login_timer(self) -> None:
-        if self.ticket is not None:
-            self.ticket.done()
-
     def link_lost(self, reason: Failure) -> None:
-        self._cancel_login_timer()
+        if self.ticket is not None:
+            self.ticket.done()  # the login timer
         if self.conn is not None:
             self.conn.on_connection_lost(self.drop_reason or describe_loss(reason))
 
@@ -246,22 +243,19 @@ class MasterProtocol(WireProtocol):
         return ensureDeferred(self._login(username, response))
 
     async def _login(self, username: str, response: bytes) -> dict[str, Any]:
-        try:
-            name = await self.listener.check_login(
-                self.entry, self.ticket, ChallengeResponse(username, self._challenge, response))
-        except LoginRefused as e:
-            self._refuse(e, logged=True)
+        def connect(name: str) -> AMPConnection:
+            if self.lost:
+                raise LoginRefused("the connection closed during the login")
+            self.conn = AMPConnection(self.listener, name, self)
+            self.phase = "attaching"
+            return self.conn
+
+        creds = ChallengeResponse(username, self._challenge, response)
+        try:  # core's login sequence: it logs a refusal and closes once it is answered
+            await self.listener.log_in(self.entry, self.ticket, creds, connect, self.close, mind=self)
+        except LoginRefused:
+            self.phase = "refused"
             raise
-        if self.lost:
-            raise LoginRefused("the connection closed during the login")
-        self.conn = AMPConnection(self.listener, str(name), self)
-        self.phase = "attaching"
-        try:
-            await self.listener.attach(self.conn, self)
-        except LoginRefused as e:
-            self._refuse(e, logged=True)  # the listener logged the master's refusal
-            raise
-        self._cancel_login_timer()
         self.phase = "ready"
         return {}
 

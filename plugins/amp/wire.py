@@ -40,6 +40,7 @@ from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, Unsupport
 from workerwire.link_bytes import LinkBytes
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
 from workerwire.speedups.socket_write import direct_socket, write_pieces
+from workerwire.stream_link import tune_transport
 from workerwire.values import decode, encode
 
 from .commands import TRANSFER_SUFFIX, Chunk, Integer, WireCommand
@@ -148,15 +149,7 @@ class WireProtocol(Protocol):
         self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
                                  self.pauseProducing, self._resume_reading, self._drop_misbehaving,
                                  self.who, f"amp {self.side}", self.budget_stats)
-        # TCP keepalive (the OS notices a vanished peer eventually, even with
-        # our keepalive off) and no Nagle delay (calls are small and answered).
-        for option in ("setTcpKeepAlive", "setTcpNoDelay"):
-            setter = getattr(self.transport, option, None)
-            if setter is not None:
-                try:
-                    setter(True)
-                except OSError:  # not a TCP socket after all
-                    pass
+        tune_transport(transport)  # TCP keepalive, no Nagle delay
 
     def close(self, abort: bool = False) -> None:
         """Close the connection; a graceful close is aborted after :data:`ABORT_AFTER` s."""

@@ -1,6 +1,6 @@
 """Worker side of the amp backend: dial, handshake, log in, serve the bot.
 
-One connection attempt (:class:`_Attempt`): connect to the client endpoint,
+One connection attempt (:class:`_Link`, core's ``WorkerLink``): connect to the client endpoint,
 send ``Hello``, check the master's version and capabilities, send ``Login``
 with the HMAC of the challenge, and from then on serve the master's calls
 (the master may call before it answers the login).  The whole attempt is
@@ -18,13 +18,14 @@ from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot
 from workerwire.errors import LoginRefused, ProtocolError, error_detail
-from workerwire.flow import SendWindow, UpdateBatch, encode_updates, merge_updates
+from workerwire.flow import UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update as UpdatePair
-from workerwire.transfer import TransferLink, attach_proxies
+from workerwire.transfer import attach_proxies
 from workerwire.values import array_header, encode
 from workerwire.worker import WorkerBot
+from workerwire.worker_link import WorkerLink
 
 from workerwire.credentials import login_response
 from workerwire.endpoints import parse_client_address
@@ -77,7 +78,7 @@ class _Channel(BaseCommandChannel):
     concatenation of theirs.
     """
 
-    def __init__(self, session: "_Session", builderName: str, commandId: str):
+    def __init__(self, session: "_Link", builderName: str, commandId: str):
         super().__init__(builderName, commandId)
         self._session = session
         self._command_id = encode(commandId, "commandId")
@@ -107,19 +108,69 @@ class _Channel(BaseCommandChannel):
             label=f"the completion of command {self.commandId!r}", key=self)
 
 
-class _Session(WorkerSession):
-    """One connection to the master, from ``Hello`` on."""
+class _Link(WorkerLink):
+    """One connect-and-login (``Hello``, then ``Login`` with the challenge's
+    answer); once logged in, the session."""
 
-    def __init__(self, connector: "AMPConnector", proto: "WorkerProtocol"):
-        super().__init__()
-        self.connector = connector
-        self.proto = proto
-        self.peer = proto.peer
-        self.window = SendWindow(connector.window, clock=connector.reactor, batch_limit=BATCH,
-                                 translate=translate_failure, name="amp worker")
-        #: Transfer calls of the commands' handles (``TransferCall``), under
-        #: the same window size (set again from the master's ``Hello`` answer).
-        self.transfers = TransferLink(self._send_transfer, connector.window)
+    def __init__(self, connector: "AMPConnector"):
+        # The output window: the connector's (the master's Hello answer may
+        # lower it); transfer calls of the commands' handles under the same size.
+        super().__init__(connector, translate=translate_failure, window=connector.window, batch_limit=BATCH)
+        self._proto: WorkerProtocol | None = None
+
+    @property
+    def proto(self) -> "WorkerProtocol":
+        """The protocol; it exists from the connection on (channels and the
+        session's calls come later)."""
+        assert self._proto is not None, "no protocol before the connection"
+        return self._proto
+
+    def build_factory(self) -> Factory[Any]:
+        connector = self.connector
+        factory: Factory[Any] = Factory.forProtocol(lambda: WorkerProtocol(connector))  # type: ignore[arg-type]
+        factory.noisy = False
+        return factory
+
+    def drop(self, abort: bool) -> None:
+        self.close(abort)
+
+    def connected(self, proto: "WorkerProtocol") -> None:
+        self._proto, self.peer = proto, proto.peer
+        proto.session = self
+        proto.call(
+            Hello, min_version=MIN_PROTOCOL_VERSION, max_version=PROTOCOL_VERSION,
+            capabilities=list(CAPABILITIES), max_message_size=proto.options.max_message_size,
+        ).addCallbacks(self._hello_answered, self._refused)
+
+    def _hello_answered(self, answer: dict[str, Any]) -> None:
+        if self.result.called:
+            return
+        version = answer["version"]
+        if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
+            return self.failed(LoginRefused(
+                f"the master chose amp dialect version {version}; this worker speaks "
+                f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"))
+        missing = REQUIRED_BY_WORKER - set(answer["capabilities"])
+        if missing:
+            return self.failed(LoginRefused(
+                f"the master lacks the capabilities {', '.join(sorted(missing))} this worker requires"))
+        if answer["max_message_size"] < 1024 or answer["window"] < 1:
+            self.proto.protocol_error(ProtocolError("Hello answer with max_message_size < 1024 or window < 1"))
+            return self.failed(ProtocolError("malformed Hello answer from the master"))
+        self.proto.peer_max_message_size = answer["max_message_size"]
+        self.proto.peer_parts = "parts" in answer["capabilities"]
+        self.adopt_window(answer["window"], self.proto.outgoing_limit)
+        self.proto.phase = "serving"
+        self.proto.call(
+            Login, username=self.connector.name,
+            response=login_response(self.connector.password, answer["challenge"]),
+        ).addCallbacks(lambda _: self.login_succeeded(), self._refused)
+        return None
+
+    def _refused(self, failure: Failure) -> None:
+        self.refused(translate_failure(failure))
+
+    # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
         return self._call(Keepalive)
@@ -128,12 +179,13 @@ class _Session(WorkerSession):
         return self._call(ShutdownRequest)
 
     def close(self, abort: bool = False) -> None:
-        self.proto.close(abort=abort)
+        if self._proto is not None:
+            self._proto.close(abort=abort)
 
     def _call(self, command: type[WireCommand]) -> Deferred[None]:
         return self.proto.call(command).addCallbacks(lambda _: None, translate_failure)
 
-    def _send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
+    def send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         d = self.proto.call(TransferCall, command_id=commandId, handle=handleId, method=method, args=args)
         return d.addCallbacks(lambda answer: answer["result"], translate_failure)
 
@@ -154,7 +206,7 @@ class WorkerProtocol(WireProtocol):
         self.bot: WorkerBot = connector.bot
         #: ``hello`` (only answers accepted), then ``serving`` once Login is sent.
         self.phase = "hello"
-        self.session: _Session | None = None
+        self.session: _Link | None = None
         self.on_traffic = connector.on_traffic
         self.link_bytes = connector.link_bytes
 
@@ -186,8 +238,8 @@ class WorkerProtocol(WireProtocol):
             error = ProtocolError("SetBuilderList.builders must be a list of [name, builddir] str pairs")
             self.protocol_error(error)
             raise error
-        pairs = [(name, builddir) for name, builddir in builders]
-        return call_bot(self.bot, "setBuilderList", pairs).addCallback(lambda names: {"names": names})
+        assert self.session is not None
+        return self.session.set_builder_list(builders).addCallback(lambda names: {"names": names})
 
     def amp_StartBuild(self, builder: str) -> Deferred[Any]:
         return call_bot(self.bot, "startBuild", builder)
@@ -198,15 +250,8 @@ class WorkerProtocol(WireProtocol):
         session = self.session
         if handles is not None:
             args = attach_proxies(args, handles, session.transfers, command_id)
-        channel = _Channel(session, builder, command_id)
-        session.add_channel(channel)
-        d = call_bot(self.bot, "startCommand", channel, builder, command_id, command_name, args)
-
-        def refused(failure: Failure) -> Failure:
-            session.forget_channel(channel)
-            return failure
-
-        return d.addCallbacks(lambda _: {}, refused)
+        return session.start_command(_Channel(session, builder, command_id), command_name, args).addCallback(
+            lambda _: {})
 
     def amp_InterruptCommand(self, builder: str, command_id: str, why: str) -> Deferred[Any]:
         return call_bot(self.bot, "interruptCommand", builder, command_id, why)
@@ -216,69 +261,6 @@ class WorkerProtocol(WireProtocol):
 
     def amp_Ping(self) -> dict[str, Any]:
         return {}
-
-
-class _Attempt(LoginAttempt):
-    """One connect-and-login: ``Hello``, then ``Login`` with the challenge's answer."""
-
-    def __init__(self, connector: "AMPConnector"):
-        super().__init__(connector)
-        self.proto: WorkerProtocol | None = None
-        self.session: _Session | None = None
-
-    def build_factory(self) -> Factory[Any]:
-        connector = self.connector
-        factory: Factory[Any] = Factory.forProtocol(lambda: WorkerProtocol(connector))  # type: ignore[arg-type]
-        factory.noisy = False
-        return factory
-
-    def drop(self, abort: bool) -> None:
-        if self.proto is not None:
-            self.proto.close(abort=abort)
-
-    def connected(self, proto: WorkerProtocol) -> None:
-        self.proto, self.peer = proto, proto.peer
-        self.session = session = _Session(proto.connector, proto)
-        proto.session = session
-        session.lost_before_login = self.lost_during_login
-        proto.call(
-            Hello, min_version=MIN_PROTOCOL_VERSION, max_version=PROTOCOL_VERSION,
-            capabilities=list(CAPABILITIES), max_message_size=proto.options.max_message_size,
-        ).addCallbacks(self._hello_answered, self._refused)
-
-    def _hello_answered(self, answer: dict[str, Any]) -> None:
-        if self.result.called:
-            return
-        assert self.proto is not None and self.session is not None
-        version = answer["version"]
-        if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
-            return self.failed(LoginRefused(
-                f"the master chose amp dialect version {version}; this worker speaks "
-                f"{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"))
-        missing = REQUIRED_BY_WORKER - set(answer["capabilities"])
-        if missing:
-            return self.failed(LoginRefused(
-                f"the master lacks the capabilities {', '.join(sorted(missing))} this worker requires"))
-        if answer["max_message_size"] < 1024 or answer["window"] < 1:
-            self.proto.protocol_error(ProtocolError("Hello answer with max_message_size < 1024 or window < 1"))
-            return self.failed(ProtocolError("malformed Hello answer from the master"))
-        self.proto.peer_max_message_size = answer["max_message_size"]
-        self.proto.peer_parts = "parts" in answer["capabilities"]
-        self.session.adopt_window(answer["window"], self.proto.outgoing_limit)
-        self.proto.phase = "serving"
-        self.proto.call(
-            Login, username=self.connector.name,
-            response=login_response(self.connector.password, answer["challenge"]),
-        ).addCallbacks(self._logged_in, self._refused)
-        return None
-
-    def _logged_in(self, answer: dict[str, Any]) -> None:
-        if self.session is not None and not self.result.called:
-            self.session.logged_in = True
-            self.succeeded(self.session)
-
-    def _refused(self, failure: Failure) -> None:
-        self.refused(translate_failure(failure))
 
 
 class AMPConnector(BaseWorkerConnector):
@@ -303,9 +285,9 @@ class AMPConnector(BaseWorkerConnector):
         self.endpoint = parse_client_address(self.reactor, address, self.backendName)
 
     @property
-    def session(self) -> _Session | None:
+    def session(self) -> _Link | None:
         """The logged-in session, if any (for tests and diagnostics)."""
         return self._session  # type: ignore[return-value]
 
     def connect_once(self) -> Deferred[WorkerSession]:
-        return _Attempt(self).start()
+        return _Link(self).start()

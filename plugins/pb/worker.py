@@ -96,7 +96,7 @@ class _Channel(BaseCommandChannel):
         return self._link.wire.call(self._ref, "update", wire)
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
-        self._link.connector._forget_channel(self)
+        self._link.forget_channel(self)
         self._link.handles.forget(self.commandId)
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.wire, self._ref
