@@ -120,6 +120,14 @@ FINDINGS: dict[tuple[str, str], str] = {
         "broker, with its own confirm) and the worker's receipt counts (`seen`). Both ends go through pika's "
         "frame codec, whose per-frame callbacks (`pika.callback`) lead the cProfile of a 1,000-worker storm; "
         "figures taken under load (2026-12-06, load average 9-13 on 2 cores) swing 2x between repetitions."),
+    ("storm: time until all connected", "amqp"): (
+        "The broker's work per login, not the masters': every session is a channel, two queue declarations, a "
+        "qos and a consume at the broker, plus the login request and its answer through it. "
+        "`python -m bench.sides.amqp_bench --reps 0 --storm 2000` (2026-12-06, under load 9-16): broker 11.4 "
+        "CPU-s for 2,000 logins (5.7 ms each), the two masters 1.1 + 1.2 s, the worker processes 3.8 s; so "
+        "1,000 logins take about 5.7 s of the broker's CPU before anything of ours. Login requests now expire in "
+        "the broker after login_timeout (a profiled storm had built 1,147 sessions for 1,000 workers before). "
+        "To go faster: fewer broker round trips per session (e.g. several worker sessions per channel)."),
     ("storm: master RSS per connection", "amqp"): (
         "About 15 KiB per session (`python -m bench.sides.amqp_bench --storm 2000`: 14.9 KB per connection on "
         "each of two masters): each session is an AMQP channel of its own on the master's one broker connection "

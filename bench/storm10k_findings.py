@@ -5,8 +5,8 @@ from __future__ import annotations
 
 __all__ = ["FINDINGS", "PROFILED"]
 
-PROFILED = ("2026-12-06 against storm10k's core at 56f4bf6, under a load average of 8-16 on 2 cores (other "
-            "sessions' builds and tests): rerun on a quiet machine before reading the times as the code's")
+PROFILED = ("2026-12-06: the diagnosis runs named in each finding under a load average of 8-16 on 2 cores, the "
+            "figures it quotes from the run on this page (load 2.5)")
 
 #: (target, backend) -> explanation; ``*`` matches any backend.
 FINDINGS: dict[tuple[str, str], str] = {
@@ -15,24 +15,24 @@ FINDINGS: dict[tuple[str, str], str] = {
         "(the clients' 60 s deadline and 30 s more) some were still waiting out the backoff of a login the "
         "guard closed at its caps: see the next finding."),
     ("storm10k: time until all attached", "*"): (
-        "Not the master's CPU: it was busy 19 % of the time while the workers attached (pb, "
-        "`python -m bench.storm10k --backends pb --only-attach`, 77 s). Every worker comes from 127.0.0.1, so the "
-        "login guard lets 64 log in at a time (`max_unauthenticated_per_host`) and keeps 1,024 waiting "
-        "(`max_waiting_logins`); the rest are closed at once — 45,000-51,000 closes per 10,000-worker storm in "
-        "`login guard, storm` — and each such worker waits out its reconnect backoff (0.5 s doubling to 30 s) "
-        "while the master idles. With `--master-option max_waiting_logins=9000` the same storm took 27.5 s with 98 "
-        "closes (master busy 27 %): what is left is 64 logins in flight at a time, each waiting on a client "
-        "process starved by the machine's load. A fleet from many hosts gets 256 at a time "
-        "(`max_unauthenticated`). To meet 10 s: a master of 10,000 workers needs a waiting room the size of its "
-        "fleet (each waiting login holds one file descriptor and nothing else; `files_needed` counts it), then "
-        "a quiet machine."),
+        "Every worker comes from 127.0.0.1, so the login guard lets 64 log in at a time "
+        "(`max_unauthenticated_per_host`) and the rest wait their turn in its waiting room, which the master "
+        "sizes to the fleet (`login guard, storm`: 9,936 waited, none closed; with the old fixed room of 1,024, "
+        "45,000-51,000 connections of a storm were closed at the caps and backed off: 77 s under load, "
+        "`python -m bench.storm10k --backends pb --only-attach`). What is left is 64 logins in flight at a "
+        "time and the cost of each: a fleet from many hosts gets 256 at a time (`max_unauthenticated`)."),
+    ("storm10k: time until all attached", "pb"): (
+        "Not the guard (9,936 waited, none closed) and not the master's CPU alone: it was busy 44 % of the "
+        "19.1 s, 8.4 CPU-s for 10,000 logins (0.84 ms each; amp: 63 % of 6.3 s, 0.40 ms each). The other "
+        "56 % the master waited on its peers: 64 logins in flight from the one host, each crossing a client "
+        "process that holds 2,500 links (the bench does not record the clients' CPU). To meet 10 s on pb: a "
+        "PB login as cheap as amp's on the master (it costs twice amp's CPU; not yet profiled by part), and a "
+        "measurement of the clients' share."),
     ("storm10k: all back after a master restart", "*"): (
-        "The rejoin is the attach storm again, after the new master's start (4-8 s here: Python, the backend, "
-        "10,000 registrations): the login guard closed 30,000-52,000 connections at its caps (`login guard, "
-        "rejoin`) and those workers waited out their backoff. The first reconnect after a lost link is now "
-        "spread over 5 s (full jitter, `Backoff.delay_after_loss`), which keeps the returning fleet from arriving "
-        "within a quarter second, but a waiting room of 1,024 still sheds most of 10,000; the remedy is the "
-        "attach finding's (`max_waiting_logins` sized to the fleet)."),
+        "The rejoin is the attach storm again, after the new master's start (Python, the backend, 10,000 "
+        "registrations): see the attach finding. The first reconnect after a lost link is spread over 5 s "
+        "(full jitter, `Backoff.delay_after_loss`), so the returning fleet does not arrive within a quarter "
+        "second."),
     ("storm10k: master RSS per connection", "pb"): (
         "tracemalloc of the master after a 2,000-worker storm (`python -m bench.storm10k --workers 2000 "
         "--clients 1 --backends pb --tracemalloc`): 11.8 KiB traced per connection (amp: 7.8 KiB). Core's part "
@@ -40,7 +40,8 @@ FINDINGS: dict[tuple[str, str], str] = {
         "keepalive timers are shared): the rest is the pb broker's attribute dict (1.6 KiB), a `copy.deepcopy` "
         "per connection (1.2 KiB, pb's jelly/broker setup), Twisted's transport (0.8 KiB), pb's per-connection "
         "tables (~0.7 KiB at plugins/pb/broker.py:145-146) and twisted.spread's own (~0.5 KiB). Those are "
-        "plugins/pb's (being slimmed in another branch): above 8 KiB until then."),
+        "plugins/pb's: the broker's instance dict and the per-connection deepcopy are the next to go "
+        "(slots and shared tables), 12.1 KiB measured in the run on this page."),
     ("storm10k: keepalive misses at 5 s", "*"): (
         "At 5 s both ends ping: 4,000 round trips a second through a master and four client processes on "
         "2 cores already loaded by other work. Misses here are round trips answered after more than the 5 s "
