@@ -199,7 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"master": cmd_master, "worker": cmd_worker, "exec": cmd_exec, "backends": cmd_backends,
                "conformance": cmd_conformance, "status": cmd_status, "run": cmd_run, "disconnect": cmd_worker_op,
                "shutdown": cmd_worker_op}[args.cmd]
-    return handler(args)
+    try:
+        status = handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read our output went away (`workerwire status --json | head`): stop
+        # quietly, as a command killed by SIGPIPE would, instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return status
 
 
 # -- master ----------------------------------------------------------------------

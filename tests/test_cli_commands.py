@@ -95,3 +95,14 @@ def test_usage_errors_exit_2() -> None:
     assert cli("master").returncode == 2  # -c is required
     out = cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("workerwire ")
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly() -> None:
+    """`workerwire backends | head -0`: the reader is gone before anything is
+    written; the command stops as SIGPIPE would (141), no traceback."""
+    proc = subprocess.Popen([*workerwire_argv(), "backends"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
