@@ -540,14 +540,7 @@ class AMQPConnection(BaseConnection):
             return
         value = wire.decode_body(msg.body, self.options.max_message_size, kind) if msg.body else None
         if kind == wire.RESULT:
-            d = self._calls.pop(msg.correlation_id or "", None)
-            if d is None:
-                raise ProtocolError(f"result for call {msg.correlation_id!r}, which is not pending")
-            ok, result = wire.decode_result(value)
-            if ok:
-                d.callback(result)
-            else:
-                d.errback(Failure(wire.body_error(result)))
+            wire.settle(self._calls, msg.correlation_id, value, "result for call")
         elif kind == wire.UPDATE:
             self._answer(msg.correlation_id, lambda v: self._update(v, len(msg.body)), value)
         elif kind == wire.COMPLETE:

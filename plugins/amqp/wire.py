@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
 from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
 from workerwire.base_connection import update_pairs
 from workerwire.flow import UpdateBatch, encode_updates, merge_updates
@@ -102,3 +105,19 @@ def decode_result(value: Any) -> tuple[bool, Any]:
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], bool)):
         raise ProtocolError("a result must be [ok, value]")
     return value[0], value[1]
+
+
+def settle(pending: dict[str, "Deferred[Any]"], correlation_id: str | None, value: Any, what: str) -> None:
+    """Fire the Deferred *pending* holds for *correlation_id* with the result
+    message's *value*: its value, or the error it carries.
+
+    :raises ProtocolError: nothing is pending under that id (*what* names it).
+    """
+    d = pending.pop(correlation_id or "", None)
+    if d is None:
+        raise ProtocolError(f"{what} {correlation_id!r}, which is not pending")
+    ok, result = decode_result(value)
+    if ok:
+        d.callback(result)
+    else:
+        d.errback(Failure(body_error(result)))

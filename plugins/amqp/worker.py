@@ -237,14 +237,7 @@ class _Session(WorkerSession):
         if kind == wire.CALL:
             self._serve(msg.correlation_id, value)
         elif kind == wire.ACK:
-            d = self._asks.pop(msg.correlation_id or "", None)
-            if d is None:
-                raise ProtocolError(f"answer {msg.correlation_id!r} to nothing the worker sent")
-            ok, result = wire.decode_result(value)
-            if ok:
-                d.callback(result)
-            else:
-                d.errback(Failure(wire.body_error(result)))
+            wire.settle(self._asks, msg.correlation_id, value, "answer to what the worker sent, id")
         else:
             raise ProtocolError(f"unknown message kind {kind!r} from the master")
 
