@@ -61,7 +61,7 @@ def unpack(rev: str) -> str:
     return overlay
 
 
-def _bench(bench_args: list[str], packages: str | None, out: str) -> dict[str, Any]:
+def _bench(bench_args: list[str], packages: str | None, out: str, cwd: str = REPO) -> dict[str, Any]:
     env = dict(os.environ)
     if packages is not None:
         env["PYTHONPATH"] = packages + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -70,8 +70,11 @@ def _bench(bench_args: list[str], packages: str | None, out: str) -> dict[str, A
     expected = packages if packages is not None else REPO
     if not where.startswith(expected):
         raise SystemExit(f"bench.ab: the backends import from {where!r}, not from {expected!r}")
-    subprocess.run([sys.executable, "-m", "bench", *bench_args, "--json", out + ".json", "--markdown", out + ".md"],
-                   cwd=REPO, env=env, check=False)
+    done = subprocess.run([sys.executable, "-m", "bench", *bench_args, "--json", out + ".json",
+                           "--markdown", out + ".md"], cwd=cwd, env=env, check=False)
+    if not os.path.exists(out + ".json"):
+        raise SystemExit(f"bench.ab: python -m bench in {cwd} ended with status {done.returncode} and no results "
+                         "(a revision whose backends the bench code cannot drive: try --rev-bench)")
     with open(out + ".json", encoding="utf-8") as f:
         results: dict[str, Any] = json.load(f)
     return results
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rev", help="the revision to compare this tree against (e.g. main, a07bfd8)")
     p.add_argument("--rounds", type=int, default=2, help="before/after pairs to run (default 2)")
+    p.add_argument("--rev-bench", action="store_true",
+                   help="run REV's own bench code for REV (for a revision older than this bench's API); its raw "
+                   "baselines may be defined otherwise than this tree's: compare the absolute medians then")
     p.add_argument("--save", help="also write the comparison (Markdown) to this file")
     args = p.parse_args(own)
     packages = unpack(args.rev)
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="workerwire-ab-") as tmp:
         for n in range(args.rounds):
             print(f"bench.ab: round {n + 1}/{args.rounds}: {args.rev}", file=sys.stderr, flush=True)
-            before.append(_bench(bench_args, packages, os.path.join(tmp, f"before{n}")))
+            before.append(_bench(bench_args, packages, os.path.join(tmp, f"before{n}"),
+                                 os.path.dirname(packages) + "/src" if args.rev_bench else REPO))
             print(f"bench.ab: round {n + 1}/{args.rounds}: this tree", file=sys.stderr, flush=True)
             after.append(_bench(bench_args, None, os.path.join(tmp, f"after{n}")))
     table = _table(args.rev, before, after)
