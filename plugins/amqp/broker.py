@@ -46,15 +46,19 @@ class Unroutable(ConnectionLost):
 
 
 class Message:
-    """One logical message as received: its kind, properties and whole body."""
+    """One logical message as received: its kind, properties and whole body
+    (or, from a consumer that does not join parts, one part: :attr:`more`
+    says that more parts follow)."""
 
-    __slots__ = ("kind", "reply_to", "correlation_id", "body")
+    __slots__ = ("kind", "reply_to", "correlation_id", "body", "more")
 
-    def __init__(self, kind: str, reply_to: str | None, correlation_id: str | None, body: bytes):
+    def __init__(self, kind: str, reply_to: str | None, correlation_id: str | None, body: bytes,
+                 more: bool = False):
         self.kind = kind
         self.reply_to = reply_to
         self.correlation_id = correlation_id
         self.body = body
+        self.more = more
 
 
 class _Protocol(TwistedProtocolConnection):
@@ -152,6 +156,8 @@ class Mailbox:
         self.on_seen: Callable[[int], None] | None = None
         #: Deliveries are held (unacked, so the broker keeps the rest) while paused.
         self.paused = False
+        #: Joins a message's parts before delivering it (see :meth:`consume`).
+        self._join_parts = True
         self._held: list[tuple[Any, Callable[[Message], None], Callable[[str], None]]] = []
 
     @classmethod
@@ -202,9 +208,13 @@ class Mailbox:
     # -- receiving ---------------------------------------------------------------
 
     def consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
-                on_error: Callable[[str], None]) -> Deferred[None]:
+                on_error: Callable[[str], None], join_parts: bool = True) -> Deferred[None]:
         """Consume *queue*; whole messages go to *deliver* in order.  A protocol
-        error (oversized or malformed parts) goes to *on_error*."""
+        error (oversized or malformed parts) goes to *on_error*.  With
+        *join_parts* false, every AMQP message goes to *deliver* as it came,
+        parts not joined (``Message.more``) and of any size: the receiver
+        bounds them (the login queue, whose senders are not logged in)."""
+        self._join_parts = join_parts
         return ensureDeferred(self._consume(queue, prefetch, deliver, on_error))
 
     async def _consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
@@ -252,6 +262,10 @@ class Mailbox:
         key = props.reply_to
         headers = props.headers or {}
         body = received.body
+        if not self._join_parts:
+            self._deliver(deliver, on_error, Message(props.type or "", props.reply_to, props.correlation_id, body,
+                                                     bool(headers.get("more"))))
+            return
         if "more" in headers or key in self._partial:
             partial = self._partial.setdefault(key, Reassembly(self.max_message_size))
             try:
@@ -266,12 +280,15 @@ class Mailbox:
         elif len(body) > self.max_message_size:
             on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
             return
+        self._deliver(deliver, on_error, Message(props.type or "", props.reply_to, props.correlation_id, body))
+
+    def _deliver(self, deliver: Callable[[Message], None], on_error: Callable[[str], None], msg: Message) -> None:
         try:
-            deliver(Message(props.type or "", props.reply_to, props.correlation_id, body))
+            deliver(msg)
         except ProtocolError as e:
             on_error(str(e))
         except Exception:
-            _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=props.type)
+            _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=msg.kind)
 
     def close(self) -> None:
         self.closed = True
