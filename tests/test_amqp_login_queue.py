@@ -118,12 +118,14 @@ def test_a_request_in_parts_that_never_ends_is_refused_after_the_login_timeout()
     assert q.queue.in_parts == 0 and q.guard.unauthenticated == 0 and q.guard.stats["timed_out"] == 1
 
 
-def test_requests_in_parts_are_capped_by_the_guard() -> None:
-    with _Queue(max_unauthenticated=4, max_unauthenticated_per_host=4) as q:
+def test_requests_in_parts_are_capped_by_the_guard_as_one_host() -> None:
+    with _Queue(max_unauthenticated=256, max_unauthenticated_per_host=4) as q:
         for n in range(100):
             q.take(b"\x84" + b"x" * 1000, reply_to=f"q{n}", more=True)
+        q.take(LOGIN, reply_to="worker")
     assert q.queue.in_parts == 4, "the master held requests in parts beyond the guard's cap"
     assert len(q.refusals) == 96 and all(isinstance(e, ProtocolError) for _, _, e in q.refusals)
+    assert [m.reply_to for m in q.requests] == ["worker"], "a whole login must pass while the cap is reached"
     q.queue.close()
     assert q.queue.in_parts == 0 and q.guard.unauthenticated == 0
 

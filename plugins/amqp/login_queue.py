@@ -18,7 +18,9 @@ ends one over TCP, and logged (rate-limited, by the listener's guard):
 A request in parts (``headers.more``, which no worker needs) is held like a
 TCP connection that has not finished its login: under a ticket of the
 listener's login guard (its timer, its input limit, its caps on logins under
-way), so at most ``max_unauthenticated`` requests of at most 64 KiB each are
+way), so at most ``max_unauthenticated_per_host`` requests (their senders are
+unknown, so they count as one host: they hold no more of the listener's
+``max_unauthenticated`` slots than one host may) of at most 64 KiB each are
 held, each for at most ``login_timeout``.  (Before, the login queue joined
 parts like any session's queue: up to ``max_message_size`` each, for any
 number of reply queues, for ever.)
