@@ -16,16 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
+from pytest_twisted import ensureDeferred as async_test
+from twisted.internet import reactor as _reactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
+from workerwire import load_backend
 from workerwire.backend import LinkOptions
+from workerwire.conformance import Harness, within
 from workerwire.errors import ProtocolError
 from workerwire.login_guard import MAX_LOGIN_INPUT, LoginGuard
 from workerwire_amqp import wire
 from workerwire_amqp.broker import Message
 from workerwire_amqp.login_queue import LoginQueue
 
+REACTOR: Any = _reactor
 LOGIN = msgpack.packb({"name": "w1", "password": "pw", "peer": "127.0.0.1:5", "version": 1})
 
 
@@ -136,3 +142,42 @@ def test_another_kind_from_a_reply_queue_with_a_request_under_way_ends_it() -> N
         q.take(msgpack.packb(["c1", None]), kind=wire.COMPLETE)
     assert not q.requests and "'complete' message" in q.refused_to("q1")
     assert q.queue.in_parts == 0 and q.guard.unauthenticated == 0
+
+
+# -- through a real broker and master ---------------------------------------------
+
+
+@pytest.fixture
+def harness(amqp_broker_url: str, tmp_path: Any) -> Any:
+    import pytest_twisted
+    from twisted.internet.defer import ensureDeferred
+
+    h = Harness(load_backend("amqp"), LinkOptions(keepalive_interval=None), REACTOR, str(tmp_path))
+    yield h
+    pytest_twisted.blockon(ensureDeferred(h.close()))
+
+
+@async_test
+async def test_a_login_request_in_parts_through_the_broker_logs_in(harness: Harness) -> None:
+    """The conformance suite's raw client before the login starts a request in
+    parts; its ``login`` kind ends it, and the master serves it as any login
+    (this pins the hook's ``login`` down, which the suite only uses after the login)."""
+    reg = await harness.register("w1", "pw")
+    raw = await within(harness.backend.raw_connect(reg.getAddress(), REACTOR), REACTOR, what="a raw amqp client")
+    try:
+        raw.write(raw.login("w1", "pw"))
+        conn = await within(harness.master.whenConnection("w1"), REACTOR, what="the login in parts to be served")
+        assert conn.isConnected and not raw.closed.called
+        assert harness.listener.login_guard.unauthenticated == 0
+    finally:
+        raw.link.close()
+
+
+@async_test
+async def test_a_wrong_password_in_parts_is_refused_as_any_wrong_password(harness: Harness) -> None:
+    reg = await harness.register("w1", "pw")
+    raw = await within(harness.backend.raw_connect(reg.getAddress(), REACTOR), REACTOR, what="a raw amqp client")
+    raw.write(raw.login("w1", "hunter2-not-it"))
+    await within(raw.closed, REACTOR, what="the refusal")
+    assert b"LoginRefused" in raw.tail and b"hunter2" not in raw.tail
+    assert harness.master.offers == [] and harness.listener.login_guard.stats["refused"] == 1
