@@ -209,8 +209,9 @@ class Backend(abc.ABC):
         :class:`workerwire.conformance.raw_frames.RawFrames` on a fresh link to
         the master at *address* that has not logged in (a network backend:
         ``workerwire.conformance.raw_frames.dial_raw``).  A backend whose
-        master holds no link before the login declares it in its
-        ``RawFrames.not_applicable`` (key ``"raw_connect"``) and leaves this.
+        master holds no link before the login returns what its master does
+        hold: a login request under way (amqp: the first part of one in the
+        pool's login queue), closed when the master refuses it.
 
         :raises NotImplementedError: not offered by this backend.
         """

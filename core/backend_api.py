@@ -34,8 +34,8 @@ Conformance hooks (on :class:`Backend`)
     ``raw_frames(connector)`` and ``raw_connect(address, reactor)``: the
     hostile-peer tests' raw frames (:mod:`workerwire.conformance.raw_frames`:
     a few lines per kind -- ``request``, ``nested_update``, ``login``,
-    ``update``, ``complete``, ``oversized``, ``garbage``; a kind that cannot
-    exist is declared in ``RawFrames.not_applicable``); ``make_interposer``.
+    ``update``, ``complete``, ``oversized``, ``garbage``, every one required:
+    the suite skips none); ``make_interposer``.
 
 Credentials and helpers
     :class:`ChallengeResponse`, :func:`new_challenge`, :func:`login_response`

@@ -7,7 +7,11 @@ A backend offers two hooks on its :class:`workerwire.backend.Backend`:
   link from then on (the connector interprets nothing more on it);
 * :meth:`~workerwire.backend.Backend.raw_connect` -- a :class:`RawFrames` on a
   fresh link to the master at an address, that has not logged in (network
-  backends: :func:`dial_raw` with the backend's frames).
+  backends: :func:`dial_raw` with the backend's frames).  A backend whose
+  master holds no connection before the login (workers log in through a
+  broker's queue) makes the fresh link what its master does hold: a login
+  request under way (amqp: the first part of one in the pool's login queue,
+  closed when the master answers it with a refusal).
 
 Either way, what the master sends is only counted (:attr:`RawFrames.received`,
 :attr:`RawFrames.tail`), and what the test writes goes to the master as it is.
@@ -26,11 +30,12 @@ login).  The kinds:
 ``garbage(n)``         *n* bytes that are not this backend's framing
 =====================  =========================================================
 
-A kind that cannot exist on a backend is named in :attr:`RawFrames.not_applicable`
-with the reason (a declared property of the backend, such as "the master holds
-no link before the login: workers log in through a broker's queue"); the
-conformance suite then reports the test as not applicable with that reason.
-Everything else is required: a backend without it fails those tests.
+Every kind is required on both links, and so are both hooks: a backend
+without one fails those tests (none is skipped: a skip is not a pass).  On
+the fresh link, ``login`` is the backend's login (on a backend whose login
+is under way from the start, the rest of it) and after the login a second
+one on the same link (on msgpack, whose login is the HTTP upgrade, an
+upgrade request written into the WebSocket as a message).
 
 The conformance suite (:mod:`workerwire.conformance.suite_hostile`) uses it to
 play a peer that sends without reading, makes the master answer errors about
@@ -42,7 +47,7 @@ from __future__ import annotations
 
 import abc
 import random
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -50,19 +55,10 @@ from twisted.internet.protocol import Factory, Protocol
 from ..budget import transport_queued
 from ..endpoints import parse_client_address
 
-__all__ = ["RawFrames", "TransportRawFrames", "NotApplicable", "dial_raw", "noise", "KINDS", "FRESH_LINK"]
+__all__ = ["RawFrames", "TransportRawFrames", "dial_raw", "noise", "KINDS"]
 
 #: The kinds a backend builds (the methods of :class:`RawFrames` of these names).
 KINDS = ("request", "nested_update", "login", "update", "complete", "oversized", "garbage")
-#: The name under which :attr:`RawFrames.not_applicable` declares that
-#: :meth:`~workerwire.backend.Backend.raw_connect` cannot exist.
-FRESH_LINK = "raw_connect"
-
-
-class NotApplicable(Exception):
-    """Raised by a backend's ``raw_connect`` (or by the suite for a kind) that
-    its :attr:`RawFrames.not_applicable` declares impossible; the message is
-    the declared reason."""
 
 
 def noise(n: int, seed: int = 13) -> bytes:
@@ -72,11 +68,6 @@ def noise(n: int, seed: int = 13) -> bytes:
 
 class RawFrames(abc.ABC):
     """One worker link under the test's control (see the module)."""
-
-    #: Kinds (see :data:`KINDS`, and :data:`FRESH_LINK`) this backend cannot
-    #: offer, each with the reason.  The suite reports their tests as not
-    #: applicable, naming the backend and the reason.
-    not_applicable: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         #: Bytes received from the master since the takeover (for the null

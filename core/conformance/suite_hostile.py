@@ -12,15 +12,13 @@ login after it), a worker that overruns the output window, garbage bytes.
 Both drive the backend's hooks of :mod:`workerwire.conformance.raw_frames`
 (``Backend.raw_frames``: a logged-in worker link whose further bytes the test
 writes by hand; ``Backend.raw_connect``: a fresh link that has not logged in).
-A backend without them fails these tests; a kind its ``RawFrames`` declares
-impossible (``not_applicable``) is reported as not applicable with the reason.
+A backend without them fails these tests; none of them is skipped.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
@@ -31,7 +29,7 @@ from zope.interface import implementer
 from ..errors import ConnectionLost
 from ..login_guard import MAX_LOGIN_INPUT
 from .harness import TIMEOUT, Harness, RecordingCommand, WorkerHandle, within
-from .raw_frames import FRESH_LINK, NotApplicable, RawFrames
+from .raw_frames import RawFrames
 
 __all__ = ["HostilePeerTests", "HostileInputTests", "FLOOD_RSS_BOUND", "window_bound"]
 
@@ -234,31 +232,17 @@ class _Log:
             self.lines.append(formatEvent(event) or "")
 
 
-def _applicable(harness: Harness, raw: RawFrames, *kinds: str) -> None:
-    """Reports the test as not applicable when the backend declares one of *kinds* impossible."""
-    for kind in kinds:
-        reason = type(raw).not_applicable.get(kind)
-        if reason is not None:
-            pytest.skip(f"not applicable: backend {harness.backend.name!r} declares (RawFrames.not_applicable"
-                        f"[{kind!r}]): {reason}")
-
-
 class HostileInputTests:
     """Input that breaks the dialect, before and after the login: the link that
     sent it is refused (closed, or answered with a protocol error where the
     peer is logged in), nothing of it reaches the portal or a command, and the
     master keeps serving its other workers."""
 
-    async def _fresh(self, harness: Harness, *kinds: str) -> RawFrames:
+    async def _fresh(self, harness: Harness) -> RawFrames:
         """A fresh link to the port of the worker ``good`` (registered first), not logged in."""
         reg = harness.listener.getRegistration("good") or await harness.register("good", "secret-good")
-        try:
-            raw = await within(harness.backend.raw_connect(reg.getAddress(), harness.reactor), harness.reactor,
-                               what="a raw link to the master")
-        except NotApplicable as e:
-            pytest.skip(f"not applicable: backend {harness.backend.name!r} declares (RawFrames.not_applicable"
-                        f"[{FRESH_LINK!r}]): {e}")
-        _applicable(harness, raw, *kinds)
+        raw: RawFrames = await within(harness.backend.raw_connect(reg.getAddress(), harness.reactor),
+                                      harness.reactor, what="a raw link to the master")
         return raw
 
     async def _still_serving(self, harness: Harness, *workers: WorkerHandle) -> None:
@@ -289,19 +273,19 @@ class HostileInputTests:
 
     @async_test
     async def test_an_oversized_first_frame_closes_the_link_before_the_login(self, harness: Harness) -> None:
-        raw = await self._fresh(harness, "oversized")
+        raw = await self._fresh(harness)
         # More than the limit, sent at once: the master must not wait for the end of the frame.
         await self._closed_before_login(harness, raw, raw.oversized(MAX_LOGIN_INPUT + 64 * KiB),
                                         f"a first frame over the pre-login limit of {MAX_LOGIN_INPUT} bytes")
 
     @async_test
     async def test_garbage_before_the_login_closes_the_link(self, harness: Harness) -> None:
-        raw = await self._fresh(harness, "garbage")
+        raw = await self._fresh(harness)
         await self._closed_before_login(harness, raw, raw.garbage(512), "garbage before the login")
 
     @async_test
     async def test_an_update_before_the_login_closes_the_link(self, harness: Harness) -> None:
-        raw = await self._fresh(harness, "update")
+        raw = await self._fresh(harness)
         await self._closed_before_login(harness, raw, raw.update("c1", 100), "an update before the login")
 
     @async_test
@@ -344,7 +328,6 @@ class HostileInputTests:
     @async_test
     async def test_updates_and_completions_of_commands_not_running_are_refused(self, harness: Harness) -> None:
         good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
-        _applicable(harness, raw, "update", "complete")
         # The other worker's running command, and ids never used.
         for forged in ("g1", "forged-1"):
             raw.write(raw.update(forged, 100))
@@ -361,7 +344,6 @@ class HostileInputTests:
     @async_test
     async def test_a_login_after_the_login_is_refused(self, harness: Harness) -> None:
         good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
-        _applicable(harness, raw, "login")
         offers = len(harness.master.offers)
         raw.write(raw.login(rogue.name, rogue.password))
         raw.write(raw.login(good.name, good.password))
@@ -383,7 +365,6 @@ class HostileInputTests:
         await within(rogue.conn.remoteStartCommand(held, "b1", "r1", "hang", {}), harness.reactor,
                      what="the worker to accept the command")
         raw = harness.backend.raw_frames(rogue.connector)
-        _applicable(harness, raw, "update")
         gone = disconnected(rogue.conn)
         piece = window // 2
         total = 0
@@ -403,7 +384,6 @@ class HostileInputTests:
     @async_test
     async def test_garbage_after_the_login_closes_only_that_link(self, harness: Harness) -> None:
         good, rc_good, rogue, rc_rogue, raw = await self._two_running(harness)
-        _applicable(harness, raw, "garbage")
         gone = disconnected(rogue.conn)
         with _Log() as log:
             raw.write(raw.garbage(512))

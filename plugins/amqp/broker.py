@@ -15,7 +15,7 @@ messages, parts joined again, in the order they were published.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pika
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
@@ -46,15 +46,19 @@ class Unroutable(ConnectionLost):
 
 
 class Message:
-    """One logical message as received: its kind, properties and whole body."""
+    """One logical message as received: its kind, properties and whole body
+    (or, from a consumer that does not join parts, one part: :attr:`more`
+    says that more parts follow)."""
 
-    __slots__ = ("kind", "reply_to", "correlation_id", "body")
+    __slots__ = ("kind", "reply_to", "correlation_id", "body", "more")
 
-    def __init__(self, kind: str, reply_to: str | None, correlation_id: str | None, body: bytes):
+    def __init__(self, kind: str, reply_to: str | None, correlation_id: str | None, body: bytes,
+                 more: bool = False):
         self.kind = kind
         self.reply_to = reply_to
         self.correlation_id = correlation_id
         self.body = body
+        self.more = more
 
 
 class _Protocol(TwistedProtocolConnection):
@@ -152,7 +156,7 @@ class Mailbox:
         self.on_seen: Callable[[int], None] | None = None
         #: Deliveries are held (unacked, so the broker keeps the rest) while paused.
         self.paused = False
-        self._held: list[tuple[Any, Callable[[Message], None], Callable[[str], None]]] = []
+        self._held: list[tuple[Any, _Consumer]] = []
 
     @classmethod
     async def open(cls, link: BrokerLink, max_message_size: int, owner: str) -> "Mailbox":
@@ -202,19 +206,21 @@ class Mailbox:
     # -- receiving ---------------------------------------------------------------
 
     def consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
-                on_error: Callable[[str], None]) -> Deferred[None]:
+                on_error: Callable[[str], None], join_parts: bool = True) -> Deferred[None]:
         """Consume *queue*; whole messages go to *deliver* in order.  A protocol
-        error (oversized or malformed parts) goes to *on_error*."""
-        return ensureDeferred(self._consume(queue, prefetch, deliver, on_error))
+        error (oversized or malformed parts) goes to *on_error*.  With
+        *join_parts* false, every AMQP message goes to *deliver* as it came,
+        parts not joined (``Message.more``) and of any size: the receiver
+        bounds them (the login queue, whose senders are not logged in)."""
+        return ensureDeferred(self._consume(queue, prefetch, _Consumer(deliver, on_error, join_parts)))
 
-    async def _consume(self, queue: str, prefetch: int, deliver: Callable[[Message], None],
-                       on_error: Callable[[str], None]) -> None:
+    async def _consume(self, queue: str, prefetch: int, consumer: "_Consumer") -> None:
         await self.channel.basic_qos(prefetch_count=prefetch)
         incoming, _tag = await self.channel.basic_consume(queue=queue, auto_ack=False)
-        ensureDeferred(self._pump(incoming, deliver, on_error)).addErrback(
+        ensureDeferred(self._pump(incoming, consumer)).addErrback(
             lambda f: _log.failure("{owner}: consumer of {queue} failed", f, owner=self.owner, queue=queue))
 
-    async def _pump(self, incoming: Any, deliver: Callable[[Message], None], on_error: Callable[[str], None]) -> None:
+    async def _pump(self, incoming: Any, consumer: "_Consumer") -> None:
         while True:
             try:
                 received = await incoming.get()
@@ -228,9 +234,9 @@ class Mailbox:
                 self.channel.basic_ack(received.method.delivery_tag)
                 continue  # a receipt report only: nothing to deliver, even while paused
             if self.paused or self._held:
-                self._held.append((received, deliver, on_error))
+                self._held.append((received, consumer))
                 continue
-            self._take(received, deliver, on_error)
+            self._take(received, consumer)
 
     def pause(self) -> None:
         """Deliver nothing more (receipt reports still count) until :meth:`resume`."""
@@ -240,10 +246,10 @@ class Mailbox:
         """Deliver what was held, in order, unless delivering pauses again."""
         self.paused = False
         while self._held and not self.paused and not self.closed:
-            received, deliver, on_error = self._held.pop(0)
-            self._take(received, deliver, on_error)
+            received, consumer = self._held.pop(0)
+            self._take(received, consumer)
 
-    def _take(self, received: Any, deliver: Callable[[Message], None], on_error: Callable[[str], None]) -> None:
+    def _take(self, received: Any, consumer: "_Consumer") -> None:
         """Ack one delivery and deliver its message (once its last part is in)."""
         if self.closed or not self.channel.is_open:
             return
@@ -252,6 +258,11 @@ class Mailbox:
         key = props.reply_to
         headers = props.headers or {}
         body = received.body
+        deliver, on_error = consumer.deliver, consumer.on_error
+        if not consumer.join_parts:
+            self._deliver(deliver, on_error, Message(props.type or "", props.reply_to, props.correlation_id, body,
+                                                     bool(headers.get("more"))))
+            return
         if "more" in headers or key in self._partial:
             partial = self._partial.setdefault(key, Reassembly(self.max_message_size))
             try:
@@ -266,12 +277,15 @@ class Mailbox:
         elif len(body) > self.max_message_size:
             on_error(f"message of {len(body)} bytes exceeds max_message_size {self.max_message_size}")
             return
+        self._deliver(deliver, on_error, Message(props.type or "", props.reply_to, props.correlation_id, body))
+
+    def _deliver(self, deliver: Callable[[Message], None], on_error: Callable[[str], None], msg: Message) -> None:
         try:
-            deliver(Message(props.type or "", props.reply_to, props.correlation_id, body))
+            deliver(msg)
         except ProtocolError as e:
             on_error(str(e))
         except Exception:
-            _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=props.type)
+            _log.failure("{owner}: handling a {kind} message raised", owner=self.owner, kind=msg.kind)
 
     def close(self) -> None:
         self.closed = True
@@ -280,6 +294,14 @@ class Mailbox:
                 self.channel.close()
             except Exception:
                 pass
+
+
+class _Consumer(NamedTuple):
+    """Where one consumer's messages go (see :meth:`Mailbox.consume`)."""
+
+    deliver: Callable[[Message], None]
+    on_error: Callable[[str], None]
+    join_parts: bool
 
 
 def _failed(error: BaseException) -> Deferred[None]:

@@ -37,7 +37,7 @@ from workerwire.base_connection import BaseConnection
 from workerwire.budget import SendBudget
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
-from workerwire.login_guard import BadCredentials, refusal_reason
+from workerwire.login_guard import MAX_LOGIN_INPUT, BadCredentials, refusal_reason
 from workerwire.master import MasterHooks
 from workerwire.transfer import split_refs
 from workerwire.values import encode
@@ -45,6 +45,7 @@ from workerwire.values import encode
 from . import wire
 from .address import DialSpec, PortSpec, parse_port, queue_name
 from .broker import BrokerLink, Mailbox, Message, connect
+from .login_queue import LoginQueue
 
 __all__ = ["AMQPListener", "AMQPConnection", "LOGIN_PREFETCH", "SESSION_PREFETCH"]
 
@@ -83,6 +84,10 @@ class _Membership:
         self._backoff = Backoff()
         self._rejoin_failures = 0
         self._rejoin_call: Any = None
+        #: What this master takes from the login queue, under the listener's login guard.
+        self.logins = LoginQueue(listener.login_guard, self._login_request,
+                                 lambda reply_to, cid, error: ensureDeferred(self._refuse(reply_to, cid, error)),
+                                 f"amqp master {spec.master} of pool {self.pool}")
 
     @property
     def login_queue(self) -> str:
@@ -115,7 +120,9 @@ class _Membership:
                         f"{spec.master!r} (port in use); give this master another name (master=...)") from None
                 raise
             await control.channel.queue_declare(self.login_queue, auto_delete=True)
-            await control.consume(self.login_queue, LOGIN_PREFETCH, self._login_request, self._bad_login)
+            # Parts not joined: the login queue holds them to the pre-login limit itself.
+            await control.consume(self.login_queue, LOGIN_PREFETCH, self.logins.take, self._bad_login,
+                                  join_parts=False)
         except BaseException:
             link.close()
             raise
@@ -155,6 +162,7 @@ class _Membership:
         if self._rejoin_call is not None and self._rejoin_call.active():
             self._rejoin_call.cancel()
         self._rejoin_call = None
+        self.logins.close()
         if self.control is not None:
             self.control.close()
         if not self.sessions and self.link is not None:
@@ -196,6 +204,7 @@ class _Membership:
             conn.on_connection_lost(why)
         self.holders.clear()
         self.releasing.clear()
+        self.logins.close()
         self.control = None
         self._rejoin_later()
 
@@ -210,17 +219,19 @@ class _Membership:
             lambda f: _log.failure("amqp master {master}: a login failed", f, master=self.spec.master))
 
     async def _login(self, msg: Message) -> None:
+        """One whole login request (from :attr:`logins`: a ``login`` with a reply queue, under the limit)."""
         reply_to = msg.reply_to
-        if msg.kind != wire.LOGIN or not reply_to:
-            self._bad_login(f"a {msg.kind!r} message without a reply queue in the login queue")
-            return
+        assert reply_to is not None
         try:
-            req = wire.decode_body(msg.body, 64 * 1024)
+            req = wire.decode_body(msg.body, MAX_LOGIN_INPUT)
+            if not isinstance(req, dict):
+                raise ProtocolError("a login request is a map")
             name, password, peer = req["name"], req["password"], req.get("peer", "?")
             if not (isinstance(name, str) and name and isinstance(password, str) and isinstance(peer, str)):
                 raise ProtocolError("a login is {name: str, password: str, peer: str, version: int}")
         except (ProtocolError, KeyError, TypeError) as e:
-            self._bad_login(str(e))
+            why = f"no {e} in it" if isinstance(e, KeyError) else str(e)
+            self.logins.bad(reply_to, msg.correlation_id, f"a malformed login request: {why}")
             return
         guard = self.listener.login_guard
         ticket = guard.admit(_address(peer), lambda: None)
@@ -247,7 +258,7 @@ class _Membership:
         finally:
             ticket.done()
 
-    async def _refuse(self, reply_to: str, correlation_id: str | None, error: LoginRefused) -> None:
+    async def _refuse(self, reply_to: str, correlation_id: str | None, error: Exception) -> None:
         if self.control is None:
             return
         try:

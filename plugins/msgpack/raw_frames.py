@@ -8,10 +8,17 @@ autobahn frames (and masks) each message as it would any other; only the
 MessagePack inside is hand-built, so a message may carry what our encoder
 refuses to build.  What the master sends is counted as raw bytes (WebSocket
 framing included), never parsed.
+
+The login is the WebSocket upgrade: an HTTP request whose ``Authorization:
+Basic`` header carries the credentials (as Buildbot's msgpack master reads
+it; its dialect has no other login).  ``login`` is that request: on a fresh
+link, written as it is; after the login, written into the WebSocket as a
+message, which is what a second login on that link can be.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 from typing import Any
 
@@ -30,9 +37,6 @@ class MsgpackRawFrames(TransportRawFrames):
     """Takes over ``connector._session.proto`` (its input is only counted), or
     none (*connector* ``None``: :func:`raw_connect` connects it and
     :meth:`write` writes bytes as they are, no WebSocket framing)."""
-
-    not_applicable = {"login": "the login is the WebSocket upgrade's HTTP Basic authentication: once the link "
-                               "is a WebSocket, no message of the dialect can carry another"}
 
     def __init__(self, connector: Any = None):
         super().__init__()
@@ -65,7 +69,10 @@ class MsgpackRawFrames(TransportRawFrames):
         return b"\x84" + head + msgpack.packb("args") + b"\x91\x92" + msgpack.packb("stdout") + value
 
     def login(self, name: str, password: str) -> bytes:
-        raise NotImplementedError(self.not_applicable["login"])
+        credentials = base64.b64encode(f"{name}:{password}".encode("utf-8")).decode("ascii")
+        return ("GET / HTTP/1.1\r\nHost: master\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Basic {credentials}\r\n\r\n").encode("ascii")
 
     def update(self, command_id: str, payload_size: int) -> bytes:
         data = self._op("update", command_id=command_id, args=[["stdout", "x" * payload_size]])
