@@ -27,7 +27,8 @@ import msgpack
 
 from .errors import ProtocolError, UnsupportedValue
 
-__all__ = ["Value", "check_value", "is_value", "encode", "encode_pairs", "array_header", "decode", "INT_MIN", "INT_MAX"]
+__all__ = ["Value", "check_value", "is_value", "from_peer", "encode", "encode_pairs", "array_header", "decode",
+           "INT_MIN", "INT_MAX"]
 
 Value = Union[None, bool, int, float, str, bytes, list[Any], dict[str, Any]]
 
@@ -138,6 +139,55 @@ def _check(value: Any, where: str, depth: int) -> None:  # Any: as _valid
         f"{where}: {kind.__name__} cannot be carried; valid values are None, bool, "
         "int (64-bit), float, str, bytes, list/tuple and dict with str keys"
     )
+
+
+def from_peer(value: Any, where: str, limit: int, budget: list[int] | None = None) -> Any:
+    """*value*, as a peer's decoder built it, as a contract value.
+
+    For a backend whose codec builds Python objects itself (PB's jelly, a JSON
+    or CBOR decoder...) rather than going through :func:`decode`: tuples
+    become lists, and the contract's rules (:func:`check_value`) hold for
+    what the peer sent.  At most *limit* values are unpacked, so a message
+    whose decoder shares containers (jelly's references) cannot expand into
+    a tree of unbounded size.
+
+    :param where: names the value in the error message (e.g. ``"worker info"``).
+    :param budget: a one-item list shared by several calls, counting down
+        from *limit* (for the values of one message).
+    :raises ProtocolError: naming *where* and what is not a contract value
+        (it is the peer's error, not the caller's).
+    """
+    try:
+        return _from_peer(value, 0, [limit] if budget is None else budget, where)
+    except _Refused:
+        try:
+            _check(value, where, 0)  # says what is wrong, and where in the value
+        except UnsupportedValue as e:
+            raise ProtocolError(f"peer sent an unsupported value: {e}") from None
+        raise AssertionError(f"{where}: _check accepted what from_peer refused") from None  # pragma: no cover
+
+
+class _Refused(Exception):
+    """Inside :func:`from_peer`: a part of the value is not a contract value."""
+
+
+def _from_peer(value: Any, depth: int, budget: list[int], where: str) -> Any:  # Any: as _valid
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ProtocolError(f"{where}: the message unpacks to too many values (shared references?)")
+    kind = type(value)
+    if (kind is str and value.isascii()) or kind is bytes or kind is float or kind is bool or value is None:
+        return value
+    if kind is int and INT_MIN <= value <= INT_MAX:
+        return value
+    if depth < _MAX_DEPTH:
+        if kind is list or kind is tuple:
+            return [_from_peer(item, depth + 1, budget, where) for item in value]
+        if kind is dict and all(type(key) is str for key in value):
+            return {key: _from_peer(item, depth + 1, budget, where) for key, item in value.items()}
+    if kind is str and _valid(value, depth):
+        return value
+    raise _Refused
 
 
 # One packer for the process: ``pack`` runs in C under the GIL without calling

@@ -30,12 +30,12 @@ from workerwire.errors import (
     UnknownCommand,
     UnsupportedValue,
 )
-from workerwire.values import encode
+from workerwire.values import encode, from_peer
 from workerwire.endpoints import normalize_port
 from workerwire_pb.broker import WireBroker
 from workerwire_pb.connection import normalize_updates
 from workerwire_pb.errors import NO_TRACEBACK, core_error, wire_failure
-from workerwire_pb.security import ATOM_LIMIT, IncomingSecurity, OutgoingSecurity, fits, plain
+from workerwire_pb.security import ATOM_LIMIT, DEFAULT_NODES, IncomingSecurity, OutgoingSecurity, fits
 from workerwire_pb.transfers import TransferSink, pieces
 
 
@@ -94,16 +94,11 @@ def test_outgoing_jelly_refuses_non_contract_values(bad: Any) -> None:
 
 # -- values ---------------------------------------------------------------------
 
-def test_plain_turns_tuples_into_lists_and_refuses_the_rest() -> None:
-    assert plain((1, ("a", (b"b",)), {"k": (None,)})) == [1, ["a", [b"b"]], {"k": [None]}]
-    assert type(plain(True)) is bool
-    for bad in ({1: "x"}, 2**64, -(2**63) - 1, pb.RemoteReference(None, None, 1, 0), {1.5}):
-        with pytest.raises(ProtocolError):
-            plain(bad)
-    loop: list[Any] = []
-    loop.append(loop)
-    with pytest.raises(ProtocolError):
-        plain(loop)
+def test_what_jelly_delivers_becomes_a_contract_value_or_is_refused() -> None:
+    """pb hands what jelly built to core's from_peer (tests/test_values.py has its rules)."""
+    assert from_peer((1, ("a", (b"b",)), {"k": (None,)}), "value", DEFAULT_NODES) == [1, ["a", [b"b"]], {"k": [None]}]
+    with pytest.raises(ProtocolError, match="RemoteReference cannot be carried"):
+        from_peer(pb.RemoteReference(None, None, 1, 0), "value", DEFAULT_NODES)
 
 
 def test_fits_follows_banana_limits() -> None:
@@ -376,7 +371,7 @@ def test_shared_references_cannot_expand_without_bound() -> None:
     assert len(repr(sexp)) < 100_000
     value = jelly.unjelly(sexp, IncomingSecurity())
     with pytest.raises(ProtocolError):
-        plain(value, limit=100_000)
-    assert plain(value, limit=2_000_000) == [leaf] * 1000  # small sharing is fine
+        from_peer(value, "value", 100_000)
+    assert from_peer(value, "value", 2_000_000) == [leaf] * 1000  # small sharing is fine
     with pytest.raises(ProtocolError):
         normalize_updates([[{"a": value}, 0], [{"b": value}, 0]], limit=1_500_000)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from workerwire.errors import ProtocolError, UnsupportedValue
-from workerwire.values import INT_MAX, INT_MIN, check_value, decode, encode
+from workerwire.values import INT_MAX, INT_MIN, check_value, decode, encode, from_peer
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
 scalars = st.none() | st.booleans() | st.integers(INT_MIN, INT_MAX) | st.floats(allow_nan=False) | text | st.binary()
@@ -120,6 +120,48 @@ def test_nesting_limit_is_the_same_for_both_checks(depth: int, leaf: object) -> 
     except UnsupportedValue:
         ok = False
     assert _valid(value, 0) is ok
+
+
+@settings(max_examples=500, deadline=None)
+@given(_anything)
+def test_a_peers_value_is_taken_exactly_when_it_is_a_contract_value(value: object) -> None:
+    """from_peer (a decoder's Python objects, e.g. jelly's) follows check_value's rules, tuples arriving as lists."""
+    try:
+        check_value(value)
+    except UnsupportedValue as e:
+        with pytest.raises(ProtocolError, match="peer sent an unsupported value") as refused:
+            from_peer(value, "value", 10**6)
+        assert str(e) in str(refused.value)
+    else:
+        assert from_peer(value, "value", 10**6) == decode(encode(value))
+
+
+@pytest.mark.parametrize("depth", [255, 256, 257])
+@pytest.mark.parametrize("leaf", ["ascii", "é", 1, None, [], {}, (), {"k": "v"}])
+def test_a_peers_value_has_the_contracts_nesting_limit(depth: int, leaf: object) -> None:
+    value = _nested(depth, leaf)
+    try:
+        check_value(value)
+    except UnsupportedValue:
+        with pytest.raises(ProtocolError, match="nested deeper than 256"):
+            from_peer(value, "value", 10**6)
+    else:
+        from_peer(value, "value", 10**6)
+
+
+def test_a_peers_value_unpacks_to_at_most_its_limit_of_values() -> None:
+    shared = list(range(100))
+    with pytest.raises(ProtocolError, match="args: the message unpacks to too many values"):
+        from_peer([shared] * 100, "args", 10_000)  # 10,101 values from one list of 100 shared 100 times
+    assert from_peer([shared] * 100, "args", 10_101) == [shared] * 100
+    budget = [150]  # one message's values, over two calls
+    from_peer(shared, "first", 0, budget)
+    with pytest.raises(ProtocolError, match="second"):
+        from_peer(shared, "second", 0, budget)
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        from_peer(loop, "value", 10**6)
 
 
 pair_values = st.one_of(

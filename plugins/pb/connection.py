@@ -21,11 +21,11 @@ from workerwire.base_connection import BaseConnection, update_pairs
 from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError, peer_text
 from workerwire.master import Update
 from workerwire.transfer import HandleRef
-from workerwire.values import decode
+from workerwire.values import decode, from_peer
 
 from .broker import Servant, WireBroker
 from .errors import core_error
-from .security import ATOM_LIMIT, DEFAULT_NODES, node_limit, plain
+from .security import ATOM_LIMIT, DEFAULT_NODES, node_limit
 
 __all__ = ["PBConnection", "normalize_updates"]
 
@@ -60,7 +60,7 @@ def normalize_updates(updates: Any, limit: int = DEFAULT_NODES) -> tuple[list[Up
         for key, value in batch.items():
             if not isinstance(key, str):
                 raise ProtocolError(f"update key {peer_text(key)} is not a str")
-            out.append((key, plain(value, f"update {key!r}", budget=budget)))
+            out.append((key, from_peer(value, f"update {key!r}", limit, budget)))
     return out, top
 
 
@@ -286,7 +286,7 @@ def _none(result: object) -> None:
 
 
 def _info(answer: Any, limit: int) -> dict[str, Any]:
-    info = plain(answer, "worker info", limit)
+    info = from_peer(answer, "worker info", limit)
     if not isinstance(info, dict):
         raise ProtocolError(f"getWorkerInfo must answer a dict, not a {type(info).__name__}")
     return info

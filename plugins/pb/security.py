@@ -7,9 +7,10 @@ references to remote objects (the bot, the builders, the command reference)
 and copied failures (``complete(failure)`` and call errors).  Everything else
 is refused while unjellying, before any object is built.
 
-Also here: :func:`plain`, which turns what jelly delivered into a contract
-value (tuples become lists) or refuses it, and :func:`fits`, which says whether
-a value can travel as ordinary jelly, given banana's per-string and per-list
+Also here: :func:`node_limit`, how many values one message may unpack to
+(what jelly delivered becomes a contract value through core's
+:func:`~workerwire.values.from_peer`), and :func:`fits`, which says whether a
+value can travel as ordinary jelly, given banana's per-string and per-list
 limit of 640 KiB.
 """
 
@@ -19,10 +20,8 @@ from typing import Any
 
 from twisted.spread import banana, jelly
 
-from workerwire.errors import ProtocolError
-from workerwire.values import INT_MAX, INT_MIN
 
-__all__ = ["IncomingSecurity", "OutgoingSecurity", "INCOMING", "OUTGOING", "plain", "fits", "node_limit", "ATOM_LIMIT", "PLAIN_DEPTH"]
+__all__ = ["IncomingSecurity", "OutgoingSecurity", "INCOMING", "OUTGOING", "fits", "node_limit", "ATOM_LIMIT", "PLAIN_DEPTH"]
 
 #: Largest str (in UTF-8 bytes) or bytes value, and longest list, one banana
 #: frame element may hold.
@@ -31,9 +30,6 @@ ATOM_LIMIT = banana.SIZE_LIMIT - 16
 #: Deepest nesting sent as ordinary jelly (jelly recurses per level); deeper
 #: values travel through the chunking extension.
 PLAIN_DEPTH = 64
-
-#: Nesting beyond which an incoming value is refused outright (the contract's limit).
-MAX_DEPTH = 256
 
 _COPIED_FAILURE = b"twisted.spread.pb.CopyableFailure"
 
@@ -91,45 +87,6 @@ def node_limit(max_message_size: int) -> int:
 
 #: :func:`node_limit` of the default message size limit.
 DEFAULT_NODES = node_limit(64 * 1024 * 1024)
-
-
-def plain(value: Any, where: str = "value", limit: int = DEFAULT_NODES, budget: list[int] | None = None) -> Any:
-    """Return *value* as a contract value (tuples become lists).
-
-    :param limit: most values to unpack (see :func:`node_limit`).
-    :param budget: a one-item list shared by several calls, counting down
-        from *limit* (for values of one message).
-    :raises ProtocolError: the peer sent something that is not a contract
-        value (a reference or failure where data belongs, a non-str dict key,
-        an int outside 64 bits, nesting deeper than the contract allows, more
-        values than the limit).
-    """
-    return _plain(value, where, 0, [limit] if budget is None else budget)
-
-
-def _plain(value: Any, where: str, depth: int, budget: list[int]) -> Any:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ProtocolError(f"{where}: the message unpacks to too many values (shared references?)")
-    kind = type(value)
-    if value is None or kind is bool or kind is float or kind is bytes or kind is str:
-        return value
-    if kind is int:
-        if not INT_MIN <= value <= INT_MAX:
-            raise ProtocolError(f"{where}: int {value} is outside the 64-bit range")
-        return value
-    if depth >= MAX_DEPTH:
-        raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-    if kind is list or kind is tuple:
-        return [_plain(item, where, depth + 1, budget) for item in value]
-    if kind is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ProtocolError(f"{where}: dict key {key!r} is a {type(key).__name__}; keys must be str")
-            out[key] = _plain(item, where, depth + 1, budget)
-        return out
-    raise ProtocolError(f"{where}: the peer sent a {kind.__name__}, which is not a contract value")
 
 
 def fits(value: Any, depth: int = 0) -> bool:

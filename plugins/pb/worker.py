@@ -28,12 +28,12 @@ from workerwire.endpoints import parse_client_address
 from workerwire.flow import approx_size
 from workerwire.master import Update
 from workerwire.transfer import HANDLE_KEYS, CarriedHandles
-from workerwire.values import encode
+from workerwire.values import encode, from_peer
 from workerwire.worker_link import WorkerLink
 
 from .broker import Servant, WireBroker
 from .errors import core_error, wire_failure
-from .security import ATOM_LIMIT, fits, node_limit, plain
+from .security import ATOM_LIMIT, fits, node_limit
 
 __all__ = ["PBConnector"]
 
@@ -118,13 +118,13 @@ class _Builder(Servant):
         if not isinstance(command_ref, pb.RemoteReference):
             raise ProtocolError("startCommand expects a command reference first")
         link, limit = self.link, self.link.limit
-        commandId, commandName = plain(commandId, "commandId", limit), plain(commandName, "commandName", limit)
+        commandId, commandName = from_peer(commandId, "commandId", limit), from_peer(commandName, "commandName", limit)
         handles: dict[str, pb.RemoteReference] = {}
         if isinstance(args, dict):
             # Transfer handles: references where Buildbot puts them, nowhere else.
             handles = {k: v for k, v in args.items() if k in HANDLE_KEYS and isinstance(v, pb.RemoteReference)}
             args = {k: v for k, v in args.items() if k not in handles}
-        args = plain(args, "args", limit)
+        args = from_peer(args, "args", limit)
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
         for key, ref in handles.items():
@@ -135,7 +135,7 @@ class _Builder(Servant):
     def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
         limit = self.link.limit
         return call_bot(self.link.connector.bot, "interruptCommand", self.name,
-                        str(plain(commandId, "commandId", limit)), str(plain(why, "why", limit)))
+                        str(from_peer(commandId, "commandId", limit)), str(from_peer(why, "why", limit)))
 
 
 class _Bot(Servant):
@@ -146,7 +146,7 @@ class _Bot(Servant):
         self.builders: dict[str, _Builder] = {}
 
     def remote_print(self, message: Any) -> Any:
-        return call_bot_now(self.link.connector.bot, "print", plain(message, "message", self.link.limit))
+        return call_bot_now(self.link.connector.bot, "print", from_peer(message, "message", self.link.limit))
 
     def remote_getWorkerInfo(self) -> Deferred[Any]:
         return call_bot(self.link.connector.bot, "getWorkerInfo")
@@ -155,7 +155,7 @@ class _Bot(Servant):
         return _VERSION
 
     def remote_setBuilderList(self, wanted: Any) -> Deferred[Any]:
-        return self.link.set_builder_list(plain(wanted, "builders", self.link.limit)).addCallback(self._present)
+        return self.link.set_builder_list(from_peer(wanted, "builders", self.link.limit)).addCallback(self._present)
 
     def _present(self, names: list[str]) -> dict[str, _Builder]:
         self.builders = {n: self.builders.get(n) or _Builder(self.link, n) for n in names}
