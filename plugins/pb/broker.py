@@ -106,8 +106,7 @@ class WireBroker(FastBanana, pb.Broker):
         self.stream = StreamLink(options, reactor, "pb " + ("worker" if isClient else "master"), stats)
         self.peer_features: dict[str, Any] | None = None
         self.peer_version: Any = None
-        self._features_known = False
-        self._features_waiters: list[Deferred[None]] = []
+        self._features_settled: Deferred[None] = Deferred()  # the peer answered (or refused) ``features``
         # A master takes parts once the login's password check passed.
         self.transfers = TransferPool(options.max_message_size, "workerwire.part", accepting=bool(isClient))
         self._transfer_ids = TransferIds()
@@ -134,7 +133,7 @@ class WireBroker(FastBanana, pb.Broker):
         super().connectionReady()
         d = self.remoteForName(EXT_NAME).callRemote("features")
         d.addCallbacks(self._got_features, lambda f: None)
-        d.addBoth(self._features_settled)
+        d.addBoth(self._settle_features)
 
     def _got_features(self, result: Any) -> None:
         if not isinstance(result, dict):
@@ -145,21 +144,16 @@ class WireBroker(FastBanana, pb.Broker):
         self.peer_version = result.get("protocol")
         _log.warn("pb peer {peer} speaks version {theirs} of workerwire's pb extension, this side {ours}: treated as "
                   "a stock PB peer (no value over 640 KiB, no packed updates) until the older end is upgraded",
-                  peer=self.peer, theirs=_short(self.peer_version), ours=FEATURES["protocol"])
+                  peer=self.peer, theirs=peer_text(self.peer_version), ours=FEATURES["protocol"])
 
-    def _features_settled(self, _: Any) -> None:
-        self._features_known = True
-        waiters, self._features_waiters = self._features_waiters, []
-        for d in waiters:
-            d.callback(None)
+    def _settle_features(self, _: Any) -> None:
+        if not self._features_settled.called:
+            self._features_settled.callback(None)
 
     def features_known(self) -> Deferred[None]:
-        """Fires once the peer answered (or refused) the features question."""
+        """Fires once the peer answered (or refused) the features question, or the link was lost."""
         d: Deferred[None] = Deferred()
-        if self._features_known:
-            d.callback(None)
-        else:
-            self._features_waiters.append(d)
+        self._features_settled.addCallback(lambda _: d.callback(None))
         return d
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -171,7 +165,7 @@ class WireBroker(FastBanana, pb.Broker):
         self.stream.gone()
         self.link_bytes.close()
         super().connectionLost(reason)
-        self._features_settled(None)
+        self._settle_features(None)
         self.on_lost(why)
 
     # -- inbound bytes and messages ---------------------------------------------
@@ -223,11 +217,11 @@ class WireBroker(FastBanana, pb.Broker):
         # anything else is answered with a ProtocolError and reaches nothing.
         if self.localObjectForID(objectID) is None:
             if self.stream.ticket is not None and not self.logged_in:  # a master's link, before the login
-                self.protocol_error(f"a message to object {_short(objectID)} before logging in")
+                self.protocol_error(f"a message to object {peer_text(objectID, 40)} before logging in")
                 return
             if answerRequired:
                 self._sendFailureOrError(Failure(ProtocolError(
-                    f"no object {_short(objectID)} on this link: it was never given to the peer, or was "
+                    f"no object {peer_text(objectID, 40)} on this link: it was never given to the peer, or was "
                     "released (a finished command)")), requestID)
             return
         super().proto_message(requestID, objectID, message, answerRequired, netArgs, netKw)
@@ -387,7 +381,7 @@ class WireBroker(FastBanana, pb.Broker):
             why = ("the peer has no workerwire chunking (a stock PB peer such as buildbot-worker accepts strings up "
                    "to 640 KiB)")
         else:
-            why = (f"the peer speaks version {_short(self.peer_version)} of workerwire's pb extension, this side "
+            why = (f"the peer speaks version {peer_text(self.peer_version)} of workerwire's pb extension, this side "
                    f"{FEATURES['protocol']} (upgrade the older end)")
         return UnsupportedValue(f"{what} too large for one PB frame and {why}")
 
@@ -422,11 +416,6 @@ class WireBroker(FastBanana, pb.Broker):
                 self.protocol_error(f"bad transferred result: {e}")
                 return Failure(ProtocolError(f"bad transferred result: {e}"))
         return failure
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _describe(e: BaseException) -> str:
