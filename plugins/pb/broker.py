@@ -378,8 +378,8 @@ class WireBroker(FastBanana, pb.Broker):
 
     def _no_parts(self, what: str) -> UnsupportedValue:
         if self.peer_version is None:
-            why = ("the peer has no workerwire chunking (a stock PB peer such as buildbot-worker accepts strings up "
-                   "to 640 KiB)")
+            why = ("the peer has no workerwire chunking (a stock PB peer, such as buildbot-worker or a Buildbot "
+                   "master, accepts strings up to 640 KiB)")
         else:
             why = (f"the peer speaks version {peer_text(self.peer_version)} of workerwire's pb extension, this side "
                    f"{FEATURES['protocol']} (upgrade the older end)")
