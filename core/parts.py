@@ -34,13 +34,15 @@ from typing import Iterator
 from .errors import ProtocolError
 
 __all__ = ["Encoded", "split", "Part", "split_pieces", "Reassembly", "TransferPool", "Transfers", "TransferIds",
-           "OutgoingValues", "numbered_parts", "IN_PARTS", "TRANSFER", "too_large"]
+           "OutgoingValues", "numbered_parts", "IN_PARTS", "TRANSFER", "MAX_TRANSFERS", "too_large"]
 
 #: What :meth:`OutgoingValues.plan` answers for a Value that goes inline in
 #: parts (a sentinel, never equal to a transfer id or to ``None``).
 IN_PARTS = object()
 #: What :meth:`OutgoingValues.plan` answers for a Value that needs a transfer.
 TRANSFER = object()
+#: Most transfers a :class:`TransferPool` holds at once, by default.
+MAX_TRANSFERS = 32
 
 
 def too_large(size: int, limit: int) -> ProtocolError:
@@ -167,8 +169,9 @@ class TransferPool:
       :attr:`accepting` is false (before the peer logged in);
     * a transfer starts with offset 0 and a declared total of at most
       *max_message_size* together with the totals of every transfer held
-      (finished or not, until claimed); it is refused at that first part,
-      before any data is kept;
+      (finished or not, until claimed), and while fewer than *max_transfers*
+      are held (each costs some memory however small); it is refused at that
+      first part, before any data is kept;
     * its parts arrive in order, each at the offset where the previous one
       ended, with the same total, never past it; parts of other transfers
       may come in between;
@@ -176,12 +179,16 @@ class TransferPool:
 
     :param what: names a part in errors (``"Chunk"`` for amp).
     :param accepting: whether parts are taken yet.
+    :param max_transfers: most transfers held at once (the default is amp's
+        most keys in one box, so at most one transfer per Value of a message).
     """
 
-    def __init__(self, max_message_size: int, what: str = "part", accepting: bool = True):
+    def __init__(self, max_message_size: int, what: str = "part", accepting: bool = True,
+                 max_transfers: int = MAX_TRANSFERS):
         self.max_message_size = max_message_size
         self.what = what
         self.accepting = accepting
+        self.max_transfers = max_transfers
         self._transfers: dict[int, _Transfer] = {}
 
     @property
@@ -210,6 +217,9 @@ class TransferPool:
                 raise ProtocolError(f"{what}: transfer id {transfer} is already in use")
             if total < 1:
                 raise ProtocolError(f"{what}: total {total} must be positive")
+            if len(self._transfers) >= self.max_transfers:
+                raise ProtocolError(f"{what}: transfer {transfer} starts while {len(self._transfers)} transfers, "
+                                    "the most allowed, wait to be claimed")
             waiting = sum(held.total for held in self._transfers.values())
             if waiting + total > self.max_message_size:
                 raise too_large(waiting + total, self.max_message_size)

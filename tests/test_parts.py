@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from workerwire.errors import ProtocolError
-from workerwire.parts import Reassembly, TransferPool, Transfers, numbered_parts, split, split_pieces
+from workerwire.parts import MAX_TRANSFERS, Reassembly, TransferPool, Transfers, numbered_parts, split, split_pieces
 
 
 def test_split_cuts_without_copying_and_rejoins_exactly() -> None:
@@ -115,3 +115,17 @@ def test_numbered_parts_cut_a_transfer_at_offsets() -> None:
     for offset, part in parts:
         pool.part(7, offset, len(data), part)
     assert pool.take(7) == data
+
+
+def test_a_transfer_pool_holds_at_most_max_transfers() -> None:
+    # Each held transfer costs memory however small it is: without a cap, a peer
+    # could hold max_message_size one-byte transfers.
+    pool = TransferPool(max_message_size=1000, what="workerwire.part", max_transfers=3)
+    for transfer in (1, 2, 3):
+        pool.part(transfer, 0, 1, b"x")
+    with pytest.raises(ProtocolError, match="^workerwire.part: transfer 4 starts while 3 transfers, the most "
+                                            "allowed, wait to be claimed$"):
+        pool.part(4, 0, 1, b"x")
+    assert pool.take(2) == b"x"
+    pool.part(4, 0, 1, b"x")
+    assert TransferPool(1000).max_transfers == Transfers(1000).max_transfers == MAX_TRANSFERS == 32

@@ -17,6 +17,7 @@ from twisted.logger import globalLogPublisher
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.errors import UnsupportedValue
+from workerwire.parts import MAX_TRANSFERS
 from workerwire_pb import broker as broker_module
 from workerwire_pb import connection
 
@@ -51,6 +52,8 @@ MALFORMED = {
     "runs past total": ([(1, 0, 3, b"data")], "transfer 1 runs past its declared total of 3 bytes"),
     "id reused": ([(1, 0, 4, b"data"), (1, 0, 4, b"data")], "transfer id 1 is already in use"),
     "total over the limit": ([(1, 0, LIMIT + 1, b"data")], f"exceeds the limit of {LIMIT} bytes"),
+    "too many unclaimed": ([(n, 0, 1, b"x") for n in range(1, MAX_TRANSFERS + 2)],
+                           f"transfer {MAX_TRANSFERS + 1} starts while {MAX_TRANSFERS} transfers"),
     "unclaimed over the limit": ([(1, 0, LIMIT - 3, b"data"), (2, 0, 4, b"data")],
                                  f"message of {LIMIT + 1} bytes exceeds the limit of {LIMIT} bytes"),
 }
