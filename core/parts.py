@@ -12,11 +12,16 @@ their errors, and the backend only frames its parts:
 * :class:`Reassembly` collects the parts of one message and refuses, with a
   :class:`~workerwire.errors.ProtocolError`, the part that takes it past the
   limit -- before keeping it (``msgpack`` and ``amqp`` use it as it is);
-* :class:`Transfers` is the stricter form for parts that travel as numbered
-  *transfers* ahead of the message that uses them (``amp``'s ``Chunk`` boxes):
-  offsets, declared totals, one transfer at a time, every finished transfer
-  used by the next message; :class:`OutgoingValues` plans, for the message being
-  built, which Values go inline, inline in parts, or as transfers.
+* :class:`TransferPool` reassembles parts that travel as numbered
+  *transfers* ahead of the message that claims them by id (``pb``'s
+  ``workerwire.part`` calls): offsets, declared totals, a budget for every
+  transfer held; :class:`Transfers` is its stricter form (``amp``'s ``Chunk``
+  boxes): one transfer at a time, every finished transfer used by the next
+  message;
+* on the sending side, :class:`TransferIds` numbers transfers,
+  :func:`numbered_parts` cuts one into ``(offset, part)`` and
+  :class:`OutgoingValues` plans, for the message being built, which Values
+  go inline, inline in parts, or as transfers.
 
 So a receiver never holds more than ``max_message_size`` bytes of parts.
 """
@@ -28,14 +33,16 @@ from typing import Iterator
 
 from .errors import ProtocolError
 
-__all__ = ["Encoded", "split", "Part", "split_pieces", "Reassembly", "Transfers", "TransferIds",
-           "OutgoingValues", "IN_PARTS", "TRANSFER", "too_large"]
+__all__ = ["Encoded", "split", "Part", "split_pieces", "Reassembly", "TransferPool", "Transfers", "TransferIds",
+           "OutgoingValues", "numbered_parts", "IN_PARTS", "TRANSFER", "MAX_TRANSFERS", "too_large"]
 
 #: What :meth:`OutgoingValues.plan` answers for a Value that goes inline in
 #: parts (a sentinel, never equal to a transfer id or to ``None``).
 IN_PARTS = object()
 #: What :meth:`OutgoingValues.plan` answers for a Value that needs a transfer.
 TRANSFER = object()
+#: Most transfers a :class:`TransferPool` holds at once, by default.
+MAX_TRANSFERS = 32
 
 
 def too_large(size: int, limit: int) -> ProtocolError:
@@ -146,30 +153,43 @@ class _Transfer:
         return self.received == self.total
 
 
-class Transfers:
-    """Reassembles the numbered transfers of one direction of one link.
+class TransferPool:
+    """Numbered transfers of one direction of one link, each held until it is
+    claimed by its id.
 
-    The rules (each violation is a :class:`~workerwire.errors.ProtocolError`
-    the backend answers by closing the link):
+    For a wire where a transfer travels ahead of the message that names it
+    and may be claimed later than the next message (``pb``: a call's
+    arguments before the call, a result before the error answer naming it,
+    with PB's ``decref`` free to come in between).  The rules (each
+    violation is a :class:`~workerwire.errors.ProtocolError` the backend
+    answers by closing the link):
 
+    * a part is ``(int transfer, int offset, int total, bytes data)``,
+      *transfer* positive, *data* never empty; no part is taken while
+      :attr:`accepting` is false (before the peer logged in);
     * a transfer starts with offset 0 and a declared total of at most
-      *max_message_size* (together with the other transfers already waiting
-      for the same message); it is refused at that first part, before any data
-      is kept;
-    * its parts arrive back to back, each at the offset where the previous one
-      ended, with the same total, never past it, never empty;
-    * the next message must use every finished transfer (:meth:`take`), and
-      none may still be unfinished when it arrives (:meth:`begin_message`,
-      :meth:`end_message`).
+      *max_message_size* together with the totals of every transfer held
+      (finished or not, until claimed), and while fewer than *max_transfers*
+      are held (each costs some memory however small); it is refused at that
+      first part, before any data is kept;
+    * its parts arrive in order, each at the offset where the previous one
+      ended, with the same total, never past it; parts of other transfers
+      may come in between;
+    * :meth:`take` claims a finished transfer once.
 
     :param what: names a part in errors (``"Chunk"`` for amp).
+    :param accepting: whether parts are taken yet.
+    :param max_transfers: most transfers held at once (the default is amp's
+        most keys in one box, so at most one transfer per Value of a message).
     """
 
-    def __init__(self, max_message_size: int, what: str = "part"):
+    def __init__(self, max_message_size: int, what: str = "part", accepting: bool = True,
+                 max_transfers: int = MAX_TRANSFERS):
         self.max_message_size = max_message_size
         self.what = what
+        self.accepting = accepting
+        self.max_transfers = max_transfers
         self._transfers: dict[int, _Transfer] = {}
-        self._open: int | None = None  # the unfinished transfer, if any
 
     @property
     def buffered(self) -> int:
@@ -182,26 +202,31 @@ class Transfers:
         :raises ProtocolError: the part breaks a rule above.
         """
         what = self.what
+        if not self.accepting:
+            raise ProtocolError(f"{what}: transfer parts before the login")
+        if type(transfer) is not int or type(offset) is not int or type(total) is not int or type(data) is not bytes:
+            raise ProtocolError(f"{what}: a part is (int transfer, int offset, int total, bytes data)")
         if transfer < 1:
             raise ProtocolError(f"{what}: transfer id {transfer} must be positive")
         if not data:
             raise ProtocolError(f"{what}: empty data")
+        self._check_turn(transfer, offset)
+        t = self._transfers.get(transfer)
         if offset == 0:
-            if self._open is not None:
-                raise ProtocolError(f"{what}: transfer {transfer} starts while transfer {self._open} is unfinished")
-            if transfer in self._transfers:
+            if t is not None:
                 raise ProtocolError(f"{what}: transfer id {transfer} is already in use")
             if total < 1:
                 raise ProtocolError(f"{what}: total {total} must be positive")
-            waiting = sum(t.total for t in self._transfers.values())
+            if len(self._transfers) >= self.max_transfers:
+                raise ProtocolError(f"{what}: transfer {transfer} starts while {len(self._transfers)} transfers, "
+                                    "the most allowed, wait to be claimed")
+            waiting = sum(held.total for held in self._transfers.values())
             if waiting + total > self.max_message_size:
                 raise too_large(waiting + total, self.max_message_size)
             self._transfers[transfer] = t = _Transfer(total)
-            self._open = transfer
         else:
-            if transfer != self._open:
+            if t is None or t.done:
                 raise ProtocolError(f"{what}: offset {offset} of transfer {transfer}, which is not in progress")
-            t = self._transfers[transfer]
             if total != t.total:
                 raise ProtocolError(f"{what}: transfer {transfer} declared total {t.total}, now {total}")
             if offset != t.received:
@@ -210,8 +235,51 @@ class Transfers:
             raise ProtocolError(f"{what}: transfer {transfer} runs past its declared total of {t.total} bytes")
         t.parts.append(data)
         t.received += len(data)
-        if t.done:
-            self._open = None
+        self._turn_taken(transfer, t.done)
+
+    def _check_turn(self, transfer: int, offset: int) -> None:
+        """Hook: refuse a part of *transfer* at *offset* out of turn."""
+
+    def _turn_taken(self, transfer: int, done: bool) -> None:
+        """Hook: a part of *transfer* was kept (*done*: it was the last)."""
+
+    def take(self, transfer: int) -> bytes:
+        """The bytes of a finished transfer, which is then forgotten.
+
+        :raises ProtocolError: no such finished transfer.
+        """
+        t = self._transfers.get(transfer) if type(transfer) is int else None
+        if t is None or not t.done:
+            raise ProtocolError(f"message names transfer {transfer!r}, which was not received")
+        del self._transfers[transfer]
+        return b"".join(t.parts)
+
+    def clear(self) -> None:
+        self._transfers.clear()
+
+
+class Transfers(TransferPool):
+    """The stricter :class:`TransferPool` for a wire whose transfers are all
+    used by the very next message (``amp``'s ``Chunk`` boxes).
+
+    Beyond the pool's rules: one transfer at a time (its parts back to back),
+    and the next message must use every finished transfer (:meth:`take`)
+    and find none unfinished (:meth:`begin_message`, :meth:`end_message`).
+    """
+
+    def __init__(self, max_message_size: int, what: str = "part"):
+        super().__init__(max_message_size, what)
+        self._open: int | None = None  # the unfinished transfer, if any
+
+    def _check_turn(self, transfer: int, offset: int) -> None:
+        if self._open is None or transfer == self._open:
+            return
+        if offset == 0:
+            raise ProtocolError(f"{self.what}: transfer {transfer} starts while transfer {self._open} is unfinished")
+        raise ProtocolError(f"{self.what}: offset {offset} of transfer {transfer}, which is not in progress")
+
+    def _turn_taken(self, transfer: int, done: bool) -> None:
+        self._open = None if done else transfer
 
     def begin_message(self) -> None:
         """A message (not a part) arrived; no transfer may be unfinished.
@@ -220,17 +288,6 @@ class Transfers:
         """
         if self._open is not None:
             raise ProtocolError(f"a message arrived while transfer {self._open} was unfinished")
-
-    def take(self, transfer: int) -> bytes:
-        """The bytes of a finished transfer, which is then forgotten.
-
-        :raises ProtocolError: no such finished transfer.
-        """
-        t = self._transfers.get(transfer)
-        if t is None or not t.done:
-            raise ProtocolError(f"message names transfer {transfer}, which was not received")
-        del self._transfers[transfer]
-        return b"".join(t.parts)
 
     def end_message(self) -> None:
         """The message was parsed; every finished transfer must have been used.
@@ -243,7 +300,7 @@ class Transfers:
             raise ProtocolError(f"transfer(s) {ids} were sent but not used by the next message")
 
     def clear(self) -> None:
-        self._transfers.clear()
+        super().clear()
         self._open = None
 
 
@@ -302,6 +359,12 @@ class OutgoingValues:
 
     def pieces(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         """``(offset, part)`` for each part of *data*, made one at a time."""
-        view = memoryview(data)
-        for off in range(0, len(data), self.part_size):
-            yield off, bytes(view[off:off + self.part_size])
+        return numbered_parts(data, self.part_size)
+
+
+def numbered_parts(data: bytes, part_size: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, part)`` for each part of *data* (parts of *part_size* bytes,
+    the last may be shorter), each a copy made when it is reached."""
+    view = memoryview(data)
+    for off in range(0, len(data), part_size):
+        yield off, bytes(view[off:off + part_size])

@@ -186,12 +186,12 @@ async def test_a_large_message_before_the_login_is_refused_early(harness: Harnes
 
 
 @async_test
-async def test_unauthenticated_connection_cannot_upload_pieces(harness: Harness, log: LogWatch) -> None:
+async def test_unauthenticated_connection_cannot_upload_parts(harness: Harness, log: LogWatch) -> None:
     await harness.register("w1", "pw")
     port = harness.listener.getRegistration("w1").getPort()
     client = await raw_connect(harness, port)
-    logged = log.when("transfer pieces before the login")
+    logged = log.when("workerwire.part: transfer parts before the login")
     client.transport.write(NEGOTIATE + banana.encode(
-        [b"message", 1, b"workerwire", b"piece", 0, [b"list", 0, b"data", [b"boolean", b"true"]], [b"dictionary"]]))
+        [b"message", 1, b"workerwire", b"part", 0, [b"tuple", 1, 0, 4, b"data"], [b"dictionary"]]))
     await within(client.lost, harness.reactor, what="the master to drop the connection")
     await within(logged, harness.reactor, what="the logged protocol error")

@@ -30,13 +30,14 @@ from workerwire.errors import (
     UnknownCommand,
     UnsupportedValue,
 )
+from workerwire.parts import numbered_parts
 from workerwire.values import encode, from_peer
 from workerwire.endpoints import normalize_port
 from workerwire_pb.broker import WireBroker
 from workerwire_pb.connection import normalize_updates
 from workerwire_pb.errors import NO_TRACEBACK, core_error, wire_failure
 from workerwire_pb.security import ATOM_LIMIT, DEFAULT_NODES, IncomingSecurity, OutgoingSecurity, fits
-from workerwire_pb.transfers import TransferSink, pieces
+from workerwire_pb.transfers import PART_SIZE
 
 
 def _broker(reactor: Any) -> WireBroker:
@@ -212,33 +213,22 @@ async def test_wildcard_listener_gives_a_loopback_address(reactor: Any) -> None:
 
 # -- transfers ------------------------------------------------------------------
 
-def test_pieces_and_sink() -> None:
-    payload = encode({"x": "é" * 100_000})
-    parts = pieces(payload, 1000)
-    assert b"".join(p for p, _ in parts) == payload and [last for _, last in parts][-2:] == [False, True]
-    assert pieces(b"") == [(b"", True)]
-    sink = TransferSink(limit=10_000_000)
+def test_a_broker_claims_a_transfer_as_a_decoded_value(reactor: Any) -> None:
+    broker = _broker(reactor)
+    payload = encode({"x": "é" * 400_000})
+    parts = list(numbered_parts(payload, PART_SIZE))
+    assert len(parts) == 4 and all(len(part) <= ATOM_LIMIT for _, part in parts), "each part fits a banana string"
+    for offset, part in parts:
+        broker.transfers.part(7, offset, len(payload), part)
+    assert broker._claim(7) == {"x": "é" * 400_000} and broker.transfers.buffered == 0
+    broker.transfers.part(3, 0, 1, b"\xc1")
     with pytest.raises(ProtocolError):
-        sink.piece(0, b"x", True)  # not accepting yet (before login)
-    sink.accepting = True
-    for piece, last in parts:
-        sink.piece(7, piece, last)
-    assert sink.claim(7) == {"x": "é" * 100_000} and sink.held == 0
-    for bad in ((1, "str", True), ("1", b"x", True), (1, b"x", 1)):
-        with pytest.raises(ProtocolError):
-            sink.piece(*bad)
-    sink.piece(2, b"x", False)
+        broker._claim(3)  # not a valid encoding
     with pytest.raises(ProtocolError):
-        sink.claim(2)  # incomplete
-    with pytest.raises(ProtocolError):
-        sink.claim(99)
-    sink.piece(3, b"\xc1", True)
-    with pytest.raises(ProtocolError):
-        sink.claim(3)  # not a valid encoding
-    small = TransferSink(limit=10)
-    small.accepting = True
-    with pytest.raises(ProtocolError):
-        small.piece(0, b"x" * 11, True)
+        broker._claim(99)
+    master = WireBroker(False, LinkOptions(), reactor)
+    with pytest.raises(ProtocolError, match="transfer parts before the login"):
+        master.transfers.part(1, 0, 1, b"x")  # a master takes parts once the password check passed
 
 
 # -- the link's timeouts and cancellation ------------------------------------------

@@ -4,7 +4,7 @@ The receiving end holds the message's encoding while it arrives, and while
 it is decoded both the encoding and the decoded value exist: about twice the
 message, measured here with ``tracemalloc`` on the receive path of the two
 reassembling backends (amp's chunks in core's :class:`~workerwire.parts.Transfers`,
-pb's :class:`~workerwire_pb.transfers.TransferSink`).  Before this test, pb
+pb's parts in its :class:`~workerwire.parts.TransferPool`).  Before this test, pb
 kept the pieces alive while it decoded (three times the message).
 """
 
@@ -18,9 +18,8 @@ import msgpack
 import pytest
 
 from workerwire.values import decode
-from workerwire.parts import Transfers
+from workerwire.parts import TransferPool, Transfers
 from workerwire_amp.wire import MAX_CHUNK
-from workerwire_pb.transfers import TransferSink
 
 MiB = 1024 * 1024
 SIZE = 32 * MiB
@@ -47,13 +46,15 @@ def _amp(pieces: list[bytes]) -> Any:
 
 
 def _pb(pieces: list[bytes]) -> Any:
-    sink = TransferSink(64 * MiB)
-    sink.accepting = True
+    # As WireBroker: parts into its pool, then _claim (take, decode).
+    pool = TransferPool(64 * MiB, "workerwire.part")
+    total, offset = sum(map(len, pieces)), 0
     while pieces:
         piece = memoryview(pieces.pop(0)).tobytes()
-        sink.piece(7, piece, not pieces)
+        pool.part(7, offset, total, piece)
+        offset += len(piece)
         del piece
-    return sink.claim(7)
+    return decode(pool.take(7), 64 * MiB)
 
 
 @pytest.mark.parametrize("receive", [_amp, _pb], ids=["amp", "pb"])

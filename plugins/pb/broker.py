@@ -11,7 +11,8 @@ It is a :class:`twisted.spread.pb.Broker` that
   ``LinkOptions.send_tracebacks`` asks for it, and never logs a traceback for
   an error it merely passes to the peer;
 * carries values larger than banana allows through the chunking extension
-  (:mod:`.transfers`) when the peer is a workerwire broker too.
+  (:mod:`.transfers`, core's parts) when the peer is a workerwire broker of
+  the same extension version.
 
 Objects this side serves subclass :class:`Servant`; calls to the peer go
 through :meth:`WireBroker.call`.
@@ -31,13 +32,14 @@ from twisted.spread import jelly, pb
 from workerwire.backend import LinkOptions
 from workerwire.errors import ProtocolError, UnsupportedValue, describe_loss, peer_text
 from workerwire.link_bytes import LinkBytes
+from workerwire.parts import TransferIds, TransferPool, numbered_parts
 from workerwire.stream_link import StreamLink
-from workerwire.values import encode
+from workerwire.values import decode, encode
 
 from .codec import FastBanana
 from .errors import WireFailure, remote_type_name, wire_failure
 from .security import INCOMING, OUTGOING, fits
-from .transfers import EXT_CALL, EXT_NAME, FEATURES, TransferSink, WorkerwireTransfer, pieces
+from .transfers import EXT_CALL, EXT_NAME, FEATURES, PART_SIZE, WorkerwireTransfer
 
 __all__ = ["WireBroker", "Servant"]
 
@@ -69,10 +71,12 @@ class _Extension(Servant):
     def remote_features(self) -> dict[str, Any]:
         return dict(FEATURES)
 
-    def remote_piece(self, transfer_id: Any, data: Any, last: Any) -> None:
-        # Pieces are sent without answers: a bad one is a protocol error.
+    def remote_part(self, *part: Any) -> None:
+        # Parts are sent without answers: a bad one is a protocol error.
         try:
-            self.broker.transfers.piece(transfer_id, data, last)
+            if len(part) != 4:
+                raise ProtocolError("workerwire.part takes (transfer, offset, total, data)")
+            self.broker.transfers.part(*part)
         except ProtocolError as e:
             self.broker.protocol_error(str(e))
 
@@ -82,7 +86,8 @@ class WireBroker(FastBanana, pb.Broker):
 
     :ivar peer: ``"host:port"`` of the other end.
     :ivar peer_features: the peer's extension features; ``None`` for a stock
-        PB peer or while not yet known.
+        PB peer, one of another extension version, or while not yet known.
+    :ivar peer_version: the extension version a peer of another one answered.
     """
 
     knownDialects = [b"pb"]
@@ -100,11 +105,11 @@ class WireBroker(FastBanana, pb.Broker):
         #: ticket, closing and why); a master sets ``stream.ticket``.
         self.stream = StreamLink(options, reactor, "pb " + ("worker" if isClient else "master"), stats)
         self.peer_features: dict[str, Any] | None = None
-        self._features_known = False
-        self._features_waiters: list[Deferred[None]] = []
-        self.transfers = TransferSink(options.max_message_size)
-        self.transfers.accepting = bool(isClient)
-        self._next_transfer = 0
+        self.peer_version: Any = None
+        self._features_settled: Deferred[None] = Deferred()  # the peer answered (or refused) ``features``
+        # A master takes parts once the login's password check passed.
+        self.transfers = TransferPool(options.max_message_size, "workerwire.part", accepting=bool(isClient))
+        self._transfer_ids = TransferIds()
         # FastBanana counts what an unfinished message holds, so that no
         # message, however it is split into lists, grows past the size limit.
         self.max_message_size = options.max_message_size
@@ -128,25 +133,27 @@ class WireBroker(FastBanana, pb.Broker):
         super().connectionReady()
         d = self.remoteForName(EXT_NAME).callRemote("features")
         d.addCallbacks(self._got_features, lambda f: None)
-        d.addBoth(self._features_settled)
+        d.addBoth(self._settle_features)
 
     def _got_features(self, result: Any) -> None:
-        if isinstance(result, dict) and result.get("protocol") == FEATURES["protocol"]:
+        if not isinstance(result, dict):
+            return
+        if result.get("protocol") == FEATURES["protocol"]:
             self.peer_features = dict(result)
+            return
+        self.peer_version = result.get("protocol")
+        _log.warn("pb peer {peer} speaks version {theirs} of workerwire's pb extension, this side {ours}: treated as "
+                  "a stock PB peer (no value over 640 KiB, no packed updates) until the older end is upgraded",
+                  peer=self.peer, theirs=peer_text(self.peer_version), ours=FEATURES["protocol"])
 
-    def _features_settled(self, _: Any) -> None:
-        self._features_known = True
-        waiters, self._features_waiters = self._features_waiters, []
-        for d in waiters:
-            d.callback(None)
+    def _settle_features(self, _: Any) -> None:
+        if not self._features_settled.called:
+            self._features_settled.callback(None)
 
     def features_known(self) -> Deferred[None]:
-        """Fires once the peer answered (or refused) the features question."""
+        """Fires once the peer answered (or refused) the features question, or the link was lost."""
         d: Deferred[None] = Deferred()
-        if self._features_known:
-            d.callback(None)
-        else:
-            self._features_waiters.append(d)
+        self._features_settled.addCallback(lambda _: d.callback(None))
         return d
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -158,7 +165,7 @@ class WireBroker(FastBanana, pb.Broker):
         self.stream.gone()
         self.link_bytes.close()
         super().connectionLost(reason)
-        self._features_settled(None)
+        self._settle_features(None)
         self.on_lost(why)
 
     # -- inbound bytes and messages ---------------------------------------------
@@ -210,11 +217,11 @@ class WireBroker(FastBanana, pb.Broker):
         # anything else is answered with a ProtocolError and reaches nothing.
         if self.localObjectForID(objectID) is None:
             if self.stream.ticket is not None and not self.logged_in:  # a master's link, before the login
-                self.protocol_error(f"a message to object {_short(objectID)} before logging in")
+                self.protocol_error(f"a message to object {peer_text(objectID, 40)} before logging in")
                 return
             if answerRequired:
                 self._sendFailureOrError(Failure(ProtocolError(
-                    f"no object {_short(objectID)} on this link: it was never given to the peer, or was "
+                    f"no object {peer_text(objectID, 40)} on this link: it was never given to the peer, or was "
                     "released (a finished command)")), requestID)
             return
         super().proto_message(requestID, objectID, message, answerRequired, netArgs, netKw)
@@ -309,7 +316,7 @@ class WireBroker(FastBanana, pb.Broker):
         method, transfer_id, refs = args
         if not isinstance(method, str) or method == EXT_CALL or not isinstance(refs, dict):
             raise ProtocolError(f"malformed {EXT_CALL}")
-        value = self.transfers.claim(transfer_id)
+        value = self._claim(transfer_id)
         if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
                 and isinstance(value[1], dict)):
             raise ProtocolError(f"transfer {transfer_id} does not hold call arguments")
@@ -326,9 +333,7 @@ class WireBroker(FastBanana, pb.Broker):
         if fits(result):
             return self.serialize(result)
         if not self.peer_features:
-            raise UnsupportedValue(
-                f"the result of {method} is too large for one PB frame and the peer has no "
-                "workerwire chunking (a stock PB peer accepts strings up to 640 KiB)")
+            raise self._no_parts(f"the result of {method} is")
         transfer_id = self.send_transfer(encode(result, where=f"result of {method}"), f"result of {method}")
         raise WorkerwireTransfer(str(transfer_id))
 
@@ -359,9 +364,7 @@ class WireBroker(FastBanana, pb.Broker):
 
     def _call_chunked(self, ref: Any, method: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Deferred[Any]:
         if not self.peer_features:
-            raise UnsupportedValue(
-                f"the arguments of {method} are too large for one PB frame and the peer has no workerwire "
-                "chunking (a stock PB peer such as buildbot-worker accepts strings up to 640 KiB)")
+            raise self._no_parts(f"the arguments of {method} are")
         refs: dict[int, Any] = {}
         data: list[Any] = []
         for index, arg in enumerate(args):
@@ -373,8 +376,17 @@ class WireBroker(FastBanana, pb.Broker):
         transfer_id = self.send_transfer(encode([data, kw], where=f"arguments of {method}"), method)
         return ref.callRemote(EXT_CALL, method, transfer_id, refs)
 
+    def _no_parts(self, what: str) -> UnsupportedValue:
+        if self.peer_version is None:
+            why = ("the peer has no workerwire chunking (a stock PB peer, such as buildbot-worker or a Buildbot "
+                   "master, accepts strings up to 640 KiB)")
+        else:
+            why = (f"the peer speaks version {peer_text(self.peer_version)} of workerwire's pb extension, this side "
+                   f"{FEATURES['protocol']} (upgrade the older end)")
+        return UnsupportedValue(f"{what} too large for one PB frame and {why}")
+
     def send_transfer(self, payload: bytes, what: str) -> int:
-        """Send *payload* as pieces; returns the transfer id.
+        """Send *payload* as a transfer in parts; returns the transfer id.
 
         :raises ProtocolError: larger than the message size limit.
         """
@@ -383,26 +395,27 @@ class WireBroker(FastBanana, pb.Broker):
             raise ProtocolError(f"{what} is {len(payload)} bytes, over the message limit of {limit} bytes")
         if self.disconnected:
             raise pb.DeadReferenceError("Calling Stale Broker")
-        transfer_id = self._next_transfer
-        self._next_transfer += 1
+        transfer_id = self._transfer_ids()
         ext = self.remoteForName(EXT_NAME)
-        for piece, last in pieces(payload):
-            ext.callRemote("piece", transfer_id, piece, last, pbanswer=False)
+        for offset, part in numbered_parts(payload, PART_SIZE):
+            ext.callRemote("part", transfer_id, offset, len(payload), part, pbanswer=False)
         return transfer_id
+
+    def _claim(self, transfer_id: Any) -> Any:
+        """The decoded value of a finished transfer from the peer.
+
+        :raises ProtocolError: no such transfer, or not a contract value.
+        """
+        return decode(self.transfers.take(transfer_id), self.options.max_message_size)
 
     def _claim_result(self, failure: Failure) -> Any:
         if isinstance(failure, pb.CopiedFailure) and remote_type_name(failure) == "WorkerwireTransfer":
             try:
-                return self.transfers.claim(int(str(failure.value)))
+                return self._claim(int(str(failure.value)))
             except (ValueError, ProtocolError) as e:
                 self.protocol_error(f"bad transferred result: {e}")
                 return Failure(ProtocolError(f"bad transferred result: {e}"))
         return failure
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _describe(e: BaseException) -> str:
