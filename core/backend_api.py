@@ -46,7 +46,8 @@ Credentials and helpers
     :func:`describe_loss` (errors on the wire); :func:`parse_client_address`,
     :func:`parse_server_port`, :func:`describe_peer`; :class:`StreamLink`
     (a stream protocol's transport plumbing on either end: TCP options,
-    send budget, pre-login input limit, protocol errors).
+    send budget, pre-login input limit, protocol errors);
+    :class:`PendingRequests` (requests waiting for their answers, by tag).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
 from .stream_link import StreamLink
 from .worker_link import WorkerLink, builder_pairs
 from .parts import Reassembly, split
+from .pending import PendingRequests
 
 __all__ = [
     "API_VERSION",
@@ -101,4 +103,5 @@ __all__ = [
     "CloseAtOnce",
     "LoginTicket",
     "StreamLink",
+    "PendingRequests",
 ]
