@@ -47,7 +47,8 @@ Credentials and helpers
     :func:`parse_server_port`, :func:`describe_peer`; :class:`StreamLink`
     (a stream protocol's transport plumbing on either end: TCP options,
     send budget, pre-login input limit, protocol errors);
-    :class:`PendingRequests` (requests waiting for their answers, by tag).
+    :class:`PendingRequests` (requests waiting for their answers, by tag),
+    :func:`serve_request` (run the handler of the peer's request, answer it).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
 from .stream_link import StreamLink
 from .worker_link import WorkerLink, builder_pairs
 from .parts import Reassembly, split
-from .pending import PendingRequests
+from .pending import PendingRequests, serve_request
 
 __all__ = [
     "API_VERSION",
@@ -104,4 +105,5 @@ __all__ = [
     "LoginTicket",
     "StreamLink",
     "PendingRequests",
+    "serve_request",
 ]

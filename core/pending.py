@@ -7,7 +7,8 @@ the answer with that tag arrives, an answer to a tag that is not waiting is
 a protocol error, and every request still waiting fails when the link is
 lost (it never hangs).  :class:`PendingRequests` is that table; the backend
 keeps its framing, its tag's form on the wire and what it fires the Deferred
-with.
+with.  The other direction, the peer's requests, is :func:`serve_request`:
+run the handler, answer with its result or with its failure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from twisted.python.failure import Failure
 
 from .errors import ProtocolError, peer_text
 
-__all__ = ["PendingRequests"]
+__all__ = ["PendingRequests", "serve_request"]
 
 Tag = TypeVar("Tag")
 
@@ -77,3 +78,36 @@ class PendingRequests(Generic[Tag]):
 
     def __contains__(self, tag: object) -> bool:
         return tag in self._waiting
+
+
+def serve_request(run: Callable[[], Any], answer: Callable[[Any], object],
+                  error: Callable[[BaseException], object]) -> None:
+    """Run the handler of one request from the peer and send what came of it.
+
+    *run()* is the handler: a value, a Deferred of one, or it raises.  Its
+    result goes to *answer(result)* (at once for a value, when the Deferred
+    fires); *error(exception)* gets what *run* raised, what its Deferred
+    failed with, or what *answer* raised (a result that cannot be sent, e.g.
+    one that does not encode).  Both are the backend's: they send nothing on
+    a link that is gone.
+    """
+    try:
+        result = run()
+    except BaseException as e:
+        error(e)
+        return
+    if isinstance(result, Deferred):
+        result.addCallbacks(_answer, _failed, callbackArgs=(answer, error), errbackArgs=(error,))
+    else:
+        _answer(result, answer, error)
+
+
+def _answer(result: Any, answer: Callable[[Any], object], error: Callable[[BaseException], object]) -> None:
+    try:
+        answer(result)
+    except BaseException as e:
+        error(e)
+
+
+def _failed(failure: Failure, error: Callable[[BaseException], object]) -> None:
+    error(failure.value if failure.value is not None else RuntimeError(failure.getErrorMessage()))

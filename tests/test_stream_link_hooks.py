@@ -1,6 +1,6 @@
 """The hooks core's :class:`~workerwire.stream_link.StreamLink` gained for amp
-(issue 13), on real TCP connections, and :class:`~workerwire.pending.PendingRequests`,
-the request table amp, msgpack, null and the reference backend share.
+(issue 13), on real TCP connections, and :mod:`workerwire.pending`, the
+request table and request serving amp, msgpack, null and the reference backend share.
 
 The StreamLink tests run its timers on a :class:`~twisted.internet.task.Clock`
 (the only fake here: it stands for waiting ten seconds), over real sockets."""
@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from workerwire import LinkOptions
 from workerwire.conformance import within
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.pending import PendingRequests
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.stream_link import READ_SIZE, StreamLink
 
 
@@ -161,3 +161,35 @@ def test_pending_requests_tag_wait_answer_and_refuse_what_is_not_waiting() -> No
 def test_pending_requests_tags_count_from_first() -> None:
     pending: PendingRequests[int] = PendingRequests(int)
     assert [pending.new_tag() for _ in range(3)] == [0, 1, 2]
+
+
+def test_serve_request_answers_with_the_result_or_the_exception_whenever_it_comes() -> None:
+    sent: list[tuple[str, Any]] = []
+
+    def serve(run: Any, answer: Any = None) -> None:
+        serve_request(run, answer or (lambda result: sent.append(("answer", result))),
+                      lambda exc: sent.append(("error", exc)))
+
+    serve(lambda: 1)
+    assert sent == [("answer", 1)]
+
+    def raises() -> None:
+        raise KeyError("k")
+
+    serve(raises)
+    assert sent[-1][0] == "error" and isinstance(sent[-1][1], KeyError)
+    later: Deferred[Any] = Deferred()
+    serve(lambda: later)
+    assert len(sent) == 2, "nothing is sent before the handler's Deferred fires"
+    later.callback({"x": 2})
+    assert sent[-1] == ("answer", {"x": 2})
+    failing: Deferred[Any] = Deferred()
+    serve(lambda: failing)
+    failing.errback(ValueError("bad"))
+    assert sent[-1][0] == "error" and isinstance(sent[-1][1], ValueError)
+
+    def unsendable(result: Any) -> None:
+        raise TypeError(f"cannot encode {result!r}")
+
+    serve(lambda: object, unsendable)
+    assert sent[-1][0] == "error" and "cannot encode" in str(sent[-1][1])

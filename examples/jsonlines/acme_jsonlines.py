@@ -13,14 +13,13 @@ import json
 import re
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 
 from workerwire.backend_api import (Backend, BaseCommandChannel, BaseConnection, BaseListener, BaseWorkerConnector,
                                    ChallengeResponse, CloseAtOnce, LinkOptions, OpenPort, PendingRequests, StreamLink,
                                    WorkerLink, WorkerSession, call_bot, describe_peer, login_response, new_challenge,
-                                   update_pairs)
+                                   serve_request, update_pairs)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
 from workerwire.transfer import attach_proxies, split_refs
@@ -118,19 +117,16 @@ class Line(Protocol):
     def _dispatch(self, call_id: int, method: str, args: Any) -> None:
         if not isinstance(args, list):
             raise ProtocolError("call arguments must be a list")
-        d = maybeDeferred(self.serve, method, args)
-        d.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
+        serve_request(lambda: self.serve(method, args), lambda result: self._answer(result, call_id),
+                      lambda exc: self._error(exc, call_id))
 
     def _answer(self, result: Any, call_id: int) -> None:
-        if not self.lost:
-            try:
-                self.send(json.dumps({"answer": call_id, "result": _pack(result)}).encode())
-            except Exception:
-                self._error(Failure(), call_id)
+        if not self.lost:  # a result that does not encode is answered as an error
+            self.send(json.dumps({"answer": call_id, "result": _pack(result)}).encode())
 
-    def _error(self, failure: Failure, call_id: int) -> None:
+    def _error(self, exc: BaseException, call_id: int) -> None:
         if not self.lost:
-            kind, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
+            kind, message = error_to_wire(exc)
             self.send(json.dumps({"error": call_id, "type": kind, "message": message}).encode())
 
     def send(self, line: bytes) -> None:

@@ -31,7 +31,7 @@ import struct
 from typing import Any, Callable, ClassVar
 
 from twisted.internet import error as net_error
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -41,7 +41,7 @@ from workerwire.backend import LinkOptions
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
 from workerwire.link_bytes import LinkBytes
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
-from workerwire.pending import PendingRequests
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.speedups.socket_write import write_pieces
 from workerwire.stream_link import StreamLink
 from workerwire.values import decode, encode
@@ -310,51 +310,37 @@ class WireProtocol(Protocol):
         request.errback(Failure(amp.PROTOCOL_ERRORS.get(code, amp.RemoteAmpError)(code, description)))
 
     def _command_received(self, box: amp.AmpBox) -> None:
-        """A command (not ``Chunk``): its answer, or its error answer, goes back under its ``_ask``."""
+        """A command (not ``Chunk``): run its responder (core's request
+        serving); its result (a dict of the answer's fields, or anything for a
+        command whose answer has none) goes back as the answer, a failure as
+        the error answer, under the command's ``_ask``."""
+        command, method = self.responders[box[amp.COMMAND]]
+        kw = self._parse(command, box, command.arguments)
         ask = box[amp.ASK]
-        d = self.dispatchCommand(box)
-        d.addCallbacks(self._answer_box, self._error_box, callbackArgs=(ask,), errbackArgs=(ask,))
-        d.addCallback(self._emit)
-        d.addErrback(self._unhandled)
+        serve_request(lambda: getattr(self, method)(**kw), lambda objects: self._answer(ask, command, objects),
+                      lambda exc: self._answer_error(ask, exc))
 
-    @staticmethod
-    def _answer_box(box: amp.AmpBox, ask: bytes) -> amp.AmpBox:
+    def _answer(self, ask: bytes, command: type[WireCommand], objects: Any) -> None:
+        box = self._make_response(objects, command)
         box[amp.ANSWER] = ask
-        return box
+        self._emit(box)
 
-    @staticmethod
-    def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
-        # Every responder failure became a RemoteAmpError in _make_error.
-        error: amp.RemoteAmpError = failure.value  # type: ignore[assignment]
-        description = error.description
-        return amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
-                           description.encode("utf-8", "replace") if isinstance(description, str) else description})
+    def _answer_error(self, ask: bytes, exc: BaseException) -> None:
+        error = exc if isinstance(exc, amp.RemoteAmpError) else error_answer(exc, self.options.send_tracebacks)
+        text = error.description
+        try:
+            self._emit(amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
+                                   text.encode("utf-8", "replace") if isinstance(text, str) else text}))
+        except Exception:
+            _log.failure("amp {side}: answering {peer} failed; closing the connection", side=self.side,
+                         peer=self.stream.who())
+            self.close(abort=True)
 
     def _emit(self, box: amp.AmpBox) -> None:
         try:
             self.sendBox(box)
         except net_error.ConnectionLost:
             pass  # the connection closed while the responder ran
-
-    def _unhandled(self, failure: Failure) -> None:
-        _log.failure("amp {side}: answering {peer} failed; closing the connection", failure, side=self.side,
-                     peer=self.stream.who())
-        self.close(abort=True)
-
-    def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
-        """Run the responder; its result (a dict of the answer's fields, or
-        anything for a command whose answer has none) becomes the answer box."""
-        command, method = self.responders[box[amp.COMMAND]]
-        kw = self._parse(command, box, command.arguments)
-        d = maybeDeferred(getattr(self, method), **kw)
-        d.addCallbacks(self._respond, self._make_error, callbackArgs=(command,))
-        return d
-
-    def _respond(self, objects: Any, command: type[WireCommand]) -> amp.AmpBox | Failure:
-        try:
-            return self._make_response(objects, command)
-        except Exception:
-            return self._make_error(Failure())
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
@@ -579,12 +565,6 @@ class WireProtocol(Protocol):
         objects = dict(objects or {})
         self._check_kinds(command.response, objects)
         return self._build(command.makeResponse, objects, 1 + len(command.response))
-
-    def _make_error(self, failure: Failure) -> Failure:
-        error = failure.value
-        if isinstance(error, amp.RemoteAmpError) or error is None:
-            return failure
-        return Failure(error_answer(error, self.options.send_tracebacks))
 
 
 _KIND_CHECKS: dict[int, tuple[Any, list[tuple[str, tuple[type, ...], tuple[type, ...]]]]] = {}

@@ -33,7 +33,7 @@ from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.link_bytes import LinkBytes
 from workerwire.speedups.socket_write import direct_socket
 from workerwire.parts import Reassembly, split
-from workerwire.pending import PendingRequests
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.values import decode
 
 from .errors import RemoteError, describe_loss, error_fields, error_from_answer
@@ -388,14 +388,8 @@ class MessageLink:
         if handler is None:
             # What Buildbot answers too.
             return self.answer_error(msg, ProtocolError(f"Command {op} does not exist."))
-        try:
-            result = handler(self, msg)
-        except Exception as e:
-            return self.answer_error(msg, e)
-        if isinstance(result, Deferred):
-            result.addCallbacks(lambda value: self.answer(msg, value), lambda f: self.answer_error(msg, f.value))
-        else:
-            self.answer(msg, result)
+        serve_request(lambda: handler(self, msg), lambda value: self.answer(msg, value),
+                      lambda exc: self.answer_error(msg, exc))
 
     # -- closing ------------------------------------------------------------------
 

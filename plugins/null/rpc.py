@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget
 from workerwire.errors import ConnectionLost, ProtocolError, error_from_wire, error_to_wire, peer_text
-from workerwire.pending import PendingRequests
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.values import decode, encode
 
 from .network import PipeEnd
@@ -124,28 +124,16 @@ class MessagePeer:
             self.budget.after_read()
 
     def _dispatch(self, call_id: int, method: str, args: list[Any]) -> None:
-        try:
-            result = self._serve(method, args)
-        except BaseException:
-            self._error(Failure(), call_id)
-            return
-        if isinstance(result, Deferred):
-            result.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
-        else:
-            self._answer(result, call_id)
+        serve_request(lambda: self._serve(method, args), lambda result: self._answer(result, call_id),
+                      lambda exc: self._error(exc, call_id))
 
     def _answer(self, result: Any, call_id: int) -> None:
-        if not self.pipe.closed:
-            try:
-                data = encode(["answer", call_id, result], checked=True)
-            except Exception:
-                self._error(Failure(), call_id)
-                return
-            self.pipe.send(data)
+        if not self.pipe.closed:  # a result that does not encode is answered as an error
+            self.pipe.send(encode(["answer", call_id, result], checked=True))
 
-    def _error(self, failure: Failure, call_id: int) -> None:
+    def _error(self, exc: BaseException, call_id: int) -> None:
         if not self.pipe.closed:
-            type_name, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
+            type_name, message = error_to_wire(exc)
             self.pipe.send(encode(["error", call_id, type_name, message]))
 
     def _closed(self, reason: str) -> None:
