@@ -10,9 +10,11 @@ and bounds what the link holds queued for the peer with a
 reads nothing, dropping it if it stays so); on the master, every read before
 the login counts against the login ticket's input limit; a protocol error
 drops the link with one log line that names a client of another protocol
-(:mod:`workerwire.foreign`).  :class:`StreamLink` is that, one per
+(:mod:`workerwire.foreign`); the link's bytes are counted
+(:mod:`workerwire.link_bytes`).  :class:`StreamLink` is that, one per
 connection; ``pb``, ``amp`` and the reference backend (``examples/jsonlines``)
-use it.
+use it.  :class:`StreamServerFactory` is a master port's factory for a
+protocol that keeps its link in ``protocol.stream``.
 
 Three things differ between backends and are the link's parameters: whether
 a graceful close that the peer does not let finish is aborted after some
@@ -28,15 +30,17 @@ from typing import Any, Callable
 
 from twisted.internet import abstract
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from .addresses import describe_peer
 from .speedups.allocator import prime_allocator
 from .budget import SendBudget, transport_queued
-from .login_guard import MAX_LOGIN_INPUT, LoginTicket
+from .link_bytes import LinkBytes
+from .login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from .speedups.socket_write import direct_socket
 
-__all__ = ["StreamLink", "tune_transport"]
+__all__ = ["StreamLink", "StreamServerFactory", "tune_transport"]
 
 _log = Logger()
 
@@ -87,6 +91,9 @@ class StreamLink:
     :ivar drop_reason: why this end dropped the link, if it did (report it as
         the loss's reason).
     :ivar worker_name: set once known, for log lines.
+    :ivar link_bytes: the link's :class:`~workerwire.link_bytes.LinkBytes`
+        (a side sets its listener's or connector's counter; the protocol
+        adds what it reads and writes); closed by :meth:`gone`.
     """
 
     def __init__(self, options: Any, clock: Any, label: str, stats: Any = None,
@@ -111,6 +118,7 @@ class StreamLink:
         self.lost = False
         self.drop_reason: str | None = None
         self.worker_name: str | None = None
+        self.link_bytes = LinkBytes()
 
     def who(self) -> str:
         """The peer for log lines: the worker's name and address once known."""
@@ -158,6 +166,7 @@ class StreamLink:
             self.budget.stop()
         if self.ticket is not None:
             self.ticket.done()
+        self.link_bytes.close()
 
     # -- what the link does -------------------------------------------------------
 
@@ -224,3 +233,34 @@ class StreamLink:
     @staticmethod
     def too_much_before_login() -> str:
         return f"more than {MAX_LOGIN_INPUT} bytes before logging in"
+
+
+class StreamServerFactory(ServerFactory):
+    """The factory of a stream backend's master port (``build_factory``'s
+    answer): each accepted connection gets the protocol *build()* makes, with
+    its login ticket in ``protocol.stream.ticket`` (from ``listener.admit``:
+    the login timeout and the port's closing drop it with
+    ``protocol.close(abort=True)``) and its byte counter in
+    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``); a
+    connection over a cap of unauthenticated ones gets
+    :class:`~workerwire.login_guard.CloseAtOnce` instead.
+
+    :param listener: the :class:`~workerwire.base_listener.BaseListener`.
+    :param entry: the port's :class:`~workerwire.base_listener.OpenPort`.
+    """
+
+    noisy = False
+
+    def __init__(self, listener: Any, entry: Any, build: Callable[[], Any]):
+        self.listener = listener
+        self.entry = entry
+        self.build = build
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = self.build()
+        stream: StreamLink = proto.stream
+        stream.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
+        if stream.ticket is None:
+            return CloseAtOnce()  # at the cap of unauthenticated connections
+        stream.link_bytes = self.listener.link_totals.open()
+        return proto

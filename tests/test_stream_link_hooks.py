@@ -21,7 +21,8 @@ from workerwire import LinkOptions
 from workerwire.conformance import within
 from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.pending import PendingRequests, serve_request
-from workerwire.stream_link import READ_SIZE, StreamLink
+from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.stream_link import READ_SIZE, StreamLink, StreamServerFactory
 
 
 class _Server(Protocol):
@@ -193,3 +194,50 @@ def test_serve_request_answers_with_the_result_or_the_exception_whenever_it_come
 
     serve(lambda: object, unsendable)
     assert sent[-1][0] == "error" and "cannot encode" in str(sent[-1][1])
+
+
+class _Counted(_Server):
+    """A master-side protocol as a stream backend writes it for StreamServerFactory."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.stream.link_bytes.received += len(data)
+        super().dataReceived(data)
+
+    def close(self, abort: bool = False) -> None:
+        self.stream.close(abort)
+
+
+class _Listener(BaseListener):
+    backendName = "test"
+
+    def __init__(self, options: LinkOptions, reactor: Any) -> None:
+        super().__init__(None, options, reactor)  # type: ignore[arg-type]  # no login happens here
+        self.built: list[_Counted] = []
+
+    def build_factory(self, entry: OpenPort) -> StreamServerFactory:
+        def build() -> _Counted:
+            self.built.append(_Counted(StreamLink(self.options, self.reactor, "test master")))
+            return self.built[-1]
+        return StreamServerFactory(self, entry, build)
+
+
+@async_test
+async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte_counter(reactor: Any) -> None:
+    listener = _Listener(LinkOptions(), reactor)
+    registration = await listener.updateRegistration("w", "pw", "tcp:port=0:interface=127.0.0.1")
+    assert registration is not None
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(registration.getPort()))
+    try:
+        client = await connectProtocol(endpoint, Protocol())
+        await within(listener.built[0].made, reactor, what="the accepted connection's protocol")
+        server = listener.built[0]
+        assert server.stream.ticket is not None and not server.stream.ticket.is_done
+        assert listener.link_totals.open_links == 1
+        client.transport.write(b"hello")  # type: ignore[union-attr]
+        await within(server.arrived, reactor, what="the client's bytes")
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        await within(server.gone, reactor, what="the connection to close")
+        assert server.stream.ticket.is_done
+        assert (listener.link_totals.open_links, listener.link_totals.received) == (0, 5)
+    finally:
+        await listener.stopListening()

@@ -17,9 +17,9 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.protocol import Factory, Protocol
 
 from workerwire.backend_api import (Backend, BaseCommandChannel, BaseConnection, BaseListener, BaseWorkerConnector,
-                                   ChallengeResponse, CloseAtOnce, LinkOptions, OpenPort, PendingRequests, StreamLink,
-                                   WorkerLink, WorkerSession, call_bot, describe_peer, login_response, new_challenge,
-                                   serve_request, update_pairs)
+                                   ChallengeResponse, LinkOptions, OpenPort, PendingRequests, StreamLink,
+                                   StreamServerFactory, WorkerLink, WorkerSession, call_bot, describe_peer,
+                                   login_response, new_challenge, serve_request, update_pairs)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
 from workerwire.transfer import attach_proxies, split_refs
@@ -192,16 +192,8 @@ class JsonConnection(BaseConnection):
 class JsonListener(BaseListener):
     backendName = "acme-jsonlines"
 
-    def build_factory(self, entry: OpenPort) -> Factory:
-        listener = self
-
-        class PortFactory(Factory):
-            def buildProtocol(self, addr: Any) -> Any:
-                login = _MasterLogin(listener, entry)
-                login.ticket = login.line.stream.ticket = listener.admit(entry, addr, lambda: login.line.close(True))
-                return CloseAtOnce() if login.ticket is None else login.line
-
-        return PortFactory()
+    def build_factory(self, entry: OpenPort) -> Factory:  # each connection's Line gets its login ticket
+        return StreamServerFactory(self, entry, lambda: _MasterLogin(self, entry).line)
 
 
 class _MasterLogin:
@@ -209,7 +201,6 @@ class _MasterLogin:
 
     def __init__(self, listener: JsonListener, entry: OpenPort):
         self.listener, self.entry = listener, entry
-        self.ticket: Any = None
         self.phase, self.challenge = "hello", b""
         self.conn: JsonConnection | None = None
         self.line = Line(listener.options, self.serve,
@@ -235,7 +226,7 @@ class _MasterLogin:
             return self.conn
 
         try:
-            await self.listener.log_in(self.entry, self.ticket, ChallengeResponse(name, challenge, response), connect,
+            await self.listener.log_in(self.entry, self.line.stream.ticket, ChallengeResponse(name, challenge, response), connect,
                                        self.line.close)
         except LoginRefused:
             self.conn = None

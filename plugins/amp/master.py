@@ -36,8 +36,8 @@ from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse, new_challenge
 from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
 from workerwire.flow import ReceiveWindow
-from workerwire.login_guard import CloseAtOnce
 from workerwire.master import MasterHooks
+from workerwire.stream_link import StreamServerFactory
 from workerwire.transfer import split_refs
 
 from .commands import (
@@ -89,7 +89,7 @@ class AMPConnection(BaseConnection):
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._proto = proto
-        self.link_bytes = proto.link_bytes
+        self.link_bytes = proto.stream.link_bytes
 
     def get_peer(self) -> str:
         return self._proto.peer
@@ -295,22 +295,6 @@ class MasterProtocol(WireProtocol):
         return error
 
 
-class _Factory(ServerFactory):
-    noisy = False
-
-    def __init__(self, listener: "AMPListener", entry: OpenPort):
-        self.listener = listener
-        self.entry = entry
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = MasterProtocol(self.listener, self.entry)
-        proto.stream.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
-        if proto.stream.ticket is None:
-            return CloseAtOnce()  # at the cap of unauthenticated connections
-        proto.link_bytes = self.listener.link_totals.open()
-        return proto
-
-
 class AMPListener(BaseListener):
     """Listens on Twisted server endpoint strings; many workers share each port.
 
@@ -329,4 +313,4 @@ class AMPListener(BaseListener):
             raise ValueError("window must be positive")
 
     def build_factory(self, entry: OpenPort) -> ServerFactory:
-        return _Factory(self, entry)
+        return StreamServerFactory(self, entry, lambda: MasterProtocol(self, entry))

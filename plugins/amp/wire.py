@@ -39,7 +39,6 @@ from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
-from workerwire.link_bytes import LinkBytes
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
 from workerwire.pending import PendingRequests, serve_request
 from workerwire.speedups.socket_write import write_pieces
@@ -108,8 +107,6 @@ class WireProtocol(Protocol):
         self.box_value_bytes = 0
         #: Called for every box that arrives.
         self.on_traffic: Callable[[], None] = lambda: None
-        #: Bytes read and written (a side sets its listener's or connector's counter).
-        self.link_bytes = LinkBytes()
 
     # -- subclass hooks -----------------------------------------------------
 
@@ -144,7 +141,6 @@ class WireProtocol(Protocol):
             stream.log_protocol_error("connection closed in the middle of a box", "amp")
         stream.gone()
         self.assembler.clear()
-        self.link_bytes.close()
         self.requests.fail_all(reason)
         self.transport = None
         self.link_lost(reason)
@@ -175,8 +171,8 @@ class WireProtocol(Protocol):
         per string), with a long value's pieces joined once it is whole, and
         without a method dispatch per string; the box is capped at
         :data:`MAX_KEYS` keys while it is parsed."""
-        self.link_bytes.received += len(data)
         stream = self.stream
+        stream.link_bytes.received += len(data)
         if stream.closing:
             return  # a refused or closing peer's further input is dropped unread
         if not stream.take(data):
@@ -450,7 +446,7 @@ class WireProtocol(Protocol):
                 out.append(_H(len(value)))
                 out.append(value)
         out.append(b"\x00\x00")
-        self.link_bytes.sent += sum(map(len, out))
+        self.stream.link_bytes.sent += sum(map(len, out))
         write_pieces(self.transport, self.stream.socket, out)
 
     @staticmethod

@@ -208,7 +208,7 @@ class WorkerProtocol(WireProtocol):
         self.phase = "hello"
         self.session: _Link | None = None
         self.on_traffic = connector.on_traffic
-        self.link_bytes = connector.link_bytes
+        self.stream.link_bytes = connector.link_bytes
 
     def refuses(self, command: type[WireCommand]) -> str | None:
         if self.phase == "hello":
