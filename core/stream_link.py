@@ -225,10 +225,14 @@ class StreamLink:
         self.abort(f"protocol error: {reason}")
 
     def log_protocol_error(self, reason: str, backend: str, action: str = "; closing that connection") -> None:
+        """The log line of a protocol error (for a backend that closes in its
+        own way, e.g. after answering the offending request): the peer, the
+        reason (and a client of another protocol named), with the fields
+        ``protocol_error``, ``peer_address``, ``why`` and ``link`` (the label)."""
         if self.ticket is not None:
             reason += self.ticket.foreign_hint(backend)
         _log.warn("{backend} protocol error from {peer}: {why}{action}", backend=backend, peer=self.who(),
-                  why=reason, action=action, protocol_error=True, peer_address=self.peer)
+                  why=reason, action=action, protocol_error=True, peer_address=self.peer, link=self.label)
 
     @staticmethod
     def too_much_before_login() -> str:

@@ -138,7 +138,7 @@ class WireProtocol(Protocol):
         if stream.lost:
             return
         if not stream.closing and (self._unprocessed or self._need or self._current_box is not None):
-            stream.log_protocol_error("connection closed in the middle of a box", "amp")
+            stream.log_protocol_error("connection closed in the middle of a box", "amp", "")
         stream.gone()
         self.assembler.clear()
         self.requests.fail_all(reason)
