@@ -241,3 +241,42 @@ async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte
         assert (listener.link_totals.open_links, listener.link_totals.received) == (0, 5)
     finally:
         await listener.stopListening()
+
+
+@async_test
+async def test_amp_stops_parsing_a_read_at_the_budgets_pause_and_parses_the_rest_on_resume(reactor: Any) -> None:
+    """amp's use of ``paused``/``resumed``: three boxes in one write; the
+    first pauses reading (as the budget does); the other two are parsed only
+    once reading resumes, from what was read before the pause."""
+    from twisted.protocols import amp
+
+    from workerwire_amp.wire import WireProtocol
+
+    class Boxes(WireProtocol):
+        def __init__(self) -> None:
+            super().__init__(LinkOptions(), reactor)
+            self.boxes: list[bytes] = []
+            self.first: Deferred[None] = Deferred()
+            self.all: Deferred[None] = Deferred()
+
+        def ampBoxReceived(self, box: amp.AmpBox) -> None:
+            self.boxes.append(box[b"n"])
+            if len(self.boxes) == 1:
+                self.stream.pause()
+                reactor.callLater(0, self.first.callback, None)  # the test goes on after this read
+            if len(self.boxes) == 3:
+                self.all.callback(None)
+
+    server = Boxes()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(lambda: server))
+    try:
+        client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Protocol())
+        client.transport.write(b"".join(amp.AmpBox(n=b"%d" % i).serialize() for i in range(3)))  # type: ignore[union-attr]
+        await within(server.first, reactor, what="the first box")
+        assert server.boxes == [b"0"] and server.stream.paused
+        server.stream.resume()
+        await within(server.all, reactor, what="the boxes after the pause")
+        assert server.boxes == [b"0", b"1", b"2"]
+        client.transport.loseConnection()  # type: ignore[union-attr]
+    finally:
+        await port.stopListening()
