@@ -46,7 +46,10 @@ Credentials and helpers
     :func:`describe_loss` (errors on the wire); :func:`parse_client_address`,
     :func:`parse_server_port`, :func:`describe_peer`; :class:`StreamLink`
     (a stream protocol's transport plumbing on either end: TCP options,
-    send budget, pre-login input limit, protocol errors).
+    send budget, pre-login input limit, protocol errors, byte counts) and
+    :class:`StreamServerFactory` (a master port's factory for it);
+    :class:`PendingRequests` (requests waiting for their answers, by tag),
+    :func:`serve_request` (run the handler of the peer's request, answer it).
 """
 
 from __future__ import annotations
@@ -61,9 +64,10 @@ from .endpoints import parse_client_address, parse_server_port
 from .errors import describe_loss, error_detail, translate_native
 from .flow import ReceiveWindow, SendWindow
 from .login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket
-from .stream_link import StreamLink
+from .stream_link import StreamLink, StreamServerFactory
 from .worker_link import WorkerLink, builder_pairs
 from .parts import Reassembly, split
+from .pending import PendingRequests, serve_request
 
 __all__ = [
     "API_VERSION",
@@ -101,4 +105,7 @@ __all__ = [
     "CloseAtOnce",
     "LoginTicket",
     "StreamLink",
+    "StreamServerFactory",
+    "PendingRequests",
+    "serve_request",
 ]

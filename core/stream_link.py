@@ -10,8 +10,18 @@ and bounds what the link holds queued for the peer with a
 reads nothing, dropping it if it stays so); on the master, every read before
 the login counts against the login ticket's input limit; a protocol error
 drops the link with one log line that names a client of another protocol
-(:mod:`workerwire.foreign`).  :class:`StreamLink` is that, one per
-connection; ``pb`` and the reference backend (``examples/jsonlines``) use it.
+(:mod:`workerwire.foreign`); the link's bytes are counted
+(:mod:`workerwire.link_bytes`).  :class:`StreamLink` is that, one per
+connection; ``pb``, ``amp`` and the reference backend (``examples/jsonlines``)
+use it.  :class:`StreamServerFactory` is a master port's factory for a
+protocol that keeps its link in ``protocol.stream``.
+
+Three things differ between backends and are the link's parameters: whether
+a graceful close that the peer does not let finish is aborted after some
+seconds (``abort_after``); whether reads are large from the start
+(``large_reads``); and what the protocol does when the budget lets it read
+again (``resumed``: a protocol that stops handling a read's messages when
+:attr:`StreamLink.paused` handles the rest of that read there).
 """
 
 from __future__ import annotations
@@ -19,21 +29,25 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import abstract
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from .addresses import describe_peer
 from .speedups.allocator import prime_allocator
 from .budget import SendBudget, transport_queued
-from .login_guard import MAX_LOGIN_INPUT, LoginTicket
+from .link_bytes import LinkBytes
+from .login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from .speedups.socket_write import direct_socket
 
-__all__ = ["StreamLink", "tune_transport"]
+__all__ = ["StreamLink", "StreamServerFactory", "tune_transport"]
 
 _log = Logger()
 
 #: Bytes asked of a plain TCP socket per read once a read filled Twisted's
-#: default of 64 KiB (a stream): four times fewer reads of streamed output.
-#: Idle connections keep the default (no attribute per transport: a login
+#: default of 64 KiB (a stream), or from the connection on with
+#: ``large_reads``: four times fewer reads of streamed output.  By default
+#: idle connections keep the default (no attribute per transport: a login
 #: storm's memory per connection is unchanged).
 READ_SIZE = 256 * 1024
 _DEFAULT_READ = abstract.FileDescriptor.bufferSize
@@ -60,28 +74,51 @@ class StreamLink:
         ``login_guard.stats``).
     :param queued: bytes held for the peer beyond the transport's own buffer
         (default: none).
+    :param resumed: called after reading resumed (the budget's resume): a
+        protocol that stopped handling a read's messages at :attr:`paused`
+        handles the rest of that read there.
+    :param abort_after: seconds a graceful :meth:`close` may take to flush
+        before the link is aborted (default: as long as the peer takes).
+    :param large_reads: :data:`READ_SIZE` reads of a plain TCP socket from
+        the connection on, not only once a read filled the default.
     :ivar ticket: the master's :class:`~workerwire.login_guard.LoginTicket`
         until the login finished (set it from ``buildProtocol``).
     :ivar closing: this end is closing the link (or it is gone): ignore input.
+    :ivar paused: the budget paused reading: stop handling the read's messages.
+    :ivar lost: the connection is gone (:meth:`gone` was called).
+    :ivar socket: the socket of a plain TCP transport, which
+        :mod:`workerwire.speedups.socket_write` writes to directly; else None.
     :ivar drop_reason: why this end dropped the link, if it did (report it as
         the loss's reason).
     :ivar worker_name: set once known, for log lines.
+    :ivar link_bytes: the link's :class:`~workerwire.link_bytes.LinkBytes`
+        (a side sets its listener's or connector's counter; the protocol
+        adds what it reads and writes); closed by :meth:`gone`.
     """
 
     def __init__(self, options: Any, clock: Any, label: str, stats: Any = None,
-                 queued: Callable[[], int] | None = None):
+                 queued: Callable[[], int] | None = None, resumed: Callable[[], None] | None = None,
+                 abort_after: float | None = None, large_reads: bool = False):
         self.options = options
         self.clock = clock
         self.label = label
         self.stats = stats
         self._queued_extra = queued
+        self._resumed = resumed
+        self._abort_after = abort_after
+        self._large_reads = large_reads
+        self._abort_call: IDelayedCall | None = None
         self.transport: Any = None
+        self.socket: Any = None
         self.peer = "?"
         self.ticket: LoginTicket | None = None
         self.budget: SendBudget | None = None
         self.closing = False
+        self.paused = False
+        self.lost = False
         self.drop_reason: str | None = None
         self.worker_name: str | None = None
+        self.link_bytes = LinkBytes()
 
     def who(self) -> str:
         """The peer for log lines: the worker's name and address once known."""
@@ -93,6 +130,9 @@ class StreamLink:
         """Call it from ``connectionMade``."""
         self.transport = transport
         self.peer = describe_peer(transport)
+        self.socket = direct_socket(transport)
+        if self._large_reads and self.socket is not None:
+            transport.bufferSize = READ_SIZE
         prime_allocator()
         tune_transport(transport)
         extra = self._queued_extra
@@ -106,7 +146,7 @@ class StreamLink:
         pre-login input limit was crossed (call :meth:`protocol_error`).
         A read that filled the default buffer makes later reads of a plain
         TCP socket :data:`READ_SIZE` bytes."""
-        if len(data) == _DEFAULT_READ and direct_socket(self.transport) is not None:
+        if len(data) == _DEFAULT_READ and self.socket is not None:
             self.transport.bufferSize = READ_SIZE
         return self.ticket is None or self.ticket.take(data)
 
@@ -117,29 +157,41 @@ class StreamLink:
 
     def gone(self) -> None:
         """Call it from ``connectionLost``."""
-        self.closing = True
+        self.closing = self.lost = True
+        self.socket = None
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         if self.budget is not None:
             self.budget.stop()
         if self.ticket is not None:
             self.ticket.done()
+        self.link_bytes.close()
 
     # -- what the link does -------------------------------------------------------
 
     def pause(self) -> None:
+        """Stop reading from the peer (the budget's pause): sets :attr:`paused`."""
+        self.paused = True
         if self.transport is not None:
             self.transport.pauseProducing()
 
     def resume(self) -> None:
+        """Read from the peer again, then call the ``resumed`` hook."""
         if self.transport is not None and not self.closing:
+            self.paused = False
             self.transport.resumeProducing()
+            if self._resumed is not None:
+                self._resumed()
 
     def drop(self, why: str) -> None:
         """Abort the link as a misbehaving peer's (the budget's verdict)."""
         self.abort(f"dropped as a misbehaving peer: {why}")
 
     def abort(self, reason: str) -> None:
-        """Abort the link now; *reason* becomes :attr:`drop_reason` (the first one wins)."""
-        if self.closing:
+        """Abort the link now (also while a graceful close is under way);
+        *reason* becomes :attr:`drop_reason` (the first one wins)."""
+        if self.lost or self.drop_reason is not None:
             return
         self.closing = True
         self.drop_reason = reason
@@ -147,13 +199,21 @@ class StreamLink:
             self.transport.abortConnection()
 
     def close(self, abort: bool = False) -> None:
-        """Close the link (*abort*: without waiting for pending writes)."""
-        if self.transport is None:
+        """Close the link (*abort*: without waiting for pending writes; else
+        aborted after ``abort_after`` seconds, if the link has that limit)."""
+        if self.transport is None or self.lost:
             return
         if abort:
             self.transport.abortConnection()
-        else:
-            self.transport.loseConnection()
+            return
+        self.transport.loseConnection()
+        if self._abort_after is not None and self._abort_call is None:
+            self._abort_call = self.clock.callLater(self._abort_after, self._flush_overran)
+
+    def _flush_overran(self) -> None:
+        self._abort_call = None
+        if self.transport is not None and not self.lost:
+            self.transport.abortConnection()
 
     def protocol_error(self, reason: str, backend: str) -> None:
         """The peer sent what *backend*'s protocol does not allow: one log
@@ -165,11 +225,46 @@ class StreamLink:
         self.abort(f"protocol error: {reason}")
 
     def log_protocol_error(self, reason: str, backend: str, action: str = "; closing that connection") -> None:
+        """The log line of a protocol error (for a backend that closes in its
+        own way, e.g. after answering the offending request): the peer, the
+        reason (and a client of another protocol named), with the fields
+        ``protocol_error``, ``peer_address``, ``why`` and ``link`` (the label)."""
         if self.ticket is not None:
             reason += self.ticket.foreign_hint(backend)
-        _log.warn("{backend} protocol error from {peer}: {reason}{action}", backend=backend, peer=self.peer,
-                  reason=reason, action=action)
+        _log.warn("{backend} protocol error from {peer}: {why}{action}", backend=backend, peer=self.who(),
+                  why=reason, action=action, protocol_error=True, peer_address=self.peer, link=self.label)
 
     @staticmethod
     def too_much_before_login() -> str:
         return f"more than {MAX_LOGIN_INPUT} bytes before logging in"
+
+
+class StreamServerFactory(ServerFactory):
+    """The factory of a stream backend's master port (``build_factory``'s
+    answer): each accepted connection gets the protocol *build()* makes, with
+    its login ticket in ``protocol.stream.ticket`` (from ``listener.admit``:
+    the login timeout and the port's closing drop it with
+    ``protocol.close(abort=True)``) and its byte counter in
+    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``); a
+    connection over a cap of unauthenticated ones gets
+    :class:`~workerwire.login_guard.CloseAtOnce` instead.
+
+    :param listener: the :class:`~workerwire.base_listener.BaseListener`.
+    :param entry: the port's :class:`~workerwire.base_listener.OpenPort`.
+    """
+
+    noisy = False
+
+    def __init__(self, listener: Any, entry: Any, build: Callable[[], Any]):
+        self.listener = listener
+        self.entry = entry
+        self.build = build
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = self.build()
+        stream: StreamLink = proto.stream
+        stream.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
+        if stream.ticket is None:
+            return CloseAtOnce()  # at the cap of unauthenticated connections
+        stream.link_bytes = self.listener.link_totals.open()
+        return proto

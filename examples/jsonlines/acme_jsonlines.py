@@ -13,13 +13,13 @@ import json
 import re
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
 
 from workerwire.backend_api import (Backend, BaseCommandChannel, BaseConnection, BaseListener, BaseWorkerConnector,
-                                   ChallengeResponse, CloseAtOnce, LinkOptions, OpenPort, StreamLink, WorkerLink,
-                                   WorkerSession, call_bot, describe_peer, login_response, new_challenge, update_pairs)
+                                   ChallengeResponse, LinkOptions, OpenPort, PendingRequests, StreamLink,
+                                   StreamServerFactory, WorkerLink, WorkerSession, call_bot, describe_peer,
+                                   login_response, new_challenge, serve_request, update_pairs)
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import approx_size
 from workerwire.transfer import attach_proxies, split_refs
@@ -47,8 +47,7 @@ class Line(Protocol):
         self.max_line = options.max_message_size * 4 // 3 + 4096  # base64 and the JSON around it
         self.parts: list[bytes] = []  # of the line being received (no copy per read)
         self.size = 0
-        self.pending: dict[int, Deferred[Any]] = {}
-        self.next_id = 0
+        self.pending: PendingRequests[int] = PendingRequests(int)  # calls sent, by id
         self.lost = False
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
@@ -57,14 +56,13 @@ class Line(Protocol):
         if self.lost:
             return fail(ConnectionLost("the link is closed"))
         try:
-            line = json.dumps({"call": self.next_id, "method": method, "args": _pack(list(args))}).encode()
+            line = json.dumps({"call": (call_id := self.pending.new_tag()), "method": method,
+                               "args": _pack(list(args))}).encode()
         except Exception as e:
             return fail(e)
         if len(line) > self.max_line:
             return fail(ProtocolError(f"{method} of {len(line)} bytes exceeds the message limit"))
-        d: Deferred[Any] = Deferred()
-        self.pending[self.next_id] = d
-        self.next_id += 1
+        d = self.pending.wait(call_id)
         self.send(line)
         return d
 
@@ -106,37 +104,29 @@ class Line(Protocol):
             if "call" in msg:  # values count their nesting from themselves, not from [id, [[key, value]]]
                 self._dispatch(int(msg["call"]), str(msg["method"]), _unpack(msg["args"], limit, 3))
             elif "answer" in msg:
-                self._resolve(msg["answer"]).callback(_unpack(msg["result"], limit))
+                self.pending.answered(msg["answer"], "answer to call").callback(_unpack(msg["result"], limit))
             else:
-                self._resolve(msg["error"]).errback(error_from_wire(str(msg["type"]), str(msg["message"])))
+                error = error_from_wire(str(msg["type"]), str(msg["message"]))
+                self.pending.answered(msg["error"], "answer to call").errback(error)
         except Exception as e:
             self.protocol_error(e if isinstance(e, ProtocolError) else ProtocolError(f"malformed message: {e}"))
 
     def protocol_error(self, error: ProtocolError) -> None:
         self.stream.protocol_error(str(error), "acme-jsonlines")
 
-    def _resolve(self, call_id: Any) -> Deferred[Any]:
-        d = self.pending.pop(call_id, None)
-        if d is None:
-            raise ProtocolError(f"answer to call {call_id!r}, which is not pending")
-        return d
-
     def _dispatch(self, call_id: int, method: str, args: Any) -> None:
         if not isinstance(args, list):
             raise ProtocolError("call arguments must be a list")
-        d = maybeDeferred(self.serve, method, args)
-        d.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
+        serve_request(lambda: self.serve(method, args), lambda result: self._answer(result, call_id),
+                      lambda exc: self._error(exc, call_id))
 
     def _answer(self, result: Any, call_id: int) -> None:
-        if not self.lost:
-            try:
-                self.send(json.dumps({"answer": call_id, "result": _pack(result)}).encode())
-            except Exception:
-                self._error(Failure(), call_id)
+        if not self.lost:  # a result that does not encode is answered as an error
+            self.send(json.dumps({"answer": call_id, "result": _pack(result)}).encode())
 
-    def _error(self, failure: Failure, call_id: int) -> None:
+    def _error(self, exc: BaseException, call_id: int) -> None:
         if not self.lost:
-            kind, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
+            kind, message = error_to_wire(exc)
             self.send(json.dumps({"error": call_id, "type": kind, "message": message}).encode())
 
     def send(self, line: bytes) -> None:
@@ -145,9 +135,7 @@ class Line(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True
         self.stream.gone()
-        pending, self.pending = self.pending, {}
-        for d in pending.values():
-            d.errback(ConnectionLost("connection lost"))
+        self.pending.fail_all(ConnectionLost("connection lost"))
         self.on_lost(self.stream.drop_reason or (reason.getErrorMessage() if reason is not None else "connection closed"))
 
 
@@ -204,16 +192,8 @@ class JsonConnection(BaseConnection):
 class JsonListener(BaseListener):
     backendName = "acme-jsonlines"
 
-    def build_factory(self, entry: OpenPort) -> Factory:
-        listener = self
-
-        class PortFactory(Factory):
-            def buildProtocol(self, addr: Any) -> Any:
-                login = _MasterLogin(listener, entry)
-                login.ticket = login.line.stream.ticket = listener.admit(entry, addr, lambda: login.line.close(True))
-                return CloseAtOnce() if login.ticket is None else login.line
-
-        return PortFactory()
+    def build_factory(self, entry: OpenPort) -> Factory:  # each connection's Line gets its login ticket
+        return StreamServerFactory(self, entry, lambda: _MasterLogin(self, entry).line)
 
 
 class _MasterLogin:
@@ -221,7 +201,6 @@ class _MasterLogin:
 
     def __init__(self, listener: JsonListener, entry: OpenPort):
         self.listener, self.entry = listener, entry
-        self.ticket: Any = None
         self.phase, self.challenge = "hello", b""
         self.conn: JsonConnection | None = None
         self.line = Line(listener.options, self.serve,
@@ -247,7 +226,7 @@ class _MasterLogin:
             return self.conn
 
         try:
-            await self.listener.log_in(self.entry, self.ticket, ChallengeResponse(name, challenge, response), connect,
+            await self.listener.log_in(self.entry, self.line.stream.ticket, ChallengeResponse(name, challenge, response), connect,
                                        self.line.close)
         except LoginRefused:
             self.conn = None

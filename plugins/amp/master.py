@@ -36,8 +36,8 @@ from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse, new_challenge
 from workerwire.errors import LoginRefused, ProtocolError, UnsupportedValue, error_from_wire
 from workerwire.flow import ReceiveWindow
-from workerwire.login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from workerwire.master import MasterHooks
+from workerwire.stream_link import StreamServerFactory
 from workerwire.transfer import split_refs
 
 from .commands import (
@@ -89,7 +89,7 @@ class AMPConnection(BaseConnection):
     def __init__(self, listener: "AMPListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, listener.backendName, listener.options, listener.reactor)
         self._proto = proto
-        self.link_bytes = proto.link_bytes
+        self.link_bytes = proto.stream.link_bytes
 
     def get_peer(self) -> str:
         return self._proto.peer
@@ -147,7 +147,7 @@ class MasterProtocol(WireProtocol):
     }
 
     def __init__(self, listener: "AMPListener", entry: OpenPort):
-        super().__init__(listener.options, listener.reactor)
+        super().__init__(listener.options, listener.reactor, listener.login_guard.stats)
         self.listener = listener
         self.entry = entry
         self.phase = "hello"
@@ -156,16 +156,8 @@ class MasterProtocol(WireProtocol):
         #: Update bytes not yet acknowledged (core's window accounting).
         self.received = ReceiveWindow(self.window)
         self._challenge = b""
-        #: Set by the factory: the login timer, input limit and refusal delays.
-        self.ticket: LoginTicket | None = None
         self.peer_transfers = False
         self.on_traffic = self._traffic
-        self.budget_stats = listener.login_guard.stats
-
-    def who(self) -> str:
-        if self.conn is not None:
-            return f"worker {self.conn.workerName!r} at {self.peer}"
-        return self.peer
 
     def _traffic(self) -> None:
         if self.conn is not None:
@@ -181,27 +173,17 @@ class MasterProtocol(WireProtocol):
         return f"{command.__name__} is not accepted {'after login' if self.phase != 'refused' else 'now'}"
 
     # -- connection lifetime ------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.ticket is not None and not self.closing and not self.ticket.take(data):
-            self.protocol_error(ProtocolError(f"more than {MAX_LOGIN_INPUT} bytes before logging in"))
-            return
-        super().dataReceived(data)
-
-    def _log_protocol_error(self, error: ProtocolError) -> None:
-        hint = self.ticket.foreign_hint("amp") if self.ticket is not None else ""
-        super()._log_protocol_error(ProtocolError(f"{error}{hint}") if hint else error)
+    # (the login ticket -- timer, pre-login input limit, refusal delays -- is
+    # ``stream.ticket``, set by the factory)
 
     def link_lost(self, reason: Failure) -> None:
-        if self.ticket is not None:
-            self.ticket.done()  # the login timer
         if self.conn is not None:
-            self.conn.on_connection_lost(self.drop_reason or describe_loss(reason))
+            self.conn.on_connection_lost(self.stream.drop_reason or describe_loss(reason))
 
     def _refuse(self, why: object, logged: bool = False) -> None:
         """The refusal is being answered; close once the answer is written."""
         if not logged:
-            _log.warn("amp master: refused {peer}: {why}", peer=self.who(), why=str(why))
+            _log.warn("amp master: refused {peer}: {why}", peer=self.stream.who(), why=str(why))
         self.phase = "refused"
         self.clock.callLater(0, self.close)
 
@@ -244,15 +226,16 @@ class MasterProtocol(WireProtocol):
 
     async def _login(self, username: str, response: bytes) -> dict[str, Any]:
         def connect(name: str) -> AMPConnection:
-            if self.lost:
+            if self.stream.lost:
                 raise LoginRefused("the connection closed during the login")
             self.conn = AMPConnection(self.listener, name, self)
+            self.stream.worker_name = name
             self.phase = "attaching"
             return self.conn
 
         creds = ChallengeResponse(username, self._challenge, response)
         try:  # core's login sequence: it logs a refusal and closes once it is answered
-            await self.listener.log_in(self.entry, self.ticket, creds, connect, self.close, mind=self)
+            await self.listener.log_in(self.entry, self.stream.ticket, creds, connect, self.close, mind=self)
         except LoginRefused:
             self.phase = "refused"
             raise
@@ -312,22 +295,6 @@ class MasterProtocol(WireProtocol):
         return error
 
 
-class _Factory(ServerFactory):
-    noisy = False
-
-    def __init__(self, listener: "AMPListener", entry: OpenPort):
-        self.listener = listener
-        self.entry = entry
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = MasterProtocol(self.listener, self.entry)
-        proto.ticket = self.listener.admit(self.entry, addr, lambda: proto.close(abort=True))
-        if proto.ticket is None:
-            return CloseAtOnce()  # at the cap of unauthenticated connections
-        proto.link_bytes = self.listener.link_totals.open()
-        return proto
-
-
 class AMPListener(BaseListener):
     """Listens on Twisted server endpoint strings; many workers share each port.
 
@@ -346,4 +313,4 @@ class AMPListener(BaseListener):
             raise ValueError("window must be positive")
 
     def build_factory(self, entry: OpenPort) -> ServerFactory:
-        return _Factory(self, entry)
+        return StreamServerFactory(self, entry, lambda: MasterProtocol(self, entry))

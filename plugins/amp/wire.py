@@ -17,6 +17,12 @@ and its own request dispatch, in place of ``BinaryBoxProtocol`` and
   type name (:mod:`workerwire_amp.errors`);
 * turns any malformed or out-of-place input into one logged protocol error
   that closes the connection: no traceback, no exception escapes into Twisted.
+
+The transport's plumbing (peer name, TCP options, send budget and its pause,
+pre-login input limit, closing, aborting) is core's
+:class:`~workerwire.stream_link.StreamLink` (:attr:`WireProtocol.stream`);
+the requests waiting for answers are core's
+:class:`~workerwire.pending.PendingRequests`.
 """
 
 from __future__ import annotations
@@ -25,22 +31,18 @@ import struct
 from typing import Any, Callable, ClassVar
 
 from twisted.internet import error as net_error
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from workerwire.addresses import describe_peer
-from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
-from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import MAX_ECHO, ConnectionLost, ProtocolError, UnsupportedValue
-from workerwire.link_bytes import LinkBytes
 from workerwire.parts import IN_PARTS, Encoded, OutgoingValues, Part, TransferIds, Transfers, split, split_pieces, too_large
-from workerwire.speedups.socket_write import direct_socket, write_pieces
-from workerwire.stream_link import tune_transport
+from workerwire.pending import PendingRequests, serve_request
+from workerwire.speedups.socket_write import write_pieces
+from workerwire.stream_link import StreamLink
 from workerwire.values import decode, encode
 
 from .commands import TRANSFER_SUFFIX, Chunk, Integer, WireCommand
@@ -63,11 +65,6 @@ ABORT_AFTER = 10.0
 _KIND_OK: dict[type, tuple[type, ...]] = {list: (list, tuple), dict: (dict,), str: (str,), type(None): (type(None),)}
 _parse_int = Integer().fromString
 _H = struct.Struct("!H").pack
-#: Bytes asked of a plain TCP socket per read (Twisted's default is 64 KiB).
-#: Four times fewer reads of streamed output: an amp master spent ~0.15 s/GB
-#: less system time (fewer wake-ups and window-update ACKs on loopback) and
-#: less Python per byte.
-READ_SIZE = 256 * 1024
 
 
 class WireProtocol(Protocol):
@@ -78,9 +75,15 @@ class WireProtocol(Protocol):
     #: Commands this side answers: wire name -> (command, responder method name).
     responders: ClassVar[dict[bytes, tuple[type[WireCommand], str]]] = {}
 
-    def __init__(self, options: LinkOptions, clock: Any):
+    def __init__(self, options: LinkOptions, clock: Any, stats: Any = None):
         self.options = options
         self.clock = clock
+        #: The transport's plumbing (see the module docstring); a graceful
+        #: close is aborted after :data:`ABORT_AFTER` s; the budget's pause
+        #: stops parsing at the next box, its resume parses what was read.
+        #: *stats*: the counters the budget adds to (a master's listener's).
+        self.stream = StreamLink(options, clock, f"amp {self.side}", stats, resumed=lambda: self.dataReceived(b""),
+                                 abort_after=ABORT_AFTER)
         self.assembler = Transfers(options.max_message_size, "Chunk")
         self._transfer_ids = TransferIds()
         self._outgoing: OutgoingValues | None = None
@@ -89,23 +92,13 @@ class WireProtocol(Protocol):
         #: The peer announced the ``parts`` capability: large Values may go
         #: inline in consecutive keys of one box (set by the handshake).
         self.peer_parts = False
-        self.closing = False
-        self.lost = False
-        self.peer = "?"
         self._box_keys = 0
-        self._abort_call: IDelayedCall | None = None
-        #: The socket of a plain TCP transport, written to directly (see
-        #: :mod:`workerwire.speedups.socket_write`); None for TLS and anything else.
-        self._direct_socket: Any = None
         #: The box parser's state: input not parsed yet, and the box being parsed.
         self._unprocessed = b""
         self._current_key: bytes | None = None
         self._current_box: amp.AmpBox | None = None
-        #: Reading is paused (the send budget): parsing stops at the next box.
-        self.paused = False
-        #: Requests sent and not answered yet, by ``_ask`` tag.
-        self._outstanding: dict[bytes, Deferred[amp.AmpBox]] = {}
-        self._asks = 0
+        #: Requests sent and not answered yet, by ``_ask`` tag (hex from 1).
+        self.requests: PendingRequests[bytes] = PendingRequests(b"%x".__mod__, first=1)
         #: A long value still arriving: its pieces, their length, the length needed.
         self._pieces: list[Any] = []
         self._pieces_len = 0
@@ -114,14 +107,6 @@ class WireProtocol(Protocol):
         self.box_value_bytes = 0
         #: Called for every box that arrives.
         self.on_traffic: Callable[[], None] = lambda: None
-        #: Bounds what this link holds queued for the peer (from connectionMade on).
-        self.budget: SendBudget | None = None
-        #: Counters the budget adds to (a master sets its listener's stats).
-        self.budget_stats: Any = None
-        #: Why this end dropped the link, when it did (for the loss report).
-        self.drop_reason: str | None = None
-        #: Bytes read and written (a side sets its listener's or connector's counter).
-        self.link_bytes = LinkBytes()
 
     # -- subclass hooks -----------------------------------------------------
 
@@ -132,88 +117,42 @@ class WireProtocol(Protocol):
     def link_lost(self, reason: Failure) -> None:
         """The connection is gone (called once, after pending calls failed)."""
 
-    def who(self) -> str:
-        """The peer, for log lines."""
-        return self.peer
+    @property
+    def peer(self) -> str:
+        """``"host:port"`` of the other end."""
+        return self.stream.peer
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.peer = describe_peer(self.transport)
-        prime_allocator()
-        transport: Any = self.transport
-        self._direct_socket = direct_socket(transport)
-        if self._direct_socket is not None:
-            transport.bufferSize = READ_SIZE
-        self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
-                                 self.pauseProducing, self._resume_reading, self._drop_misbehaving,
-                                 self.who, f"amp {self.side}", self.budget_stats)
-        tune_transport(transport)  # TCP keepalive, no Nagle delay
+        self.stream.made(self.transport)
 
     def close(self, abort: bool = False) -> None:
-        """Close the connection; a graceful close is aborted after :data:`ABORT_AFTER` s."""
-        self.closing = True
-        transport = self.transport
-        if transport is None or self.lost:
-            return
-        if abort:
-            transport.abortConnection()  # type: ignore[attr-defined]  # every stream transport has it
-            return
-        transport.loseConnection()
-        if self._abort_call is None:
-            self._abort_call = self.clock.callLater(ABORT_AFTER, self._abort)
-
-    def pauseProducing(self) -> None:
-        """Stop reading from the peer (the send budget's pause)."""
-        self.paused = True
-        if self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]  # every stream transport has it
-
-    def _resume_reading(self) -> None:
-        if self.transport is not None and not self.lost and not self.closing:
-            self.paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-            self.dataReceived(b"")  # parse what was read before the pause
-
-    def _drop_misbehaving(self, why: str) -> None:
-        self.drop_reason = f"dropped as a misbehaving peer: {why}"
-        self.closing = True
-        self.close(abort=True)
-
-    def _abort(self) -> None:
-        self._abort_call = None
-        if self.transport is not None and not self.lost:
-            self.transport.abortConnection()  # type: ignore[attr-defined]  # every stream transport has it
+        """Stop reading and close the connection; a graceful close is aborted
+        after :data:`ABORT_AFTER` s."""
+        self.stream.closing = True
+        self.stream.close(abort)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if self.lost:
+        stream = self.stream
+        if stream.lost:
             return
-        self.lost = True
-        if self.budget is not None:
-            self.budget.stop()
-        if self._abort_call is not None and self._abort_call.active():
-            self._abort_call.cancel()
-        self._abort_call = None
-        if not self.closing and (self._unprocessed or self._need or self._current_box is not None):
-            self._log_protocol_error(ProtocolError("connection closed in the middle of a box"))
-        self.closing = True
+        if not stream.closing and (self._unprocessed or self._need or self._current_box is not None):
+            stream.log_protocol_error("connection closed in the middle of a box", "amp", "")
+        stream.gone()
         self.assembler.clear()
-        self.link_bytes.close()
-        outstanding, self._outstanding = self._outstanding, {}
-        for request in outstanding.values():
-            request.errback(reason)
+        self.requests.fail_all(reason)
         self.transport = None
-        self._direct_socket = None
         self.link_lost(reason)
 
     def protocol_error(self, error: ProtocolError, box: amp.AmpBox | None = None) -> None:
         """Log *error*, answer the offending command with it if it asked, close."""
-        if self.closing:
+        stream = self.stream
+        if stream.closing:
             return
-        self._log_protocol_error(error)
-        self.closing = True
-        if box is not None and amp.ASK in box and amp.COMMAND in box and not self.lost:
+        stream.log_protocol_error(str(error), "amp")
+        stream.closing = True
+        if box is not None and amp.ASK in box and amp.COMMAND in box and not stream.lost:
             description = str(error).encode("utf-8", "replace")[:MAX_ECHO]
             try:
                 self.sendBox(amp.AmpBox({
@@ -224,12 +163,6 @@ class WireProtocol(Protocol):
                 pass
         self.close()
 
-    def _log_protocol_error(self, error: ProtocolError) -> None:
-        _log.warn(
-            "amp {side}: protocol error from {peer}: {why}; closing the connection",
-            side=self.side, peer=self.who(), why=str(error), protocol_error=True, peer_address=self.peer,
-        )
-
     # -- parsing limits -----------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
@@ -238,9 +171,13 @@ class WireProtocol(Protocol):
         per string), with a long value's pieces joined once it is whole, and
         without a method dispatch per string; the box is capped at
         :data:`MAX_KEYS` keys while it is parsed."""
-        self.link_bytes.received += len(data)
-        if self.closing:
+        stream = self.stream
+        stream.link_bytes.received += len(data)
+        if stream.closing:
             return  # a refused or closing peer's further input is dropped unread
+        if not stream.take(data):
+            self.protocol_error(ProtocolError(stream.too_much_before_login()))
+            return
         if self._need:
             pieces = self._pieces
             missing = self._need - self._pieces_len
@@ -260,7 +197,7 @@ class WireProtocol(Protocol):
             buf, pos = data, 0
         n = len(buf)
         take = self._take_string
-        while n - pos >= 2 and not self.closing and not self.paused:
+        while n - pos >= 2 and not stream.closing and not stream.paused:
             length = (buf[pos] << 8) | buf[pos + 1]
             start = pos + 2
             end = start + length
@@ -314,7 +251,7 @@ class WireProtocol(Protocol):
     # -- receiving ----------------------------------------------------------
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
-        if self.closing:
+        if self.stream.closing:
             return
         self.on_traffic()
         try:
@@ -323,8 +260,7 @@ class WireProtocol(Protocol):
             self.protocol_error(e, box)
         except (KeyError, ValueError, TypeError, UnicodeError, amp.AmpError) as e:
             self.protocol_error(ProtocolError(f"malformed box: {type(e).__name__}: {e}"), box)
-        if self.budget is not None and not self.closing:
-            self.budget.after_read()  # over the limit: parsing stops here (self.paused)
+        self.stream.after_read()  # over the budget's limit: parsing stops here (stream.paused)
 
     def _box_received(self, box: amp.AmpBox) -> None:
         name = box.get(amp.COMMAND)
@@ -353,17 +289,14 @@ class WireProtocol(Protocol):
             self._command_received(box)
         else:
             self._answer_received(box)
-        if not self.closing:
+        if not self.stream.closing:
             self.assembler.end_message()
 
     def _answer_received(self, box: amp.AmpBox) -> None:
         """An answer or an error answer: it fires the request it answers (as AMP's dispatcher would)."""
         error = amp.ERROR in box
-        tag = box[amp.ERROR if error else amp.ANSWER]
-        request = self._outstanding.pop(tag, None)
-        if request is None:
-            raise ProtocolError(f"{'error answer' if error else 'answer'} to request {tag[:20]!r}, "
-                                "which is not outstanding")
+        request = self.requests.answered(box[amp.ERROR if error else amp.ANSWER],
+                                         "an error answer to request" if error else "an answer to request")
         if not error:
             request.callback(box)
             return
@@ -373,51 +306,37 @@ class WireProtocol(Protocol):
         request.errback(Failure(amp.PROTOCOL_ERRORS.get(code, amp.RemoteAmpError)(code, description)))
 
     def _command_received(self, box: amp.AmpBox) -> None:
-        """A command (not ``Chunk``): its answer, or its error answer, goes back under its ``_ask``."""
+        """A command (not ``Chunk``): run its responder (core's request
+        serving); its result (a dict of the answer's fields, or anything for a
+        command whose answer has none) goes back as the answer, a failure as
+        the error answer, under the command's ``_ask``."""
+        command, method = self.responders[box[amp.COMMAND]]
+        kw = self._parse(command, box, command.arguments)
         ask = box[amp.ASK]
-        d = self.dispatchCommand(box)
-        d.addCallbacks(self._answer_box, self._error_box, callbackArgs=(ask,), errbackArgs=(ask,))
-        d.addCallback(self._emit)
-        d.addErrback(self._unhandled)
+        serve_request(lambda: getattr(self, method)(**kw), lambda objects: self._answer(ask, command, objects),
+                      lambda exc: self._answer_error(ask, exc))
 
-    @staticmethod
-    def _answer_box(box: amp.AmpBox, ask: bytes) -> amp.AmpBox:
+    def _answer(self, ask: bytes, command: type[WireCommand], objects: Any) -> None:
+        box = self._make_response(objects, command)
         box[amp.ANSWER] = ask
-        return box
+        self._emit(box)
 
-    @staticmethod
-    def _error_box(failure: Failure, ask: bytes) -> amp.AmpBox:
-        # Every responder failure became a RemoteAmpError in _make_error.
-        error: amp.RemoteAmpError = failure.value  # type: ignore[assignment]
-        description = error.description
-        return amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
-                           description.encode("utf-8", "replace") if isinstance(description, str) else description})
+    def _answer_error(self, ask: bytes, exc: BaseException) -> None:
+        error = exc if isinstance(exc, amp.RemoteAmpError) else error_answer(exc, self.options.send_tracebacks)
+        text = error.description
+        try:
+            self._emit(amp.AmpBox({amp.ERROR: ask, amp.ERROR_CODE: error.errorCode, amp.ERROR_DESCRIPTION:
+                                   text.encode("utf-8", "replace") if isinstance(text, str) else text}))
+        except Exception:
+            _log.failure("amp {side}: answering {peer} failed; closing the connection", side=self.side,
+                         peer=self.stream.who())
+            self.close(abort=True)
 
     def _emit(self, box: amp.AmpBox) -> None:
         try:
             self.sendBox(box)
         except net_error.ConnectionLost:
             pass  # the connection closed while the responder ran
-
-    def _unhandled(self, failure: Failure) -> None:
-        _log.failure("amp {side}: answering {peer} failed; closing the connection", failure, side=self.side,
-                     peer=self.who())
-        self.close(abort=True)
-
-    def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
-        """Run the responder; its result (a dict of the answer's fields, or
-        anything for a command whose answer has none) becomes the answer box."""
-        command, method = self.responders[box[amp.COMMAND]]
-        kw = self._parse(command, box, command.arguments)
-        d = maybeDeferred(getattr(self, method), **kw)
-        d.addCallbacks(self._respond, self._make_error, callbackArgs=(command,))
-        return d
-
-    def _respond(self, objects: Any, command: type[WireCommand]) -> amp.AmpBox | Failure:
-        try:
-            return self._make_response(objects, command)
-        except Exception:
-            return self._make_error(Failure())
 
     def _parse(self, command: type[WireCommand], box: amp.AmpBox, schema: list[Any]) -> dict[str, Any]:
         try:
@@ -527,8 +446,8 @@ class WireProtocol(Protocol):
                 out.append(_H(len(value)))
                 out.append(value)
         out.append(b"\x00\x00")
-        self.link_bytes.sent += sum(map(len, out))
-        write_pieces(self.transport, self._direct_socket, out)
+        self.stream.link_bytes.sent += sum(map(len, out))
+        write_pieces(self.transport, self.stream.socket, out)
 
     @staticmethod
     def _check_kinds(schema: list[tuple[bytes, Any]], objects: dict[str, Any]) -> None:
@@ -569,11 +488,9 @@ class WireProtocol(Protocol):
         if not requires_answer:
             self.sendBox(box)
             return None
-        self._asks += 1
-        tag = box[amp.ASK] = b"%x" % self._asks
+        tag = box[amp.ASK] = self.requests.new_tag()
         self.sendBox(box)
-        request = self._outstanding[tag] = Deferred()
-        return request
+        return self.requests.wait(tag)
 
     def call(self, command: type[WireCommand], **kw: Any) -> Deferred[dict[str, Any]]:
         """Send *command*; fires with its parsed answer.
@@ -583,7 +500,7 @@ class WireProtocol(Protocol):
         unsupported value); callers translate with
         :func:`~workerwire_amp.errors.translate_failure`.
         """
-        if self.lost or self.closing or self.transport is None:
+        if self.stream.closing or self.transport is None:
             return fail(ConnectionLost("the connection is closed"))
         try:
             box = amp.AmpBox()
@@ -606,7 +523,7 @@ class WireProtocol(Protocol):
         ``command.arguments``, and whose answer has no fields (``Update``):
         the box is built without AMP's per-argument machinery, and the
         Deferred fires with the answer box (or fails as :meth:`call`'s does)."""
-        if self.lost or self.closing or self.transport is None:
+        if self.stream.closing or self.transport is None:
             return fail(ConnectionLost("the connection is closed"))
         assert not command.response and command.requiresAnswer and len(values) == len(command.arguments)
         box = amp.AmpBox()
@@ -644,12 +561,6 @@ class WireProtocol(Protocol):
         objects = dict(objects or {})
         self._check_kinds(command.response, objects)
         return self._build(command.makeResponse, objects, 1 + len(command.response))
-
-    def _make_error(self, failure: Failure) -> Failure:
-        error = failure.value
-        if isinstance(error, amp.RemoteAmpError) or error is None:
-            return failure
-        return Failure(error_answer(error, self.options.send_tracebacks))
 
 
 _KIND_CHECKS: dict[int, tuple[Any, list[tuple[str, tuple[type, ...], tuple[type, ...]]]]] = {}

@@ -208,10 +208,7 @@ class WorkerProtocol(WireProtocol):
         self.phase = "hello"
         self.session: _Link | None = None
         self.on_traffic = connector.on_traffic
-        self.link_bytes = connector.link_bytes
-
-    def who(self) -> str:
-        return f"master at {self.peer}"
+        self.stream.link_bytes = connector.link_bytes
 
     def refuses(self, command: type[WireCommand]) -> str | None:
         if self.phase == "hello":
@@ -220,7 +217,7 @@ class WorkerProtocol(WireProtocol):
 
     def link_lost(self, reason: Failure) -> None:
         if self.session is not None:
-            self.session.lost(self.drop_reason or describe_loss(reason))
+            self.session.lost(self.stream.drop_reason or describe_loss(reason))
 
     # -- calls from the master ----------------------------------------------
 

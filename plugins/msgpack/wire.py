@@ -33,6 +33,7 @@ from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.link_bytes import LinkBytes
 from workerwire.speedups.socket_write import direct_socket
 from workerwire.parts import Reassembly, split
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.values import decode
 
 from .errors import RemoteError, describe_loss, error_fields, error_from_answer
@@ -142,8 +143,7 @@ class MessageLink:
         self.lost: str | None = None
         self.closing = False
         self.link_peer = "?"
-        self._seq = 0
-        self._waiting: dict[int, Deferred[Any]] = {}
+        self._waiting: PendingRequests[int] = PendingRequests(int)
         #: Requests in _waiting whose answer's result is dropped (request_done);
         #: made at the first one (a connection that is never called has none).
         self._results_dropped: set[int] | None = None
@@ -253,8 +253,7 @@ class MessageLink:
     def _request(self, op: str, fields: dict[str, Any], want_result: bool) -> Deferred[Any]:
         if self.lost is not None or self.closing:
             return fail(ConnectionLost(f"link to {self.who()} is {'lost: ' + self.lost if self.lost else 'closing'}"))
-        seq = self._seq
-        self._seq = seq + 1
+        seq = self._waiting.new_tag()
         msg = {"op": op, "seq_number": seq}
         msg.update(fields)
         try:
@@ -264,8 +263,7 @@ class MessageLink:
         if len(data) > self.peer_max_message_size:
             return fail(ProtocolError(
                 f"{op} message of {len(data)} bytes exceeds the peer's limit of {self.peer_max_message_size} bytes"))
-        d: Deferred[Any] = Deferred()
-        self._waiting[seq] = d
+        d = self._waiting.wait(seq)
         if not want_result:
             if self._results_dropped is None:
                 self._results_dropped = set()
@@ -371,9 +369,10 @@ class MessageLink:
         if not isinstance(seq, int) or isinstance(seq, bool):
             return self.protocol_error(ProtocolError(f"{op} message without an integer seq_number"))
         if op == "response":
-            d = self._waiting.pop(seq, None)
-            if d is None:
-                return self.protocol_error(ProtocolError(f"an answer to seq_number {seq}, which is not waiting"))
+            try:
+                d = self._waiting.answered(seq, "an answer to seq_number")
+            except ProtocolError as e:
+                return self.protocol_error(e)
             dropped = self._results_dropped
             if dropped and seq in dropped:
                 dropped.discard(seq)
@@ -389,14 +388,8 @@ class MessageLink:
         if handler is None:
             # What Buildbot answers too.
             return self.answer_error(msg, ProtocolError(f"Command {op} does not exist."))
-        try:
-            result = handler(self, msg)
-        except Exception as e:
-            return self.answer_error(msg, e)
-        if isinstance(result, Deferred):
-            result.addCallbacks(lambda value: self.answer(msg, value), lambda f: self.answer_error(msg, f.value))
-        else:
-            self.answer(msg, result)
+        serve_request(lambda: handler(self, msg), lambda value: self.answer(msg, value),
+                      lambda exc: self.answer_error(msg, exc))
 
     # -- closing ------------------------------------------------------------------
 
@@ -437,10 +430,8 @@ class MessageLink:
             return
         self.lost = self.describe_close(wasClean, code, reason)
         error = ConnectionLost(f"link to {self.who()} lost: {self.lost}")
-        waiting, self._waiting = self._waiting, {}
         self._results_dropped = None
-        for d in waiting.values():
-            d.errback(Failure(error))
+        self._waiting.fail_all(Failure(error))
         pongs, self._pongs = self._pongs, []
         for d in pongs:
             d.errback(Failure(error))

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from workerwire.backend import LinkOptions
 from workerwire.budget import SendBudget
 from workerwire.errors import ConnectionLost, ProtocolError, error_from_wire, error_to_wire, peer_text
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.values import decode, encode
 
 from .network import PipeEnd
@@ -50,8 +51,7 @@ class MessagePeer:
         self._on_lost = on_lost
         self._on_traffic = on_traffic
         self._max = max_message_size
-        self._pending: dict[int, Deferred[Any]] = {}
-        self._next_id = 0
+        self._pending: PendingRequests[int] = PendingRequests(int)
         self.lost = False
         pipe.on_message = self._received
         pipe.on_close = self._closed
@@ -81,16 +81,15 @@ class MessagePeer:
         """
         if self.lost or self.pipe.closed:
             return fail(ConnectionLost("link is closed"))
+        call_id = self._pending.new_tag()
         try:
-            data = encode(["call", self._next_id, method, list(args)], f"arguments of {method}", checked)
+            data = encode(["call", call_id, method, list(args)], f"arguments of {method}", checked)
         except Exception as e:
             return fail(e)
         if len(data) > self._max:
             return fail(ProtocolError(
                 f"{method} call of {len(data)} bytes exceeds the message limit of {self._max} bytes"))
-        d: Deferred[Any] = Deferred()
-        self._pending[self._next_id] = d
-        self._next_id += 1
+        d = self._pending.wait(call_id)
         self.pipe.send(data)
         return d
 
@@ -109,10 +108,11 @@ class MessagePeer:
                 self._dispatch(int(call_id), str(method), list(args))
             elif kind == "answer":
                 _, call_id, result = msg
-                self._resolve(call_id).callback(result)
+                self._pending.answered(call_id, "answer to call").callback(result)
             elif kind == "error":
                 _, call_id, type_name, message = msg
-                self._resolve(call_id).errback(Failure(error_from_wire(str(type_name), str(message))))
+                self._pending.answered(call_id, "answer to call").errback(
+                    Failure(error_from_wire(str(type_name), str(message))))
             else:
                 raise ProtocolError(f"unknown message kind {peer_text(kind)}")
         except (ValueError, TypeError, IndexError, KeyError, ProtocolError) as e:
@@ -123,35 +123,17 @@ class MessagePeer:
         if not self.pipe.closed:
             self.budget.after_read()
 
-    def _resolve(self, call_id: Any) -> Deferred[Any]:
-        d = self._pending.pop(call_id, None)
-        if d is None:
-            raise ProtocolError(f"answer to call {peer_text(call_id)}, which was never made or already answered")
-        return d
-
     def _dispatch(self, call_id: int, method: str, args: list[Any]) -> None:
-        try:
-            result = self._serve(method, args)
-        except BaseException:
-            self._error(Failure(), call_id)
-            return
-        if isinstance(result, Deferred):
-            result.addCallbacks(self._answer, self._error, callbackArgs=(call_id,), errbackArgs=(call_id,))
-        else:
-            self._answer(result, call_id)
+        serve_request(lambda: self._serve(method, args), lambda result: self._answer(result, call_id),
+                      lambda exc: self._error(exc, call_id))
 
     def _answer(self, result: Any, call_id: int) -> None:
-        if not self.pipe.closed:
-            try:
-                data = encode(["answer", call_id, result], checked=True)
-            except Exception:
-                self._error(Failure(), call_id)
-                return
-            self.pipe.send(data)
+        if not self.pipe.closed:  # a result that does not encode is answered as an error
+            self.pipe.send(encode(["answer", call_id, result], checked=True))
 
-    def _error(self, failure: Failure, call_id: int) -> None:
+    def _error(self, exc: BaseException, call_id: int) -> None:
         if not self.pipe.closed:
-            type_name, message = error_to_wire(failure.value or RuntimeError(failure.getErrorMessage()))
+            type_name, message = error_to_wire(exc)
             self.pipe.send(encode(["error", call_id, type_name, message]))
 
     def _closed(self, reason: str) -> None:
@@ -159,7 +141,5 @@ class MessagePeer:
             return
         self.lost = True
         self.budget.stop()
-        pending, self._pending = self._pending, {}
-        for d in pending.values():
-            d.errback(Failure(ConnectionLost(reason)))
+        self._pending.fail_all(Failure(ConnectionLost(reason)))
         self._on_lost(reason)
