@@ -43,6 +43,8 @@ typecheck: $(STAMP)
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
 		-p workerwire -p workerwire_pb -p workerwire_amp -p workerwire_null -p workerwire_app \
 		-p workerwire_amqp -p workerwire_buildbot -p workerwire_msgpack
+	cd $(CURDIR)/examples/jsonlines && MYPYPATH=$(CURDIR)/$(TYPECHECK) $(CURDIR)/$(PY) -m mypy --config-file $(CURDIR)/setup.cfg \
+		acme_jsonlines.py acme_jsonlines_raw.py
 
 bench: $(STAMP)
 	$(PY) -m bench

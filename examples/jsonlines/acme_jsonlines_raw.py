@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 from workerwire.backend_api import login_response
 from workerwire.conformance.raw_frames import TransportRawFrames, dial_raw, noise
@@ -12,7 +13,7 @@ from workerwire.values import encode
 
 
 class JsonRawFrames(TransportRawFrames):
-    def __init__(self, line: object = None):
+    def __init__(self, line: Any = None):
         super().__init__()
         self.ids = itertools.count(10_000_000)
         if line is not None:  # a logged-in worker's line, taken over: its input is only counted
