@@ -40,7 +40,9 @@ async def within(d: Deferred[Any], reactor: Any, seconds: float = TIMEOUT, what:
 class RecordingMaster:
     """A :class:`~workerwire.master.MasterHooks` that records what it is told.
 
-    ``refuse`` makes the next logins fail with :class:`DuplicateWorker`.
+    ``refuse`` makes the next logins fail with :class:`DuplicateWorker`;
+    ``hold`` (a Deferred) makes the next logins wait on it before the master
+    accepts them (``held`` fires with each connection so held).
     """
 
     def __init__(self, reactor: Any) -> None:
@@ -49,16 +51,23 @@ class RecordingMaster:
         self.offers: list[tuple[str, Connection]] = []
         self.shutdown_requests: list[Connection] = []
         self.refuse = False
+        self.hold: Deferred[None] | None = None
+        self.held: Deferred[Connection] = Deferred()
         self._conn_waiters: dict[str, list[Deferred[Connection]]] = {}
         self._shutdown_waiters: list[Deferred[Connection]] = []
 
-    def newConnection(self, conn: Connection, workerName: str) -> None:
+    def newConnection(self, conn: Connection, workerName: str) -> Deferred[None] | None:
         self.offers.append((workerName, conn))
         if self.refuse:
             raise DuplicateWorker(f"worker {workerName!r} is already connected (refused by the test master)")
+        if self.hold is not None:
+            held, self.held = self.held, Deferred()
+            held.callback(conn)
+            return self.hold
         self.connections[workerName] = conn
         # Fire waiters after the attach completed.
         self.reactor.callLater(0, self._fire, workerName, conn)
+        return None
 
     def _fire(self, workerName: str, conn: Connection) -> None:
         for d in self._conn_waiters.pop(workerName, []):

@@ -301,6 +301,35 @@ class HostileInputTests:
         assert len(harness.master.offers) == 1
         await self._still_serving(harness, good)
 
+    @async_test
+    async def test_a_login_the_master_has_not_accepted_by_the_login_timeout_ends(self, harness: Harness) -> None:
+        """The login timeout covers the whole login, the master's acceptance
+        included: a link whose worker the master has not accepted within it is
+        closed as a silent peer's is, and the master keeps serving."""
+        login_timeout = 1.0
+        harness.use_options(harness.options.with_(login_timeout=login_timeout))
+        good = await harness.start_worker("good")
+        reg = await harness.register("slow", "secret-slow")
+        accept: Deferred[None] = Deferred()
+        harness.master.hold = accept
+        connector, _ = harness.connector(reg.getAddress(), "slow", "secret-slow")
+        connector.start()
+        try:
+            held = await within(harness.master.held, harness.reactor, what="the master to be offered 'slow'")
+            started = harness.reactor.seconds()
+            lost: Deferred[None] = Deferred()
+            held.notifyOnDisconnect(lambda: lost.callback(None))
+            await within(lost, harness.reactor, what="the login timeout to end a login the master has not accepted")
+            waited = harness.reactor.seconds() - started
+            assert waited <= login_timeout + TIMEOUT / 2, f"ended after {waited:.2f} s"
+            assert not held.isConnected
+        finally:
+            connector.stop()
+            harness.master.hold = None
+            accept.callback(None)  # the master accepts at last: a closed link does not attach
+        assert "slow" not in harness.master.connections
+        await self._still_serving(harness, good)
+
     async def _two_running(self, harness: Harness) -> tuple[WorkerHandle, RecordingCommand, WorkerHandle,
                                                             RecordingCommand, RawFrames]:
         """``good`` and ``rogue`` each with a command running (``g1``, ``r1``); the rogue's link taken over."""

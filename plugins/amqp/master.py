@@ -234,7 +234,8 @@ class _Membership:
             self.logins.bad(reply_to, msg.correlation_id, f"a malformed login request: {why}")
             return
         guard = self.listener.login_guard
-        ticket = guard.admit(_address(peer), lambda: None)
+        attempt = _LoginAttempt()
+        ticket = guard.admit(_address(peer), lambda: self._login_timed_out(attempt, reply_to, msg.correlation_id))
         if ticket is None:
             await self._refuse(reply_to, msg.correlation_id, LoginRefused(
                 "the master has too many logins in progress; retry later"))
@@ -254,9 +255,17 @@ class _Membership:
                     f"login of worker {name!r} refused: unknown worker or wrong password"))
                 return
             ticket.verified()
-            await self._start_session(name, peer, reply_to, msg.correlation_id)
+            await self._start_session(name, peer, reply_to, msg.correlation_id, attempt)
         finally:
             ticket.done()
+
+    def _login_timed_out(self, attempt: "_LoginAttempt", reply_to: str, correlation_id: str | None) -> None:
+        """The login guard's close: a login not finished within login_timeout ends as a TCP
+        backend's would (its socket closed): the session being set up is torn down, the worker told."""
+        attempt.why = ("the login did not finish within the master's login timeout "
+                       f"({self.listener.options.login_timeout:g} s)")
+        attempt.end()
+        ensureDeferred(self._refuse(reply_to, correlation_id, LoginRefused(attempt.why)))
 
     async def _refuse(self, reply_to: str, correlation_id: str | None, error: Exception) -> None:
         if self.control is None:
@@ -266,8 +275,11 @@ class _Membership:
         except ConnectionLost:
             pass  # the worker left already
 
-    async def _start_session(self, name: str, peer: str, reply_to: str, correlation_id: str | None) -> None:
+    async def _start_session(self, name: str, peer: str, reply_to: str, correlation_id: str | None,
+                             attempt: "_LoginAttempt") -> None:
         assert self.link is not None
+        if attempt.why is not None:
+            return  # timed out while the credentials were checked
         while name in self.releasing:
             await _wait(self.releasing[name])
         session_queue = queue_name(self.pool, "session", name) + "." + uuid.uuid4().hex[:12]
@@ -298,20 +310,21 @@ class _Membership:
         listener = self.listener
         conn = AMQPConnection(listener.master, name, listener.options, listener.reactor, self, box,
                               session_queue, reply_to, peer)
+        attempt.conn = conn
+        if attempt.why is not None:  # timed out while the session's queues were declared
+            attempt.end()
+            return
         self.sessions.add(conn)
         conn.notifyOnDisconnect(lambda: self.session_ended(conn))
         try:
             await box.consume(session_queue, SESSION_PREFETCH, conn._message, conn._protocol_error)
             await listener.attach(conn)
-        except LoginRefused as e:
-            await self._refuse_on(box, reply_to, correlation_id, e)
-            conn._teardown()
-            conn.on_connection_lost(f"refused: {e}")
-            return
         except Exception as e:
-            await self._refuse_on(box, reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
-            conn._teardown()
-            conn.on_connection_lost(f"session setup failed: {e}")
+            if attempt.why is not None:
+                return  # torn down and refused by the timeout
+            await self._failed_attach(box, conn, reply_to, correlation_id, e)
+            return
+        if attempt.why is not None:
             return
         # On the session's channel: after every call the master made while attaching.
         # receipts: this master reports what it took (``seen``), so the worker may budget its sends.
@@ -319,11 +332,38 @@ class _Membership:
                           "version": wire.PROTOCOL_VERSION, "receipts": True})
         conn._send(wire.WELCOME, welcome, correlation_id)
 
+    async def _failed_attach(self, box: Mailbox, conn: "AMQPConnection", reply_to: str,
+                             correlation_id: str | None, e: Exception) -> None:
+        if isinstance(e, LoginRefused):
+            await self._refuse_on(box, reply_to, correlation_id, e)
+            conn._teardown()
+            conn.on_connection_lost(f"refused: {e}")
+            return
+        await self._refuse_on(box, reply_to, correlation_id, LoginRefused(f"master cannot open a session: {e}"))
+        conn._teardown()
+        conn.on_connection_lost(f"session setup failed: {e}")
+
     async def _refuse_on(self, box: Mailbox, reply_to: str, correlation_id: str | None, error: LoginRefused) -> None:
         try:
             await box.send(reply_to, wire.REFUSED, encode(wire.error_body(error)), correlation_id)
         except ConnectionLost:
             pass
+
+
+class _LoginAttempt:
+    """One login request being served, until the login guard's timeout may end it (:attr:`why`)."""
+
+    __slots__ = ("why", "conn")
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+        self.conn: AMQPConnection | None = None
+
+    def end(self) -> None:
+        """Tear down the session being set up, if there is one yet."""
+        if self.conn is not None and self.why is not None:
+            self.conn._teardown()
+            self.conn.on_connection_lost(self.why)
 
 
 def _address(peer: str) -> Any:
