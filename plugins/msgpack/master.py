@@ -31,6 +31,7 @@ from workerwire.addresses import bound_port_of, client_address_for, describe_pee
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.buildbot_dialect import worker_info
 from workerwire.endpoints import parse_server_port
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed, error_from_wire, error_to_wire
 from workerwire.flow import ReceiveWindow
@@ -92,9 +93,8 @@ class MsgpackConnection(BaseConnection):
         return self._proto.request_done("print", message=message)
 
     def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
-        def got(info: Any) -> dict[str, Any]:
-            if not isinstance(info, dict):
-                raise ProtocolError(f"get_worker_info answered {type(info).__name__}, not a map")
+        def got(answer: Any) -> dict[str, Any]:
+            info = worker_info(answer)
             if self.stock is not None:
                 self.stock.info = info
             return info
