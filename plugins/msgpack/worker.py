@@ -23,8 +23,7 @@ from twisted.python.failure import Failure
 from workerwire.addresses import describe_peer, split_description
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
-from workerwire.endpoints import parse_client_address
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, builder_pairs, call_bot_now
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
 from workerwire.flow import SendWindow, approx_size
 from workerwire.login_guard import GENERIC_REFUSAL
@@ -247,13 +246,13 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
     # -- requests from the master ------------------------------------------------
 
     def _set_builder_list(self, msg: dict[str, Any]) -> Deferred[Any]:
-        builders = msg.get("builders")
-        if not isinstance(builders, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in builders):
-            error = ProtocolError("set_builder_list needs 'builders' as a list of [name, builddir] pairs")
+        assert self.session is not None
+        try:
+            builders = builder_pairs(msg.get("builders"))
+        except ProtocolError as error:
             self.protocol_error(error)
-            raise error
-        return call_bot(self.bot, "setBuilderList", [(name, builddir) for name, builddir in builders])
+            raise
+        return self.session.set_builder_list(builders)
 
     def _start_command(self, msg: dict[str, Any]) -> Any:
         session = self.session
@@ -279,20 +278,12 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         if builder in session.stock_builders:
             return self._run(session, builder, command_id, name, args)
         session.stock_builders[builder] = "."
-        d = call_bot(self.bot, "setBuilderList", sorted(session.stock_builders.items()))
+        d = session.set_builder_list(sorted(session.stock_builders.items()))
         return d.addCallback(lambda _: self._run(session, builder, command_id, name, args))
 
     def _run(self, session: _Session, builder: str, command_id: str, name: str,
              args: dict[str, Any]) -> Deferred[Any]:
-        channel = _Channel(session, builder, command_id)
-        session.add_channel(channel)
-        d = call_bot(self.bot, "startCommand", channel, builder, command_id, name, args)
-
-        def refused(failure: Failure) -> Failure:
-            session.forget_channel(channel)
-            return failure
-
-        return d.addCallbacks(lambda _: None, refused)
+        return session.start_command(_Channel(session, builder, command_id), name, args)
 
     def _interrupt_command(self, msg: dict[str, Any]) -> Any:
         command_id = self._str(msg, "command_id")
@@ -433,13 +424,13 @@ class MsgpackConnector(BaseWorkerConnector):
     """
 
     backendName = "msgpack"
+    dials_address = True  # core parses the address into self.endpoint
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None):
         super().__init__(bot, address, name, password, options, reactor, backoff)
         if ":" in name:
             raise ValueError("a msgpack worker name cannot contain ':' (HTTP Basic authentication)")
-        self.endpoint = parse_client_address(self.reactor, address, "msgpack")
         self.url = websocket_url(address)
 
     def connect_once(self) -> Deferred[WorkerSession]:

@@ -24,7 +24,6 @@ from twisted.spread import pb
 
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ProtocolError
-from workerwire.endpoints import parse_client_address
 from workerwire.flow import approx_size
 from workerwire.master import Update
 from workerwire.transfer import HANDLE_KEYS, CarriedHandles
@@ -43,11 +42,6 @@ _VERSION = "workerwire-pb/1"
 #: master's extension; core's default, kept for ``update`` to a stock master,
 #: is 288 KiB).
 PACKED_BATCH = 1024 * 1024
-
-
-def _core(d: Deferred[Any]) -> Deferred[None]:
-    """Result dropped, native failures translated."""
-    return d.addCallbacks(lambda _: None, _core_failure)
 
 
 def _core_failure(failure: Failure) -> Failure:
@@ -243,10 +237,10 @@ class _Link(WorkerLink):
     # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
-        return self.not_logged_in() or _core(self.wire.call(self.perspective, "keepalive"))
+        return self.not_logged_in() or self.settled(self.wire.call(self.perspective, "keepalive"))
 
     def request_shutdown(self) -> Deferred[None]:
-        return self.not_logged_in() or _core(self.wire.call(self.perspective, "shutdown"))
+        return self.not_logged_in() or self.settled(self.wire.call(self.perspective, "shutdown"))
 
     def close(self, abort: bool = False) -> None:
         if self.broker is not None:
@@ -277,11 +271,7 @@ class PBConnector(BaseWorkerConnector):
     """Dials a pb master (workerwire's, or Buildbot's) and serves a bot."""
 
     backendName = "pb"
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        # AddressError now, not at the first attempt:
-        parse_client_address(self.reactor, self.address, self.backendName)
+    dials_address = True  # AddressError when made, not at the first attempt
 
     def connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()
