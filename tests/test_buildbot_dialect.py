@@ -1,17 +1,39 @@
 """What pb and msgpack share of Buildbot's worker dialect, now in core
-(:mod:`workerwire.buildbot_dialect`), and the Twisted failures core maps for
+(:mod:`workerwire.buildbot_dialect`); the Twisted failures core maps for
 every backend (:func:`workerwire.errors.translate_native`) that pb mapped alone
-before (issue 13)."""
+before; and the worker's client address, which core parses when a network
+backend's connector is made (``dials_address``; pb, amp and msgpack each did it
+themselves before); ``WorkerLink.settled`` for a worker's calls to the
+master; and ``BaseConnection.on_windowed_update`` for the master's end of
+the output window (issue 13)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import error as net_error
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from workerwire import load_backend
+from workerwire.base_connection import BaseConnection
+from workerwire.base_worker import BaseWorkerConnector
 from workerwire.buildbot_dialect import builder_of, worker_info
-from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, UnknownBuilder, translate_native
+from workerwire.errors import (
+    AddressError,
+    ConnectionLost,
+    LoginRefused,
+    ProtocolError,
+    UnknownBuilder,
+    translate_native,
+)
+from workerwire.flow import ReceiveWindow
+from workerwire.worker_link import WorkerLink
 
 
 def test_worker_info_is_a_map_or_a_protocol_error_naming_what_came() -> None:
@@ -36,3 +58,76 @@ def test_a_refused_login_and_a_failed_dial_map_to_core_errors_for_every_backend(
     assert refused.check(LoginRefused) and str(refused.value) == "bad password"
     lost = translate_native(Failure(net_error.ConnectionRefusedError()))
     assert lost.check(ConnectionLost) and str(lost.value).startswith("connection lost: Connection was refused")
+
+
+class _Dialler(BaseWorkerConnector):
+    backendName = "acme"
+    dials_address = True
+
+    def connect_once(self) -> Any:
+        raise NotImplementedError("never dialled here")
+
+
+def test_core_parses_a_network_connectors_address_when_it_is_made() -> None:
+    bot: Any = object()  # never called: nothing is dialled here
+    made = _Dialler(bot, "tcp:host=127.0.0.1:port=9", "w1", "pw", reactor=reactor)
+    assert IStreamClientEndpoint.providedBy(made.endpoint)
+    with pytest.raises(AddressError, match="no-such-endpoint-kind"):
+        _Dialler(bot, "no-such-endpoint-kind:1", "w1", "pw", reactor=reactor)
+    for name in ("pb", "msgpack"):
+        with pytest.raises(AddressError, match="no-such-endpoint-kind"):
+            load_backend(name).create_connector(bot, "no-such-endpoint-kind:1", "w1", "pw", reactor=reactor)
+
+
+class _Link(WorkerLink):
+    def build_factory(self) -> Any: ...
+    def connected(self, protocol: Any) -> None: ...
+    def drop(self, abort: bool) -> None: ...
+    def keepalive(self) -> Any: ...
+    def request_shutdown(self) -> Any: ...
+    def close(self, abort: bool = False) -> None: ...
+
+
+def test_a_worker_links_settled_call_drops_the_result_and_translates_the_failure() -> None:
+    connector = _Dialler(object(), "tcp:host=127.0.0.1:port=9", "w1", "pw", reactor=Clock())
+    link = _Link(connector, translate=lambda failure: Failure(ConnectionLost(f"translated {failure.value}")))
+    results: list[Any] = []
+    link.settled(succeed("answer")).addCallback(results.append)
+    assert results == [None]
+    link.settled(fail(ValueError("native"))).addErrback(results.append)
+    assert results[1].check(ConnectionLost) and str(results[1].value) == "translated native"
+    untranslated = _Link(connector)
+    untranslated.settled(fail(ProtocolError("core already"))).addErrback(results.append)
+    assert results[2].check(ProtocolError)
+
+
+class _Receiving:
+    """What ``BaseConnection.on_windowed_update`` uses of a connection: its
+    ``receive_window`` and ``on_update`` (the command's consumer's answer)."""
+
+    on_windowed_update = BaseConnection.on_windowed_update
+
+    def __init__(self) -> None:
+        self.receive_window = ReceiveWindow(100)
+        self.answer: Any = None
+        self.delivered: list[Any] = []
+
+    def on_update(self, commandId: str, updates: list[Any]) -> Any:
+        self.delivered.append((commandId, updates))
+        return self.answer
+
+
+def test_a_windowed_update_is_admitted_delivered_and_counted_until_its_consumer_answers() -> None:
+    conn = _Receiving()
+    assert conn.on_windowed_update("c1", [("stdout", "a")], 60) is None  # answered at once: nothing held
+    assert conn.receive_window.unacked == 0
+    conn.answer = slow = Deferred()
+    held = conn.on_windowed_update("c1", [("stdout", "b")], 60)
+    assert isinstance(held, Deferred) and conn.receive_window.unacked == 60
+    with pytest.raises(ProtocolError, match="exceeded the flow-control window"):
+        conn.on_windowed_update("c1", [("stdout", "c")], 41)
+    assert [u for _, u in conn.delivered] == [[("stdout", "a")], [("stdout", "b")]]
+    results: list[Any] = []
+    held.addCallback(results.append)
+    slow.callback("the consumer's own result")
+    assert results == [None] and conn.receive_window.unacked == 0

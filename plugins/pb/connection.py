@@ -107,24 +107,15 @@ class _CommandRef(Servant):
         batches (one bytes item each), decoded and checked by the core codec."""
         if type(packed) is not list or not all(type(data) is bytes for data in packed):
             raise ProtocolError("packedUpdate expects a list of MessagePack-encoded update batches")
-        batch: list[Update] = []
-        for data in packed:
-            try:  # pairs are framing: values count from themselves
-                batch += update_pairs(decode(data, self.conn.options.max_message_size, 2), "a packed update batch")
-            except ProtocolError as e:
-                self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
-                raise
-        if batch:
-            conn, size = self.conn, sum(len(data) for data in packed)
-            try:
-                conn.receive_window.admit(size)  # a workerwire worker keeps a window
-            except ProtocolError as e:
-                conn._broker.protocol_error(str(e))
-                raise
-            held = conn.receive_window.hold(size, conn.on_update(self.commandId, batch))
-            if held is not None:
-                return held.addBoth(lambda _: None)
-        return None
+        conn, batch = self.conn, []
+        try:
+            for data in packed:  # pairs are framing: values count from themselves
+                batch += update_pairs(decode(data, conn.options.max_message_size, 2), "a packed update batch")
+            # A workerwire worker keeps a window: the master counts it.
+            return conn.on_windowed_update(self.commandId, batch, sum(map(len, packed))) if batch else None
+        except ProtocolError as e:
+            conn._broker.protocol_error(str(e))  # malformed input, or a window overrun, closes the link, as on amp
+            raise
 
     def remote_complete(self, failure: Any = None) -> None:
         if failure is None:
