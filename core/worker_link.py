@@ -12,8 +12,8 @@ forgotten when the bot refuses it: ``WorkerSession.start_command`` and
 :class:`~workerwire.base_worker.WorkerSession`'s bookkeeping (its channels,
 ``logged_in``, ``lost`` and ``forget_channel``, which a channel calls when it
 completes); a backend subclasses it and writes its wire (``build_factory``, ``connected``,
-``drop``, ``keepalive``, ``request_shutdown``, ``close``, and
-``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
+``keepalive``, ``request_shutdown``, ``close`` -- which is also the attempt's
+``drop`` --, and ``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
 backend (``examples/jsonlines``) are built on it.
 """
 
@@ -90,6 +90,11 @@ class WorkerLink(LoginAttempt, WorkerSession):
         if not isinstance(error, WorkerwireError) or isinstance(error, RemoteCallFailed):
             error = LoginRefused(f"the master refused the login: {error}")
         self.failed(error)
+
+    def drop(self, abort: bool) -> None:
+        """The attempt's connection is the session's: :meth:`close` it (which
+        must do nothing while there is no connection yet)."""
+        self.close(abort)
 
     def settled(self, d: Deferred[Any]) -> Deferred[None]:
         """*d*, a call to the master (a keepalive, a shutdown request), with

@@ -80,12 +80,24 @@ def test_core_parses_a_network_connectors_address_when_it_is_made() -> None:
 
 
 class _Link(WorkerLink):
+    """A link without a wire; ``drop`` is core's (its ``close``)."""
+
+    closed: list[bool]
+
     def build_factory(self) -> Any: ...
     def connected(self, protocol: Any) -> None: ...
-    def drop(self, abort: bool) -> None: ...
     def keepalive(self) -> Any: ...
     def request_shutdown(self) -> Any: ...
-    def close(self, abort: bool = False) -> None: ...
+
+    def close(self, abort: bool = False) -> None:
+        self.closed = [*getattr(self, "closed", []), abort]
+
+
+def test_a_worker_links_drop_closes_its_connection() -> None:
+    link = _Link(_Dialler(object(), "tcp:host=127.0.0.1:port=9", "w1", "pw", reactor=Clock()))
+    link.drop(abort=True)
+    link.drop(abort=False)
+    assert link.closed == [True, False]
 
 
 def test_a_worker_links_settled_call_drops_the_result_and_translates_the_failure() -> None:

@@ -203,9 +203,6 @@ class _Link(WorkerLink):
     def connected(self, broker: WireBroker) -> None:
         self.peer = broker.peer  # the login starts once the PB dialect is agreed: ready()
 
-    def drop(self, abort: bool) -> None:
-        self.close(abort)
-
     def ready(self, broker: WireBroker) -> None:
         """The PB dialect is agreed: log in."""
         password = self.connector.password.encode("utf-8")
