@@ -24,10 +24,10 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from .base_worker import BaseWorkerConnector, LoginAttempt, WorkerSession, builder_pairs
+from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, builder_pairs
 from .errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed, UnsupportedValue, WorkerwireError
 from .flow import DEFAULT_BATCH, SendWindow
-from .transfer import TransferLink
+from .transfer import CarriedHandles, TransferLink
 
 __all__ = ["WorkerLink", "builder_pairs"]
 
@@ -44,6 +44,8 @@ class WorkerLink(LoginAttempt, WorkerSession):
         command channels send through.
     :ivar transfers: the transfer calls of this link's proxies, under the
         same window size; they go out through :meth:`send_transfer`.
+    :ivar carried: the :class:`~workerwire.transfer.CarriedHandles` of a
+        dialect that carries each handle as an object of its own.
     :ivar logged_in: the login succeeded (see :meth:`login_succeeded`).
 
     The backend reports the end of its connection with
@@ -63,6 +65,10 @@ class WorkerLink(LoginAttempt, WorkerSession):
         self.window = SendWindow(size, clock=self.reactor, batch_limit=batch_limit, translate=translate,
                                  name=f"{connector.backendName} worker")
         self.transfers = TransferLink(self.send_transfer, size)
+        #: Handles this link carries as objects of its own (pb's references, a
+        #: stock Buildbot master's per-command handles), each tied to its
+        #: command and forgotten with it (:meth:`forget_channel`).
+        self.carried = CarriedHandles(self.transfers)
 
     # -- hook -------------------------------------------------------------------
 
@@ -90,6 +96,11 @@ class WorkerLink(LoginAttempt, WorkerSession):
         if not isinstance(error, WorkerwireError) or isinstance(error, RemoteCallFailed):
             error = LoginRefused(f"the master refused the login: {error}")
         self.failed(error)
+
+    def forget_channel(self, channel: BaseCommandChannel) -> None:
+        """As the session's, and the command's :attr:`carried` handles go with it."""
+        self.carried.forget(channel.commandId)
+        super().forget_channel(channel)
 
     def drop(self, abort: bool) -> None:
         """The attempt's connection is the session's: :meth:`close` it (which

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from workerwire import load_backend
 from workerwire.base_connection import BaseConnection
-from workerwire.base_worker import BaseWorkerConnector
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector
 from workerwire.buildbot_dialect import builder_of, worker_info
 from workerwire.errors import (
     AddressError,
@@ -143,3 +143,22 @@ def test_a_windowed_update_is_admitted_delivered_and_counted_until_its_consumer_
     held.addCallback(results.append)
     slow.callback("the consumer's own result")
     assert results == [None] and conn.receive_window.unacked == 0
+
+
+class _Channel(BaseCommandChannel):
+    def send_update(self, updates: list[Any]) -> Any: ...
+    def send_complete(self, failure: BaseException | None) -> Any: ...
+
+
+def test_a_commands_carried_handles_go_with_its_channel() -> None:
+    link = _Link(_Dialler(object(), "tcp:host=127.0.0.1:port=9", "w1", "pw", reactor=Clock()))
+    writer, reader = object(), object()
+    proxy = link.carried.proxy("c1", "writer", writer)
+    other = link.carried.proxy("c2", "reader", reader)
+    c1 = _Channel("b1", "c1")
+    link.add_channel(c1)
+    assert link.carried.carrier("c1", proxy.handle_id) is writer
+    link.forget_channel(c1)  # completed, or refused by the bot
+    with pytest.raises(ProtocolError, match=f"no transfer handle {proxy.handle_id} for command 'c1'"):
+        link.carried.carrier("c1", proxy.handle_id)
+    assert link.carried.carrier("c2", other.handle_id) is reader

@@ -113,9 +113,6 @@ class _Link(WorkerLink):
     def __init__(self, connector: "MsgpackConnector"):
         super().__init__(connector, translate=translate_failure, batch_limit=BATCH)
         self._proto: WorkerProtocol | None = None
-        #: For a stock master: handle id -> (command id, command name, kind).
-        self.stock_handles: dict[int, tuple[str, str, str]] = {}
-        self._next_handle = 0
         #: Builders told to the bot for a stock master (all at the base directory).
         self.stock_builders: dict[str, str] = {}
 
@@ -149,34 +146,24 @@ class _Link(WorkerLink):
         if self._proto is not None:
             self._proto.close(abort=abort)
 
-    def stock_handles_for(self, command_id: str, command_name: str) -> dict[str, list[Any]]:
-        """The handle a stock master keeps for a transfer command, as core describes handles."""
+    def with_stock_handle(self, command_id: str, command_name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """*args* with a proxy for the handle a stock master keeps for a
+        transfer command (it sends none): carried as the command's name, whose
+        transfer messages name the command (core's :attr:`carried`)."""
         key = TRANSFER_COMMANDS.get(command_name)
-        if key is None:
-            return {}
-        handle_id = self._next_handle
-        self._next_handle += 1
-        self.stock_handles[handle_id] = (command_id, command_name, key)
-        return {key: [handle_id, key]}
+        return args if key is None else {**args, key: self.carried.proxy(command_id, key, command_name)}
 
     def send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
         if self.proto.extended:
             d = self.proto.request("ww_transfer", command_id=command_id, handle=handle_id, method=method, args=args)
         else:
-            entry = self.stock_handles.get(handle_id)
-            if entry is None or entry[0] != command_id:
-                return fail(ProtocolError(f"no transfer handle {handle_id} for command {command_id!r}"))
             try:
-                fields = stock_transfer_message(entry[1], entry[2], method, args)
+                command_name = self.carried.carrier(command_id, handle_id)
+                fields = stock_transfer_message(command_name, TRANSFER_COMMANDS[command_name], method, args)
             except ProtocolError as e:
                 return fail(e)
             d = self.proto.request(fields.pop("op"), command_id=command_id, **fields)
         return d.addErrback(translate_failure)
-
-    def forget_channel(self, channel: BaseCommandChannel) -> None:
-        for handle_id in [h for h, entry in self.stock_handles.items() if entry[0] == channel.commandId]:
-            del self.stock_handles[handle_id]
-        super().forget_channel(channel)
 
 
 # autobahn's own bases disagree on peer / _transport_details (see MessageLink).
@@ -283,7 +270,7 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         builder = builder if isinstance(builder, str) and builder else ROOT_BUILDER
         name = COMMAND_NAMES_FROM_MASTER.get(name, name)
         args = absolute_transfer_paths(name, args)
-        args = attach_proxies(args, session.stock_handles_for(command_id, name), session.transfers, command_id)
+        args = session.with_stock_handle(command_id, name, args)
         if builder in session.stock_builders:
             return self._run(session, builder, command_id, name, args)
         session.stock_builders[builder] = "."

@@ -26,7 +26,7 @@ from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, Work
 from workerwire.errors import ProtocolError
 from workerwire.flow import approx_size
 from workerwire.master import Update
-from workerwire.transfer import HANDLE_KEYS, CarriedHandles
+from workerwire.transfer import HANDLE_KEYS
 from workerwire.values import encode, from_peer
 from workerwire.worker_link import WorkerLink
 
@@ -90,8 +90,7 @@ class _Channel(BaseCommandChannel):
         return self._link.wire.call(self._ref, "update", wire)
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
-        self._link.forget_channel(self)
-        self._link.handles.forget(self.commandId)
+        self._link.forget_channel(self)  # and the command's handles
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.wire, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
@@ -122,9 +121,9 @@ class _Builder(Servant):
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
         for key, ref in handles.items():
-            args[key] = link.handles.proxy(commandId, HANDLE_KEYS[key], ref)
+            args[key] = link.carried.proxy(commandId, HANDLE_KEYS[key], ref)
         channel = _Channel(link, self.name, commandId, command_ref)
-        return link.start_command(channel, commandName, args, refused=lambda: link.handles.forget(commandId))
+        return link.start_command(channel, commandName, args)  # a refusal forgets the command's handles too
 
     def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
         limit = self.link.limit
@@ -168,12 +167,10 @@ class _Link(WorkerLink):
         self.perspective: pb.RemoteReference | None = None
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
-        #: The transfer handles the master gave, as references (one per handle per command).
-        self.handles = CarriedHandles(self.transfers)
 
     def send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         try:
-            ref = self.handles.carrier(commandId, handleId)
+            ref = self.carried.carrier(commandId, handleId)  # the master's reference
         except ProtocolError:
             return fail()
         if method == "utime":
