@@ -1,11 +1,11 @@
-"""What pb and msgpack share of Buildbot's worker dialect, now in core
-(:mod:`workerwire.buildbot_dialect`); the Twisted failures core maps for
-every backend (:func:`workerwire.errors.translate_native`) that pb mapped alone
-before; and the worker's client address, which core parses when a network
-backend's connector is made (``dials_address``; pb, amp and msgpack each did it
-themselves before); ``WorkerLink.settled`` for a worker's calls to the
-master; and ``BaseConnection.on_windowed_update`` for the master's end of
-the output window (issue 13)."""
+"""Plumbing core took over from pb and msgpack (issue 13), each test pinning
+what core now promises every backend: the rules of Buildbot's worker dialect
+(:mod:`workerwire.buildbot_dialect`); Twisted failures mapped by
+:func:`workerwire.errors.translate_native`; a network connector's address
+parsed when it is made (``dials_address``); ``WorkerLink``'s ``settled``,
+``drop`` and ``carried`` handles; ``BaseConnection.on_windowed_update``; and
+``HandleTable.of_command`` for a dialect that names the command, not the
+handle."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from workerwire.errors import (
     translate_native,
 )
 from workerwire.flow import ReceiveWindow
+from workerwire.transfer import FileWriter, HandleTable
 from workerwire.worker_link import WorkerLink
 
 
@@ -162,3 +163,21 @@ def test_a_commands_carried_handles_go_with_its_channel() -> None:
     with pytest.raises(ProtocolError, match=f"no transfer handle {proxy.handle_id} for command 'c1'"):
         link.carried.carrier("c1", proxy.handle_id)
     assert link.carried.carrier("c2", other.handle_id) is reader
+
+
+class _Sink(FileWriter):
+    def write(self, data: bytes) -> None: ...
+    def utime(self, times: tuple[float, float]) -> None: ...
+    def unpack(self) -> None: ...
+    def close(self) -> None: ...
+    def cancel(self) -> None: ...
+
+
+def test_the_handle_table_finds_a_commands_handle_by_kind_until_the_command_ends() -> None:
+    # Buildbot's msgpack dialect names the command in its transfer messages, not the handle.
+    table = HandleTable(1024)
+    ids = table.register("c1", {"writer": _Sink()})
+    assert table.of_command("c1", "writer") == ids["writer"][0]
+    assert table.of_command("c1", "reader") is None and table.of_command("c2", "writer") is None
+    table.release_command("c1")
+    assert table.of_command("c1", "writer") is None
