@@ -107,7 +107,8 @@ class _CommandRef(Servant):
         batches (one bytes item each), decoded and checked by the core codec."""
         if type(packed) is not list or not all(type(data) is bytes for data in packed):
             raise ProtocolError("packedUpdate expects a list of MessagePack-encoded update batches")
-        conn, batch = self.conn, []
+        conn = self.conn
+        batch: list[Update] = []
         try:
             for data in packed:  # pairs are framing: values count from themselves
                 batch += update_pairs(decode(data, conn.options.max_message_size, 2), "a packed update batch")
