@@ -204,6 +204,22 @@ class BaseConnection(Connection):
                 "remote_update of command {cid} on {worker} failed", f, cid=commandId, worker=self.workerName))
         return result
 
+    def on_windowed_update(self, commandId: str, updates: list[Update], size: int) -> Deferred[None] | None:
+        """:meth:`on_update` through :attr:`receive_window`, for an update of
+        *size* bytes (as the backend measures them): admitted, delivered, and
+        counted until what the command's consumer returned fires.
+
+        Returns ``None`` (acknowledge at once) or a Deferred that fires with
+        ``None`` when the acknowledgement may go.
+
+        :raises ProtocolError: the worker overran its window (close the link),
+            or as :meth:`on_update`.
+        """
+        window = self.receive_window
+        window.admit(size)
+        held = window.hold(size, self.on_update(commandId, updates))
+        return None if held is None else held.addBoth(lambda _: None)
+
     @property
     def receive_window(self) -> ReceiveWindow:
         """The master's end of the worker's output window, for a backend that

@@ -33,7 +33,7 @@ from .values import check_value, is_value
 from .worker import CommandChannel, WorkerBot, WorkerConnector
 
 __all__ = ["BaseWorkerConnector", "BaseCommandChannel", "WorkerSession", "LoginAttempt", "call_bot", "call_bot_now",
-           "BOT_METHODS"]
+           "BOT_METHODS", "builder_pairs"]
 
 _log = Logger()
 
@@ -81,6 +81,24 @@ def _bot_result(result: Any, method: str) -> Any:
         return None
     check_value(result, f"result of {method}")
     return result
+
+
+def builder_pairs(wanted: Any) -> list[tuple[str, str]]:
+    """The master's ``setBuilderList`` argument as ``[(name, builddir), ...]``.
+
+    :raises ProtocolError: not a list of two-str pairs (lists or tuples).
+    """
+    if not isinstance(wanted, (list, tuple)) or not all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in wanted
+    ):
+        raise ProtocolError("setBuilderList expects [(name, builddir), ...] with str names and directories")
+    return [(name, builddir) for name, builddir in wanted]
+
+
+def _names(names: Any) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ProtocolError(f"the bot's setBuilderList must return a list of names, not {names!r}")
+    return names
 
 
 class BaseCommandChannel(CommandChannel):
@@ -150,6 +168,9 @@ class WorkerSession(abc.ABC):
     starts with :meth:`add_channel` (and :meth:`forget_channel` when the bot
     refused it or the command completed), sets :attr:`logged_in` when the
     login completed, and reports the end of its link with :meth:`lost`.
+    :meth:`start_command` and :meth:`set_builder_list` serve those two calls
+    of the master's the same way for every backend (the channel registered
+    first, the builder list checked).
     """
 
     #: Where the master is, e.g. ``"127.0.0.1:9989"``.
@@ -209,6 +230,38 @@ class WorkerSession(abc.ABC):
         else:
             self.lost_before_login(reason)
 
+    # -- serving the master's calls (every backend the same way) --------------------
+
+    def start_command(self, channel: BaseCommandChannel, commandName: str, args: dict[str, Any],
+                      refused: Callable[[], None] | None = None) -> Deferred[Any]:
+        """Hand the master's ``startCommand`` to the bot through *channel*.
+
+        The channel is registered first (the link's loss reaches it from then
+        on) and forgotten again if the bot refuses the command; *refused* runs
+        then too (to drop what the backend kept for the command).  Fires with
+        ``None`` once the bot accepted it.
+        """
+        self.add_channel(channel)
+        d = call_bot(self.connector.bot, "startCommand", channel, channel.builderName, channel.commandId,
+                     commandName, args)
+
+        def refusal(failure: Failure) -> Failure:
+            self.forget_channel(channel)
+            if refused is not None:
+                refused()
+            return failure
+
+        return d.addErrback(refusal)
+
+    def set_builder_list(self, wanted: Any) -> Deferred[list[str]]:
+        """Hand the master's ``setBuilderList`` to the bot (checked with
+        :func:`builder_pairs`); fires with the names now present."""
+        try:
+            pairs = builder_pairs(wanted)
+        except ProtocolError:
+            return fail()
+        return call_bot(self.connector.bot, "setBuilderList", pairs).addCallback(_names)
+
     @abc.abstractmethod
     def keepalive(self) -> Deferred[None]: ...
 
@@ -223,7 +276,8 @@ class WorkerSession(abc.ABC):
 class LoginAttempt(abc.ABC):
     """One dial-and-login of a network backend's worker (backend API 1).
 
-    Core dials ``connector.address`` (:func:`workerwire.endpoints.parse_client_address`)
+    Core dials ``connector.address`` (:func:`workerwire.endpoints.parse_client_address`;
+    ``connector.endpoint`` when the connector parsed it already: ``dials_address``)
     with :meth:`build_factory`, runs the ``LinkOptions.login_timeout`` timer
     from the dial on, and makes :attr:`result` cancellable (a stopped
     connector cancels it).  The backend writes the three hooks and reports
@@ -268,7 +322,7 @@ class LoginAttempt(abc.ABC):
         c = self.connector
         self._timer = self.reactor.callLater(c.options.login_timeout, self._timed_out)
         try:
-            endpoint = parse_client_address(self.reactor, c.address, c.backendName)
+            endpoint = c.endpoint or parse_client_address(self.reactor, c.address, c.backendName)
             self._dialling = endpoint.connect(self.build_factory())
         except Exception:
             self.failed(Failure())
@@ -341,6 +395,11 @@ class BaseWorkerConnector(WorkerConnector):
     """Reconnect loop, login waiters, keepalive and channel bookkeeping."""
 
     backendName: str = "?"
+    #: True for a network backend's connector: *address* is a Twisted client
+    #: endpoint string, which core parses when the connector is made (a bad
+    #: one raises :class:`~workerwire.errors.AddressError` then, not at the
+    #: first attempt) into :attr:`endpoint`; :class:`LoginAttempt` dials it.
+    dials_address: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -363,6 +422,12 @@ class BaseWorkerConnector(WorkerConnector):
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        #: The client endpoint of *address* (see :attr:`dials_address`), else None.
+        self.endpoint: Any = None
+        if self.dials_address:
+            from .endpoints import parse_client_address
+
+            self.endpoint = parse_client_address(reactor, address, self.backendName)
         self.bot = bot
         self.address = address
         self.name = name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import traceback as _traceback
 
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import error as net_error
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -247,7 +248,9 @@ def describe_loss(reason: Failure | BaseException | str) -> str:
 def translate_native(failure: Failure) -> Failure:
     """What every backend's ``translate_failure`` does after its own native
     errors: core errors pass through; a closed or lost connection becomes
-    :class:`ConnectionLost` (:func:`describe_loss`), as does a cancelled call;
+    :class:`ConnectionLost` (:func:`describe_loss`), as do a cancelled call
+    and a connection that could not be made (Twisted's ``ConnectError``);
+    twisted.cred's ``UnauthorizedLogin`` becomes :class:`LoginRefused`;
     anything else becomes :class:`RemoteCallFailed` with its type name."""
     value = failure.value
     if isinstance(value, WorkerwireError):
@@ -256,6 +259,10 @@ def translate_native(failure: Failure) -> Failure:
         return Failure(ConnectionLost(describe_loss(failure)))
     if isinstance(value, CancelledError):
         return Failure(ConnectionLost("call cancelled"))
+    if isinstance(value, net_error.ConnectError):
+        return Failure(ConnectionLost(f"connection lost: {value}" if str(value) else "connection lost"))
+    if isinstance(value, UnauthorizedLogin):
+        return Failure(LoginRefused(str(value)))
     return Failure(RemoteCallFailed(type(value).__name__, str(value)))
 
 

@@ -320,6 +320,15 @@ class HandleTable:
         entry = self._entries.get(handle_id)
         return entry.kind if entry is not None else None
 
+    def of_command(self, command_id: str, kind: str) -> int | None:
+        """The id of *command_id*'s handle of *kind*, while it is registered,
+        else ``None``: for a dialect whose transfer messages name the command,
+        not the handle (Buildbot's msgpack dialect)."""
+        for handle_id in self._by_command.get(command_id, ()):
+            if self._entries[handle_id].kind == kind:
+                return handle_id
+        return None
+
     def call(self, command_id: str | None, handle_id: Any, method: str, args: Any) -> Deferred[Any]:
         """Run a worker's call on a handle, after the calls before it on the
         same handle.

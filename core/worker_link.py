@@ -5,14 +5,15 @@ its wire: a :class:`~workerwire.flow.SendWindow` for the commands' output, a
 :class:`~workerwire.transfer.TransferLink` for their file transfer calls,
 whether the login succeeded, and -- when the connection goes -- which event
 that is (``session_lost`` once logged in, ``lost_during_login`` before).  It
-serves the master's calls to the bot the same way too: builder lists
+serves the master's calls to the bot the same way too (builder lists
 checked, a command's channel registered before the bot sees the command and
-forgotten when the bot refuses it.  :class:`WorkerLink` is all of that, on
+forgotten when the bot refuses it: ``WorkerSession.start_command`` and
+``set_builder_list``).  :class:`WorkerLink` is all of that, on
 :class:`~workerwire.base_worker.WorkerSession`'s bookkeeping (its channels,
 ``logged_in``, ``lost`` and ``forget_channel``, which a channel calls when it
 completes); a backend subclasses it and writes its wire (``build_factory``, ``connected``,
-``drop``, ``keepalive``, ``request_shutdown``, ``close``, and
-``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
+``keepalive``, ``request_shutdown``, ``close`` -- which is also the attempt's
+``drop`` --, and ``send_transfer`` if it carries transfer handles).  ``pb`` and the reference
 backend (``examples/jsonlines``) are built on it.
 """
 
@@ -23,24 +24,12 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, call_bot
+from .base_worker import BaseCommandChannel, BaseWorkerConnector, LoginAttempt, WorkerSession, builder_pairs
 from .errors import ConnectionLost, LoginRefused, ProtocolError, RemoteCallFailed, UnsupportedValue, WorkerwireError
 from .flow import DEFAULT_BATCH, SendWindow
-from .transfer import TransferLink
+from .transfer import CarriedHandles, TransferLink
 
 __all__ = ["WorkerLink", "builder_pairs"]
-
-
-def builder_pairs(wanted: Any) -> list[tuple[str, str]]:
-    """The master's ``setBuilderList`` argument as ``[(name, builddir), ...]``.
-
-    :raises ProtocolError: not a list of two-str pairs (lists or tuples).
-    """
-    if not isinstance(wanted, (list, tuple)) or not all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in wanted
-    ):
-        raise ProtocolError("setBuilderList expects [(name, builddir), ...] with str names and directories")
-    return [(name, builddir) for name, builddir in wanted]
 
 
 class WorkerLink(LoginAttempt, WorkerSession):
@@ -55,6 +44,8 @@ class WorkerLink(LoginAttempt, WorkerSession):
         command channels send through.
     :ivar transfers: the transfer calls of this link's proxies, under the
         same window size; they go out through :meth:`send_transfer`.
+    :ivar carried: the :class:`~workerwire.transfer.CarriedHandles` of a
+        dialect that carries each handle as an object of its own.
     :ivar logged_in: the login succeeded (see :meth:`login_succeeded`).
 
     The backend reports the end of its connection with
@@ -68,10 +59,16 @@ class WorkerLink(LoginAttempt, WorkerSession):
                  window: int | None = None, batch_limit: int = DEFAULT_BATCH):
         super().__init__(connector)  # WorkerSession's bookkeeping too: channels, logged_in
         self.lost_before_login = self.lost_during_login
+        #: The *translate* given (None: failures are core errors already).
+        self.translate = translate
         size = connector.options.output_window if window is None else window
         self.window = SendWindow(size, clock=self.reactor, batch_limit=batch_limit, translate=translate,
                                  name=f"{connector.backendName} worker")
         self.transfers = TransferLink(self.send_transfer, size)
+        #: Handles this link carries as objects of its own (pb's references, a
+        #: stock Buildbot master's per-command handles), each tied to its
+        #: command and forgotten with it (:meth:`forget_channel`).
+        self.carried = CarriedHandles(self.transfers)
 
     # -- hook -------------------------------------------------------------------
 
@@ -100,44 +97,22 @@ class WorkerLink(LoginAttempt, WorkerSession):
             error = LoginRefused(f"the master refused the login: {error}")
         self.failed(error)
 
-    # -- serving the master's calls -------------------------------------------------
+    def forget_channel(self, channel: BaseCommandChannel) -> None:
+        """As the session's, and the command's :attr:`carried` handles go with it."""
+        self.carried.forget(channel.commandId)
+        super().forget_channel(channel)
 
-    def start_command(self, channel: BaseCommandChannel, commandName: str, args: dict[str, Any],
-                      refused: Callable[[], None] | None = None) -> Deferred[Any]:
-        """Hand the master's ``startCommand`` to the bot through *channel*.
+    def drop(self, abort: bool) -> None:
+        """The attempt's connection is the session's: :meth:`close` it (which
+        must do nothing while there is no connection yet)."""
+        self.close(abort)
 
-        The channel is registered first (the link's loss reaches it from then
-        on) and forgotten again if the bot refuses the command; *refused* runs
-        then too (to drop what the backend kept for the command).  Fires with
-        ``None`` once the bot accepted it.
-        """
-        self.add_channel(channel)
-        d = call_bot(self.connector.bot, "startCommand", channel, channel.builderName, channel.commandId,
-                     commandName, args)
-
-        def refusal(failure: Failure) -> Failure:
-            self.forget_channel(channel)
-            if refused is not None:
-                refused()
-            return failure
-
-        return d.addErrback(refusal)
-
-    def set_builder_list(self, wanted: Any) -> Deferred[list[str]]:
-        """Hand the master's ``setBuilderList`` to the bot (checked with
-        :func:`builder_pairs`); fires with the names now present."""
-        try:
-            pairs = builder_pairs(wanted)
-        except ProtocolError:
-            return fail()
-        return call_bot(self.connector.bot, "setBuilderList", pairs).addCallback(_names)
+    def settled(self, d: Deferred[Any]) -> Deferred[None]:
+        """*d*, a call to the master (a keepalive, a shutdown request), with
+        its result dropped and its failure translated by :attr:`translate`."""
+        return d.addCallbacks(lambda _: None, self.translate or (lambda failure: failure))
 
     def not_logged_in(self) -> Deferred[None] | None:
         """A failed Deferred for a session call made before the login ended, else ``None``."""
         return None if self.logged_in else fail(ConnectionLost("not logged in"))
 
-
-def _names(names: Any) -> list[str]:
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ProtocolError(f"the bot's setBuilderList must return a list of names, not {names!r}")
-    return names

@@ -10,6 +10,7 @@ import pytest
 from pytest_twisted import ensureDeferred as async_test
 
 from workerwire import LinkOptions
+from workerwire.base_connection import BaseConnection
 from workerwire.conformance import Harness, RecordingCommand, within
 from workerwire.conformance.scripted_worker import stream_line
 from workerwire.errors import ProtocolError
@@ -69,6 +70,8 @@ class _Conn:
 
     def on_update(self, commandId: str, updates: list[Any]) -> None:
         self.delivered.append((commandId, updates))
+
+    on_windowed_update = BaseConnection.on_windowed_update  # core's: admit, on_update, hold
 
 
 def test_packed_updates_are_decoded_and_checked_by_the_core_codec() -> None:

@@ -16,7 +16,8 @@ import time
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from workerwire.errors import ProtocolError, UnknownBuilder
+from workerwire.buildbot_dialect import builder_of
+from workerwire.errors import ProtocolError
 from workerwire.master import Update
 
 __all__ = [
@@ -73,11 +74,7 @@ class StockWorkerPaths:
         return self.path_cls(self.info["basedir"])
 
     def builder_dir(self, builder: str) -> PurePath:
-        try:
-            return self.builder_dirs[builder]
-        except KeyError:
-            raise UnknownBuilder(f"no builder named {builder!r} on this worker; "
-                                 f"valid: {', '.join(sorted(self.builder_dirs)) or 'none'}") from None
+        return builder_of(self.builder_dirs, builder)
 
     def translate(self, builder: str, name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """``(command name, args)`` as a stock worker takes them."""

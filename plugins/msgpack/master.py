@@ -31,6 +31,7 @@ from workerwire.addresses import bound_port_of, client_address_for, describe_pee
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.buildbot_dialect import worker_info
 from workerwire.endpoints import parse_server_port
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed, error_from_wire, error_to_wire
 from workerwire.flow import ReceiveWindow
@@ -76,9 +77,6 @@ class MsgpackConnection(BaseConnection):
         #: Set for a stock buildbot-worker, whose paths the master makes absolute.
         self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
         self._settings_sent = False
-        #: A stock worker's transfer messages name the command, not the
-        #: handle: command id -> {"writer"/"reader": handle id}.
-        self._stock_handles: dict[str, dict[str, int]] = {}
         #: Commands of the builder-list emulation: command id -> collected updates.
         self._internal: dict[str, tuple[dict[str, Any], Deferred[dict[str, Any]]]] = {}
         self._next_internal = 0
@@ -92,9 +90,8 @@ class MsgpackConnection(BaseConnection):
         return self._proto.request_done("print", message=message)
 
     def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
-        def got(info: Any) -> dict[str, Any]:
-            if not isinstance(info, dict):
-                raise ProtocolError(f"get_worker_info answered {type(info).__name__}, not a map")
+        def got(answer: Any) -> dict[str, Any]:
+            info = worker_info(answer)
             if self.stock is not None:
                 self.stock.info = info
             return info
@@ -117,20 +114,13 @@ class MsgpackConnection(BaseConnection):
         plain, handles = split_refs(args)
         fields: dict[str, Any] = {}
         if self.stock is not None:
-            # Buildbot keeps the writer/reader on the master and takes them out of the args.
+            # Buildbot keeps the writer/reader on the master and takes them out of
+            # the args; its transfer messages name the command (core's table finds the handle).
             commandName, plain = self.stock.translate(builderName, commandName, plain)
-            if handles:
-                self._stock_handles[commandId] = {key: spec[0] for key, spec in handles.items()}
         elif handles:
             fields["handles"] = handles
-        d = self._proto.request_done("start_command", builder_name=builderName, command_id=commandId,
-                                     command_name=commandName, args=plain, **fields)
-
-        def refused(failure: Failure) -> Failure:
-            self._stock_handles.pop(commandId, None)
-            return failure
-
-        return d.addErrback(refused)
+        return self._proto.request_done("start_command", builder_name=builderName, command_id=commandId,
+                                        command_name=commandName, args=plain, **fields)
 
     def call_interrupt_command(self, builderName: str, commandId: str, why: str) -> Deferred[Any]:
         return self._proto.request_done("interrupt_command", builder_name=builderName, command_id=commandId,
@@ -235,7 +225,6 @@ class MsgpackConnection(BaseConnection):
         args = msg.get("args")
         if self.stock is not None and self._internal_complete(command_id, args):
             return None
-        self._stock_handles.pop(command_id, None)
         error = None
         detail = msg.get("error")
         if isinstance(detail, list) and len(detail) >= 2 and all(isinstance(p, str) for p in detail[:3]):
@@ -256,7 +245,7 @@ class MsgpackConnection(BaseConnection):
         """One of Buildbot's ``update_upload_*`` / ``update_read_file*`` messages."""
         key, method, arg_keys = STOCK_TRANSFER_OPS[msg["op"]]
         command_id = msg.get("command_id")
-        handle = self._stock_handles.get(command_id, {}).get(key) if isinstance(command_id, str) else None
+        handle = self.transfer_handles.of_command(command_id, key) if isinstance(command_id, str) else None
         if handle is None:
             raise ProtocolError(f"{msg['op']} for command {command_id!r}, which has no {key} handle")
         if method == "utime":
@@ -266,7 +255,6 @@ class MsgpackConnection(BaseConnection):
         return self.on_transfer_call(command_id, handle, method, args)
 
     def on_connection_lost(self, reason: str = "connection closed") -> None:
-        self._stock_handles.clear()
         self._internal_lost()
         super().on_connection_lost(reason)
 

@@ -1,6 +1,8 @@
 """Worker side of the msgpack backend: dials a master's WebSocket and serves a bot.
 
-The login is the upgrade request's ``Authorization: Basic`` header.  Against a
+The login is the upgrade request's ``Authorization: Basic`` header, one
+attempt of core's :class:`~workerwire.worker_link.WorkerLink` (its timeout,
+cancelling, outcome and loss are core's).  Against a
 workerwire master (it answers the upgrade with ``X-Workerwire-Dialect``) the
 login has finished when the master's ``ww_attached`` request arrives, and a
 refusal after the upgrade arrives as WebSocket close code 4003 with the reason;
@@ -16,21 +18,20 @@ from typing import Any, Callable, ClassVar
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from workerwire.addresses import describe_peer, split_description
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
-from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
-from workerwire.endpoints import parse_client_address
+from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, builder_pairs, call_bot_now
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, error_from_wire, error_to_wire
-from workerwire.flow import SendWindow, approx_size
+from workerwire.flow import approx_size
 from workerwire.login_guard import GENERIC_REFUSAL
 from workerwire.master import Update
-from workerwire.transfer import TransferLink, attach_proxies
+from workerwire.transfer import attach_proxies
 from workerwire.worker import WorkerBot
+from workerwire.worker_link import WorkerLink
 
 from .buildbot import (
     COMMAND_NAMES_FROM_MASTER,
@@ -40,7 +41,7 @@ from .buildbot import (
     stock_transfer_message,
     updates_for_stock_master,
 )
-from .errors import describe_loss, translate_failure
+from .errors import translate_failure
 from .wire import (
     CLOSE_REFUSED,
     DIALECT_HEADER,
@@ -75,7 +76,7 @@ def websocket_url(address: str) -> str:
 class _Channel(BaseCommandChannel):
     """One running command's way back to the master, through the session's window."""
 
-    def __init__(self, session: "_Session", builderName: str, commandId: str):
+    def __init__(self, session: "_Link", builderName: str, commandId: str):
         super().__init__(builderName, commandId)
         self._session = session
         self._label = f"an update of command {commandId!r}"
@@ -103,27 +104,33 @@ class _Channel(BaseCommandChannel):
                                                  label=f"the completion of command {self.commandId!r}")
 
 
-class _Session(WorkerSession):
-    """One WebSocket to the master, from the upgrade on."""
+class _Link(WorkerLink):
+    """One dial, upgrade and login (core's :class:`WorkerLink`); once logged
+    in, the session: the WebSocket to the master."""
 
-    def __init__(self, connector: "MsgpackConnector", proto: "WorkerProtocol"):
-        super().__init__()
-        self.connector = connector
-        self.proto = proto
-        self.peer = proto.link_peer
-        self.window = SendWindow(connector.options.output_window, clock=connector.reactor, batch_limit=BATCH,
-                                 translate=translate_failure, name="msgpack worker")
-        #: Transfer calls of the commands' handles, under the same window.
-        self.transfers = TransferLink(self._send_transfer, connector.options.output_window)
-        #: For a stock master: handle id -> (command id, command name, kind).
-        self.stock_handles: dict[int, tuple[str, str, str]] = {}
-        self._next_handle = 0
+    connector: "MsgpackConnector"
+
+    def __init__(self, connector: "MsgpackConnector"):
+        super().__init__(connector, translate=translate_failure, batch_limit=BATCH)
+        self._proto: WorkerProtocol | None = None
         #: Builders told to the bot for a stock master (all at the base directory).
         self.stock_builders: dict[str, str] = {}
 
+    @property
+    def proto(self) -> "WorkerProtocol":
+        """The protocol; it exists from the connection on (the session's calls come later)."""
+        assert self._proto is not None, "no protocol before the connection"
+        return self._proto
+
+    def build_factory(self) -> "_ClientFactory":
+        return _ClientFactory(self.connector, self)
+
+    def connected(self, proto: "WorkerProtocol") -> None:
+        self._proto, self.peer = proto, proto.link_peer  # the upgrade, which is the login, is under way
+
     def keepalive(self) -> Deferred[None]:
         if self.proto.extended:
-            return self.proto.request("keepalive").addCallbacks(lambda _: None, translate_failure)
+            return self.settled(self.proto.request("keepalive"))
         # A stock Buildbot master has no keepalive request for workers; every
         # WebSocket peer answers a ping.
         return self.proto.ping()
@@ -133,39 +140,30 @@ class _Session(WorkerSession):
             return fail(ProtocolError(
                 "a Buildbot master's msgpack dialect has no worker-initiated shutdown "
                 "(its master answers 'Command shutdown does not exist.'); stop the worker instead"))
-        return self.proto.request("shutdown").addCallbacks(lambda _: None, translate_failure)
+        return self.settled(self.proto.request("shutdown"))
 
     def close(self, abort: bool = False) -> None:
-        self.proto.close(abort=abort)
+        if self._proto is not None:
+            self._proto.close(abort=abort)
 
-    def stock_handles_for(self, command_id: str, command_name: str) -> dict[str, list[Any]]:
-        """The handle a stock master keeps for a transfer command, as core describes handles."""
+    def with_stock_handle(self, command_id: str, command_name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """*args* with a proxy for the handle a stock master keeps for a
+        transfer command (it sends none): carried as the command's name, whose
+        transfer messages name the command (core's :attr:`carried`)."""
         key = TRANSFER_COMMANDS.get(command_name)
-        if key is None:
-            return {}
-        handle_id = self._next_handle
-        self._next_handle += 1
-        self.stock_handles[handle_id] = (command_id, command_name, key)
-        return {key: [handle_id, key]}
+        return args if key is None else {**args, key: self.carried.proxy(command_id, key, command_name)}
 
-    def _send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
+    def send_transfer(self, command_id: str, handle_id: int, method: str, args: list[Any]) -> Deferred[Any]:
         if self.proto.extended:
             d = self.proto.request("ww_transfer", command_id=command_id, handle=handle_id, method=method, args=args)
         else:
-            entry = self.stock_handles.get(handle_id)
-            if entry is None or entry[0] != command_id:
-                return fail(ProtocolError(f"no transfer handle {handle_id} for command {command_id!r}"))
             try:
-                fields = stock_transfer_message(entry[1], entry[2], method, args)
+                command_name = self.carried.carrier(command_id, handle_id)
+                fields = stock_transfer_message(command_name, TRANSFER_COMMANDS[command_name], method, args)
             except ProtocolError as e:
                 return fail(e)
             d = self.proto.request(fields.pop("op"), command_id=command_id, **fields)
         return d.addErrback(translate_failure)
-
-    def forget_channel(self, channel: BaseCommandChannel) -> None:
-        for handle_id in [h for h, entry in self.stock_handles.items() if entry[0] == channel.commandId]:
-            del self.stock_handles[handle_id]
-        super().forget_channel(channel)
 
 
 # autobahn's own bases disagree on peer / _transport_details (see MessageLink).
@@ -174,13 +172,14 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
 
     side = "worker"
 
-    def __init__(self, connector: "MsgpackConnector", attempt: "_Attempt"):
+    def __init__(self, connector: "MsgpackConnector", link: _Link):
         WebSocketClientProtocol.__init__(self)
         self.link_setup(connector.options, connector.reactor)
         self.connector = connector
-        self.attempt = attempt
+        self.link = link
         self.bot: WorkerBot = connector.bot
-        self.session: _Session | None = None
+        #: The link, once the WebSocket is open (the master's calls are served from then on).
+        self.session: _Link | None = None
         self.window = connector.options.output_window
         self.refused_status: int | None = None
         self.on_traffic = connector.on_traffic
@@ -223,37 +222,33 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
 
     def onOpen(self) -> None:
         self.link_opened()
-        self.session = session = _Session(self.connector, self)
+        self.session = session = self.link
         session.adopt_window(self.window, self.peer_max_message_size - 4096)
-        self.attempt.opened(self)
         if not self.extended:
-            self.attempt.logged_in()  # Buildbot's master has nothing later to say
+            session.login_succeeded()  # Buildbot's master has nothing later to say
 
     def _attached(self, msg: dict[str, Any]) -> None:
-        self.attempt.logged_in()
+        self.link.login_succeeded()
 
     def link_lost(self, reason: str, code: int | None, text: str | None) -> None:
         if code == CLOSE_REFUSED:
-            self.attempt.refused(text or GENERIC_REFUSAL)
+            self.link.failed(_refusal(text or GENERIC_REFUSAL))
         elif self.refused_status in (401, 403):
-            self.attempt.refused(f"{GENERIC_REFUSAL} (HTTP {self.refused_status})")
+            self.link.failed(LoginRefused(f"{GENERIC_REFUSAL} (HTTP {self.refused_status})"))
         elif self.refused_status is not None:
-            self.attempt.failed(f"the master refused the WebSocket upgrade (HTTP {self.refused_status})")
-        if self.session is not None:
-            self.session.lost(reason)
-        else:
-            self.attempt.failed(reason)
+            self.link.failed(ConnectionLost(f"the master refused the WebSocket upgrade (HTTP {self.refused_status})"))
+        self.link.lost(reason)  # during the login: the attempt's failure, unless one came first
 
     # -- requests from the master ------------------------------------------------
 
     def _set_builder_list(self, msg: dict[str, Any]) -> Deferred[Any]:
-        builders = msg.get("builders")
-        if not isinstance(builders, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in builders):
-            error = ProtocolError("set_builder_list needs 'builders' as a list of [name, builddir] pairs")
+        assert self.session is not None
+        try:
+            builders = builder_pairs(msg.get("builders"))
+        except ProtocolError as error:
             self.protocol_error(error)
-            raise error
-        return call_bot(self.bot, "setBuilderList", [(name, builddir) for name, builddir in builders])
+            raise
+        return self.session.set_builder_list(builders)
 
     def _start_command(self, msg: dict[str, Any]) -> Any:
         session = self.session
@@ -275,24 +270,16 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         builder = builder if isinstance(builder, str) and builder else ROOT_BUILDER
         name = COMMAND_NAMES_FROM_MASTER.get(name, name)
         args = absolute_transfer_paths(name, args)
-        args = attach_proxies(args, session.stock_handles_for(command_id, name), session.transfers, command_id)
+        args = session.with_stock_handle(command_id, name, args)
         if builder in session.stock_builders:
             return self._run(session, builder, command_id, name, args)
         session.stock_builders[builder] = "."
-        d = call_bot(self.bot, "setBuilderList", sorted(session.stock_builders.items()))
+        d = session.set_builder_list(sorted(session.stock_builders.items()))
         return d.addCallback(lambda _: self._run(session, builder, command_id, name, args))
 
-    def _run(self, session: _Session, builder: str, command_id: str, name: str,
+    def _run(self, session: _Link, builder: str, command_id: str, name: str,
              args: dict[str, Any]) -> Deferred[Any]:
-        channel = _Channel(session, builder, command_id)
-        session.add_channel(channel)
-        d = call_bot(self.bot, "startCommand", channel, builder, command_id, name, args)
-
-        def refused(failure: Failure) -> Failure:
-            session.forget_channel(channel)
-            return failure
-
-        return d.addCallbacks(lambda _: None, refused)
+        return session.start_command(_Channel(session, builder, command_id), name, args)
 
     def _interrupt_command(self, msg: dict[str, Any]) -> Any:
         command_id = self._str(msg, "command_id")
@@ -319,90 +306,15 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
     }
 
 
-class _Attempt:
-    """One dial-and-login; :attr:`result` fires with the session."""
-
-    def __init__(self, connector: "MsgpackConnector"):
-        self.connector = connector
-        self.result: Deferred[WorkerSession] = Deferred(self._cancel)
-        self.proto: WorkerProtocol | None = None
-        self._connecting: Deferred[Any] | None = None
-        self._timer: IDelayedCall | None = None
-
-    def start(self) -> Deferred[WorkerSession]:
-        c = self.connector
-        self._timer = c.reactor.callLater(c.options.login_timeout, self._timed_out)
-        factory = _ClientFactory(c, self)
-        self._connecting = c.endpoint.connect(factory)
-        self._connecting.addCallbacks(self._connected, self._connect_failed)
-        return self.result
-
-    def _finish(self, outcome: WorkerSession | Failure) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        if self.result.called:
-            return
-        if isinstance(outcome, Failure):
-            if self.proto is not None:
-                self.proto.close(abort=True)
-            self.result.errback(outcome)
-        else:
-            self.result.callback(outcome)
-
-    def _cancel(self, d: Deferred[WorkerSession]) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._connecting is not None and not self._connecting.called:
-            self._connecting.cancel()
-        if self.proto is not None:
-            self.proto.close(abort=True)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self._connecting is not None and not self._connecting.called:
-            self._connecting.cancel()
-        self._finish(Failure(ConnectionLost(
-            f"no login answer from {self.connector.address} within {self.connector.options.login_timeout:g} s")))
-
-    def _connect_failed(self, failure: Failure) -> None:
-        self._connecting = None
-        self._finish(Failure(ConnectionLost(
-            f"cannot reach the master at {self.connector.address}: {describe_loss(failure)}")))
-
-    def _connected(self, proto: WorkerProtocol) -> None:
-        self._connecting = None
-        self.proto = proto
-        if self.result.called:
-            proto.close(abort=True)
-
-    # -- told by the protocol --------------------------------------------------
-
-    def opened(self, proto: WorkerProtocol) -> None:
-        self.proto = proto
-        assert proto.session is not None
-        proto.session.lost_before_login = self.failed
-
-    def logged_in(self) -> None:
-        if self.result.called or self.proto is None or self.proto.session is None:
-            return
-        self.proto.session.logged_in = True
-        self._finish(self.proto.session)
-
-    def refused(self, reason: str) -> None:
-        # A workerwire master's close reason is "<error type>: <message>".
-        type_name, sep, message = reason.partition(": ")
-        error = error_from_wire(type_name, message) if sep else None
-        if not isinstance(error, LoginRefused):
-            error = LoginRefused(reason)
-        self._finish(Failure(error))
-
-    def failed(self, reason: str) -> None:
-        self._finish(Failure(ConnectionLost(f"link closed during login: {reason}")))
+def _refusal(reason: str) -> LoginRefused:
+    """A workerwire master's close reason ("<error type>: <message>") as the refusal it names."""
+    type_name, sep, message = reason.partition(": ")
+    error = error_from_wire(type_name, message) if sep else None
+    return error if isinstance(error, LoginRefused) else LoginRefused(reason)
 
 
 class _ClientFactory(WebSocketClientFactory):
-    def __init__(self, connector: "MsgpackConnector", attempt: _Attempt):
+    def __init__(self, connector: "MsgpackConnector", link: _Link):
         credentials = f"{connector.name}:{connector.password}".encode("utf-8")
         super().__init__(connector.url, headers={
             "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
@@ -411,7 +323,7 @@ class _ClientFactory(WebSocketClientFactory):
         })
         self.noisy = False
         self.connector = connector
-        self.attempt = attempt
+        self.link = link
         limit = max(connector.options.max_message_size, PART_SIZE + 1024)
         self.setProtocolOptions(maxMessagePayloadSize=limit, maxFramePayloadSize=limit,
                                 openHandshakeTimeout=0,
@@ -420,7 +332,7 @@ class _ClientFactory(WebSocketClientFactory):
                                 utf8validateIncoming=False)
 
     def buildProtocol(self, addr: Any) -> WorkerProtocol:
-        proto = WorkerProtocol(self.connector, self.attempt)
+        proto = WorkerProtocol(self.connector, self.link)
         proto.factory = self
         return proto
 
@@ -433,14 +345,14 @@ class MsgpackConnector(BaseWorkerConnector):
     """
 
     backendName = "msgpack"
+    dials_address = True  # core parses the address into self.endpoint
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None):
         super().__init__(bot, address, name, password, options, reactor, backoff)
         if ":" in name:
             raise ValueError("a msgpack worker name cannot contain ':' (HTTP Basic authentication)")
-        self.endpoint = parse_client_address(self.reactor, address, "msgpack")
         self.url = websocket_url(address)
 
     def connect_once(self) -> Deferred[WorkerSession]:
-        return _Attempt(self).start()
+        return _Link(self).start()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from workerwire.base_connection import BaseConnection, update_pairs
-from workerwire.errors import ProtocolError, UnknownBuilder, WorkerwireError, peer_text
+from workerwire.buildbot_dialect import builder_of, worker_info
+from workerwire.errors import ProtocolError, WorkerwireError, peer_text
 from workerwire.master import Update
 from workerwire.transfer import HandleRef
 from workerwire.values import decode, from_peer
@@ -106,24 +107,16 @@ class _CommandRef(Servant):
         batches (one bytes item each), decoded and checked by the core codec."""
         if type(packed) is not list or not all(type(data) is bytes for data in packed):
             raise ProtocolError("packedUpdate expects a list of MessagePack-encoded update batches")
+        conn = self.conn
         batch: list[Update] = []
-        for data in packed:
-            try:  # pairs are framing: values count from themselves
-                batch += update_pairs(decode(data, self.conn.options.max_message_size, 2), "a packed update batch")
-            except ProtocolError as e:
-                self.conn._broker.protocol_error(str(e))  # malformed input closes the link, as on amp
-                raise
-        if batch:
-            conn, size = self.conn, sum(len(data) for data in packed)
-            try:
-                conn.receive_window.admit(size)  # a workerwire worker keeps a window
-            except ProtocolError as e:
-                conn._broker.protocol_error(str(e))
-                raise
-            held = conn.receive_window.hold(size, conn.on_update(self.commandId, batch))
-            if held is not None:
-                return held.addBoth(lambda _: None)
-        return None
+        try:
+            for data in packed:  # pairs are framing: values count from themselves
+                batch += update_pairs(decode(data, conn.options.max_message_size, 2), "a packed update batch")
+            # A workerwire worker keeps a window: the master counts it.
+            return conn.on_windowed_update(self.commandId, batch, sum(map(len, packed))) if batch else None
+        except ProtocolError as e:
+            conn._broker.protocol_error(str(e))  # malformed input, or a window overrun, closes the link, as on amp
+            raise
 
     def remote_complete(self, failure: Any = None) -> None:
         if failure is None:
@@ -209,7 +202,8 @@ class PBConnection(BaseConnection):
 
     def call_get_worker_info(self) -> Deferred[dict[str, Any]]:
         limit = node_limit(self.options.max_message_size)
-        return self._broker.call(self._bot, "getWorkerInfo").addCallback(_info, limit)
+        d = self._broker.call(self._bot, "getWorkerInfo")
+        return d.addCallback(from_peer, "worker info", limit).addCallback(worker_info)
 
     def call_set_builder_list(self, builders: list[list[str]]) -> Deferred[list[str]]:
         wanted = [(name, builddir) for name, builddir in builders]
@@ -223,28 +217,15 @@ class PBConnection(BaseConnection):
         self.builders = dict(answer)
         return list(answer)
 
-    def _builder(self, builderName: str) -> pb.RemoteReference:
-        ref = self.builders.get(builderName)
-        if ref is None:
-            raise UnknownBuilder(
-                f"no builder {builderName!r} on worker {self.workerName!r}; "
-                f"builders: {', '.join(sorted(self.builders)) or 'none (call remoteSetBuilderList)'}"
-            )
-        return ref
+    # An unknown builder raises UnknownBuilder here; core fails the call with it.
 
     def call_start_build(self, builderName: str) -> Deferred[Any]:
-        try:
-            ref = self._builder(builderName)
-        except UnknownBuilder as e:
-            return fail(e)
+        ref = builder_of(self.builders, builderName, self.workerName)
         return self._broker.call(ref, "startBuild").addCallback(lambda _: None)
 
     def call_start_command(self, builderName: str, commandId: str, commandName: str,
                               args: dict[str, Any]) -> Deferred[Any]:
-        try:
-            ref = self._builder(builderName)
-        except UnknownBuilder as e:
-            return fail(e)
+        ref = builder_of(self.builders, builderName, self.workerName)
         command_ref = _CommandRef(self, commandId)
         for key, value in list(args.items()):
             if type(value) is HandleRef:  # a transfer handle: a reference, as Buildbot sends it
@@ -283,10 +264,3 @@ class PBConnection(BaseConnection):
 
 def _none(result: object) -> None:
     return None
-
-
-def _info(answer: Any, limit: int) -> dict[str, Any]:
-    info = from_peer(answer, "worker info", limit)
-    if not isinstance(info, dict):
-        raise ProtocolError(f"getWorkerInfo must answer a dict, not a {type(info).__name__}")
-    return info

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred import error as cred_error
-from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.spread import banana, jelly, pb
@@ -63,10 +62,8 @@ def core_error(failure: Failure | BaseException) -> WorkerwireError:
     if isinstance(exc, pb.RemoteError):
         tb = exc.remoteTraceback if isinstance(exc.remoteTraceback, str) else None
         return error_from_wire(type_name_of(exc.remoteType), str(exc), tb if tb != NO_TRACEBACK else None)
-    if isinstance(exc, (pb.PBConnectionLost, pb.DeadReferenceError, net_error.ConnectError)):
+    if isinstance(exc, (pb.PBConnectionLost, pb.DeadReferenceError)):
         return ConnectionLost(f"connection lost: {exc}" if str(exc) else "connection lost")
-    if isinstance(exc, cred_error.UnauthorizedLogin):
-        return LoginRefused(str(exc))
     if isinstance(exc, (banana.BananaError, jelly.InsecureJelly)):
         return UnsupportedValue(f"PB cannot carry this value: {exc}")
     if isinstance(exc, pb.ProtocolError):

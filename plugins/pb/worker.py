@@ -24,10 +24,9 @@ from twisted.spread import pb
 
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, call_bot, call_bot_now
 from workerwire.errors import ProtocolError
-from workerwire.endpoints import parse_client_address
 from workerwire.flow import approx_size
 from workerwire.master import Update
-from workerwire.transfer import HANDLE_KEYS, CarriedHandles
+from workerwire.transfer import HANDLE_KEYS
 from workerwire.values import encode, from_peer
 from workerwire.worker_link import WorkerLink
 
@@ -43,11 +42,6 @@ _VERSION = "workerwire-pb/1"
 #: master's extension; core's default, kept for ``update`` to a stock master,
 #: is 288 KiB).
 PACKED_BATCH = 1024 * 1024
-
-
-def _core(d: Deferred[Any]) -> Deferred[None]:
-    """Result dropped, native failures translated."""
-    return d.addCallbacks(lambda _: None, _core_failure)
 
 
 def _core_failure(failure: Failure) -> Failure:
@@ -96,8 +90,7 @@ class _Channel(BaseCommandChannel):
         return self._link.wire.call(self._ref, "update", wire)
 
     def send_complete(self, failure: BaseException | None) -> Deferred[None]:
-        self._link.forget_channel(self)
-        self._link.handles.forget(self.commandId)
+        self._link.forget_channel(self)  # and the command's handles
         sent = None if failure is None else wire_failure(failure, self._link.connector.options.send_tracebacks)
         broker, ref = self._link.wire, self._ref
         return self._link.window.send_ordered(lambda: broker.call(ref, "complete", sent),
@@ -128,9 +121,9 @@ class _Builder(Servant):
         if not isinstance(commandId, str) or not isinstance(commandName, str) or not isinstance(args, dict):
             raise ProtocolError("startCommand(cmdRef, commandId: str, commandName: str, args: dict)")
         for key, ref in handles.items():
-            args[key] = link.handles.proxy(commandId, HANDLE_KEYS[key], ref)
+            args[key] = link.carried.proxy(commandId, HANDLE_KEYS[key], ref)
         channel = _Channel(link, self.name, commandId, command_ref)
-        return link.start_command(channel, commandName, args, refused=lambda: link.handles.forget(commandId))
+        return link.start_command(channel, commandName, args)  # a refusal forgets the command's handles too
 
     def remote_interruptCommand(self, commandId: Any, why: Any) -> Deferred[Any]:
         limit = self.link.limit
@@ -174,12 +167,10 @@ class _Link(WorkerLink):
         self.perspective: pb.RemoteReference | None = None
         #: Most values one message from the master may unpack to.
         self.limit = node_limit(connector.options.max_message_size)
-        #: The transfer handles the master gave, as references (one per handle per command).
-        self.handles = CarriedHandles(self.transfers)
 
     def send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         try:
-            ref = self.handles.carrier(commandId, handleId)
+            ref = self.carried.carrier(commandId, handleId)  # the master's reference
         except ProtocolError:
             return fail()
         if method == "utime":
@@ -208,9 +199,6 @@ class _Link(WorkerLink):
 
     def connected(self, broker: WireBroker) -> None:
         self.peer = broker.peer  # the login starts once the PB dialect is agreed: ready()
-
-    def drop(self, abort: bool) -> None:
-        self.close(abort)
 
     def ready(self, broker: WireBroker) -> None:
         """The PB dialect is agreed: log in."""
@@ -243,10 +231,10 @@ class _Link(WorkerLink):
     # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
-        return self.not_logged_in() or _core(self.wire.call(self.perspective, "keepalive"))
+        return self.not_logged_in() or self.settled(self.wire.call(self.perspective, "keepalive"))
 
     def request_shutdown(self) -> Deferred[None]:
-        return self.not_logged_in() or _core(self.wire.call(self.perspective, "shutdown"))
+        return self.not_logged_in() or self.settled(self.wire.call(self.perspective, "shutdown"))
 
     def close(self, abort: bool = False) -> None:
         if self.broker is not None:
@@ -277,11 +265,7 @@ class PBConnector(BaseWorkerConnector):
     """Dials a pb master (workerwire's, or Buildbot's) and serves a bot."""
 
     backendName = "pb"
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        # AddressError now, not at the first attempt:
-        parse_client_address(self.reactor, self.address, self.backendName)
+    dials_address = True  # AddressError when made, not at the first attempt
 
     def connect_once(self) -> Deferred[WorkerSession]:
         return _Link(self).start()
