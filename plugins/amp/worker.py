@@ -28,7 +28,6 @@ from workerwire.worker import WorkerBot
 from workerwire.worker_link import WorkerLink
 
 from workerwire.credentials import login_response
-from workerwire.endpoints import parse_client_address
 from .commands import (
     CAPABILITIES,
     MIN_PROTOCOL_VERSION,
@@ -131,9 +130,6 @@ class _Link(WorkerLink):
         factory.noisy = False
         return factory
 
-    def drop(self, abort: bool) -> None:
-        self.close(abort)
-
     def connected(self, proto: "WorkerProtocol") -> None:
         self._proto, self.peer = proto, proto.peer
         proto.session = self
@@ -173,17 +169,14 @@ class _Link(WorkerLink):
     # -- the session ------------------------------------------------------------
 
     def keepalive(self) -> Deferred[None]:
-        return self._call(Keepalive)
+        return self.settled(self.proto.call(Keepalive))
 
     def request_shutdown(self) -> Deferred[None]:
-        return self._call(ShutdownRequest)
+        return self.settled(self.proto.call(ShutdownRequest))
 
     def close(self, abort: bool = False) -> None:
         if self._proto is not None:
             self._proto.close(abort=abort)
-
-    def _call(self, command: type[WireCommand]) -> Deferred[None]:
-        return self.proto.call(command).addCallbacks(lambda _: None, translate_failure)
 
     def send_transfer(self, commandId: str, handleId: int, method: str, args: list[Any]) -> Deferred[Any]:
         d = self.proto.call(TransferCall, command_id=commandId, handle=handleId, method=method, args=args)
@@ -269,6 +262,7 @@ class AMPConnector(BaseWorkerConnector):
     """
 
     backendName = "amp"
+    dials_address = True
 
     def __init__(self, bot: WorkerBot, address: str, name: str, password: str,
                  options: LinkOptions | None = None, reactor: Any = None, backoff: Backoff | None = None,
@@ -279,7 +273,6 @@ class AMPConnector(BaseWorkerConnector):
         self.window = self.options.output_window if window is None else window
         if self.window < 1:
             raise ValueError("window must be positive")
-        self.endpoint = parse_client_address(self.reactor, address, self.backendName)
 
     @property
     def session(self) -> _Link | None:
