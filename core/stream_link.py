@@ -245,9 +245,10 @@ class StreamServerFactory(ServerFactory):
     its login ticket in ``protocol.stream.ticket`` (from ``listener.admit``:
     the login timeout and the port's closing drop it with
     ``protocol.close(abort=True)``) and its byte counter in
-    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``); a
-    connection over a cap of unauthenticated ones gets
-    :class:`~workerwire.login_guard.CloseAtOnce` instead.
+    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``) and
+    this factory in ``protocol.factory``; a connection over a cap of
+    unauthenticated ones gets :class:`~workerwire.login_guard.CloseAtOnce`
+    instead.
 
     :param listener: the :class:`~workerwire.base_listener.BaseListener`.
     :param entry: the port's :class:`~workerwire.base_listener.OpenPort`.
@@ -267,4 +268,5 @@ class StreamServerFactory(ServerFactory):
         if stream.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         stream.link_bytes = self.listener.link_totals.open()
+        proto.factory = self  # as Twisted's Factory.buildProtocol does (PB's broker tells its factory)
         return proto
