@@ -141,6 +141,21 @@ class StreamLink:
                                  else (lambda: transport_queued(transport)),
                                  self.pause, self.resume, self.drop, self.who, self.label, self.stats)
 
+    def read(self, data: bytes, refuse: Callable[[str], object]) -> bool:
+        """Call it first in ``dataReceived``, with the read: adds it to
+        :attr:`link_bytes`; true: handle the read (then :meth:`after_read`).
+        False: leave it unread -- this end is closing (a refused or closing
+        peer's further input is dropped), or the read crossed the master's
+        pre-login input limit and *refuse* (the backend's protocol error)
+        was called with that reason."""
+        self.link_bytes.received += len(data)
+        if self.closing:
+            return False
+        if not self.take(data):
+            refuse(self.too_much_before_login())
+            return False
+        return True
+
     def take(self, data: bytes) -> bool:
         """Call it with each read, before handling it; false: the master's
         pre-login input limit was crossed (call :meth:`protocol_error`).

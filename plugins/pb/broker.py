@@ -178,11 +178,7 @@ class WireBroker(FastBanana, pb.Broker):
     # -- inbound bytes and messages ---------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.stream.link_bytes.received += len(data)
-        if self.stream.closing:
-            return
-        if not self.stream.take(data):
-            self.protocol_error(self.stream.too_much_before_login())
+        if not self.stream.read(data, self.protocol_error):
             return
         try:
             super().dataReceived(data)
