@@ -141,6 +141,21 @@ class StreamLink:
                                  else (lambda: transport_queued(transport)),
                                  self.pause, self.resume, self.drop, self.who, self.label, self.stats)
 
+    def read(self, data: bytes, refuse: Callable[[str], object]) -> bool:
+        """Call it first in ``dataReceived``, with the read: adds it to
+        :attr:`link_bytes`; true: handle the read (then :meth:`after_read`).
+        False: leave it unread -- this end is closing (a refused or closing
+        peer's further input is dropped), or the read crossed the master's
+        pre-login input limit and *refuse* (the backend's protocol error)
+        was called with that reason."""
+        self.link_bytes.received += len(data)
+        if self.closing:
+            return False
+        if not self.take(data):
+            refuse(self.too_much_before_login())
+            return False
+        return True
+
     def take(self, data: bytes) -> bool:
         """Call it with each read, before handling it; false: the master's
         pre-login input limit was crossed (call :meth:`protocol_error`).
@@ -245,9 +260,10 @@ class StreamServerFactory(ServerFactory):
     its login ticket in ``protocol.stream.ticket`` (from ``listener.admit``:
     the login timeout and the port's closing drop it with
     ``protocol.close(abort=True)``) and its byte counter in
-    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``); a
-    connection over a cap of unauthenticated ones gets
-    :class:`~workerwire.login_guard.CloseAtOnce` instead.
+    ``protocol.stream.link_bytes`` (one of ``listener.link_totals``) and
+    this factory in ``protocol.factory``; a connection over a cap of
+    unauthenticated ones gets :class:`~workerwire.login_guard.CloseAtOnce`
+    instead.
 
     :param listener: the :class:`~workerwire.base_listener.BaseListener`.
     :param entry: the port's :class:`~workerwire.base_listener.OpenPort`.
@@ -267,4 +283,5 @@ class StreamServerFactory(ServerFactory):
         if stream.ticket is None:
             return CloseAtOnce()  # at the cap of unauthenticated connections
         stream.link_bytes = self.listener.link_totals.open()
+        proto.factory = self  # as Twisted's Factory.buildProtocol does (PB's broker tells its factory)
         return proto

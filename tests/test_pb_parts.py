@@ -66,7 +66,7 @@ async def test_a_malformed_part_closes_the_link(case: str, harness: Harness, rea
     w = await harness.start_worker()
     lost: Deferred[None] = Deferred()
     w.conn.notifyOnDisconnect(lambda: lost.callback(None))
-    logged = log.when(f"pb protocol error from {w.conn.get_peer()}: ")
+    logged = log.when(f"pb protocol error from worker {w.conn.workerName!r} at {w.conn.get_peer()}: ")
     specific = log.when(says)
     ext = w.connector._session.broker.remoteForName(b"workerwire")  # type: ignore[attr-defined]
     for part in parts:

@@ -22,6 +22,7 @@ from workerwire.conformance import within
 from workerwire.errors import ConnectionLost, ProtocolError
 from workerwire.pending import PendingRequests, serve_request
 from workerwire.base_listener import BaseListener, OpenPort
+from workerwire.login_guard import MAX_LOGIN_INPUT
 from workerwire.stream_link import READ_SIZE, StreamLink, StreamServerFactory
 
 
@@ -207,16 +208,37 @@ class _Counted(_Server):
         self.stream.close(abort)
 
 
+class _Reading(_Counted):
+    """A master-side protocol that reads through :meth:`StreamLink.read`, as
+    pb, amp and the reference backend do; a refused read is its protocol error."""
+
+    def __init__(self, stream: StreamLink) -> None:
+        super().__init__(stream)
+        self.handled = 0
+        self.refused: list[str] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stream.read(data, self.refuse):
+            self.handled += len(data)
+            self.stream.after_read()
+            _Server.dataReceived(self, data)
+
+    def refuse(self, why: str) -> None:
+        self.refused.append(why)
+        self.stream.protocol_error(why, "test")
+
+
 class _Listener(BaseListener):
     backendName = "test"
 
-    def __init__(self, options: LinkOptions, reactor: Any) -> None:
+    def __init__(self, options: LinkOptions, reactor: Any, kind: type[_Counted] = _Counted) -> None:
         super().__init__(None, options, reactor)  # type: ignore[arg-type]  # no login happens here
         self.built: list[_Counted] = []
+        self.kind = kind
 
     def build_factory(self, entry: OpenPort) -> StreamServerFactory:
         def build() -> _Counted:
-            self.built.append(_Counted(StreamLink(self.options, self.reactor, "test master")))
+            self.built.append(self.kind(StreamLink(self.options, self.reactor, "test master")))
             return self.built[-1]
         return StreamServerFactory(self, entry, build)
 
@@ -239,6 +261,34 @@ async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte
         await within(server.gone, reactor, what="the connection to close")
         assert server.stream.ticket.is_done
         assert (listener.link_totals.open_links, listener.link_totals.received) == (0, 5)
+    finally:
+        await listener.stopListening()
+
+
+@async_test
+async def test_read_counts_and_hands_over_each_read_until_the_pre_login_limit_then_refuses_and_drops_the_rest(
+        reactor: Any) -> None:
+    listener = _Listener(LinkOptions(), reactor, _Reading)
+    registration = await listener.updateRegistration("w", "pw", "tcp:port=0:interface=127.0.0.1")
+    assert registration is not None
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(registration.getPort()))
+    try:
+        client = await connectProtocol(endpoint, Protocol())
+        await within(listener.built[0].made, reactor, what="the accepted connection's protocol")
+        server = listener.built[0]
+        assert isinstance(server, _Reading)
+        assert server.factory is not None and server.factory.listener is listener  # type: ignore[attr-defined]
+        client.transport.write(b"x" * 100)  # type: ignore[union-attr]
+        await within(server.arrived, reactor, what="the client's bytes")
+        assert (server.handled, server.refused, listener.link_totals.received) == (100, [], 100)
+        client.transport.write(b"y" * MAX_LOGIN_INPUT)  # type: ignore[union-attr]
+        await within(server.gone, reactor, what="the link to be dropped past the pre-login limit")
+        assert server.refused == [StreamLink.too_much_before_login()]
+        assert server.handled <= MAX_LOGIN_INPUT < listener.link_totals.received <= 100 + MAX_LOGIN_INPUT
+        handled = server.handled
+        server.dataReceived(b"late")  # a read once closing: counted, dropped unread, not refused again
+        assert (server.handled, server.refused) == (handled, [StreamLink.too_much_before_login()])
+        assert server.stream.drop_reason == f"protocol error: {StreamLink.too_much_before_login()}"
     finally:
         await listener.stopListening()
 

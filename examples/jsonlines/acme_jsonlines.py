@@ -74,10 +74,9 @@ class Line(Protocol):
         self.stream.made(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        if not self.stream.take(data):
-            return self.protocol_error(ProtocolError(self.stream.too_much_before_login()))
-        self.split(data)
-        self.stream.after_read()
+        if self.stream.read(data, lambda why: self.protocol_error(ProtocolError(why))):
+            self.split(data)
+            self.stream.after_read()
 
     def split(self, data: bytes) -> None:
         start = 0
@@ -131,6 +130,7 @@ class Line(Protocol):
 
     def send(self, line: bytes) -> None:
         self.transport.writeSequence([line, b"\n"])  # type: ignore[union-attr]
+        self.stream.link_bytes.sent += len(line) + 1
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost = True

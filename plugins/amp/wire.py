@@ -172,12 +172,8 @@ class WireProtocol(Protocol):
         without a method dispatch per string; the box is capped at
         :data:`MAX_KEYS` keys while it is parsed."""
         stream = self.stream
-        stream.link_bytes.received += len(data)
-        if stream.closing:
-            return  # a refused or closing peer's further input is dropped unread
-        if not stream.take(data):
-            self.protocol_error(ProtocolError(stream.too_much_before_login()))
-            return
+        if not stream.read(data, lambda why: self.protocol_error(ProtocolError(why))):
+            return  # closing (a refused or closing peer's further input is dropped unread), or over the pre-login limit
         if self._need:
             pieces = self._pieces
             missing = self._need - self._pieces_len

@@ -115,8 +115,6 @@ class WireBroker(FastBanana, pb.Broker):
         self.max_message_size = options.max_message_size
         self.on_traffic: Callable[[], None] = lambda: None
         self.on_lost: Callable[[str], None] = lambda reason: None
-        #: Bytes read and written (a side sets its listener's or connector's counter).
-        self.link_bytes = LinkBytes()
         self.setNameForLocal(EXT_NAME, _Extension(self))
 
     # -- connection events ------------------------------------------------------
@@ -124,6 +122,16 @@ class WireBroker(FastBanana, pb.Broker):
     @property
     def peer(self) -> str:
         return self.stream.peer
+
+    @property
+    def link_bytes(self) -> LinkBytes:
+        """Bytes read and written: the link's counter, ``stream.link_bytes``
+        (a master's port factory sets its listener's, a worker its connector's)."""
+        return self.stream.link_bytes
+
+    @link_bytes.setter
+    def link_bytes(self, counter: LinkBytes) -> None:
+        self.stream.link_bytes = counter
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -163,7 +171,6 @@ class WireBroker(FastBanana, pb.Broker):
                                            "pb", "")
         why = self.stream.drop_reason or describe_loss(reason)
         self.stream.gone()
-        self.link_bytes.close()
         super().connectionLost(reason)
         self._settle_features(None)
         self.on_lost(why)
@@ -171,11 +178,7 @@ class WireBroker(FastBanana, pb.Broker):
     # -- inbound bytes and messages ---------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.link_bytes.received += len(data)
-        if self.stream.closing:
-            return
-        if not self.stream.take(data):
-            self.protocol_error(self.stream.too_much_before_login())
+        if not self.stream.read(data, self.protocol_error):
             return
         try:
             super().dataReceived(data)

@@ -15,15 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.cred import error as cred_error
-from twisted.internet import protocol
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.spread import pb
 
-from workerwire.backend import LinkOptions
 from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.credentials import ChallengeResponse
 from workerwire.errors import LoginRefused, ProtocolError
-from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce
+from workerwire.login_guard import GENERIC_REFUSAL
+from workerwire.stream_link import StreamServerFactory
 
 from .broker import Servant, WireBroker
 from .connection import PBConnection
@@ -35,9 +34,9 @@ class _Challenger(Servant):
     """What ``login`` answers beside the challenge: ``respond(hash, mind)``
     checks PB's MD5 challenge-response through core's login sequence."""
 
-    def __init__(self, factory: "_PortFactory", broker: WireBroker, username: bytes, challenge: bytes):
-        self.factory = factory
-        self.broker = broker
+    def __init__(self, root: "_LoginRoot", username: bytes, challenge: bytes):
+        self.root = root
+        self.broker = root.broker
         self.username = username
         self.challenge = challenge
 
@@ -51,7 +50,7 @@ class _Challenger(Servant):
         return ensureDeferred(self._login(creds, mind))
 
     async def _login(self, creds: ChallengeResponse, mind: Any) -> Any:
-        broker, listener = self.broker, self.factory.listener
+        broker, listener = self.broker, self.root.listener
 
         async def connect(name: str) -> PBConnection:
             if not isinstance(mind, pb.RemoteReference):
@@ -63,7 +62,7 @@ class _Challenger(Servant):
         # As in Buildbot, the whole attach -- the master's newConnection hook and
         # whatever it calls on the worker -- runs before the answer to respond.
         try:
-            conn = await listener.log_in(self.factory.entry, broker.stream.ticket, creds, connect, broker.close, mind)
+            conn = await listener.log_in(self.root.entry, broker.stream.ticket, creds, connect, broker.close, mind)
         except LoginRefused as e:
             if e.message == GENERIC_REFUSAL:  # bad credentials: PB's own refusal (what buildbot-worker expects)
                 raise cred_error.UnauthorizedLogin(GENERIC_REFUSAL) from None
@@ -78,8 +77,9 @@ def _pb_digest(password: bytes, challenge: bytes) -> bytes:
 class _LoginRoot(Servant):
     """The PB root object of a master port: only ``login``."""
 
-    def __init__(self, factory: "_PortFactory", broker: WireBroker):
-        self.factory = factory
+    def __init__(self, listener: "PBListener", entry: OpenPort, broker: WireBroker):
+        self.listener = listener
+        self.entry = entry
         self.broker = broker
 
     def remote_login(self, username: Any) -> tuple[bytes, _Challenger]:
@@ -90,33 +90,27 @@ class _LoginRoot(Servant):
         if self.broker.logged_in:
             raise ProtocolError("this connection already logged in")
         challenge = pb.challenge()
-        return challenge, _Challenger(self.factory, self.broker, username, challenge)
+        return challenge, _Challenger(self, username, challenge)
 
 
-class _PortFactory(protocol.ServerFactory):
-    """The PB server factory of one port string."""
-
-    noisy = False
+class _PortFactory(StreamServerFactory):
+    """The PB server factory of one port string: core's (login ticket, cap
+    of unauthenticated connections, byte counter), with what PB's broker
+    asks of its factory."""
 
     def __init__(self, listener: "PBListener", entry: OpenPort):
-        self.listener = listener
-        self.entry = entry
-        self.options: LinkOptions = listener.options
-        self.reactor = listener.reactor
-        self.unsafeTracebacks = self.options.send_tracebacks
-
-    def buildProtocol(self, addr: Any) -> Any:
-        broker = WireBroker(False, self.options, self.reactor, self.listener.login_guard.stats)
-        broker.stream.ticket = self.listener.admit(self.entry, addr, lambda: broker.close(abort=True))
-        if broker.stream.ticket is None:
-            return CloseAtOnce()  # at the cap of unauthenticated connections
-        broker.link_bytes = self.listener.link_totals.open()
-        broker.factory = self
-        broker.setNameForLocal("root", _LoginRoot(self, broker))
-        return broker
+        super().__init__(listener, entry, lambda: _broker(listener, entry))
+        self.unsafeTracebacks = listener.options.send_tracebacks
 
     def clientConnectionMade(self, broker: WireBroker) -> None:
         """PB calls this once the dialect is agreed; nothing to do."""
+
+
+def _broker(listener: "PBListener", entry: OpenPort) -> WireBroker:
+    """The broker of one accepted connection: only ``login`` is served until it logged in."""
+    broker = WireBroker(False, listener.options, listener.reactor, listener.login_guard.stats)
+    broker.setNameForLocal("root", _LoginRoot(listener, entry, broker))
+    return broker
 
 
 class PBListener(BaseListener):
