@@ -111,10 +111,16 @@ def settle(pending: PendingRequests[str], correlation_id: str | None, value: Any
     """Fire the Deferred of the request *correlation_id* answers with the
     answer's *value*: its value, or the error it carries.
 
-    :raises ProtocolError: no request waits under that id (*what* names it).
+    :raises ProtocolError: no request waits under that id (*what* names it),
+        or *value* is not ``[ok, value]`` (the request fails with that too:
+        it is no longer in the table the lost link fails).
     """
     d = pending.answered(correlation_id, what)
-    ok, result = decode_result(value)
+    try:
+        ok, result = decode_result(value)
+    except ProtocolError as e:
+        d.errback(Failure(e))
+        raise
     if ok:
         d.callback(result)
     else:
