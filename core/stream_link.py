@@ -12,9 +12,10 @@ the login counts against the login ticket's input limit; a protocol error
 drops the link with one log line that names a client of another protocol
 (:mod:`workerwire.foreign`); the link's bytes are counted
 (:mod:`workerwire.link_bytes`).  :class:`StreamLink` is that, one per
-connection; ``pb``, ``amp`` and the reference backend (``examples/jsonlines``)
-use it.  :class:`StreamServerFactory` is a master port's factory for a
-protocol that keeps its link in ``protocol.stream``.
+connection; ``pb``, ``amp``, ``msgpack`` (from autobahn's transport callbacks)
+and the reference backend (``examples/jsonlines``) use it.
+:class:`StreamServerFactory` is a master port's factory for a protocol that
+keeps its link in ``protocol.stream``.
 
 Three things differ between backends and are the link's parameters: whether
 a graceful close that the peer does not let finish is aborted after some
