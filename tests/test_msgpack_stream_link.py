@@ -77,8 +77,8 @@ async def test_both_ends_of_a_msgpack_link_set_tcp_keepalive_no_delay_and_large_
             assert isinstance(end.stream, StreamLink)
             assert _sockopt(end.transport, socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             assert end.transport.bufferSize == READ_SIZE, "msgpack reads 256 KiB from the connection on"
-            assert end.link_bytes.received > 0 and end.link_bytes.sent > 0
-        assert master_end.who() == f"worker 'w1' at {master_end.link_peer}"
+            assert end.stream.link_bytes.received > 0 and end.stream.link_bytes.sent > 0
+        assert master_end.who() == f"worker 'w1' at {master_end.stream.peer}"
     finally:
         await connector.stop()
 

@@ -73,7 +73,7 @@ class MsgpackConnection(BaseConnection):
     def __init__(self, listener: "MsgpackListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, "msgpack", listener.options, listener.reactor)
         self._proto = proto
-        self.link_bytes = proto.link_bytes
+        self.link_bytes = proto.stream.link_bytes
         #: Set for a stock buildbot-worker, whose paths the master makes absolute.
         self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
         self._settings_sent = False
@@ -82,7 +82,7 @@ class MsgpackConnection(BaseConnection):
         self._next_internal = 0
 
     def get_peer(self) -> str:
-        return self._proto.link_peer
+        return self._proto.stream.peer
 
     # -- primitives ---------------------------------------------------------
 
@@ -305,7 +305,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         if not self.upgrade_parsed:
             _log.warn("msgpack master: {peer} sent no valid WebSocket upgrade (the login): {reason}; closed",
-                      peer=self.link_peer, reason=reason[:200])
+                      peer=self.stream.peer, reason=reason[:200])
         super().failHandshake(reason, code, responseHeaders)
 
     # autobahn accepts a Deferred of the answer (its docstring says so) but
@@ -338,14 +338,14 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             if ticket is not None:
                 await ticket.refused(name, refusal_reason(e))
             else:
-                _log.warn("msgpack master: refused {name!r} from {peer}", name=name, peer=self.link_peer)
+                _log.warn("msgpack master: refused {name!r} from {peer}", name=name, peer=self.stream.peer)
             raise ConnectionDeny(401, GENERIC_REFUSAL) from None
         except Exception:
             _log.failure("msgpack master: checking the login of {name!r} failed", name=name)
             raise ConnectionDeny(500, "the master could not check the login") from None
         if ticket is not None:
             ticket.verified()
-        self.worker_name = str(avatar)
+        self.stream.worker_name = str(avatar)  # log lines name the worker from here on
         self.extended = request.headers.get(DIALECT_HEADER.lower()) == DIALECT_VERSION
         if not self.extended:
             return None
@@ -365,8 +365,9 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             lambda f: _log.failure("msgpack master: attaching {who} failed", f, who=self.who()))
 
     async def _attach(self) -> None:
-        assert self.worker_name is not None
-        self.conn = conn = MsgpackConnection(self.listener, self.worker_name, self)
+        name = self.stream.worker_name
+        assert name is not None
+        self.conn = conn = MsgpackConnection(self.listener, name, self)
         try:
             await self.listener.attach(conn, self)
         except LoginRefused as e:
@@ -457,7 +458,7 @@ class _Factory(WebSocketServerFactory):
 
         def close() -> None:
             if box and box[0].transport is not None:
-                box[0].closing = True
+                box[0].stream.closing = True
                 box[0].transport.abortConnection()
 
         ticket = self.listener.login_guard.admit(addr, close)
@@ -465,7 +466,7 @@ class _Factory(WebSocketServerFactory):
             return CloseAtOnce()
         proto = MasterProtocol(self.listener, self.entry, ticket)
         proto.factory = self
-        proto.link_bytes = self.listener.link_totals.open()
+        proto.stream.link_bytes = self.listener.link_totals.open()
         box.append(proto)
         return proto
 

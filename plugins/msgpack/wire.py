@@ -34,7 +34,6 @@ from twisted.python.failure import Failure
 
 from workerwire.backend import LinkOptions
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.link_bytes import LinkBytes
 from workerwire.parts import Reassembly, split
 from workerwire.pending import PendingRequests, serve_request
 from workerwire.stream_link import StreamLink
@@ -157,45 +156,6 @@ class MessageLink:
         self._pongs: list[Deferred[None]] = []
         #: Bytes of the encoding of the message being dispatched.
         self.message_size = 0
-
-    # The stream's state under the names the sides use.
-
-    @property
-    def link_peer(self) -> str:
-        """``"host:port"`` of the peer (the stream's)."""
-        return self.stream.peer
-
-    @link_peer.setter
-    def link_peer(self, peer: str) -> None:
-        self.stream.peer = peer
-
-    @property
-    def closing(self) -> bool:
-        """This end is closing the link, or it is gone (the stream's)."""
-        return self.stream.closing
-
-    @closing.setter
-    def closing(self, closing: bool) -> None:
-        self.stream.closing = closing
-
-    @property
-    def link_bytes(self) -> LinkBytes:
-        """Bytes read and written (the stream's counter; a side sets its
-        listener's or connector's)."""
-        return self.stream.link_bytes
-
-    @link_bytes.setter
-    def link_bytes(self, counter: LinkBytes) -> None:
-        self.stream.link_bytes = counter
-
-    @property
-    def worker_name(self) -> str | None:
-        """The worker's name once a master verified it, for log lines (the stream's)."""
-        return self.stream.worker_name
-
-    @worker_name.setter
-    def worker_name(self, name: str | None) -> None:
-        self.stream.worker_name = name
 
     def who(self) -> str:
         return self.stream.who()
