@@ -311,6 +311,8 @@ class MessageLink:
         # Once per read (not per message): the bytes counted and, on a master,
         # held to the pre-login limit; the peer is alive; and after every
         # message in the read was handled (and answered), the send budget.
+        # Not stream.read(): that drops input while closing, and autobahn
+        # must still read the peer's close frame to finish the close handshake.
         stream = self.stream
         stream.link_bytes.received += len(data)
         if not stream.take(data):
