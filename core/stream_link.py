@@ -12,9 +12,10 @@ the login counts against the login ticket's input limit; a protocol error
 drops the link with one log line that names a client of another protocol
 (:mod:`workerwire.foreign`); the link's bytes are counted
 (:mod:`workerwire.link_bytes`).  :class:`StreamLink` is that, one per
-connection; ``pb``, ``amp`` and the reference backend (``examples/jsonlines``)
-use it.  :class:`StreamServerFactory` is a master port's factory for a
-protocol that keeps its link in ``protocol.stream``.
+connection; ``pb``, ``amp``, ``msgpack`` (from autobahn's transport callbacks)
+and the reference backend (``examples/jsonlines``) use it.
+:class:`StreamServerFactory` is a master port's factory for a protocol that
+keeps its link in ``protocol.stream``.
 
 Three things differ between backends and are the link's parameters: whether
 a graceful close that the peer does not let finish is aborted after some
@@ -36,6 +37,7 @@ from twisted.logger import Logger
 from .addresses import describe_peer
 from .speedups.allocator import prime_allocator
 from .budget import SendBudget, transport_queued
+from .foreign import guess_protocol
 from .link_bytes import LinkBytes
 from .login_guard import MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket
 from .speedups.socket_write import direct_socket
@@ -81,6 +83,9 @@ class StreamLink:
         before the link is aborted (default: as long as the peer takes).
     :param large_reads: :data:`READ_SIZE` reads of a plain TCP socket from
         the connection on, not only once a read filled the default.
+    :param carrier: the protocol the backend's own starts in, if any
+        (msgpack's login is an HTTP upgrade: ``"http"``): a client that
+        speaks it is not named as a client of another protocol.
     :ivar ticket: the master's :class:`~workerwire.login_guard.LoginTicket`
         until the login finished (set it from ``buildProtocol``).
     :ivar closing: this end is closing the link (or it is gone): ignore input.
@@ -98,7 +103,7 @@ class StreamLink:
 
     def __init__(self, options: Any, clock: Any, label: str, stats: Any = None,
                  queued: Callable[[], int] | None = None, resumed: Callable[[], None] | None = None,
-                 abort_after: float | None = None, large_reads: bool = False):
+                 abort_after: float | None = None, large_reads: bool = False, carrier: str | None = None):
         self.options = options
         self.clock = clock
         self.label = label
@@ -107,6 +112,7 @@ class StreamLink:
         self._resumed = resumed
         self._abort_after = abort_after
         self._large_reads = large_reads
+        self._carrier = carrier
         self._abort_call: IDelayedCall | None = None
         self.transport: Any = None
         self.socket: Any = None
@@ -244,7 +250,8 @@ class StreamLink:
         own way, e.g. after answering the offending request): the peer, the
         reason (and a client of another protocol named), with the fields
         ``protocol_error``, ``peer_address``, ``why`` and ``link`` (the label)."""
-        if self.ticket is not None:
+        if self.ticket is not None and (self._carrier is None
+                                        or guess_protocol(self.ticket.first_bytes) != self._carrier):
             reason += self.ticket.foreign_hint(backend)
         _log.warn("{backend} protocol error from {peer}: {why}{action}", backend=backend, peer=self.who(),
                   why=reason, action=action, protocol_error=True, peer_address=self.peer, link=self.label)

@@ -27,7 +27,7 @@ from typing import Any
 from pika.exceptions import ChannelClosedByBroker
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,6 +39,7 @@ from workerwire.base_listener import BaseListener, OpenPort
 from workerwire.errors import AddressError, ConnectionLost, DuplicateWorker, LoginRefused, ProtocolError
 from workerwire.login_guard import MAX_LOGIN_INPUT, BadCredentials, refusal_reason
 from workerwire.master import MasterHooks
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.transfer import split_refs
 from workerwire.values import encode
 
@@ -420,8 +421,8 @@ class AMQPConnection(BaseConnection):
         self.session_queue = session_queue
         self.worker_queue = worker_queue
         self.peer = peer
-        self._calls: dict[str, Deferred[Any]] = {}
-        self._serial = 0
+        #: Calls sent to the worker and not answered yet, by correlation id ("1", "2", ...).
+        self._calls: PendingRequests[str] = PendingRequests(str, first=1)
         self._torn_down = False
         #: Body bytes published to the worker's queue, and what it reported it took.
         self.sent_bytes = 0
@@ -485,16 +486,12 @@ class AMQPConnection(BaseConnection):
             self.on_connection_lost(f"cannot reach the worker: {failure.getErrorMessage()}")
 
     def _call_worker(self, method: str, *args: Any) -> Deferred[Any]:
-        self._serial += 1
-        cid = str(self._serial)
-        d: Deferred[Any] = Deferred()
-        self._calls[cid] = d
+        cid = self._calls.new_tag()
         try:
             body = encode([method, list(args)], f"arguments of {method}", checked=True)
         except Exception as e:
-            del self._calls[cid]
-            d.errback(Failure(e))
-            return d
+            return fail(e)
+        d = self._calls.wait(cid)  # before sending: a send that fails at once fails it with the link
         self._send(wire.CALL, body, cid)
         return d
 
@@ -554,15 +551,12 @@ class AMQPConnection(BaseConnection):
     def on_connection_lost(self, reason: str = "connection closed") -> None:
         if self._lost is not None:
             return
-        calls, self._calls = self._calls, {}
         self.budget.stop()
         if self._report_call is not None and self._report_call.active():
             self._report_call.cancel()
         self._report_call = None
         super().on_connection_lost(reason)
-        for d in calls.values():
-            if not d.called:
-                d.errback(Failure(ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}")))
+        self._calls.fail_all(ConnectionLost(f"connection to worker {self.workerName!r} lost: {reason}"))
         self._teardown()
 
     # -- receiving ---------------------------------------------------------------
@@ -626,24 +620,19 @@ class AMQPConnection(BaseConnection):
         return None
 
     def _answer(self, correlation_id: str | None, handler: Any, value: Any) -> None:
-        try:
-            result = handler(value)
-        except ProtocolError as e:
-            self._ack(correlation_id, e)
-            return
-        if isinstance(result, Deferred):
-            result.addBoth(lambda _: self._ack(correlation_id, None))
-        else:
-            self._ack(correlation_id, None)
+        """Acknowledge an update or a completion once *handler* took it (a
+        Deferred it returns: once that fired), or answer what it raised."""
+        serve_request(lambda: handler(value), lambda _: self._ack(correlation_id, None),
+                      lambda exc: self._ack(correlation_id, exc))
 
     def _transfer(self, correlation_id: str | None, value: Any) -> None:
         if not (isinstance(value, list) and len(value) == 4 and isinstance(value[2], str)
                 and isinstance(value[3], list)):
             raise ProtocolError("transfer must be [command_id, handle_id, method, [args]]")
         command_id, handle_id, method, args = value
-        d = self.on_transfer_call(None if command_id is None else str(command_id), handle_id, method, args)
-        d.addCallbacks(lambda result: self._ack(correlation_id, None, result),
-                       lambda f: self._ack(correlation_id, f.value))
+        serve_request(lambda: self.on_transfer_call(None if command_id is None else str(command_id), handle_id,
+                                                    method, args),
+                      lambda result: self._ack(correlation_id, None, result), lambda exc: self._ack(correlation_id, exc))
 
     def _ack(self, correlation_id: str | None, error: BaseException | None, value: Any = None) -> None:
         """Answer a worker's message: ``[true, value]`` or ``[false, error]``."""

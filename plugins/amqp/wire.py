@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from workerwire.errors import ProtocolError, WorkerwireError, error_from_wire, error_to_wire
 from workerwire.base_connection import update_pairs
 from workerwire.flow import UpdateBatch, encode_updates, merge_updates
 from workerwire.master import Update
+from workerwire.pending import PendingRequests
 from workerwire.values import array_header, decode, encode
 
 __all__ = [
@@ -107,16 +107,20 @@ def decode_result(value: Any) -> tuple[bool, Any]:
     return value[0], value[1]
 
 
-def settle(pending: dict[str, "Deferred[Any]"], correlation_id: str | None, value: Any, what: str) -> None:
-    """Fire the Deferred *pending* holds for *correlation_id* with the result
-    message's *value*: its value, or the error it carries.
+def settle(pending: PendingRequests[str], correlation_id: str | None, value: Any, what: str) -> None:
+    """Fire the Deferred of the request *correlation_id* answers with the
+    answer's *value*: its value, or the error it carries.
 
-    :raises ProtocolError: nothing is pending under that id (*what* names it).
+    :raises ProtocolError: no request waits under that id (*what* names it),
+        or *value* is not ``[ok, value]`` (the request fails with that too:
+        it is no longer in the table the lost link fails).
     """
-    d = pending.pop(correlation_id or "", None)
-    if d is None:
-        raise ProtocolError(f"{what} {correlation_id!r}, which is not pending")
-    ok, result = decode_result(value)
+    d = pending.answered(correlation_id, what)
+    try:
+        ok, result = decode_result(value)
+    except ProtocolError as e:
+        d.errback(Failure(e))
+        raise
     if ok:
         d.callback(result)
     else:

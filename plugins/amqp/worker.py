@@ -12,7 +12,7 @@ session queue each names in ``reply_to``.
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -25,6 +25,7 @@ from workerwire.budget import SendBudget
 from workerwire.errors import ConnectionLost, LoginRefused, ProtocolError, WorkerwireError, error_detail
 from workerwire.flow import SendWindow
 from workerwire.master import Update
+from workerwire.pending import PendingRequests, serve_request
 from workerwire.transfer import TransferLink, attach_proxies
 from workerwire.values import encode
 from workerwire.worker import WorkerBot
@@ -95,8 +96,8 @@ class _Session(WorkerSession):
         self.master_queue: str | None = None
         self.lost_reason: str | None = None
         self.answer: Deferred[Message] = Deferred()
-        self._asks: dict[str, Deferred[Any]] = {}
-        self._serial = 0
+        #: What this worker sent that waits for the master's ``ack``, by correlation id ("1", "2", ...).
+        self._asks: PendingRequests[str] = PendingRequests(str, first=1)
         #: Body bytes taken from the master (the ``seen`` count), and the last count sent.
         self.seen = 0
         self.reported = 0
@@ -172,10 +173,8 @@ class _Session(WorkerSession):
             return _failed(ConnectionLost(f"link to the master lost: {self.lost_reason}"))
         if self.master_queue is None:
             return _failed(ConnectionLost("not logged in"))
-        self._serial += 1
-        cid = str(self._serial)
-        d: Deferred[Any] = Deferred()
-        self._asks[cid] = d
+        cid = self._asks.new_tag()
+        d = self._asks.wait(cid)  # before publishing: a publish that fails at once fails it with the link
         self._publish(kind, body, cid).addErrback(self._send_failed)
         return d
 
@@ -251,17 +250,18 @@ class _Session(WorkerSession):
                 and isinstance(value[1], list)):
             raise ProtocolError("a call must be [method, [args...]]")
         method, args = value
-        bot = self.connector.bot
+        serve_request(lambda: self._call(method, args), lambda result: self._result(correlation_id, True, result),
+                      lambda exc: self._result(correlation_id, False, self._error(exc)))
+
+    def _call(self, method: str, args: list[Any]) -> Any:
+        """Run the master's call of *method*: its result, a Deferred of it, or raise."""
         if method == "ping":
-            d: Deferred[Any] = Deferred()
-            d.callback(None)
-        elif method == "startCommand":
-            d = self._start_command(*args) if len(args) in (4, 5) else _failed(
-                ProtocolError("startCommand takes builder, command id, command name, args[, handles]"))
-        else:
-            d = call_bot(bot, method, *args)
-        d.addCallbacks(lambda result: self._result(correlation_id, True, result),
-                       lambda f: self._result(correlation_id, False, self._error(f)))
+            return None
+        if method == "startCommand":
+            if len(args) not in (4, 5):
+                raise ProtocolError("startCommand takes builder, command id, command name, args[, handles]")
+            return self._start_command(*args)
+        return call_bot(self.connector.bot, method, *args)
 
     def _start_command(self, builder: Any, command_id: Any, command_name: Any, args: Any,
                        handles: Any = None) -> Deferred[Any]:
@@ -282,12 +282,9 @@ class _Session(WorkerSession):
 
         return d.addErrback(refused)
 
-    def _error(self, failure: Failure) -> list[Any]:
-        tb = None
-        if self.connector.options.send_tracebacks:
-            tb = failure.getTraceback()
-        # A constructed Failure always holds its exception; Twisted types the attribute Optional.
-        return wire.error_body(cast(BaseException, failure.value), tb)
+    def _error(self, exc: BaseException) -> list[Any]:
+        """The error answer for *exc* (with its traceback if ``send_tracebacks``)."""
+        return error_detail(exc, self.connector.options.send_tracebacks)
 
     def _result(self, correlation_id: str | None, ok: bool, value: Any) -> None:
         if self.lost_reason is not None or self.master_queue is None:
@@ -310,9 +307,7 @@ class _Session(WorkerSession):
             self._report_call.cancel()
         self._report_call = None
         self.fail_pending(reason)
-        asks, self._asks = self._asks, {}
-        for d in asks.values():
-            d.errback(Failure(ConnectionLost(f"link to the master lost: {reason}")))
+        self._asks.fail_all(ConnectionLost(f"link to the master lost: {reason}"))
         if not self.answer.called:
             self.answer.errback(Failure(ConnectionLost(reason)))
             self.answer.addErrback(lambda f: None)  # a login attempt given up already does not wait for it

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from workerwire.addresses import bound_port_of, client_address_for, describe_peer
+from workerwire.addresses import bound_port_of, client_address_for
 from workerwire.backend import LinkOptions
 from workerwire.base_connection import BaseConnection
 from workerwire.base_listener import BaseListener, OpenPort
@@ -35,7 +35,7 @@ from workerwire.buildbot_dialect import worker_info
 from workerwire.endpoints import parse_server_port
 from workerwire.errors import AddressError, LoginRefused, ProtocolError, RemoteCallFailed, error_from_wire, error_to_wire
 from workerwire.flow import ReceiveWindow
-from workerwire.login_guard import GENERIC_REFUSAL, MAX_LOGIN_INPUT, CloseAtOnce, LoginTicket, refusal_reason
+from workerwire.login_guard import GENERIC_REFUSAL, CloseAtOnce, LoginTicket, refusal_reason
 from workerwire.master import MasterHooks
 from workerwire.tls import dial_address
 from workerwire.transfer import split_refs
@@ -73,7 +73,7 @@ class MsgpackConnection(BaseConnection):
     def __init__(self, listener: "MsgpackListener", workerName: str, proto: "MasterProtocol"):
         super().__init__(listener.master, workerName, "msgpack", listener.options, listener.reactor)
         self._proto = proto
-        self.link_bytes = proto.link_bytes
+        self.link_bytes = proto.stream.link_bytes
         #: Set for a stock buildbot-worker, whose paths the master makes absolute.
         self.stock: StockWorkerPaths | None = None if proto.extended else StockWorkerPaths()
         self._settings_sent = False
@@ -82,7 +82,7 @@ class MsgpackConnection(BaseConnection):
         self._next_internal = 0
 
     def get_peer(self) -> str:
-        return self._proto.link_peer
+        return self._proto.stream.peer
 
     # -- primitives ---------------------------------------------------------
 
@@ -275,13 +275,12 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
 
     def __init__(self, listener: "MsgpackListener", entry: OpenPort, ticket: LoginTicket):
         WebSocketServerProtocol.__init__(self)
-        self.link_setup(listener.options, listener.reactor)
-        self.budget_stats = listener.login_guard.stats
+        self.link_setup(listener.options, listener.reactor, listener.login_guard.stats)
         self.listener = listener
         self.entry = entry
-        self.ticket: LoginTicket | None = ticket
-        self.verified = False
-        self.worker_name: str | None = None
+        #: The login ticket until the login finished (the stream holds every
+        #: read before the login to its input limit).
+        self.stream.ticket = ticket
         self.conn: MsgpackConnection | None = None
         #: Updates received and not yet acknowledged (held by a slow master).
         #: A workerwire worker counts the window in its own estimate of the
@@ -290,28 +289,13 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
         self.received = ReceiveWindow(2 * listener.options.output_window + 1024 * 1024,
                                       listener.options.output_window)
 
-    def who(self) -> str:
-        if self.worker_name is not None:
-            return f"worker {self.worker_name!r} at {self.link_peer}"
-        return self.link_peer
-
     def on_traffic(self) -> None:  # a method, not a bound method kept per connection
         if self.conn is not None:
             self.conn.on_traffic()
 
     def connectionMade(self) -> None:
-        self.link_peer = describe_peer(self.transport)
         self.listener._protocols.add(self)
         super().connectionMade()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.ticket is not None and not self.verified and not self.ticket.take(len(data)):
-            _log.warn("msgpack master: {peer} sent more than {limit} bytes before logging in; closed",
-                      peer=self.link_peer, limit=MAX_LOGIN_INPUT)
-            self.closing = True
-            self.transport.abortConnection()
-            return
-        super().dataReceived(data)
 
     # -- the login: the HTTP upgrade --------------------------------------------
 
@@ -321,7 +305,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         if not self.upgrade_parsed:
             _log.warn("msgpack master: {peer} sent no valid WebSocket upgrade (the login): {reason}; closed",
-                      peer=self.link_peer, reason=reason[:200])
+                      peer=self.stream.peer, reason=reason[:200])
         super().failHandshake(reason, code, responseHeaders)
 
     # autobahn accepts a Deferred of the answer (its docstring says so) but
@@ -331,7 +315,7 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
         return ensureDeferred(self._login(request))
 
     async def _login(self, request: Any) -> Any:
-        ticket = self.ticket
+        ticket = self.stream.ticket
         value = request.headers.get("authorization")
         if value is None:
             if ticket is not None:
@@ -354,15 +338,14 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             if ticket is not None:
                 await ticket.refused(name, refusal_reason(e))
             else:
-                _log.warn("msgpack master: refused {name!r} from {peer}", name=name, peer=self.link_peer)
+                _log.warn("msgpack master: refused {name!r} from {peer}", name=name, peer=self.stream.peer)
             raise ConnectionDeny(401, GENERIC_REFUSAL) from None
         except Exception:
             _log.failure("msgpack master: checking the login of {name!r} failed", name=name)
             raise ConnectionDeny(500, "the master could not check the login") from None
         if ticket is not None:
             ticket.verified()
-        self.verified = True
-        self.worker_name = str(avatar)
+        self.stream.worker_name = str(avatar)  # log lines name the worker from here on
         self.extended = request.headers.get(DIALECT_HEADER.lower()) == DIALECT_VERSION
         if not self.extended:
             return None
@@ -382,8 +365,9 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             lambda f: _log.failure("msgpack master: attaching {who} failed", f, who=self.who()))
 
     async def _attach(self) -> None:
-        assert self.worker_name is not None
-        self.conn = conn = MsgpackConnection(self.listener, self.worker_name, self)
+        name = self.stream.worker_name
+        assert name is not None
+        self.conn = conn = MsgpackConnection(self.listener, name, self)
         try:
             await self.listener.attach(conn, self)
         except LoginRefused as e:
@@ -396,9 +380,9 @@ class MasterProtocol(MessageLink, WebSocketServerProtocol):  # type: ignore[misc
             self.request("ww_attached").addErrback(lambda _: None)
 
     def _done(self) -> None:
-        if self.ticket is not None:
-            self.ticket.done()
-            self.ticket = None
+        if self.stream.ticket is not None:
+            self.stream.ticket.done()
+            self.stream.ticket = None
 
     def link_lost(self, reason: str, code: int | None, text: str | None) -> None:
         self._done()
@@ -474,7 +458,7 @@ class _Factory(WebSocketServerFactory):
 
         def close() -> None:
             if box and box[0].transport is not None:
-                box[0].closing = True
+                box[0].stream.closing = True
                 box[0].transport.abortConnection()
 
         ticket = self.listener.login_guard.admit(addr, close)
@@ -482,7 +466,7 @@ class _Factory(WebSocketServerFactory):
             return CloseAtOnce()
         proto = MasterProtocol(self.listener, self.entry, ticket)
         proto.factory = self
-        proto.link_bytes = self.listener.link_totals.open()
+        proto.stream.link_bytes = self.listener.link_totals.open()
         box.append(proto)
         return proto
 

@@ -11,6 +11,13 @@ workerwire ends (negotiated in the HTTP upgrade, see :data:`DIALECT_HEADER`)
 an encoded message larger than :data:`PART_SIZE` travels as ``ww_part``
 messages of at most that many bytes each, reassembled up to
 ``LinkOptions.max_message_size``; a stock Buildbot peer never sees a part.
+
+What the link does with its transport is core's
+:class:`~workerwire.stream_link.StreamLink` (:attr:`MessageLink.stream`),
+as on every stream backend; autobahn owns the transport's callbacks, so
+MessageLink calls the stream from them: ``made`` when the connection is
+made, ``take`` and ``after_read`` around each read (not each message),
+``gone`` when it is lost.
 """
 
 from __future__ import annotations
@@ -23,17 +30,13 @@ from txaio.tx import make_logger
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from workerwire.speedups.allocator import prime_allocator
 from workerwire.backend import LinkOptions
-from workerwire.budget import SendBudget, transport_queued
 from workerwire.errors import ConnectionLost, ProtocolError
-from workerwire.link_bytes import LinkBytes
-from workerwire.speedups.socket_write import direct_socket
 from workerwire.parts import Reassembly, split
 from workerwire.pending import PendingRequests, serve_request
+from workerwire.stream_link import StreamLink
 from workerwire.values import decode
 
 from .errors import RemoteError, describe_loss, error_fields, error_from_answer
@@ -50,8 +53,6 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "FRAMING_LEVELS",
 ]
-
-_log = Logger()
 
 #: Request and answer header of the workerwire extension; its value is the version.
 DIALECT_HEADER = "X-Workerwire-Dialect"
@@ -76,10 +77,6 @@ CLOSE_PROTOCOL_ERROR = 4002
 #: One allowance for every message, as the null backend has: a value in a
 #: shallower field (a command's ``args`` map) gets the levels it does not use.
 FRAMING_LEVELS = 3
-#: Bytes asked of a plain TCP socket per read (Twisted's default is 64 KiB):
-#: a 1 MiB update message arrives in 4 reads instead of 16, each one pass of
-#: autobahn's frame parser.
-READ_SIZE = 256 * 1024
 
 
 #: What autobahn keeps of the HTTP upgrade and reads only during it.
@@ -136,13 +133,21 @@ class MessageLink:
     peer: str | None
     _transport_details: TransportDetails
 
-    def link_setup(self, options: LinkOptions, clock: Any) -> None:
+    def link_setup(self, options: LinkOptions, clock: Any, stats: Any = None) -> None:
+        """Call it from the protocol's ``__init__``; *stats*: the counters the
+        send budget adds to (a master passes its listener's ``login_guard.stats``)."""
         self.options = options
         self.clock = clock
+        #: The transport's plumbing: the peer's name, TCP keepalive and no
+        #: delay, the allocator primed, a plain TCP socket read 256 KiB at a
+        #: time from the start (a 1 MiB update message arrives in 4 reads
+        #: instead of 16, each one pass of autobahn's frame parser), the send
+        #: budget, a master's pre-login input limit (``stream.ticket``) and the
+        #: link's byte counter (WebSocket framing and HTTP upgrade included);
+        #: the login is HTTP, so an HTTP client is not named as foreign.
+        self.stream = StreamLink(options, clock, f"msgpack {self.side}", stats, large_reads=True, carrier="http")
         self.peer_max_message_size = options.max_message_size
         self.lost: str | None = None
-        self.closing = False
-        self.link_peer = "?"
         self._waiting: PendingRequests[int] = PendingRequests(int)
         #: Requests in _waiting whose answer's result is dropped (request_done);
         #: made at the first one (a connection that is never called has none).
@@ -151,20 +156,13 @@ class MessageLink:
         self._pongs: list[Deferred[None]] = []
         #: Bytes of the encoding of the message being dispatched.
         self.message_size = 0
-        #: Bounds what this link holds queued for the peer (workerwire.budget).
-        self.budget: SendBudget | None = None
-        #: Counters the budget adds to (a master sets its listener's stats).
-        self.budget_stats: Any = None
-        #: Bytes read and written, WebSocket framing and HTTP upgrade included
-        #: (a side sets its listener's or connector's counter).
-        self.link_bytes = LinkBytes()
 
     def who(self) -> str:
-        return self.link_peer
+        return self.stream.who()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's one way to its transport (frames, pings, the upgrade).
-        self.link_bytes.sent += len(data)
+        self.stream.link_bytes.sent += len(data)
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
 
     # -- autobahn hooks --------------------------------------------------------
@@ -174,42 +172,17 @@ class MessageLink:
         # certificate) straight from the transport, which fails on
         # workerwire.tls's wrapper; its checks are workerwire.tls's anyway, so
         # describe the transport without them and start the WebSocket.
+        self.stream.made(self.transport)
         self.made = True
         self._transport_details = TransportDetails(
             channel_type=TransportDetails.CHANNEL_TYPE_TCP,
             channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET,
-            peer=self.link_peer, is_server=self.side == "master", is_secure=False)
-        self.peer = self.link_peer
-        try:
-            self.transport.setTcpNoDelay(True)
-        except Exception:
-            pass  # a UNIX socket has no Nagle
-        # Output arrives in messages of up to 1 MiB: glibc would otherwise give
-        # their memory back after each one and fault it in again (see
-        # workerwire.allocator).
-        prime_allocator()
-        if direct_socket(self.transport) is not None:
-            self.transport.bufferSize = READ_SIZE
-        self.budget = SendBudget(self.options, self.clock, lambda: transport_queued(self.transport),
-                                 self._budget_pause, self._budget_resume, self._budget_drop, self.who,
-                                 f"msgpack {self.side}", self.budget_stats)
+            peer=self.stream.peer, is_server=self.side == "master", is_secure=False)
+        self.peer = self.stream.peer
         self._connectionMade()  # type: ignore[attr-defined]
 
-    def _budget_pause(self) -> None:
-        if self.transport is not None:
-            self.transport.pauseProducing()
-
-    def _budget_resume(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resumeProducing()
-
-    def _budget_drop(self, why: str) -> None:
-        self.close(abort=True)
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.budget is not None:
-            self.budget.stop()
-        self.link_bytes.close()
+        self.stream.gone()
         if not getattr(self, "made", False):
             # A wrapper (TLS) that fails before it connected us: autobahn never
             # set up, so only our own end is reported.
@@ -251,7 +224,7 @@ class MessageLink:
         return self._request(op, fields, False)
 
     def _request(self, op: str, fields: dict[str, Any], want_result: bool) -> Deferred[Any]:
-        if self.lost is not None or self.closing:
+        if self.lost is not None or self.stream.closing:
             return fail(ConnectionLost(f"link to {self.who()} is {'lost: ' + self.lost if self.lost else 'closing'}"))
         seq = self._waiting.new_tag()
         msg = {"op": op, "seq_number": seq}
@@ -319,7 +292,7 @@ class MessageLink:
     # -- receiving ----------------------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.closing or self.lost is not None:
+        if self.stream.closing or self.lost is not None:
             return
         if not isBinary:
             return self.protocol_error(ProtocolError("a text message; the dialect uses binary MessagePack messages"))
@@ -335,13 +308,19 @@ class MessageLink:
         self._dispatch(msg)
 
     def dataReceived(self, data: bytes) -> None:
-        # Once per read (not per message): the peer is alive; and after every
+        # Once per read (not per message): the bytes counted and, on a master,
+        # held to the pre-login limit; the peer is alive; and after every
         # message in the read was handled (and answered), the send budget.
-        self.link_bytes.received += len(data)
+        # Not stream.read(): that drops input while closing, and autobahn
+        # must still read the peer's close frame to finish the close handshake.
+        stream = self.stream
+        stream.link_bytes.received += len(data)
+        if not stream.take(data):
+            stream.protocol_error(stream.too_much_before_login(), "msgpack")  # before any WebSocket: aborted
+            return
         self.on_traffic()
         super().dataReceived(data)  # type: ignore[misc]
-        if self.budget is not None and not self.closing:
-            self.budget.after_read()
+        stream.after_read()
 
     def _part(self, msg: dict[str, Any]) -> None:
         data = msg.get("data")
@@ -394,36 +373,37 @@ class MessageLink:
     # -- closing ------------------------------------------------------------------
 
     def protocol_error(self, error: ProtocolError) -> None:
-        """The peer broke the dialect: log it and close."""
-        if self.closing:
+        """The peer broke the dialect: log it (the stream's line) and close
+        with :data:`CLOSE_PROTOCOL_ERROR`."""
+        if self.stream.closing:
             return
-        _log.warn("msgpack {side}: protocol error from {who}: {error}", side=self.side, who=self.who(),
-                  error=str(error))
+        self.stream.log_protocol_error(str(error), "msgpack")
         self.close_with(CLOSE_PROTOCOL_ERROR, str(error))
 
     def close_with(self, code: int, reason: str) -> None:
         """Close with a WebSocket close code and reason (at most 123 bytes of UTF-8)."""
-        if self.closing or self.lost is not None:
+        if self.stream.closing or self.lost is not None:
             return
-        self.closing = True
+        self.stream.closing = True
         self.sendClose(code=code, reason=reason.encode("utf-8")[:120].decode("utf-8", "ignore"))  # type: ignore
 
     def close(self, abort: bool = False) -> None:
+        """Close the link: *abort* drops it at once; else a WebSocket close
+        once open (before, the TCP connection is closed)."""
         if self.lost is not None:
             return
-        transport = getattr(self, "transport", None)
+        stream = self.stream
         if abort:
-            self.closing = True
-            if transport is not None:
-                transport.abortConnection()
+            stream.closing = True
+            stream.close(abort=True)
             return
-        if self.closing:
+        if stream.closing:
             return
-        self.closing = True
+        stream.closing = True
         if getattr(self, "state", None) == self.STATE_OPEN:  # type: ignore[attr-defined]
             self.sendClose(code=1000)  # type: ignore[attr-defined]
-        elif transport is not None:
-            transport.loseConnection()
+        else:
+            stream.close()
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.lost is not None:
@@ -440,6 +420,8 @@ class MessageLink:
     def describe_close(self, wasClean: bool, code: int | None, reason: str | None) -> str:
         if code in (CLOSE_REFUSED, CLOSE_PROTOCOL_ERROR) and reason:
             return reason
+        if self.stream.drop_reason is not None:
+            return self.stream.drop_reason  # this end dropped it (the send budget's verdict, the pre-login limit)
         if wasClean:
             return "connection closed"
         loss = getattr(self, "_loss", None)

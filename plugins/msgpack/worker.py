@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from workerwire.addresses import describe_peer, split_description
+from workerwire.addresses import split_description
 from workerwire.backend import LinkOptions
 from workerwire.backoff import Backoff
 from workerwire.base_worker import BaseCommandChannel, BaseWorkerConnector, WorkerSession, builder_pairs, call_bot_now
@@ -126,7 +126,7 @@ class _Link(WorkerLink):
         return _ClientFactory(self.connector, self)
 
     def connected(self, proto: "WorkerProtocol") -> None:
-        self._proto, self.peer = proto, proto.link_peer  # the upgrade, which is the login, is under way
+        self._proto, self.peer = proto, proto.stream.peer  # the upgrade, which is the login, is under way
 
     def keepalive(self) -> Deferred[None]:
         if self.proto.extended:
@@ -183,10 +183,10 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         self.window = connector.options.output_window
         self.refused_status: int | None = None
         self.on_traffic = connector.on_traffic
-        self.link_bytes = connector.link_bytes
+        self.stream.link_bytes = connector.link_bytes
 
     def who(self) -> str:
-        return f"master at {self.link_peer}"
+        return f"master at {self.stream.peer}"
 
     def _str(self, msg: dict[str, Any], key: str) -> str:
         value = msg.get(key)
@@ -197,10 +197,6 @@ class WorkerProtocol(MessageLink, WebSocketClientProtocol):  # type: ignore[misc
         return value
 
     # -- the upgrade ------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        self.link_peer = describe_peer(self.transport)
-        super().connectionMade()
 
     def onConnect(self, response: Any) -> None:
         headers = response.headers
