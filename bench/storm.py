@@ -73,8 +73,10 @@ def describe(f: Any) -> str:
 
 
 def ww_connect_factory(reactor: Any, backend_name: str, address: str, deadline: float,
-                       connectors: list[Any], errors: "Counter[str]") -> Callable[[int], "Deferred[Any]"]:
-    """connect_one for a workerwire backend: a connector (default backoff) per worker."""
+                       connectors: list[Any], errors: "Counter[str]", options: Any = None, first: int = 0,
+                       on_lost: Callable[[], None] | None = None) -> Callable[[int], "Deferred[Any]"]:
+    """connect_one for a workerwire backend: a connector (default backoff) per worker, named from
+    ``worker_name(first)`` on, with *options* (default ``LinkOptions()``), *on_lost* told of each loss."""
     from workerwire.backend import LinkOptions
     from workerwire.registry import load_backend
 
@@ -83,13 +85,15 @@ def ww_connect_factory(reactor: Any, backend_name: str, address: str, deadline: 
     backend = load_backend(backend_name)
     basedir = tempfile.mkdtemp(prefix="workerwire-bench-storm-")
     atexit.register(shutil.rmtree, basedir, True)
-    options = LinkOptions()
+    options = LinkOptions() if options is None else options
     give_up = time.monotonic() + deadline
 
     def connect_one(i: int) -> Deferred[Any]:
-        connector = backend.create_connector(BenchBot(basedir, reactor), address, worker_name(i), PASSWORD,
+        connector = backend.create_connector(BenchBot(basedir, reactor), address, worker_name(first + i), PASSWORD,
                                              options, reactor)
         connectors.append(connector)
+        if on_lost is not None:
+            connector.notifyOnDisconnect(on_lost)
         connector.start()
         done: Deferred[Any] = Deferred()
 

@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from typing import Any
 
 from twisted.internet import stdio
-from twisted.internet.defer import Deferred
 
 from workerwire import LinkOptions, observe
-from workerwire.registry import load_backend
 
-from .storm import PASSWORD, describe, storm, worker_name
-from .storm10k_master import EXIT_FD_LIMIT, _Commands, say
+from .storm import storm, ww_connect_factory
+from .storm10k_master import EXIT_FD_LIMIT, KeepaliveTally, _Commands, say
 
 __all__ = ["main", "files_needed"]
 
@@ -65,25 +61,15 @@ def raise_limit_for(count: int) -> str | None:
     return None
 
 
-class ClientState:
+class ClientState(KeepaliveTally):
     """What the client's workers did since it started (the observe hook and the poll)."""
 
     def __init__(self, connectors: list[Any], timeout: float) -> None:
+        super().__init__(timeout)
         self.connectors = connectors
-        self.timeout = timeout
         self.lost = 0
         self.t_all: float | None = None  # the last time every worker was connected
         self.t_dip: float | None = None  # the first time since then that one was not
-        self.ka_answered = 0
-        self.ka_late = 0
-        self.ka_max_rtt = 0.0
-
-    def keepalive_answered(self, owner: object, rtt: float) -> None:
-        self.ka_answered += 1
-        if rtt > self.ka_max_rtt:
-            self.ka_max_rtt = rtt
-        if rtt > self.timeout:
-            self.ka_late += 1
 
     def on_lost(self) -> None:
         self.lost += 1
@@ -114,35 +100,13 @@ def main(argv: list[str]) -> int:
     if problem:
         sys.stderr.write(problem + "\n")
         return EXIT_FD_LIMIT
-    from .bot import BenchBot
-
-    backend = load_backend(backend_name)
     options = LinkOptions(keepalive_interval=float(interval_s), keepalive_timeout=timeout)
-    basedir = tempfile.mkdtemp(prefix="workerwire-bench-storm10k-")
     connectors: list[Any] = []
     state = ClientState(connectors, timeout)
     observe.observe(state)
     errors: Counter[str] = Counter()
-    give_up = time.monotonic() + deadline
-
-    def connect_one(i: int) -> Deferred[Any]:
-        connector = backend.create_connector(BenchBot(basedir, reactor), address, worker_name(first + i), PASSWORD,
-                                             options, reactor)
-        connectors.append(connector)
-        connector.notifyOnDisconnect(state.on_lost)
-        connector.start()
-        done: Deferred[Any] = Deferred()
-
-        def wait() -> None:
-            connector.whenConnected().addCallbacks(done.callback, retry)
-
-        def retry(f: Any) -> None:  # a refused attempt: the connector retries; count it, wait again
-            errors[describe(f)] += 1
-            if time.monotonic() < give_up:
-                reactor.callLater(0, wait)
-
-        wait()
-        return done
+    connect_one = ww_connect_factory(reactor, backend_name, address, deadline, connectors, errors, options, first,
+                                     state.on_lost)
 
     def poll() -> None:  # notices the moment every worker is back (after a master restart)
         state.on_connected()
@@ -166,10 +130,7 @@ def main(argv: list[str]) -> int:
     reactor.callWhenRunning(started)
     from .profiling import profiled
 
-    try:
-        profiled(f"storm10k-client-{backend_name}", reactor.run)
-    finally:
-        shutil.rmtree(basedir, ignore_errors=True)
+    profiled(f"storm10k-client-{backend_name}", reactor.run)  # the bots' directory goes at exit (ww_connect_factory)
     return 0
 
 

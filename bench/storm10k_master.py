@@ -48,12 +48,29 @@ __all__ = ["StormMaster", "main"]
 EXIT_FD_LIMIT = 3
 
 
-class StormMaster:
+class KeepaliveTally:
+    """A LinkObserver's count of keepalive round trips: answered, later than *timeout*, the slowest."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.ka_answered = 0
+        self.ka_late = 0
+        self.ka_max_rtt = 0.0
+
+    def keepalive_answered(self, owner: object, rtt: float) -> None:
+        self.ka_answered += 1
+        if rtt > self.ka_max_rtt:
+            self.ka_max_rtt = rtt
+        if rtt > self.timeout:
+            self.ka_late += 1
+
+
+class StormMaster(KeepaliveTally):
     """MasterHooks that accepts every worker and counts what happens to them."""
 
     def __init__(self, workers: int, timeout: float) -> None:
+        super().__init__(timeout)
         self.workers = workers
-        self.timeout = timeout
         self.live = 0
         self.attached_total = 0
         self.lost = 0
@@ -62,9 +79,6 @@ class StormMaster:
         #: monotonic time and process CPU seconds at the first attach.
         self.first: tuple[float, float] | None = None
         self.on_all: Any = None
-        self.ka_answered = 0
-        self.ka_late = 0
-        self.ka_max_rtt = 0.0
 
     # MasterHooks
     def newConnection(self, conn: Connection, workerName: str) -> None:
@@ -85,14 +99,6 @@ class StormMaster:
     def _lost(self) -> None:
         self.live -= 1
         self.lost += 1
-
-    # LinkObserver
-    def keepalive_answered(self, owner: object, rtt: float) -> None:
-        self.ka_answered += 1
-        if rtt > self.ka_max_rtt:
-            self.ka_max_rtt = rtt
-        if rtt > self.timeout:
-            self.ka_late += 1
 
 
 class _Commands(LineReceiver):
