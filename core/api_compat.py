@@ -14,7 +14,7 @@ import warnings
 from typing import Any, Callable
 
 __all__ = ["MASTER_HOOKS", "MASTER_EVENTS", "CHANNEL_HOOKS", "CONNECTOR_HOOKS", "CONNECTOR_EVENTS",
-           "adopt_legacy_hooks", "legacy_event"]
+           "adopt_legacy_hooks", "legacy_event", "moved_module"]
 
 #: API 1.0 name -> API 1.1 name, for hooks of :class:`~workerwire.base_connection.BaseConnection`.
 MASTER_HOOKS = {
@@ -85,3 +85,16 @@ def legacy_event(old: str, base_method: Callable[..., Any]) -> Callable[..., Any
     event.__name__ = old
     event.__doc__ = f"Deprecated (backend API 1.0): use :meth:`{new}`."
     return event
+
+
+def moved_module(old: str, new: Any, why: str) -> Callable[[str], Any]:
+    """The module ``__getattr__`` of *old*, a module moved to *new*: each name
+    read from it is *new*'s, with a :class:`DeprecationWarning` naming where it
+    went and *why*."""
+
+    def __getattr__(name: str) -> Any:
+        value = getattr(new, name)  # AttributeError for a name it never had
+        warnings.warn(f"{old}.{name} moved to {new.__name__}.{name} ({why})", DeprecationWarning, stacklevel=2)
+        return value
+
+    return __getattr__

@@ -6,16 +6,9 @@ This module only re-exports it; importing a name from it warns with a
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from .api_compat import moved_module
 from .speedups import socket_write as _moved
 
 __all__ = list(_moved.__all__)
 
-
-def __getattr__(name: str) -> Any:
-    value = getattr(_moved, name)  # AttributeError for a name it never had
-    warnings.warn(f"workerwire.socket_write.{name} moved to workerwire.speedups.socket_write.{name} "
-                  "(speed-ups are not part of the backend API)", DeprecationWarning, stacklevel=2)
-    return value
+__getattr__ = moved_module("workerwire.socket_write", _moved, "speed-ups are not part of the backend API")
