@@ -28,8 +28,8 @@ import pytest
 from pytest_twisted import ensureDeferred as async_test
 from twisted.internet.threads import deferToThread
 
-from test_amqp_failover import LONG_JOB, FleetOutput, _by_worker, _live_sessions_never_overlap, _until
-from test_app_support import REACTOR, CliProcess, EventLog, Processes, processes, to_toml  # noqa: F401
+from test_amqp_failover import FleetOutput, _by_worker, _live_sessions_never_overlap, _master_config, _until
+from test_app_support import REACTOR, CliProcess, EventLog, Processes, processes  # noqa: F401
 
 from workerwire.addresses import escape_value
 from workerwire_amqp.private_broker import PrivateBroker
@@ -55,19 +55,6 @@ def own_broker() -> Iterator[PrivateBroker]:
         broker.stop()
 
 
-def _master_config(tmp: Path, name: str, url: str) -> Path:
-    port = f"amqp:url={escape_value(url)}:pool=restart:master={name}"
-    data = {
-        "master": {"duplicate_ping_timeout": 1.0, "state_dir": str(tmp / f"state-{name}")},
-        "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
-        "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
-        "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", LONG_JOB]}],
-    }
-    path = tmp / f"master-{name}.toml"
-    path.write_text(to_toml(data), encoding="utf-8")
-    return path
-
-
 @pytest.mark.timeout(900)
 @async_test
 async def test_everyone_rejoins_after_the_broker_restarts(tmp_path: Path, processes: Processes,
@@ -77,7 +64,7 @@ async def test_everyone_rejoins_after_the_broker_restarts(tmp_path: Path, proces
     logs: dict[str, EventLog] = {}
     for name in MASTERS:
         events = tmp_path / f"events-{name}.jsonl"
-        masters[name] = processes.start(["master", "-c", str(_master_config(tmp_path, name, url)),
+        masters[name] = processes.start(["master", "-c", str(_master_config(tmp_path, name, url, "restart", WORKERS)),
                                          "--events", str(events)], name=f"master {name}")
         logs[name] = EventLog(events, masters[name])
     for name in MASTERS:

@@ -40,13 +40,14 @@ LONG_JOB = "echo started; while kill -0 $PPID 2>/dev/null; do sleep 2; done"
 LOGIN_WAIT = 240.0
 
 
-def _master_config(tmp: Path, name: str, url: str) -> Path:
-    port = f"amqp:url={escape_value(url)}:pool=failover:master={name}"
+def _master_config(tmp: Path, name: str, url: str, pool: str = "failover", workers: list[str] = WORKERS) -> Path:
+    """Master *name* of *pool*: *workers* on builder b1, each given the LONG_JOB."""
+    port = f"amqp:url={escape_value(url)}:pool={pool}:master={name}"
     data = {
         # Each master its own state_dir: its control socket is its own (two masters, one directory).
         "master": {"duplicate_ping_timeout": 1.0, "state_dir": str(tmp / f"state-{name}")},
         "protocols": {"amqp": {"port": port, "keepalive_interval": INTERVAL, "keepalive_timeout": TIMEOUT}},
-        "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in WORKERS],
+        "workers": [{"name": w, "password": f"pw-{w}", "builders": ["b1"]} for w in workers],
         # Runs until the link is lost (then interrupted by the worker runtime) or the fleet dies.
         "jobs": [{"name": "long", "builder": "b1", "command": ["sh", "-c", LONG_JOB]}],
     }

@@ -243,16 +243,21 @@ class _Listener(BaseListener):
         return StreamServerFactory(self, entry, build)
 
 
-@async_test
-async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte_counter(reactor: Any) -> None:
-    listener = _Listener(LinkOptions(), reactor)
+async def _accepted(listener: "_Listener", reactor: Any) -> tuple[Protocol, Any]:
+    """A client connected to a port *listener* opened, and the protocol its factory built for it."""
     registration = await listener.updateRegistration("w", "pw", "tcp:port=0:interface=127.0.0.1")
     assert registration is not None
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(registration.getPort()))
+    client = await connectProtocol(endpoint, Protocol())
+    await within(listener.built[0].made, reactor, what="the accepted connection's protocol")
+    return client, listener.built[0]
+
+
+@async_test
+async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte_counter(reactor: Any) -> None:
+    listener = _Listener(LinkOptions(), reactor)
     try:
-        client = await connectProtocol(endpoint, Protocol())
-        await within(listener.built[0].made, reactor, what="the accepted connection's protocol")
-        server = listener.built[0]
+        client, server = await _accepted(listener, reactor)
         assert server.stream.ticket is not None and not server.stream.ticket.is_done
         assert listener.link_totals.open_links == 1
         client.transport.write(b"hello")  # type: ignore[union-attr]
@@ -269,13 +274,8 @@ async def test_a_stream_server_factory_gives_each_connection_its_ticket_and_byte
 async def test_read_counts_and_hands_over_each_read_until_the_pre_login_limit_then_refuses_and_drops_the_rest(
         reactor: Any) -> None:
     listener = _Listener(LinkOptions(), reactor, _Reading)
-    registration = await listener.updateRegistration("w", "pw", "tcp:port=0:interface=127.0.0.1")
-    assert registration is not None
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(registration.getPort()))
     try:
-        client = await connectProtocol(endpoint, Protocol())
-        await within(listener.built[0].made, reactor, what="the accepted connection's protocol")
-        server = listener.built[0]
+        client, server = await _accepted(listener, reactor)
         assert isinstance(server, _Reading)
         assert server.factory is not None and server.factory.listener is listener  # type: ignore[attr-defined]
         client.transport.write(b"x" * 100)  # type: ignore[union-attr]
